@@ -1,0 +1,1 @@
+"""The lean runtime shipped in every function image. Imports nothing heavy at module scope."""

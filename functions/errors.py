@@ -1,0 +1,77 @@
+"""Errors of modelfn, rooted in one class so callers can catch them in one place.
+
+    ModelfnError                 anything a user can fix; rendered as one line
+    ├── ConfigError              models.yaml or a command-line setting is wrong (exit 2)
+    ├── UnknownTaskError         a task name modelfn does not serve (exit 2)
+    ├── BundleError              a model bundle is missing, incomplete or corrupted (exit 2)
+    └── RequestError             an HTTP caller sent something wrong (status 4xx)
+        ├── BadRequest           400
+        ├── NotFound             404
+        ├── MethodNotAllowed     405
+        ├── PayloadTooLarge      413
+        ├── UnsupportedMediaType 415
+        └── Unprocessable        422
+
+export/ and infra/ add their own subclasses (ExportError, RegistryError, ...). The CLI maps
+``exit_code`` to the process status and the HTTP layer maps ``status`` to the response, each in
+exactly one place.
+"""
+
+from __future__ import annotations
+
+
+class ModelfnError(Exception):
+    """Root of every error a user can act on. ``str(err)`` is the one line they see."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(ModelfnError):
+    """models.yaml or a setting is invalid."""
+
+
+class UnknownTaskError(ConfigError):
+    """A task name that is not among the supported ones."""
+
+
+class BundleError(ModelfnError):
+    """A model bundle cannot be used: missing file, bad manifest, digest mismatch."""
+
+
+class RequestError(ModelfnError):
+    """Something the HTTP caller got wrong. ``status`` and ``code`` go into the response."""
+
+    status = 400
+    code = "bad_request"
+
+
+class BadRequest(RequestError):
+    status, code = 400, "bad_request"
+
+
+class NotFound(RequestError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status, code = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Unprocessable(RequestError):
+    status, code = 422, "unprocessable_entity"

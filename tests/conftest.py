@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny random-weight models per task, built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tinymodels import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Factory: task -> a Hugging Face model directory with a tiny random BERT for that task."""
+    cache: dict[tuple, Path] = {}
+
+    def make(task: str, **kwargs) -> Path:
+        key = (task, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            root = tmp_path_factory.mktemp("hf-" + task)
+            cache[key] = build_tiny_model(root / "model", task, **kwargs)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_model_dir):
+    """Factory: task -> an exported model bundle (export.exporter.export_bundle) of the tiny model."""
+    cache: dict[tuple, Path] = {}
+
+    def make(task: str, **kwargs) -> Path:
+        from export.exporter import export_bundle
+
+        key = (task, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            source = tiny_model_dir(task, **{k: v for k, v in kwargs.items() if k in ("multi_label",)})
+            out = tmp_path_factory.mktemp("bundle-" + task) / "bundle"
+            export_bundle(source, task, out, name="tiny-" + task.split("-")[0],
+                          **{k: v for k, v in kwargs.items() if k not in ("multi_label",)})
+            cache[key] = out
+        return cache[key]
+
+    return make

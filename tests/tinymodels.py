@@ -1,0 +1,112 @@
+"""Tiny random-weight Hugging Face models for tests, built from configs inside the test run.
+
+No hub, no network: a WordPiece tokenizer is built with the tokenizers library from a small
+vocabulary, and a 2-layer BERT of hidden size 32 is initialised with a fixed seed. Each model is
+saved as an ordinary Hugging Face model directory, the same thing a user points `source` at.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TASKS = ("feature-extraction", "text-classification", "token-classification", "question-answering")
+
+_WORDS = (
+    "the a an is was are be to of and in that have it for not on with he as you do at this but his by "
+    "from they we say her she or will my one all would there their what so up out if about who get which "
+    "go me when make can like time no just him know take people into year your good some could them see "
+    "other than then now look only come its over think also back after use two how our work first well "
+    "way even new want because any these give day most us model serve fast cold start lambda function "
+    "paris london berlin capital france germany city river mountain happy sad great terrible movie "
+    "film book love hate john mary apple google new york question answer context what where when why"
+).split()
+
+
+def build_tokenizer(directory: Path, *, lowercase: bool = True) -> None:
+    """Write tokenizer.json (+ tokenizer_config.json, special_tokens_map.json) for a tiny WordPiece vocab."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)] + list(".,!?'-é")
+    pieces = ["##" + ch for ch in letters]
+    vocab_list = specials + sorted(set(_WORDS)) + letters + pieces
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None, clean_text=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tok.decoder = decoders.WordPiece(prefix="##")
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "BertTokenizerFast", "do_lower_case": lowercase, "model_max_length": 128,
+        "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
+        "mask_token": "[MASK]",
+    }), encoding="utf-8")
+    (directory / "special_tokens_map.json").write_text(json.dumps({
+        "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]",
+        "mask_token": "[MASK]",
+    }), encoding="utf-8")
+
+
+def build_tiny_model(directory: Path, task: str, *, seed: int = 0, multi_label: bool = False,
+                     num_labels: int | None = None, sentence_transformers: bool = True) -> Path:
+    """Save a tiny random BERT for ``task`` into ``directory`` and return it.
+
+    feature-extraction models also get a sentence-transformers config (mean pooling, normalize)
+    unless ``sentence_transformers`` is False.
+    """
+    import torch
+    from transformers import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
+                              BertForTokenClassification, BertModel)
+
+    directory = Path(directory)
+    build_tokenizer(directory)
+    vocab_size = len((directory / "vocab.txt").read_text(encoding="utf-8").split("\n")) - 1
+    labels = {
+        "text-classification": ["negative", "positive", "neutral"],
+        "token-classification": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"],
+    }.get(task, [])
+    if num_labels is not None and labels:
+        labels = [f"LABEL_{i}" for i in range(num_labels)]
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, type_vocab_size=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    if labels:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {l: i for i, l in enumerate(labels)}
+        config.num_labels = len(labels)
+    if multi_label:
+        config.problem_type = "multi_label_classification"
+    torch.manual_seed(seed)
+    model_cls = {
+        "feature-extraction": BertModel,
+        "text-classification": BertForSequenceClassification,
+        "token-classification": BertForTokenClassification,
+        "question-answering": BertForQuestionAnswering,
+    }[task]
+    model = model_cls(config).eval()
+    model.save_pretrained(directory)
+    if task == "feature-extraction" and sentence_transformers:
+        (directory / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ]), encoding="utf-8")
+        (directory / "1_Pooling").mkdir(exist_ok=True)
+        (directory / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": 32, "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        }), encoding="utf-8")
+        (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}), encoding="utf-8")
+    return directory
