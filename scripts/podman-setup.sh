@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Make `sam build` / `sam local invoke` / `sam local start-api` work on a machine with no Docker
+# engine: podman behind a Docker-compatible API socket. Idempotent; run as root.
+#
+#   eval "$(sudo scripts/podman-setup.sh)"   # exports DOCKER_HOST
+#
+# Progress goes to stderr; the only stdout line is the `export DOCKER_HOST=...` to eval.
+set -euo pipefail
+
+SOCK_PATH="${MODELFN_PODMAN_SOCK:-/run/modelfn-podman.sock}"
+SOCK_URI="unix://${SOCK_PATH}"
+CONF=/etc/containers/containers.conf
+LOG=/var/log/modelfn-podman-service.log
+
+log() { echo "podman-setup: $*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  log "must run as root (it installs packages and writes ${CONF})"
+  exit 1
+fi
+
+missing=()
+for tool in podman runc debootstrap; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]} (podman runc debootstrap)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends podman runc debootstrap \
+    uidmap slirp4netns fuse-overlayfs netavark aardvark-dns >&2 \
+    || apt-get install -y -qq podman runc debootstrap >&2
+else
+  log "podman, runc and debootstrap already installed"
+fi
+
+# Set KEY = VALUE under [SECTION] of containers.conf, adding the section or key when absent.
+# crun cannot set up containers on this kernel and the default nofile ulimits exceed what the
+# sandbox allows, hence runc and no default ulimits.
+set_conf() {
+  local section="$1" key="$2" value="$3"
+  python3 - "$CONF" "$section" "$key" "$value" <<'PY'
+import re, sys
+path, section, key, value = sys.argv[1:]
+try:
+    lines = open(path).read().splitlines()
+except FileNotFoundError:
+    lines = []
+out, in_section, seen_section, done = [], False, False, False
+for line in lines:
+    header = re.match(r"^\s*\[([^\]]+)\]\s*$", line)
+    if header:
+        if in_section and not done:
+            out.append(f"{key} = {value}")
+            done = True
+        in_section = header.group(1).strip() == section
+        seen_section = seen_section or in_section
+    elif in_section and re.match(rf"^\s*#?\s*{re.escape(key)}\s*=", line):
+        if not done:
+            out.append(f"{key} = {value}")
+            done = True
+        continue
+    out.append(line)
+if not done:
+    if not seen_section:
+        out.append(f"[{section}]")
+    out.append(f"{key} = {value}")
+open(path, "w").write("\n".join(out) + "\n")
+PY
+}
+mkdir -p "$(dirname "$CONF")"
+set_conf containers default_ulimits '[]'
+set_conf engine runtime '"runc"'
+log "configured ${CONF} (runtime runc, default_ulimits [])"
+
+answering() {
+  curl -sf --max-time 3 --unix-socket "$SOCK_PATH" http://d/_ping >/dev/null 2>&1
+}
+
+if answering; then
+  log "podman API already answering on ${SOCK_URI}"
+else
+  rm -f "$SOCK_PATH"
+  log "starting podman system service on ${SOCK_URI} (log: ${LOG})"
+  nohup setsid podman --runtime runc system service --time=0 "$SOCK_URI" >"$LOG" 2>&1 </dev/null &
+  for _ in $(seq 1 60); do
+    answering && break
+    sleep 0.5
+  done
+  if ! answering; then
+    log "podman API did not answer on ${SOCK_URI}; see ${LOG}"
+    tail -n 20 "$LOG" >&2 || true
+    exit 1
+  fi
+  log "podman API answering"
+fi
+
+echo "export DOCKER_HOST=${SOCK_URI}"
