@@ -1,0 +1,243 @@
+"""Fetch one registry version into a local directory, checking every file against the manifest.
+
+This is the one read path for bundle files: the runtime calls :func:`fetch_bundle` at cold start
+(when ``MODELFN_REGISTRY_URI`` is set) and ``infra.registry`` calls it for ``pull`` and ``verify``.
+It imports only the standard library and ``functions``; boto3 is imported when an ``s3://`` URI is
+used, never at module import.
+
+Registry layout read here (see DESIGN.md)::
+
+    <root>/models/<name>/versions/<n>/manifest.json   written last: a version exists once it does
+    <root>/models/<name>/versions/<n>/<file>          every file the manifest lists, immutable
+
+Failures raise :class:`FetchError` (a BundleError) with ``kind`` saying what went wrong:
+``endpoint`` (unreachable, no credentials, no bucket, access denied), ``not_found`` (no such
+version) or ``integrity`` (a stored file is missing, partial or corrupted; the message names it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .constants import AWS_ENDPOINT_URL
+from .errors import BundleError
+from .manifest import MANIFEST_FILE, Manifest, read_manifest, verify_bundle
+
+__all__ = [
+    "FetchError", "fetch_bundle", "make_s3_client", "parse_registry_uri", "s3_failure", "safe_file_name",
+    "version_prefix",
+]
+
+# Small connect timeout so an unreachable endpoint fails in seconds, with a few standard retries
+# for the throttling and 5xx answers real S3 gives under load.
+_CONNECT_TIMEOUT_S = 3
+_READ_TIMEOUT_S = 60
+_MAX_ATTEMPTS = 3
+
+
+class FetchError(BundleError):
+    """A version could not be fetched. ``kind``: endpoint | not_found | integrity | destination."""
+
+    def __init__(self, message: str, *, kind: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.kind = kind
+
+
+def parse_registry_uri(uri: str) -> tuple[str, str, str]:
+    """``s3://bucket/prefix`` -> ("s3", bucket, prefix); anything else -> ("local", path, "")."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        if not bucket:
+            raise FetchError(f"registry URI {uri!r} names no bucket", kind="endpoint",
+                             hint="use s3://bucket/prefix")
+        return "s3", bucket, prefix.strip("/")
+    if "://" in uri and not uri.startswith("file://"):
+        raise FetchError(f"registry URI {uri!r} is neither s3://bucket/prefix nor a directory", kind="endpoint")
+    return "local", uri[len("file://"):] if uri.startswith("file://") else uri, ""
+
+
+def version_prefix(name: str, version: int) -> str:
+    return f"models/{name}/versions/{int(version)}/"
+
+
+def safe_file_name(name: str) -> bool:
+    """A manifest file name that stays inside its version directory and is not a registry marker."""
+    path = PurePosixPath(name)
+    return (bool(name) and "\\" not in name and not path.is_absolute()
+            and all(part not in ("", ".", "..") and not part.startswith(".") for part in path.parts))
+
+
+def make_s3_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client with short connect timeouts; endpoint from the argument, then AWS_ENDPOINT_URL."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint_url = endpoint_url or os.environ.get(AWS_ENDPOINT_URL) or None
+    session = boto3.session.Session()
+    config = Config(
+        connect_timeout=_CONNECT_TIMEOUT_S,
+        read_timeout=_READ_TIMEOUT_S,
+        retries={"max_attempts": _MAX_ATTEMPTS, "mode": "standard"},
+        max_pool_connections=32,
+    )
+    return session.client("s3", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
+                          config=config)
+
+
+def s3_failure(exc: BaseException, *, bucket: str, endpoint: str | None) -> FetchError | None:
+    """Translate a boto3/botocore failure into one clear FetchError; None when it is not one."""
+    try:
+        from botocore import exceptions as bce
+    except ImportError:  # pragma: no cover - boto3 is installed wherever s3:// is used
+        return None
+    where = endpoint or "the default AWS S3 endpoint"
+    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
+        return FetchError("no AWS credentials found", kind="endpoint",
+                          hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+    if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ConnectionClosedError,
+                        bce.ReadTimeoutError)):
+        return FetchError(f"cannot reach S3 endpoint {where}", kind="endpoint",
+                          hint="check --endpoint-url / AWS_ENDPOINT_URL and the network")
+    if isinstance(exc, bce.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code == "NoSuchBucket":
+            return FetchError(f"S3 bucket {bucket!r} does not exist at {where}", kind="endpoint",
+                              hint="create it or fix the registry URI")
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "ExpiredToken"):
+            return FetchError(f"S3 denied access to bucket {bucket!r} ({code})", kind="endpoint",
+                              hint="check the AWS credentials and the bucket policy")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return FetchError("object not found", kind="not_found")
+        return FetchError(f"S3 error {code or 'unknown'} on bucket {bucket!r}: {error.get('Message', '')}".strip(),
+                          kind="endpoint")
+    if isinstance(exc, bce.BotoCoreError):
+        return FetchError(f"S3 request to {where} failed: {exc}", kind="endpoint")
+    return None
+
+
+class _LocalReader:
+    def __init__(self, root: str):
+        self.root = Path(root)
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def download(self, key: str, dest: Path) -> bool:
+        try:
+            shutil.copyfile(self.root / key, dest)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
+
+class _S3Reader:
+    def __init__(self, bucket: str, prefix: str, client: Any, endpoint: str | None):
+        self.bucket, self.prefix, self.client, self.endpoint = bucket, prefix, client, endpoint
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, fn, *args, missing=None, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - translated below or re-raised untouched
+            failure = s3_failure(exc, bucket=self.bucket, endpoint=self.endpoint)
+            if failure is None:
+                raise
+            if failure.kind == "not_found":
+                return missing
+            raise failure from None
+
+    def read(self, key: str) -> bytes | None:
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+        return None if response is None else response["Body"].read()
+
+    def download(self, key: str, dest: Path) -> bool:
+        # download_file splits large objects into ranged GETs on several threads.
+        missing = object()
+        return self._call(self.client.download_file, self.bucket, self._key(key), str(dest),
+                          missing=missing) is not missing
+
+
+def _reader(registry_uri: str, s3_client: Any, endpoint_url: str | None):
+    kind, where, prefix = parse_registry_uri(registry_uri)
+    if kind == "local":
+        return _LocalReader(where)
+    endpoint = endpoint_url or os.environ.get(AWS_ENDPOINT_URL) or None
+    return _S3Reader(where, prefix, s3_client or make_s3_client(endpoint), endpoint)
+
+
+def _already_there(dest: Path, manifest_bytes: bytes) -> bool:
+    """A previous fetch of exactly this version, intact (warm start, or a concurrent fetcher won)."""
+    try:
+        if (dest / MANIFEST_FILE).read_bytes() != manifest_bytes:
+            return False
+        verify_bundle(dest)
+    except (OSError, BundleError):
+        return False
+    return True
+
+
+def fetch_bundle(registry_uri: str, name: str, version: int, dest: str | os.PathLike[str], *,
+                 s3_client: Any = None, endpoint_url: str | None = None) -> Path:
+    """Download version ``version`` of model ``name`` into ``dest`` and return ``dest``.
+
+    The files land in a sibling temporary directory, are checked against the manifest's sha256
+    and size, and only then is the directory renamed to ``dest``: a reader never sees a partial
+    or unverified bundle. An existing ``dest`` holding this exact version is returned as is; any
+    other non-empty ``dest`` is refused.
+    """
+    dest = Path(dest)
+    label = f"model {name!r} version {version}"
+    reader = _reader(registry_uri, s3_client, endpoint_url)
+    prefix = version_prefix(name, version)
+    manifest_bytes = reader.read(prefix + MANIFEST_FILE)
+    if manifest_bytes is None:
+        raise FetchError(f"{label} is not in registry {registry_uri}", kind="not_found",
+                         hint="`modelfn registry list NAME` shows the versions")
+    try:
+        manifest = Manifest.from_json(manifest_bytes)
+    except BundleError as exc:
+        raise FetchError(f"{label}: stored manifest is unreadable: {exc.message}", kind="integrity") from None
+    if _already_there(dest, manifest_bytes):
+        return dest
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FetchError(f"destination {dest} already exists and does not hold {label}", kind="destination",
+                         hint="remove it or choose another directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        for file_name in sorted(manifest.files):
+            if not safe_file_name(file_name):
+                raise FetchError(f"{label}: manifest lists an unsafe file name {file_name!r}", kind="integrity")
+            target = staging / file_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not reader.download(prefix + file_name, target):
+                raise FetchError(f"{label}: file {file_name} is missing from the registry", kind="integrity",
+                                 hint="the version is partial; push it again")
+        (staging / MANIFEST_FILE).write_bytes(manifest_bytes)
+        try:
+            verify_bundle(staging, read_manifest(staging))
+        except FetchError:
+            raise
+        except BundleError as exc:
+            raise FetchError(f"{label}: {exc.message}", kind="integrity",
+                             hint="the stored copy is corrupted; push the bundle again") from None
+        try:
+            os.rename(staging, dest)  # onto a missing or empty directory: atomic on POSIX
+        except OSError:
+            if _already_there(dest, manifest_bytes):  # a concurrent fetcher finished first
+                return dest
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
