@@ -1,0 +1,141 @@
+"""Quantization candidates: name -> builder, and the preset list for each target.
+
+A builder turns the optimized fp32 graph into a candidate graph file. Presets are tied to the
+function's hardware (``x86_64``, ``arm64``, ``gpu``), never picked per model: export tries every
+candidate of the preset and the parity gate plus the latency measurement decide.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .convert import quiet
+from .errors import ConversionError, ExportError
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder may use besides the fp32 graph."""
+
+    workdir: Path
+    nodes_to_exclude: tuple[str, ...] = ()
+    calibration: tuple[dict, ...] = field(default=())  # feeds for static quantization
+
+
+Builder = Callable[[Path, Path, BuildContext], Path]
+REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def wrap(fn: Builder) -> Builder:
+        REGISTRY[name] = fn
+        return fn
+    return wrap
+
+
+FP32 = "fp32"
+
+# What `quantization: int8` tries per architecture, in order of preference when latency cannot be
+# measured on the target's own hardware (arm64 here).
+PRESETS: dict[str, tuple[str, ...]] = {
+    "x86_64": ("int8-dynamic-per-channel-avx512vnni", "int8-dynamic-per-channel-avx2", "int8-weight-only-b32-a4"),
+    "arm64": ("int8-dynamic-per-channel-arm64", "int8-weight-only-b32-a4"),
+    "gpu": ("fp16",),
+}
+
+
+def preset(quantization: str, architecture: str, target: str) -> tuple[str, ...]:
+    """Candidate names export tries for a function (fp32 always comes first: it is the fallback)."""
+    if quantization == "none":
+        return (FP32,)
+    if quantization == "fp16":
+        if target != "gpu":
+            raise ExportError("fp16 is for the gpu target", hint="use int8 or none on lambda")
+        return (FP32,) + PRESETS["gpu"]
+    return (FP32,) + PRESETS[architecture]
+
+
+def build(name: str, fp32: Path, ctx: BuildContext) -> Path:
+    """Build candidate ``name`` under ``ctx.workdir``; returns its single-file graph."""
+    if name not in REGISTRY:
+        raise ExportError(f"unknown quantization candidate {name!r}", hint="known: " + ", ".join(sorted(REGISTRY)))
+    out_dir = ctx.workdir / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with quiet():
+            return REGISTRY[name](fp32, out_dir / "model.onnx", ctx)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"building candidate {name} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+
+
+@register(FP32)
+def _fp32(fp32: Path, out: Path, ctx: BuildContext) -> Path:
+    shutil.copyfile(fp32, out)
+    return out
+
+
+def _dynamic(preset_name: str, per_channel: bool) -> Builder:
+    def builder(fp32: Path, out: Path, ctx: BuildContext) -> Path:
+        import onnx
+        from onnxruntime.quantization import quantize_dynamic
+        from optimum.onnxruntime import AutoQuantizationConfig
+
+        # Optimum's preset decides the scheme; quantize_dynamic is called directly because the
+        # fused contrib ops defeat ONNX shape inference, which DefaultTensorType works around.
+        config = getattr(AutoQuantizationConfig, preset_name)(is_static=False, per_channel=per_channel)
+        quantize_dynamic(
+            fp32, out, per_channel=config.per_channel, reduce_range=config.reduce_range,
+            weight_type=config.weights_dtype, op_types_to_quantize=config.operators_to_quantize,
+            nodes_to_exclude=list(ctx.nodes_to_exclude) or None,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT,
+                           "WeightSymmetric": config.weights_symmetric,
+                           "ActivationSymmetric": config.activations_symmetric},
+        )
+        return out
+    return builder
+
+
+for _arch in ("avx512_vnni", "avx2", "arm64"):
+    register(f"int8-dynamic-per-channel-{_arch.replace('_', '')}")(_dynamic(_arch, True))
+    register(f"int8-dynamic-per-tensor-{_arch.replace('_', '')}")(_dynamic(_arch, False))
+
+
+def _weight_only(block_size: int, accuracy_level: int) -> Builder:
+    def builder(fp32: Path, out: Path, ctx: BuildContext) -> Path:
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
+                                                                     MatMulNBitsQuantizer)
+
+        config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
+                                              accuracy_level=accuracy_level, bits=8)
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), algo_config=config,
+                                         nodes_to_exclude=list(ctx.nodes_to_exclude))
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+        return out
+    return builder
+
+
+for _block in (32, 64, 128):
+    for _level in (0, 4):
+        register(f"int8-weight-only-b{_block}-a{_level}")(_weight_only(_block, _level))
+
+
+@register("fp16")
+def _fp16(fp32: Path, out: Path, ctx: BuildContext) -> Path:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # inputs/outputs stay fp32 so the runtime's pre/post-processing is the same for every bundle
+    model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True,
+                                     node_block_list=list(ctx.nodes_to_exclude) or None)
+    onnx.save_model(model, str(out), save_as_external_data=False)
+    return out
+
+
+__all__ = ["FP32", "PRESETS", "REGISTRY", "BuildContext", "build", "preset", "register"]

@@ -1,0 +1,199 @@
+"""export_bundle: a Hugging Face checkpoint in, a parity-gated ONNX model bundle out.
+
+Steps: load (check the source), export (Optimum), optimize (portable fusions), quantize (every
+candidate of the function's preset), validate (parity against PyTorch and batch-1 latency),
+write (stage beside ``out``, then one rename). Any failure leaves ``out`` as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from functions.manifest import (MODEL_FILE, TOKENIZER_FILE, Candidate, Manifest, Parity, Quantization,
+                                describe_files)
+from functions.spec import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TARGETS
+from functions.tasknames import QUESTION_ANSWERING, resolve_task
+
+from . import candidates as registry
+from . import convert, measure, parity
+from .errors import ExportError, OutputError, ParityGateError
+from .progress import Progress, Tracker
+from .report import candidates_table
+from .samples import gather_samples
+from .search import choose, host_architecture, parse_strategy
+from .source import inspect_source
+
+TOOLS = ("optimum", "optimum-onnx", "onnxruntime", "onnx", "torch", "transformers", "tokenizers", "modelfn")
+DEFAULT_THREADS = 2  # what a 2048 MB Lambda function gets
+
+
+def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str | None = None,
+                  target: str = "lambda", architecture: str = "x86_64", quantization: str = "int8",
+                  thresholds: dict[str, float] | None = None, eval_file: str | Path | None = None,
+                  allow_drift: bool = False, strategy: str = "fastest-passing", max_tokens: int | None = None,
+                  progress: Progress | None = None, overwrite: bool = False, threads: int | None = None,
+                  opset: int = convert.DEFAULT_OPSET, latency_budget_s: float = 20.0) -> Manifest:
+    """Export ``source`` for ``task`` into the bundle directory ``out`` and return its manifest.
+
+    Raises an ExportError subclass (one line) on bad input, ParityGateError (exit 3, with the
+    candidate table) when nothing passes the gate and ``allow_drift`` is off. ``progress``
+    receives export.progress.ProgressEvent objects.
+    """
+    task = resolve_task(task)
+    _check_choice("target", target, TARGETS)
+    _check_choice("architecture", architecture, ARCHITECTURES)
+    _check_choice("quantization", quantization, QUANTIZATIONS)
+    strategy = parse_strategy(strategy)
+    gate = parity.gate_thresholds(task, _merge_thresholds(thresholds))
+    out = Path(out).expanduser().absolute()
+    _check_output(out, overwrite)
+    names = registry.preset(quantization, architecture, target)
+    threads = threads or min(DEFAULT_THREADS, os.cpu_count() or 1)
+    tracker = Tracker(progress)
+
+    with tracker.step("load", str(source)):
+        src = inspect_source(source, task, max_tokens=max_tokens)
+        samples = gather_samples(task, eval_file)
+    with tempfile.TemporaryDirectory(prefix="modelfn-export-") as tmp:
+        work = Path(tmp)
+        with tracker.step("export", f"Optimum ONNX export, opset {opset}"):
+            tokenizer, pad_id = convert.build_tokenizer(src, work / TOKENIZER_FILE)
+            src = replace(src, runtime=replace(src.runtime, pad_token_id=pad_id))
+            raw = convert.export_onnx(src, work, opset=opset)
+        with tracker.step("optimize", "portable transformer fusions"):
+            fp32 = convert.save_single_file(convert.optimize_onnx(raw, src, work / "optimized.onnx"),
+                                            work / "fp32.onnx")
+        with tracker.step("quantize", ", ".join(names)):
+            ctx = registry.BuildContext(workdir=work / "candidates")
+            built = {n: registry.build(n, fp32, ctx) for n in names}
+        with tracker.step("validate", f"{len(samples)} samples, batch-1 latency with {threads} threads"):
+            table = _validate(src, samples, tokenizer, built, gate, threads, latency_budget_s, tracker)
+        timed_here = target != "gpu" and architecture == host_architecture()
+        choice = choose(table, strategy, requested=quantization, timed_here=timed_here,
+                        preference=names[1:] + names[:1])
+        shown = candidates_table(table, chosen=choice.name, thresholds=gate)
+        if not choice.passed and not allow_drift:
+            raise ParityGateError(f"parity gate failed: {choice.reason}; nothing written", table=shown,
+                                  candidates=tuple(table), hint="see the table; --allow-drift writes it anyway")
+        if not choice.passed:
+            tracker.warn("validate", f"writing {choice.name} despite parity drift (--allow-drift)")
+        elif choice.fell_back:
+            tracker.warn("validate", choice.reason)
+        chosen = next(c for c in table if c.name == choice.name)
+        with tracker.step("write", str(out)):
+            manifest = _write(out, overwrite, built[choice.name], work / TOKENIZER_FILE, tracker, dict(
+                name=name or out.name, task=task, architecture=architecture, target=target,
+                quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
+                                          strategy=strategy, candidates=tuple(table)),
+                parity=Parity(metrics=dict(chosen.metrics), thresholds=gate, passed=choice.passed,
+                              samples=len(samples), allowed_drift=allow_drift and not choice.passed),
+                runtime=src.runtime, tools=tool_versions(), source=str(src.path),
+            ))
+    return manifest
+
+
+def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ExportError(f"unknown {field} {value!r}", hint="choose one of " + ", ".join(allowed))
+
+
+def _merge_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
+    merged = dict(DEFAULT_THRESHOLDS)
+    for metric, value in (thresholds or {}).items():
+        if metric not in DEFAULT_THRESHOLDS:
+            raise ExportError(f"unknown parity metric {metric!r}", hint="known: " + ", ".join(DEFAULT_THRESHOLDS))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ExportError(f"parity threshold {metric} must be a number, got {value!r}")
+        merged[metric] = float(value)
+    return merged
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"output {out} already exists and is not empty", hint="pass --overwrite to replace it")
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {out}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out}: {ancestor} is not writable")
+
+
+def _validate(src, samples, tokenizer, built: dict[str, Path], gate: dict[str, float], threads: int,
+              budget_s: float, tracker: Tracker) -> list[Candidate]:
+    """Parity of every candidate against PyTorch, then their latencies measured side by side."""
+    encoded = parity.encode(tokenizer, samples)
+    reference = parity.run_torch(src.path, src.task, encoded)
+    sessions, metrics, notes = {}, {}, {}
+    for cand_name, path in built.items():
+        try:
+            sess = measure.session(path, threads)
+            outputs = parity.run_onnx(sess, encoded)
+        except Exception as exc:  # e.g. fp16 kernels missing on this CPU: recorded, never chosen
+            metrics[cand_name], notes[cand_name] = {}, f"cannot run here: {type(exc).__name__}"
+            continue
+        sessions[cand_name] = sess
+        metrics[cand_name] = parity.compare(src.task, src.runtime, samples, encoded, reference, outputs)
+        tracker.info("validate", f"{cand_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics[cand_name].items()))
+    pair = "" if src.task != QUESTION_ANSWERING else "The answer is in this context sentence."
+    feed = measure.latency_feed(tokenizer, [i.name for i in next(iter(sessions.values())).get_inputs()],
+                                pair or None) if sessions else {}
+    latency = measure.measure_latency(sessions, feed, budget_s=budget_s) if sessions else {}
+    return [Candidate(name=n, size_bytes=path.stat().st_size, latency_ms=round(latency.get(n, 0.0), 4),
+                      metrics={k: round(v, 6) for k, v in metrics[n].items()},
+                      passed=bool(metrics[n]) and parity.gate(src.task, metrics[n], gate), note=notes.get(n, ""))
+            for n, path in built.items()]
+
+
+def _write(out: Path, overwrite: bool, model: Path, tokenizer: Path, tracker: Tracker, fields: dict) -> Manifest:
+    """Stage the bundle beside ``out`` and rename it into place; on any failure remove the stage."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    old = None
+    try:
+        shutil.copyfile(model, stage / MODEL_FILE)
+        shutil.copyfile(tokenizer, stage / TOKENIZER_FILE)
+        inputs, outputs, opset = convert.graph_io(stage / MODEL_FILE)
+        manifest = Manifest(inputs=inputs, outputs=outputs, opset=opset, files=describe_files(stage),
+                            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields)
+        manifest.write(stage)
+        tracker.info("write", f"staged in {stage.name}")
+        if out.exists():  # empty, or overwrite: move it aside so the swap is one rename
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        stage.rename(out)
+    except BaseException as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old is not None and not out.exists():
+            old.rename(out)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for dist in TOOLS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+__all__ = ["export_bundle", "tool_versions"]

@@ -1,0 +1,93 @@
+"""Exported bundles of tiny models, one per task: files, manifest fields, digests, parity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from functions.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest, sha256_file, verify_bundle
+from functions.spec import DEFAULT_THRESHOLDS
+from tests.tinymodels import TASKS
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_bundle_is_complete_and_within_thresholds(tiny_bundle, task):
+    bundle = tiny_bundle(task)
+    assert sorted(p.name for p in bundle.iterdir()) == sorted([MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE])
+    manifest = verify_bundle(bundle)
+    assert manifest.task == task
+    assert manifest.name == "tiny-" + task.split("-")[0]
+    assert (manifest.architecture, manifest.target) == ("x86_64", "lambda")
+    for name in (MODEL_FILE, TOKENIZER_FILE):
+        assert manifest.files[name].sha256 == sha256_file(bundle / name)
+        assert manifest.files[name].size == (bundle / name).stat().st_size
+
+    graph = onnx.load(str(bundle / MODEL_FILE))
+    assert manifest.inputs == tuple(i.name for i in graph.graph.input)
+    assert manifest.outputs == tuple(o.name for o in graph.graph.output)
+    assert manifest.opset == next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer)
+
+    q = manifest.quantization
+    assert q.requested == "int8"
+    names = [c.name for c in q.candidates]
+    assert names[0] == "fp32" and "int8-weight-only-b32-a4" in names and len(names) >= 3
+    assert q.chosen in names and q.reason
+    chosen = next(c for c in q.candidates if c.name == q.chosen)
+    assert chosen.passed and chosen.latency_ms > 0 and chosen.metrics == manifest.parity.metrics
+
+    p = manifest.parity
+    assert p.passed and not p.allowed_drift and p.samples >= 10
+    assert p.thresholds and all(p.metrics[m] >= t for m, t in p.thresholds.items())
+    expected = {"feature-extraction": {"mean_cosine", "min_cosine"}}.get(task, {"agreement"})
+    assert set(p.thresholds) == expected
+    assert all(p.thresholds[m] == DEFAULT_THRESHOLDS[m] for m in expected)
+
+    assert {"optimum", "onnxruntime", "onnx", "torch", "transformers"} <= set(manifest.tools)
+    assert manifest.created_at.endswith("+00:00")
+    assert read_manifest(bundle) == manifest
+
+
+def test_runtime_config_follows_the_checkpoint(tiny_bundle, tiny_model_dir):
+    fe = read_manifest(tiny_bundle("feature-extraction")).runtime
+    assert (fe.pooling, fe.normalize, fe.max_length) == ("mean", True, 128)
+    tc = read_manifest(tiny_bundle("text-classification")).runtime
+    config = json.loads((tiny_model_dir("text-classification") / "config.json").read_text())
+    assert tc.labels == tuple(config["id2label"][str(i)] for i in range(len(config["id2label"])))
+    assert tc.multi_label is False
+    tok = read_manifest(tiny_bundle("token-classification")).runtime
+    assert tok.labels[0] == "O" and len(tok.labels) == 5
+
+
+def test_multi_label_classifier(tiny_bundle):
+    manifest = read_manifest(tiny_bundle("text-classification", multi_label=True))
+    assert manifest.runtime.multi_label is True
+    assert manifest.parity.passed
+
+
+def test_tokenizer_truncates_to_max_length_and_does_not_pad(tiny_bundle):
+    from tokenizers import Tokenizer
+
+    bundle = tiny_bundle("feature-extraction")
+    tok = Tokenizer.from_file(str(bundle / TOKENIZER_FILE))
+    manifest = read_manifest(bundle)
+    assert len(tok.encode("data " * 500).ids) == manifest.runtime.max_length
+    assert len(tok.encode("the").ids) == 3  # [CLS] the [SEP], no padding
+
+
+def test_bundle_model_runs_with_manifest_io(tiny_bundle):
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    bundle = tiny_bundle("question-answering")
+    manifest = read_manifest(bundle)
+    enc = Tokenizer.from_file(str(bundle / TOKENIZER_FILE)).encode("where is paris?", "paris is in france")
+    feeds = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
+    session = ort.InferenceSession(str(bundle / MODEL_FILE), providers=["CPUExecutionProvider"])
+    outputs = session.run(list(manifest.outputs), {n: np.asarray([feeds[n]], dtype=np.int64) for n in manifest.inputs})
+    assert [o.shape for o in outputs] == [(1, len(enc.ids))] * 2
