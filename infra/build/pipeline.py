@@ -1,0 +1,116 @@
+"""`modelfn build`: models.yaml + registry -> one build context per model + template.yaml.
+
+Everything that can be wrong is checked before anything is written: models.yaml, every model and
+alias in the registry, manifests matching models.yaml, wheels for the image's platform. Only then
+are contexts and the template written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from functions.errors import ConfigError
+from functions.spec import load_models_file
+
+from ..template import Deployment, generate_template, write_template
+from .context import default_base_image, write_context
+from .requirements import pinned_requirements
+from .wheelhouse import DEFAULT_WHEELHOUSE, prepare_wheelhouse
+
+DEFAULT_OUT = Path(".modelfn/build")
+DEFAULT_PYTHON = "3.12"
+DEFAULT_BAKE_LIMIT_MB = 200
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    models_file: Path = Path("models.yaml")
+    registry: str | None = None          # overrides models.yaml's registry
+    endpoint_url: str | None = None      # S3 API endpoint (tests, S3-compatible stores)
+    out: Path = DEFAULT_OUT
+    template: Path = Path("template.yaml")
+    python_version: str = DEFAULT_PYTHON
+    base_image: str | None = None        # default: the AWS Lambda Python base for the version/arch
+    bake_limit_mb: int = DEFAULT_BAKE_LIMIT_MB
+    wheelhouse: Path = DEFAULT_WHEELHOUSE
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    template: Path
+    deployments: list[Deployment] = field(default_factory=list)
+    contexts: dict[str, Path] = field(default_factory=dict)
+
+
+def _check_manifest(spec, version: int, manifest) -> None:
+    for attribute in ("task", "architecture", "target"):
+        found, wanted = getattr(manifest, attribute), getattr(spec, attribute)
+        if found != wanted:
+            raise ConfigError(
+                f"model {spec.name!r} version {version} in the registry has {attribute} {found}, "
+                f"models.yaml says {wanted}",
+                hint=f"export and push a {wanted} version, then promote it to {spec.alias!r}")
+
+
+def plan_deployments(settings: BuildSettings, registry, models_file, template_dir: Path) -> list[Deployment]:
+    """Resolve every Lambda model's alias to a version; raises before anything is written."""
+    deployments = []
+    for spec in models_file.models:
+        if spec.target != "lambda":
+            continue
+        version = registry.resolve(spec.name, spec.alias)
+        info = registry.show(spec.name, version)
+        _check_manifest(spec, version, info.manifest)
+        context = Path(os.path.relpath(Path(settings.out).resolve() / spec.name, template_dir.resolve()))
+        deployments.append(Deployment(
+            spec=spec, version=version, bundle_bytes=info.size_bytes,
+            fetch=info.size_bytes > settings.bake_limit_mb * 2**20, context=context.as_posix()))
+    if not deployments:
+        raise ConfigError(f"{models_file.path}: no model with target lambda; nothing to build")
+    return deployments
+
+
+def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> BuildResult:
+    """Write build contexts and the template. Raises ModelfnError (one line) on any problem."""
+    from ..registry import open_registry  # boto3 only when building
+
+    if settings.bake_limit_mb < 1:
+        raise ConfigError(f"bake limit must be at least 1 MB, got {settings.bake_limit_mb}")
+    models_file = load_models_file(settings.models_file)
+    registry_uri = settings.registry or models_file.registry
+    registry = open_registry(registry_uri, endpoint_url=settings.endpoint_url)
+    template_path = Path(settings.template)
+    deployments = plan_deployments(settings, registry, models_file, template_path.parent)
+    template = generate_template(models_file, deployments, registry_uri)  # validates before writing
+
+    requirements = {}
+    wheelhouses = {}
+    for arch in sorted({d.spec.architecture for d in deployments}):
+        fetching = any(d.fetch for d in deployments if d.spec.architecture == arch)
+        everything = pinned_requirements(settings.python_version, arch, fetch=fetching)
+        wheelhouses[arch] = prepare_wheelhouse(everything, architecture=arch,
+                                               python_version=settings.python_version, root=settings.wheelhouse)
+        requirements[(arch, True)] = everything
+        requirements[(arch, False)] = pinned_requirements(settings.python_version, arch, fetch=False)
+
+    contexts = {}
+    for deployment in deployments:
+        spec = deployment.spec
+        where = "fetched at cold start" if deployment.fetch else "baked in"
+        log(f"{spec.name}: version {deployment.version} ({deployment.bundle_bytes / 2**20:.1f} MB, {where})")
+        pull = None if deployment.fetch else \
+            (lambda dest, s=spec, v=deployment.version: registry.pull(s.name, v, dest))
+        contexts[spec.name] = write_context(
+            Path(settings.out) / spec.name, name=spec.name, version=deployment.version,
+            requirements=requirements[(spec.architecture, deployment.fetch)],
+            wheelhouse=wheelhouses[spec.architecture], python_version=settings.python_version,
+            architecture=spec.architecture,
+            base_image=settings.base_image or default_base_image(settings.python_version, spec.architecture),
+            pull_bundle=pull)
+    template_path.parent.mkdir(parents=True, exist_ok=True)
+    write_template(template, template_path)
+    log(f"wrote {template_path} and {len(contexts)} build context(s) under {settings.out}")
+    return BuildResult(template=template_path, deployments=deployments, contexts=contexts)

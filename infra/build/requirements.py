@@ -1,0 +1,101 @@
+"""Pinned runtime requirements for a function image, derived from what this environment runs.
+
+The image must run the exact versions the tests ran, so the pins are the installed versions of the
+runtime extra of the ``modelfn`` distribution and their dependency closure, with markers evaluated
+for the image's Python and architecture (not the host's).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import re
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from functions.errors import ConfigError
+
+# The runtime set, as a fallback when the modelfn distribution metadata is not installed.
+_RUNTIME_FALLBACK = ("numpy", "onnxruntime", "tokenizers", "fastapi", "mangum", "aws-lambda-powertools")
+# Dependencies declared by runtime packages that the runtime never imports: tokenizers needs
+# huggingface-hub only for from_pretrained (the runtime loads tokenizer.json from the bundle), and
+# it would pull requests, tqdm, fsspec, hf-xet and more into every image.
+EXCLUDED = frozenset({"huggingface-hub"})
+# Only the cold-start fetch of large bundles needs an S3 client; the AWS base image ships boto3
+# but the stand-in does not, so it is pinned explicitly when a model is fetched.
+FETCH_EXTRA = ("boto3",)
+
+_MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
+
+
+def runtime_roots() -> list[str]:
+    """Top-level runtime requirements: the ``runtime`` extra of the installed modelfn distribution."""
+    try:
+        declared = metadata.requires("modelfn") or []
+    except metadata.PackageNotFoundError:
+        return list(_RUNTIME_FALLBACK)
+    roots = []
+    for text in declared:
+        req = Requirement(text)
+        if req.marker is not None and req.marker.evaluate({"extra": "runtime"}) \
+                and not req.marker.evaluate({"extra": ""}):
+            roots.append(str(req.name))
+    return roots or list(_RUNTIME_FALLBACK)
+
+
+def target_environment(python_version: str, architecture: str) -> dict[str, str]:
+    """PEP 508 marker environment of the image, not of this host."""
+    if not re.fullmatch(r"3\.\d{1,2}", python_version):
+        raise ConfigError(f"python version must look like 3.12, got {python_version!r}")
+    if architecture not in _MACHINES:
+        raise ConfigError(f"architecture must be one of {', '.join(_MACHINES)}, got {architecture!r}")
+    env = dict(default_environment())
+    env.update(
+        python_version=python_version,
+        python_full_version=f"{python_version}.0",
+        platform_machine=_MACHINES[architecture],
+        sys_platform="linux",
+        platform_system="Linux",
+        os_name="posix",
+        implementation_name="cpython",
+        platform_python_implementation="CPython",
+    )
+    return env
+
+
+def pinned_requirements(python_version: str, architecture: str, *, fetch: bool = False) -> list[str]:
+    """``name==version`` for the runtime closure, sorted. Raises ConfigError when a package the image
+    needs is not installed here (it could not be pinned to a tested version)."""
+    env = target_environment(python_version, architecture)
+    roots = runtime_roots() + (list(FETCH_EXTRA) if fetch else [])
+    pins: dict[str, str] = {}
+    pending = [(Requirement(r), "") for r in roots]
+    while pending:
+        req, extra = pending.pop()
+        name = canonicalize_name(req.name)
+        if name in EXCLUDED or name in pins:
+            continue
+        if req.marker is not None and not req.marker.evaluate({**env, "extra": extra}):
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            raise ConfigError(
+                f"runtime dependency {req.name} is not installed, so it cannot be pinned",
+                hint="install the runtime extra: pip install -e '.[runtime]'",
+            ) from None
+        pins[name] = dist.version
+        for text in dist.requires or []:
+            sub = Requirement(text)
+            for wanted in req.extras or {""}:
+                if sub.marker is None or sub.marker.evaluate({**env, "extra": wanted}):
+                    pending.append((Requirement(_without_marker(text)), ""))
+                    break
+    return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+def _without_marker(text: str) -> str:
+    # Markers were evaluated against the requirer's extras already; the dependency itself is then
+    # needed unconditionally.
+    return text.split(";", 1)[0].strip()

@@ -1,0 +1,41 @@
+"""`modelfn build`: one container build context per model from models.yaml and the registry, and
+the SAM template.yaml that deploys them. Then `sam build` builds the images."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "build", help="write build contexts and template.yaml for every model in models.yaml",
+        description="Resolve each model's alias in the registry, write one container build context per "
+                    "model (runtime code, bundle, pinned wheels, Dockerfile) and template.yaml. "
+                    "Then run `sam build`.")
+    p.add_argument("--models-file", default="models.yaml", help="default: %(default)s")
+    p.add_argument("--registry", help="registry URI (s3://bucket/prefix or a directory); default: models.yaml's")
+    p.add_argument("--endpoint-url", help="S3 API endpoint for the registry (default: AWS)")
+    p.add_argument("--out", default=".modelfn/build", help="build contexts folder (default: %(default)s)")
+    p.add_argument("--template", default="template.yaml", help="template to write (default: %(default)s)")
+    p.add_argument("--python-version", default="3.12",
+                   help="Python of the base image; wheels are fetched for it (default: %(default)s, the AWS base; "
+                        "3.11 for the podman stand-in)")
+    p.add_argument("--base-image", help="BASE_IMAGE default in the Dockerfiles "
+                                        "(default: public.ecr.aws/lambda/python:<version>[-arm64])")
+    p.add_argument("--bake-limit-mb", type=int, default=200,
+                   help="bundles larger than this are fetched from the registry at cold start instead of "
+                        "baked into the image (default: %(default)s)")
+    p.add_argument("--wheelhouse", default=".wheelhouse", help="host wheel cache (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..build import BuildSettings, build
+
+    build(BuildSettings(
+        models_file=Path(args.models_file), registry=args.registry, endpoint_url=args.endpoint_url,
+        out=Path(args.out), template=Path(args.template), python_version=args.python_version,
+        base_image=args.base_image, bake_limit_mb=args.bake_limit_mb, wheelhouse=Path(args.wheelhouse)))
+    return 0

@@ -1,0 +1,165 @@
+"""template.yaml from models.yaml: plain data, dumped to YAML once.
+
+Intrinsic functions are plain dicts (``{"Ref": ...}``, ``{"Fn::Sub": ...}``), never YAML tags, so
+the template is data any YAML or JSON tool reads.
+
+    generate_template(models_file, deployments, registry_uri) -> dict
+    dump_template(template) -> str
+    committed_deployments(models_file) -> list[Deployment]   # what the committed template.yaml assumes
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from functions.errors import ConfigError
+from functions.spec import ModelsFile
+
+from ._api import api_resources, routes
+from ._bucket import BUCKET_ID, bucket_resources
+from ._function import function_resources
+from ._names import FUNCTION_ALIAS, Deployment, api_url, get_att, ref
+
+__all__ = ["Deployment", "committed_deployments", "dump_template", "generate_template", "write_template"]
+
+DEFAULT_BUILD_DIR = ".modelfn/build"
+DEPLOYMENT_TYPES = [
+    "Canary10Percent5Minutes", "Canary10Percent10Minutes", "Canary10Percent15Minutes",
+    "Canary10Percent30Minutes", "Linear10PercentEvery1Minute", "Linear10PercentEvery2Minutes",
+    "Linear10PercentEvery3Minutes", "Linear10PercentEvery10Minutes", "AllAtOnce",
+]
+
+_PARAMETERS = {
+    "AuthMode": {
+        "Type": "String", "Default": "AWS_IAM", "AllowedValues": ["AWS_IAM", "API_KEY", "NONE"],
+        "Description": "How callers authenticate: SigV4-signed IAM requests, an API key (x-api-key) with "
+                       "a usage plan, or none (public; only for tests)",
+    },
+    "DeploymentType": {
+        "Type": "String", "Default": "Canary10Percent5Minutes", "AllowedValues": DEPLOYMENT_TYPES,
+        "Description": "CodeDeploy traffic shift for new function versions; the errors alarm rolls back",
+    },
+    "ThrottlingRateLimit": {"Type": "Number", "Default": 50, "MinValue": 1,
+                            "Description": "Steady-state requests per second across the stage"},
+    "ThrottlingBurstLimit": {"Type": "Number", "Default": 100, "MinValue": 1,
+                             "Description": "Burst of requests the stage accepts"},
+    "LogRetentionDays": {"Type": "Number", "Default": 30,
+                         "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 180, 365, 731, 1827, 3653],
+                         "Description": "Retention of the API access logs"},
+    "CreateRegistryBucket": {"Type": "String", "Default": "false", "AllowedValues": ["true", "false"],
+                             "Description": "Create a versioned, encrypted, TLS-only S3 bucket for the model registry"},
+    "CreateApiGatewayAccount": {
+        "Type": "String", "Default": "true", "AllowedValues": ["true", "false"],
+        "Description": "Set the account-wide API Gateway CloudWatch role access logging needs "
+                       "(false when the account already has one)",
+    },
+}
+_CONDITIONS = {
+    "UseIamAuth": {"Fn::Equals": [ref("AuthMode"), "AWS_IAM"]},
+    "UseApiKeyAuth": {"Fn::Equals": [ref("AuthMode"), "API_KEY"]},
+    "CreateRegistryBucket": {"Fn::Equals": [ref("CreateRegistryBucket"), "true"]},
+    "CreateApiGatewayAccount": {"Fn::Equals": [ref("CreateApiGatewayAccount"), "true"]},
+}
+
+
+def committed_deployments(models_file: ModelsFile, build_dir: str = DEFAULT_BUILD_DIR) -> list[Deployment]:
+    """The deployments the committed template.yaml describes: every Lambda model at version 1 (what a
+    fresh registry holds after the first push), baked into its image, built under ``build_dir``."""
+    return [Deployment(spec=s, version=1, context=f"{build_dir}/{s.name}")
+            for s in models_file.models if s.target == "lambda"]
+
+
+def _description(models_file: ModelsFile, deployments: list[Deployment]) -> str:
+    served = ", ".join(f"{d.spec.name} v{d.version}" + (" (fetched at cold start)" if d.fetch else "")
+                       for d in deployments)
+    text = (f"modelfn: one container-image Lambda function per model, generated from {Path(models_file.path).name} "
+            f"by `modelfn build` (do not edit). Models: {served}.")
+    embedders = [d.spec.name for d in deployments if d.is_embedding]
+    if embedders:
+        text += f" POST /v1/embeddings serves {embedders[0]} (the first embedding model)."
+    gpu = [s.name for s in models_file.models if s.target == "gpu"]
+    if gpu:
+        text += f" Not in this stack (target gpu, served by GPU endpoints): {', '.join(gpu)}."
+    return text[:1024]
+
+
+def _outputs(deployments: list[Deployment]) -> dict:
+    outputs: dict = {
+        "ApiUrl": {"Description": "Base URL of the model API", "Value": api_url()},
+        "HealthUrl": {"Description": "GET: liveness", "Value": api_url("/health")},
+    }
+    for method, path, deployment in routes(deployments):
+        if path.startswith("/models/"):
+            kind = "Predict" if path.endswith("/predict") else "Info"
+            outputs[f"{deployment.logical_id}{kind}Url"] = {
+                "Description": f"{method.upper()}: model {deployment.spec.name} {kind.lower()}",
+                "Value": api_url(path),
+            }
+        elif path == "/v1/embeddings":
+            outputs["EmbeddingsUrl"] = {"Description": f"POST: OpenAI-style embeddings ({deployment.spec.name})",
+                                        "Value": api_url(path)}
+    for deployment in deployments:
+        outputs[f"{deployment.logical_id}FunctionAlias"] = {
+            "Description": f"Alias {FUNCTION_ALIAS} of model {deployment.spec.name}'s function",
+            "Value": ref(f"{deployment.function_id}.Alias"),
+        }
+    outputs["ApiKeyId"] = {"Condition": "UseApiKeyAuth", "Description": "Id of the API key (value: aws apigateway get-api-key --include-value)",
+                           "Value": ref("ApiKey")}
+    outputs["RegistryBucketName"] = {"Condition": "CreateRegistryBucket", "Description": "Model registry bucket",
+                                     "Value": ref(BUCKET_ID)}
+    outputs["RegistryBucketArn"] = {"Condition": "CreateRegistryBucket", "Value": get_att(BUCKET_ID, "Arn")}
+    return outputs
+
+
+def generate_template(models_file: ModelsFile, deployments: list[Deployment], registry_uri: str) -> dict:
+    """The SAM template for ``deployments`` (Lambda-target models only, in models.yaml order)."""
+    if not deployments:
+        raise ConfigError(f"{models_file.path}: no model with target lambda; nothing to put in template.yaml")
+    ids: dict[str, str] = {}
+    for deployment in deployments:
+        other = ids.setdefault(deployment.logical_id, deployment.spec.name)
+        if other != deployment.spec.name:
+            raise ConfigError(f"{models_file.path}: models {other!r} and {deployment.spec.name!r} map to the same "
+                              f"CloudFormation id {deployment.logical_id}; rename one")
+        if deployment.fetch and not registry_uri.startswith("s3://"):
+            raise ConfigError(
+                f"model {deployment.spec.name!r} is fetched at cold start, which needs an s3:// registry, "
+                f"not {registry_uri}", hint="push it to an S3 registry or raise the bake threshold")
+    resources: dict[str, dict] = {}
+    for deployment in deployments:
+        resources.update(function_resources(deployment, registry_uri))
+    resources.update(api_resources(deployments))
+    resources.update(bucket_resources())
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Description": _description(models_file, deployments),
+        "Parameters": _PARAMETERS,
+        "Conditions": _CONDITIONS,
+        "Resources": resources,
+        "Outputs": _outputs(deployments),
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, keys in insertion order, no anchors for repeated dicts."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def dump_template(template: dict) -> str:
+    header = "# Generated by `modelfn build` from models.yaml. Do not edit; rerun `modelfn build`.\n"
+    return header + yaml.dump(template, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                              width=120, allow_unicode=True)
+
+
+def write_template(template: dict, path: Path) -> Path:
+    """Write atomically, so a failed build never leaves half a template."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dump_template(template), encoding="utf-8")
+    tmp.replace(path)
+    return path

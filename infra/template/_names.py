@@ -1,0 +1,74 @@
+"""Logical ids, routes and small CloudFormation helpers shared by the template builders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from functions.spec import ModelSpec
+from functions.tasknames import FEATURE_EXTRACTION
+
+FUNCTION_ALIAS = "live"
+STAGE_NAME = "prod"
+API_ID = "Api"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One model as it will be deployed: its spec, the registry version its alias named at build
+    time, and whether the bundle is baked into the image or fetched at cold start."""
+
+    spec: ModelSpec
+    version: int
+    bundle_bytes: int = 0
+    fetch: bool = False
+    context: str = ""  # DockerContext, relative to the template's folder
+
+    @property
+    def logical_id(self) -> str:
+        return camel(self.spec.name)
+
+    @property
+    def function_id(self) -> str:
+        return f"{self.logical_id}Function"
+
+    @property
+    def docker_tag(self) -> str:
+        return f"{self.spec.name}-v{self.version}"
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.spec.task == FEATURE_EXTRACTION
+
+
+def camel(name: str) -> str:
+    """``my-model-2`` -> ``MyModel2``: model names are URL-safe, logical ids alphanumeric."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("-") if part)
+
+
+def ref(name: str) -> dict:
+    return {"Ref": name}
+
+
+def sub(text: str) -> dict:
+    return {"Fn::Sub": text}
+
+
+def get_att(resource: str, attribute: str) -> dict:
+    return {"Fn::GetAtt": [resource, attribute]}
+
+
+def if_(condition: str, yes, no) -> dict:
+    return {"Fn::If": [condition, yes, no]}
+
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def api_url(path: str = "") -> dict:
+    return sub(f"https://${{{API_ID}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{STAGE_NAME}{path}")
+
+
+def model_routes(deployment: Deployment) -> list[tuple[str, str]]:
+    """(method, path) pairs a model's function always serves."""
+    name = deployment.spec.name
+    return [("post", f"/models/{name}/predict"), ("get", f"/models/{name}")]

@@ -1,0 +1,182 @@
+"""template.yaml: structure, validity under cfn-lint and `sam validate --lint`, and freshness."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from functions.errors import ConfigError
+from functions.spec import load_models_file, parse_models_file
+from infra.template import Deployment, committed_deployments, dump_template, generate_template, write_template
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LINT_ENV = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
+
+MODELS = parse_models_file({
+    "registry": "s3://models-bucket/team",
+    "models": [
+        {"name": "minilm", "source": "x", "task": "feature-extraction"},
+        {"name": "sentiment", "source": "x", "task": "text-classification", "architecture": "arm64",
+         "memory_mb": 3008, "timeout_s": 60},
+        {"name": "e5-large", "source": "x", "task": "feature-extraction"},
+        {"name": "big-llm", "source": "x", "task": "text-classification", "target": "gpu"},
+    ],
+})
+
+
+def deployments(fetch_large: bool = True) -> list[Deployment]:
+    specs = [s for s in MODELS.models if s.target == "lambda"]
+    return [
+        Deployment(spec=specs[0], version=3, bundle_bytes=23 * 2**20, context=".modelfn/build/minilm"),
+        Deployment(spec=specs[1], version=1, bundle_bytes=60 * 2**20, context=".modelfn/build/sentiment"),
+        Deployment(spec=specs[2], version=7, bundle_bytes=1300 * 2**20, fetch=fetch_large,
+                   context=".modelfn/build/e5-large"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return generate_template(MODELS, deployments(), MODELS.registry)
+
+
+def functions_of(template: dict) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
+
+
+def test_one_image_function_per_lambda_model(template):
+    fns = functions_of(template)
+    assert sorted(fns) == ["E5LargeFunction", "MinilmFunction", "SentimentFunction"]
+    sentiment = fns["SentimentFunction"]
+    assert sentiment["Properties"]["PackageType"] == "Image"
+    assert sentiment["Properties"]["Architectures"] == ["arm64"]
+    assert (sentiment["Properties"]["MemorySize"], sentiment["Properties"]["Timeout"]) == (3008, 60)
+    assert sentiment["Metadata"] == {"Dockerfile": "Dockerfile", "DockerContext": ".modelfn/build/sentiment",
+                                     "DockerTag": "sentiment-v1"}
+    env = fns["MinilmFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["MODELFN_MODEL_NAME"] == "minilm" and env["MODELFN_MODEL_VERSION"] == "3"
+    assert "v3" in fns["MinilmFunction"]["Metadata"]["DockerTag"]
+    assert "big-llm" in template["Description"] and "gpu" in template["Description"]
+
+
+def test_alias_canary_and_rollback_alarm(template):
+    assert template["Parameters"]["DeploymentType"]["Default"] == "Canary10Percent5Minutes"
+    for fn_id, fn in functions_of(template).items():
+        props = fn["Properties"]
+        assert props["AutoPublishAlias"] == "live"
+        assert props["DeploymentPreference"]["Type"] == {"Ref": "DeploymentType"}
+        (alarm_ref,) = props["DeploymentPreference"]["Alarms"]
+        alarm = template["Resources"][alarm_ref["Ref"]]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
+        dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        assert dims == {"Resource": {"Fn::Sub": f"${{{fn_id}}}:live"}, "FunctionName": {"Ref": fn_id}}
+
+
+def test_auth_defaults_to_iam_with_api_key_and_none_options(template):
+    param = template["Parameters"]["AuthMode"]
+    assert param["Default"] == "AWS_IAM" and param["AllowedValues"] == ["AWS_IAM", "API_KEY", "NONE"]
+    api = template["Resources"]["Api"]["Properties"]
+    paths = api["DefinitionBody"]["paths"]
+    assert set(paths) == {"/models/minilm/predict", "/models/minilm", "/models/sentiment/predict",
+                          "/models/sentiment", "/models/e5-large/predict", "/models/e5-large", "/health",
+                          "/v1/embeddings"}
+    for path, methods in paths.items():
+        for operation in methods.values():
+            condition, iam, otherwise = operation["security"]["Fn::If"]
+            assert (condition, iam) == ("UseIamAuth", [{"sigv4": []}]), path
+            assert otherwise["Fn::If"][:2] == ["UseApiKeyAuth", [{"api_key": []}]]
+    # The first embedding model in models.yaml order owns the OpenAI-style route.
+    uri = paths["/v1/embeddings"]["post"]["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+    assert "${MinilmFunction.Arn}:live" in uri
+    for key in ("ApiUsagePlan", "ApiKey", "ApiUsagePlanKey"):
+        assert template["Resources"][key]["Condition"] == "UseApiKeyAuth"
+    assert api["MethodSettings"][0]["ThrottlingRateLimit"] == {"Ref": "ThrottlingRateLimit"}
+    assert api["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+
+
+def test_invoke_permissions_are_per_route_on_the_alias(template):
+    perms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"]
+    assert len(perms) == 8
+    assert all(p["FunctionName"]["Ref"].endswith("Function.Alias") for p in perms)
+    assert all("/*/*" not in p["SourceArn"]["Fn::Sub"] for p in perms)
+
+
+def test_least_privilege_s3_only_for_fetched_models(template):
+    fns = functions_of(template)
+    assert "Policies" not in fns["MinilmFunction"]["Properties"]
+    assert "EphemeralStorage" not in fns["MinilmFunction"]["Properties"]
+    fetched = fns["E5LargeFunction"]["Properties"]
+    assert fetched["EphemeralStorage"]["Size"] >= 1300 + 512
+    (statement,) = fetched["Policies"][0]["Statement"]
+    assert statement["Action"] == ["s3:GetObject"]
+    assert statement["Resource"]["Fn::Sub"].endswith(":s3:::models-bucket/team/models/e5-large/versions/7/*")
+    assert fetched["Environment"]["Variables"]["MODELFN_REGISTRY_URI"] == "s3://models-bucket/team"
+
+
+def test_registry_bucket_is_private_encrypted_versioned_tls_only(template):
+    bucket = template["Resources"]["RegistryBucket"]
+    assert bucket["Condition"] == "CreateRegistryBucket"
+    props = bucket["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    (statement,) = template["Resources"]["RegistryBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_outputs_name_every_endpoint(template):
+    outputs = template["Outputs"]
+    for model in ("Minilm", "Sentiment", "E5Large"):
+        assert "/models/" in outputs[f"{model}PredictUrl"]["Value"]["Fn::Sub"]
+    assert outputs["EmbeddingsUrl"]["Value"]["Fn::Sub"].endswith("/prod/v1/embeddings")
+    assert outputs["ApiUrl"]["Value"]["Fn::Sub"].startswith("https://${Api}.execute-api.")
+
+
+def test_yaml_has_no_tags_and_round_trips(template):
+    text = dump_template(template)
+    assert "!Ref" not in text and "!Sub" not in text and "&id" not in text
+    assert yaml.safe_load(text) == template
+
+
+def test_fetched_model_needs_an_s3_registry():
+    with pytest.raises(ConfigError, match="s3:// registry"):
+        generate_template(MODELS, deployments(), "./.modelfn/registry")
+
+
+def test_colliding_logical_ids_are_refused():
+    models = parse_models_file({"models": [{"name": "a-1", "source": "x", "task": "feature-extraction"},
+                                           {"name": "a1", "source": "x", "task": "feature-extraction"}]})
+    deps = [Deployment(spec=s, version=1) for s in models.models]
+    with pytest.raises(ConfigError, match="same CloudFormation id"):
+        generate_template(models, deps, models.registry)
+
+
+def test_committed_template_is_what_the_generator_writes():
+    models = load_models_file(ROOT / "models.yaml")
+    expected = dump_template(generate_template(models, committed_deployments(models), models.registry))
+    assert (ROOT / "template.yaml").read_text() == expected, \
+        "template.yaml is stale: run `python -m infra.template` and commit it"
+
+
+def _lint(path: Path) -> None:
+    for cmd in ([str(BIN / "cfn-lint"), str(path)],
+                [str(BIN / "sam"), "validate", "--lint", "--template-file", str(path)]):
+        if not Path(cmd[0]).exists() and shutil.which(Path(cmd[0]).name) is None:
+            pytest.fail(f"{cmd[0]} is missing: install the dev extra")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=LINT_ENV, cwd=path.parent, timeout=300)
+        assert proc.returncode == 0, f"{' '.join(cmd[:2])} failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_committed_template_passes_cfn_lint_and_sam_validate():
+    _lint(ROOT / "template.yaml")
+
+
+def test_multi_model_template_with_fetched_model_passes_linters(tmp_path, template):
+    _lint(write_template(template, tmp_path / "template.yaml"))
