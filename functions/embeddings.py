@@ -1,0 +1,67 @@
+"""POST /v1/embeddings: the OpenAI embeddings API over a sentence-embedding bundle.
+
+``dimensions`` keeps the first N components and re-normalizes them (Matryoshka-style
+shortening, as OpenAI's text-embedding-3 models do); ``encoding_format: base64`` answers the
+little-endian float32 bytes, base64-encoded, as the OpenAI client expects.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from .errors import BadRequest, NotFound
+from .inputs import parse_items
+from .tasknames import FEATURE_EXTRACTION
+from .tasks import TEXT, encode_texts
+from .tasks.embeddings import l2_normalize, sentence_vectors
+
+_FIELDS = ("input", "model", "encoding_format", "dimensions", "user")
+
+
+class EmbeddingsService:
+    def __init__(self, model, served_name: str):
+        self.model = model
+        self.name = served_name
+        self.dimension: int | None = None
+
+    @staticmethod
+    def serves(model) -> bool:
+        return model.manifest.task == FEATURE_EXTRACTION and model.manifest.runtime.pooling != "none"
+
+    def create(self, data: dict) -> tuple[dict, int, int]:
+        """(response body, batch size, token count) for a request body."""
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}", hint="fields: " + ", ".join(_FIELDS))
+        requested = data.get("model")
+        if requested is not None and requested != self.name:
+            raise NotFound(f"no model named {requested!r} here", hint=f"this function serves {self.name!r}")
+        fmt = data.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise BadRequest(f"encoding_format must be \"float\" or \"base64\", got {fmt!r}")
+        raw = data.get("input")
+        if isinstance(raw, list) and raw and all(isinstance(x, (int, list)) and not isinstance(x, bool) for x in raw):
+            raise BadRequest("token-id arrays are not supported as input", hint="send strings")
+        items, _ = parse_items(raw, TEXT, self.model.limits.max_batch, field="input")
+        dimensions = data.get("dimensions")
+
+        prepared = encode_texts(self.model, items)
+        vectors = sentence_vectors(self.model, prepared, [self.model.run(f) for f in prepared.feeds])
+        if dimensions is not None:
+            full = vectors.shape[1]
+            if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= full:
+                raise BadRequest(f"dimensions must be an integer from 1 to {full}, got {dimensions!r}")
+            vectors = l2_normalize(vectors[:, :dimensions])
+        data_out = [{"object": "embedding", "index": i, "embedding": self._encode(v, fmt)}
+                    for i, v in enumerate(vectors)]
+        usage = {"prompt_tokens": prepared.tokens, "total_tokens": prepared.tokens}
+        body = {"object": "list", "data": data_out, "model": self.name, "usage": usage}
+        return body, len(items), prepared.tokens
+
+    @staticmethod
+    def _encode(vector: np.ndarray, fmt: str):
+        if fmt == "base64":
+            return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+        return vector.tolist()

@@ -1,0 +1,109 @@
+"""Decoding and validating request bodies. Everything a caller can get wrong becomes a RequestError."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from .tasks import QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
+
+_JSON_TYPES = ("application/json",)
+
+
+def check_content_type(content_type: str | None) -> None:
+    """JSON only; a missing header is taken as JSON (API Gateway test events often omit it)."""
+    if not content_type:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in _JSON_TYPES or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(f"content type {media!r} is not supported", hint="send application/json")
+
+
+def parse_json(body: bytes) -> dict:
+    """The request body as a JSON object."""
+    if not body:
+        raise BadRequest("request body is empty", hint="send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"request body must be a JSON object, got {_kind(data)}")
+    return data
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where} must be a string, got {_kind(value)}")
+    if not value.strip():
+        raise BadRequest(f"{where} is empty")
+    return value
+
+
+def _qa(value: Any, where: str) -> tuple[str, str]:
+    if not isinstance(value, dict) or "question" not in value or "context" not in value:
+        raise BadRequest(f"{where} must be an object with \"question\" and \"context\"")
+    return _text(value["question"], where + ".question"), _text(value["context"], where + ".context")
+
+
+def _text_or_pair(value: Any, where: str) -> str | tuple[str, str]:
+    if isinstance(value, dict):
+        if "text" not in value:
+            raise BadRequest(f"{where} must be a string or an object with \"text\" (and \"text_pair\")")
+        text = _text(value["text"], where + ".text")
+        if value.get("text_pair") is None:
+            return text
+        return text, _text(value["text_pair"], where + ".text_pair")
+    return _text(value, where)
+
+
+_ITEM = {TEXT: _text, QUESTION_CONTEXT: _qa, TEXT_OR_PAIR: _text_or_pair}
+_WANTS = {TEXT: "a string or a list of strings",
+          QUESTION_CONTEXT: "an object {question, context} or a list of them",
+          TEXT_OR_PAIR: "a string, an object {text, text_pair} or a list of either"}
+
+
+def parse_items(value: Any, kind: str, max_batch: int, *, field: str = "inputs") -> tuple[list, bool]:
+    """(items, single): the inputs as a list, and whether the caller sent one item rather than a list."""
+    if value is None:
+        raise BadRequest(f"\"{field}\" is required: {_WANTS[kind]}")
+    single = not isinstance(value, list)
+    values = [value] if single else value
+    if not values:
+        raise BadRequest(f"\"{field}\" is an empty list")
+    if len(values) > max_batch:
+        raise PayloadTooLarge(f"\"{field}\" has {len(values)} items; this model takes at most {max_batch} per request",
+                              hint="split the request")
+    check = _ITEM[kind]
+    try:
+        items = [check(v, field if single else f"{field}[{i}]") for i, v in enumerate(values)]
+    except BadRequest as exc:
+        raise BadRequest(f"{exc.message} (expected {_WANTS[kind]})") from None
+    return items, single
+
+
+def parse_predict(data: dict) -> tuple[Any, dict]:
+    """The ``inputs`` and ``parameters`` of a Hugging Face inference request."""
+    unknown = sorted(set(data) - {"inputs", "parameters", "options"})
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}", hint="send {\"inputs\": ..., \"parameters\": {...}}")
+    params = data.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"\"parameters\" must be an object, got {_kind(params)}")
+    return data.get("inputs"), params
+
+
+def check_model_name(requested: str, served: str) -> None:
+    if requested != served:
+        raise NotFound(f"no model named {requested!r} here", hint=f"this function serves {served!r}")

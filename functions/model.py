@@ -1,0 +1,163 @@
+"""The loaded model: one ONNX Runtime session and one tokenizer per execution environment.
+
+Everything here is built once at cold start; per request only :meth:`LoadedModel.encode`,
+:meth:`LoadedModel.feed` and :meth:`LoadedModel.run` are called.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from .errors import BundleError, Unprocessable
+from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest
+
+_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+# Chosen by bench/runtime_bench.py (see bench/runtime.md, "session options"): the arena keeps
+# freed buffers for reuse, which trades peak RSS for allocation time per request.
+CPU_MEM_ARENA = True
+MEM_PATTERN = True
+
+
+def session_options(threads: int, *, cpu_mem_arena: bool = CPU_MEM_ARENA,
+                    mem_pattern: bool = MEM_PATTERN) -> ort.SessionOptions:
+    """ONNX Runtime options for a Lambda-sized CPU: intra-op threads = usable CPUs, no inter-op pool."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_cpu_mem_arena = cpu_mem_arena
+    opts.enable_mem_pattern = mem_pattern
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle spinning threads burn CPU time that Lambda bills and that the next request needs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch: int
+    max_tokens: int
+    truncate: bool
+
+
+class LoadedModel:
+    """A bundle made ready to serve: manifest, session, tokenizer, request limits."""
+
+    def __init__(self, bundle_dir: str | Path, *, threads: int, max_batch: int, max_tokens: int | None,
+                 truncate: bool, manifest: Manifest | None = None,
+                 options: ort.SessionOptions | None = None):
+        root = Path(bundle_dir)
+        self.bundle_dir = root
+        self.manifest = manifest or read_manifest(root)
+        for name in (MODEL_FILE, TOKENIZER_FILE):
+            if not (root / name).is_file():
+                raise BundleError(f"{root} is not a model bundle: {name} is missing",
+                                  hint="re-export or re-fetch the bundle")
+        runtime = self.manifest.runtime
+        limit = min(max_tokens, runtime.max_length) if max_tokens else runtime.max_length
+        self.limits = Limits(max_batch=max_batch, max_tokens=limit, truncate=truncate)
+        self.session = ort.InferenceSession(str(root / MODEL_FILE), sess_options=options or session_options(threads),
+                                            providers=["CPUExecutionProvider"])
+        graph_inputs = {i.name: i for i in self.session.get_inputs()}
+        missing = [n for n in self.manifest.inputs if n not in graph_inputs]
+        if missing:
+            raise BundleError(f"model.onnx has no input {missing[0]!r} that the manifest names",
+                              hint="the bundle is inconsistent; re-export it")
+        self.input_dtypes = {n: _DTYPES.get(graph_inputs[n].type, np.int64) for n in self.manifest.inputs}
+        self.output_names = list(self.manifest.outputs)
+        self.tokenizer = self._load_tokenizer(root / TOKENIZER_FILE, self.limits.max_tokens)
+        # Question answering reconfigures truncation (stride, only_second) per request; a separate
+        # tokenizer and a lock keep that from leaking into concurrent plain encodes.
+        self._pair_tokenizer: Tokenizer | None = None
+        self._pair_lock = threading.Lock()
+        self.pad_token_id = runtime.pad_token_id
+
+    @staticmethod
+    def _load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise BundleError(f"{path} cannot be loaded: {exc}", hint="re-export the bundle") from None
+        tok.no_padding()
+        tok.enable_truncation(max_length=max_tokens)
+        return tok
+
+    # -- per request ---------------------------------------------------------------------
+    def encode(self, texts: Sequence[str] | Sequence[tuple[str, str]]) -> list[Encoding]:
+        """Tokenize with the configured limit; answer 422 for over-long texts when truncation is off."""
+        if len(texts) == 1:
+            item = texts[0]
+            encs = [self.tokenizer.encode(*item) if isinstance(item, tuple) else self.tokenizer.encode(item)]
+        else:
+            encs = self.tokenizer.encode_batch(list(texts))
+        if not self.limits.truncate:
+            for i, enc in enumerate(encs):
+                if enc.overflowing:
+                    raise Unprocessable(
+                        f"inputs[{i}] is longer than the limit of {self.limits.max_tokens} tokens",
+                        hint="shorten the text or deploy the model with truncate: true")
+        return encs
+
+    def encode_pair_spans(self, question: str, context: str, *, max_length: int, stride: int) -> list[Encoding]:
+        """Question + context, the context split into overlapping windows (question answering)."""
+        with self._pair_lock:
+            if self._pair_tokenizer is None:
+                self._pair_tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+                self._pair_tokenizer.no_padding()
+            tok = self._pair_tokenizer
+            try:
+                tok.enable_truncation(max_length=max_length, stride=stride, strategy="only_second")
+                enc = tok.encode(question, context)
+            except Exception as exc:  # tokenizers: question too long for max_length, stride too large
+                raise Unprocessable(f"question and context cannot be windowed: {exc}",
+                                    hint="shorten the question or lower doc_stride") from None
+        return [enc, *enc.overflowing]
+
+    def feed(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """The graph's inputs for a batch, padded to the longest encoding."""
+        names = self.input_dtypes
+        if len(encodings) == 1:
+            enc = encodings[0]
+            columns = {"input_ids": [enc.ids], "attention_mask": [enc.attention_mask], "token_type_ids": [enc.type_ids]}
+            return {n: np.asarray(columns[n], dtype=names[n]) for n in names}
+        width = max(len(e.ids) for e in encodings)
+        out = {}
+        for n in names:
+            fill = self.pad_token_id if n == "input_ids" else 0
+            out[n] = np.full((len(encodings), width), fill, dtype=names[n])
+        for row, enc in enumerate(encodings):
+            k = len(enc.ids)
+            if "input_ids" in out:
+                out["input_ids"][row, :k] = enc.ids
+            if "attention_mask" in out:
+                out["attention_mask"][row, :k] = enc.attention_mask
+            if "token_type_ids" in out:
+                out["token_type_ids"][row, :k] = enc.type_ids
+        return out
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+
+    # -- tokenizer facts the post-processing needs --------------------------------------
+    def decode_tokens(self, tokens: list[str]) -> str:
+        """Join tokens back into text the way transformers' fast tokenizers do."""
+        decoder = self.tokenizer.decoder
+        return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
+
+    @property
+    def unk_token_id(self) -> int | None:
+        unk = getattr(self.tokenizer.model, "unk_token", None)
+        return self.tokenizer.token_to_id(unk) if isinstance(unk, str) else None
+
+    @property
+    def word_aware(self) -> bool:
+        """Whether subwords carry a prefix (WordPiece ``##``), so word boundaries are exact."""
+        return bool(getattr(self.tokenizer.model, "continuing_subword_prefix", None))

@@ -1,0 +1,115 @@
+"""Runtime settings: explicit argument, then environment variable, then default.
+
+Every variable name comes from :mod:`functions.constants`; nothing else in the runtime reads
+``os.environ`` for modelfn settings.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import constants as env
+from .errors import ConfigError
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r} is not a boolean", hint="use 1/0 or true/false")
+
+
+def _env_int(name: str, lo: int, hi: int) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        raise ConfigError(f"environment variable {name}={raw!r} must be an integer from {lo} to {hi}")
+    return value
+
+
+def default_bundle_dir() -> Path:
+    """$MODELFN_BUNDLE_DIR, else $LAMBDA_TASK_ROOT/model (the image layout), else ./model."""
+    explicit = os.environ.get(env.BUNDLE_DIR)
+    if explicit:
+        return Path(explicit)
+    task_root = os.environ.get(env.LAMBDA_TASK_ROOT)
+    return Path(task_root) / "model" if task_root else Path("model")
+
+
+def available_cpus() -> int:
+    """CPUs this process may actually use: affinity mask, capped by a cgroup v2/v1 CPU quota.
+
+    os.cpu_count() reports the host's CPUs; on Lambda and in containers the quota is what counts,
+    and oversubscribing ONNX Runtime threads costs latency.
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def _cgroup_quota() -> float | None:
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        parts = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if parts and parts[0] != "max":
+            return int(parts[0]) / int(parts[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # cgroup v1
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    bundle_dir: Path
+    name: str | None  # None: the manifest's name
+    version: str | None
+    max_batch: int
+    max_tokens: int | None  # None: the manifest's runtime.max_length
+    truncate: bool
+    log_inputs: bool
+    threads: int
+
+    @classmethod
+    def resolve(cls, bundle_dir: str | os.PathLike[str] | None = None, *, name: str | None = None,
+                version: str | int | None = None, max_batch: int | None = None,
+                max_tokens: int | None = None, truncate: bool | None = None,
+                threads: int | None = None) -> "Settings":
+        env_batch = _env_int(env.MAX_BATCH, 1, 4096)
+        env_tokens = _env_int(env.MAX_TOKENS, 8, 1 << 20)
+        env_threads = _env_int(env.THREADS, 1, 1024)
+        return cls(
+            bundle_dir=Path(bundle_dir) if bundle_dir is not None else default_bundle_dir(),
+            name=name or os.environ.get(env.MODEL_NAME) or None,
+            version=str(version) if version is not None else (os.environ.get(env.MODEL_VERSION) or None),
+            max_batch=max_batch if max_batch is not None else (env_batch or 32),
+            max_tokens=max_tokens if max_tokens is not None else env_tokens,
+            truncate=truncate if truncate is not None else env_flag(env.TRUNCATE, True),
+            log_inputs=env_flag(env.LOG_INPUTS, False),
+            threads=threads if threads is not None else (env_threads or available_cpus()),
+        )

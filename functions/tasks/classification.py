@@ -1,0 +1,73 @@
+"""text-classification: softmax (or sigmoid for multi-label models) over the labels, with top_k.
+
+Answers in transformers' text-classification pipeline shapes: without ``top_k`` a text gets
+``[{label, score}]`` (and a list of texts one best label each); with ``top_k`` each text gets a
+list of up to ``top_k`` labels, best first; ``top_k: null`` means every label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tasknames import TEXT_CLASSIFICATION
+from . import TEXT_OR_PAIR, Prepared, encode_texts, register
+from .params import MISSING, check_known, get_choice, get_int
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+
+
+def _params(raw: dict) -> dict:
+    check_known(raw, ("top_k", "function_to_apply"))
+    return {
+        "top_k": get_int(raw, "top_k", MISSING, lo=1, hi=100_000, nullable=True),
+        "function_to_apply": get_choice(raw, "function_to_apply", None, FUNCTIONS),
+    }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _preprocess(model, items: list, params: dict) -> Prepared:
+    return encode_texts(model, items)
+
+
+def _labels(model, count: int) -> tuple[str, ...]:
+    labels = model.manifest.runtime.labels
+    return labels if len(labels) == count else tuple(f"LABEL_{i}" for i in range(count))
+
+
+@register(TEXT_CLASSIFICATION, inputs=TEXT_OR_PAIR, parse_params=_params, preprocess=_preprocess,
+          shape=lambda results, single, params: _shape(results, single, params))
+def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
+    logits = np.concatenate([out[model.output_names[0]] for out in outputs]).astype(np.float32)
+    runtime = model.manifest.runtime
+    function = params["function_to_apply"]
+    if function is None:
+        function = "sigmoid" if runtime.multi_label or logits.shape[-1] == 1 else "softmax"
+    scores = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda x: x}[function](logits)
+    labels = _labels(model, logits.shape[-1])
+    top_k = params["top_k"]
+    results = []
+    for row in scores:
+        if top_k is MISSING:
+            best = int(row.argmax())
+            results.append({"label": labels[best], "score": float(row[best])})
+            continue
+        order = np.argsort(-row, kind="stable")
+        if top_k is not None:
+            order = order[:top_k]
+        results.append([{"label": labels[i], "score": float(row[i])} for i in order])
+    return results
+
+
+def _shape(results: list, single: bool, params: dict):
+    # transformers answers a single text without top_k as a one-element list.
+    if single and params["top_k"] is MISSING:
+        return results
+    return results[0] if single else results

@@ -1,0 +1,76 @@
+"""feature-extraction: sentence embeddings pooled and normalized as the bundle's runtime config says.
+
+Unlike transformers' feature-extraction pipeline, which answers token-level vectors, a predict
+request answers one pooled vector per input (what sentence-transformers' ``encode`` returns).
+Bundles exported with ``pooling: none`` answer token vectors, one list per input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tasknames import FEATURE_EXTRACTION
+from . import TEXT, Prepared, encode_texts, register
+from .params import check_known, get_bool
+
+POOLINGS = ("mean", "cls", "max", "none")
+
+
+def _params(raw: dict) -> dict:
+    check_known(raw, ("normalize",))
+    return {"normalize": get_bool(raw, "normalize", None)}
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
+    """Sentence vectors from token vectors (batch, tokens, dim) and the attention mask (batch, tokens)."""
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "max":
+        return np.where(mask[..., None] > 0, hidden, np.float32(-1e9)).max(axis=1)
+    weights = mask[..., None].astype(hidden.dtype)
+    return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def sentence_vectors(model, prepared: Prepared, outputs: list[dict], normalize: bool | None = None) -> np.ndarray:
+    """(inputs, dim) float32 sentence embeddings for a pooled model."""
+    runtime = model.manifest.runtime
+    parts = []
+    for feed, out in zip(prepared.feeds, outputs):
+        hidden = out[model.output_names[0]]
+        # A graph that already pools (sentence_embedding output) answers (batch, dim).
+        parts.append(hidden if hidden.ndim == 2 else pool(hidden, feed["attention_mask"], runtime.pooling))
+    vectors = np.concatenate(parts).astype(np.float32, copy=False)
+    if runtime.normalize if normalize is None else normalize:
+        vectors = l2_normalize(vectors)
+    return vectors
+
+
+def _preprocess(model, items: list, params: dict) -> Prepared:
+    return encode_texts(model, items)
+
+
+def _shape(results: list, single: bool, params: dict):
+    return results
+
+
+@register(FEATURE_EXTRACTION, inputs=TEXT, parse_params=_params, preprocess=_preprocess, shape=_shape)
+def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
+    if model.manifest.runtime.pooling == "none":
+        results = []
+        for enc, (row, hidden) in zip(prepared.encodings, _rows(model, outputs)):
+            tokens = hidden[row, :len(enc.ids)]
+            results.append((l2_normalize(tokens) if params["normalize"] else tokens).tolist())
+        return results
+    return sentence_vectors(model, prepared, outputs, params["normalize"]).tolist()
+
+
+def _rows(model, outputs: list[dict]):
+    for out in outputs:
+        hidden = out[model.output_names[0]]
+        for row in range(hidden.shape[0]):
+            yield row, hidden

@@ -1,0 +1,57 @@
+"""Validation of the ``parameters`` object of a predict request. Wrong values are a 400, named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import BadRequest
+
+MISSING: Any = object()
+
+
+def check_known(params: dict, known: tuple[str, ...]) -> None:
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise BadRequest(f"unknown parameter {unknown[0]!r}",
+                         hint="this model accepts: " + (", ".join(known) or "no parameters"))
+
+
+def get_int(params: dict, name: str, default: Any, *, lo: int = 1, hi: int = 1 << 20,
+            nullable: bool = False) -> Any:
+    value = params.get(name, MISSING)
+    if value is MISSING:
+        return default
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        extra = " or null" if nullable else ""
+        raise BadRequest(f"parameters.{name} must be an integer from {lo} to {hi}{extra}, got {value!r}")
+    return value
+
+
+def get_bool(params: dict, name: str, default: Any) -> Any:
+    value = params.get(name, MISSING)
+    if value is MISSING:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequest(f"parameters.{name} must be true or false, got {value!r}")
+    return value
+
+
+def get_choice(params: dict, name: str, default: Any, choices: tuple[str, ...]) -> Any:
+    value = params.get(name, MISSING)
+    if value is MISSING or value is None:
+        return default
+    key = value.lower() if isinstance(value, str) else value
+    if key not in choices:
+        raise BadRequest(f"parameters.{name} must be one of {', '.join(choices)}, got {value!r}")
+    return key
+
+
+def get_str_list(params: dict, name: str, default: Any) -> Any:
+    value = params.get(name, MISSING)
+    if value is MISSING or value is None:
+        return default
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"parameters.{name} must be a list of strings")
+    return value

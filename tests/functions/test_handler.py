@@ -1,0 +1,120 @@
+"""The Lambda handler over API Gateway REST (v1) and HTTP API (v2) events from events/."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from events.generate import build_events, render
+from tests.functions.conftest import call
+from tests.functions.eventfiles import EVENTS_DIR, event_names, load_event
+
+
+@pytest.fixture(scope="module")
+def embed_bundle(tiny_bundle):
+    return tiny_bundle("feature-extraction")
+
+
+@pytest.fixture
+def handler(load_handler, embed_bundle):
+    # The committed events address the model declared in models.yaml, `minilm`.
+    return load_handler(embed_bundle, MODELFN_MODEL_NAME="minilm", MODELFN_MODEL_VERSION="3").handler
+
+
+def test_committed_events_match_models_yaml():
+    expected = build_events()
+    assert sorted(expected) == event_names()
+    for name, event in expected.items():
+        assert (EVENTS_DIR / name).read_text(encoding="utf-8") == render(event), name
+
+
+@pytest.mark.parametrize("name", event_names())
+def test_every_event_is_answered(handler, name):
+    status, body, headers = call(handler, load_event(name))
+    assert status == 200, body
+    assert headers["content-type"] == "application/json"
+    route = name.split("-")[1]
+    if route == "predict":
+        sent = json.loads(load_event(name)["body"])["inputs"]
+        assert len(body) == len(sent) and all(len(v) == 32 for v in body)
+    elif route == "embeddings":
+        assert body["object"] == "list" and body["model"] == "minilm"
+        assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+    elif route == "info":
+        assert body["name"] == "minilm" and body["version"] == "3" and body["task"] == "feature-extraction"
+        assert body["limits"]["max_batch"] == 32 and "chosen" in body["quantization"]
+    else:
+        assert body["status"] == "ok"
+
+
+def test_v1_and_v2_events_give_the_same_answer(handler):
+    _, v1, _ = call(handler, load_event("minilm-predict-v1"))
+    _, v2, _ = call(handler, load_event("minilm-predict-v2"))
+    assert v1 == v2
+
+
+def test_openapi_schema_lists_the_routes(handler):
+    status, schema, _ = call(handler, load_event("minilm-health-v2", path="/openapi.json"))
+    assert status == 200
+    assert {"/models/{name}/predict", "/v1/embeddings", "/models/{name}", "/health"} <= set(schema["paths"])
+
+
+def test_logs_carry_request_id_and_cold_start_but_no_text(handler, capsys):
+    call(handler, load_event("minilm-predict-v2"))
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    request_logs = [l for l in lines if l.get("message") == "request"]
+    assert request_logs, lines
+    log = request_logs[-1]
+    assert log["function_request_id"] and log["correlation_id"] == "JKJaXmPLvHcESHA="
+    assert "cold_start" in log and log["batch_size"] == 2
+    assert "modelfn serves" not in json.dumps(lines)
+    emf = [l for l in lines if "_aws" in l]
+    assert emf and emf[-1]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "modelfn"
+    names = {m["Name"] for m in emf[-1]["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"Latency", "BatchSize", "Tokens"} <= names
+
+
+def test_request_text_is_logged_only_when_asked(load_handler, embed_bundle, capsys):
+    handler = load_handler(embed_bundle, MODELFN_MODEL_NAME="minilm", MODELFN_LOG_INPUTS="1").handler
+    call(handler, load_event("minilm-predict-v2"))
+    assert "modelfn serves models as functions" in capsys.readouterr().out
+
+
+def test_missing_bundle_is_reported_not_crashed(load_handler, tmp_path):
+    module = load_handler(tmp_path / "nowhere")
+    status, body, _ = call(module.handler, load_event("minilm-health-v2"))
+    assert status == 500 and body["error"]["code"] == "model_unavailable"
+    assert "manifest.json is missing" in body["error"]["message"]
+
+
+def test_missing_bundle_is_fetched_from_the_registry(load_handler, embed_bundle, tmp_path, monkeypatch):
+    calls = []
+
+    def fetch_bundle(registry_uri, name, version, dest):
+        calls.append((registry_uri, name, version, str(dest)))
+        return embed_bundle
+
+    monkeypatch.setitem(sys.modules, "functions.fetch", types.SimpleNamespace(fetch_bundle=fetch_bundle))
+    module = load_handler(tmp_path / "absent", MODELFN_REGISTRY_URI="s3://bucket/reg", MODELFN_MODEL_NAME="minilm",
+                          MODELFN_MODEL_VERSION="7", MODELFN_FETCH_DIR=tmp_path / "fetch")
+    status, body, _ = call(module.handler, load_event("minilm-info-v1"))
+    assert status == 200 and body["version"] == "7"
+    assert calls == [("s3://bucket/reg", "minilm", 7, str(tmp_path / "fetch" / "minilm" / "7"))]
+
+
+def test_non_api_gateway_event_is_a_400(handler, lambda_context):
+    response = handler({"inputs": "hello"}, lambda_context)
+    assert response["statusCode"] == 400
+
+
+def test_embeddings_match_predict(handler):
+    _, predicted, _ = call(handler, load_event("minilm-predict-v2"))
+    event = load_event("minilm-embeddings-v2")
+    event["body"] = json.dumps({"input": json.loads(load_event("minilm-predict-v2")["body"])["inputs"]})
+    _, answer, _ = call(handler, event)
+    got = np.array([d["embedding"] for d in answer["data"]])
+    np.testing.assert_allclose(got, np.array(predicted), atol=1e-6)
