@@ -25,7 +25,7 @@ from . import versions as _versions
 from .aliases import read_alias, rollback_target, update_alias
 from .errors import Conflict, IntegrityError, NotFound, PreconditionFailed, RegistryError, from_fetch_error
 from .records import (AliasState, HistoryEntry, PushResult, VerifyResult, VersionInfo, aliases_prefix, check_alias,
-                      check_name, claim_key, digest_key, manifest_key, model_prefix, version_key)
+                      check_name, claim_key, digest_key, manifest_key, version_key)
 from .s3store import S3Store
 from .store import LocalStore, ObjectStore
 
