@@ -54,6 +54,11 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
     out = Path(out).expanduser().absolute()
     _check_output(out, overwrite)
     names = registry.preset(quantization, architecture, target)
+    if strategy.startswith("fixed:") and strategy[6:] not in names:
+        names += (strategy[6:],)  # a fixed choice outside the preset is built too, and still gated
+        if strategy[6:] not in registry.REGISTRY:
+            raise ExportError(f"unknown quantization candidate {strategy[6:]!r}",
+                              hint="known: " + ", ".join(sorted(registry.REGISTRY)))
     threads = threads or min(DEFAULT_THREADS, os.cpu_count() or 1)
     tracker = Tracker(progress)
 

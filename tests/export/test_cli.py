@@ -1,0 +1,59 @@
+"""`modelfn export` end to end on a tiny model: models.yaml route, --json, progress and summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from functions.manifest import Manifest, read_manifest, verify_bundle
+from infra.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def test_export_by_name_from_models_file_prints_json_only_on_stdout(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    source = tiny_model_dir("text-classification")
+    models = tmp_path / "models.yaml"
+    models.write_text(f"""
+models:
+  - name: tiny-sentiment
+    source: {source}
+    task: sentiment-analysis
+    max_tokens: 64
+    parity:
+      agreement: 0.9
+""", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code = main(["export", "tiny-sentiment", "--models-file", str(models), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    bundle = tmp_path / ".modelfn" / "bundles" / "tiny-sentiment"
+    manifest = verify_bundle(bundle)
+    assert Manifest.from_dict(data["manifest"]) == manifest
+    assert manifest.name == "tiny-sentiment" and manifest.task == "text-classification"
+    assert manifest.runtime.max_length == 64 and manifest.parity.thresholds == {"agreement": 0.9}
+    assert set(data["timings_s"]) == {"load", "export", "optimize", "quantize", "validate", "write"}
+    for step in ("load", "export", "optimize", "quantize", "validate", "write"):
+        assert step in err
+
+
+def test_export_with_flags_prints_summary_with_the_chosen_candidate(tiny_model_dir, tmp_path, capsys):
+    out_dir = tmp_path / "b"
+    code = main(["export", "--source", str(tiny_model_dir("token-classification")), "--task", "ner",
+                 "--out", str(out_dir), "--strategy", "smallest-passing", "--parity", "agreement=0.95"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    manifest = read_manifest(out_dir)
+    assert manifest.quantization.strategy == "smallest-passing"
+    passing = [c for c in manifest.quantization.candidates if c.passed]
+    assert manifest.quantization.chosen == min(passing, key=lambda c: (c.size_bytes, c.latency_ms, c.name)).name
+    marked = [line for line in out.splitlines() if line.startswith("*")]
+    assert len(marked) == 1 and manifest.quantization.chosen in marked[0]
+    assert "parity" in out and "latency" in out and "size" in out
+
+
+def test_name_and_source_together_is_a_config_error(tmp_path, capsys):
+    assert main(["export", "minilm", "--source", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
