@@ -133,12 +133,14 @@ class LocalStore:
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
-        with self._locked(key):
-            if if_match is not None:
+        if if_match is None:
+            self._path(key).unlink(missing_ok=True)
+        else:
+            with self._locked(key):
                 current = self.get(key)
                 if current is None or current[1] != if_match:
                     raise PreconditionFailed(key)
-            self._path(key).unlink(missing_ok=True)
+                self._path(key).unlink(missing_ok=True)
         # Empty directories would read as claimed version numbers; prune them up to the root.
         parent = self._path(key).parent
         while parent != self.root and self.root in parent.parents:
