@@ -20,18 +20,20 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for tool in podman runc debootstrap; do
+# netavark (podman's network backend) shells out to iptables; without it every container start
+# fails with "netavark: No such file or directory".
+for tool in podman runc debootstrap iptables; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing ${missing[*]} (podman runc debootstrap)"
+  log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends podman runc debootstrap \
-    uidmap slirp4netns fuse-overlayfs netavark aardvark-dns >&2 \
-    || apt-get install -y -qq podman runc debootstrap >&2
+    uidmap slirp4netns fuse-overlayfs netavark aardvark-dns iptables catatonit >&2 \
+    || apt-get install -y -qq podman runc debootstrap iptables >&2
 else
-  log "podman, runc and debootstrap already installed"
+  log "podman, runc, debootstrap and iptables already installed"
 fi
 
 # Set KEY = VALUE under [SECTION] of containers.conf, adding the section or key when absent.

@@ -37,7 +37,8 @@ COPY wheels/ /tmp/wheels/
 RUN python3 -c "import sys; assert sys.version_info[:2] == ({pytuple}), \
 'BASE_IMAGE runs Python %d.%d, the wheels are for {python}: rerun modelfn build --python-version %d.%d' \
 % (sys.version_info[:2] * 2)" \\
- && python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --no-index --no-deps \\
+ && python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore \\
+    --no-index --no-deps \\
     --find-links /tmp/wheels --target /opt/deps -r /tmp/requirements.txt
 
 FROM ${{BASE_IMAGE}}

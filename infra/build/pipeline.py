@@ -34,7 +34,7 @@ class BuildSettings:
     template: Path = Path("template.yaml")
     python_version: str = DEFAULT_PYTHON
     base_image: str | None = None        # default: the AWS Lambda Python base for the version/arch
-    bake_limit_mb: int = DEFAULT_BAKE_LIMIT_MB
+    bake_limit_mb: float = DEFAULT_BAKE_LIMIT_MB
     wheelhouse: Path = DEFAULT_WHEELHOUSE
 
 
@@ -77,8 +77,8 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
     """Write build contexts and the template. Raises ModelfnError (one line) on any problem."""
     from ..registry import open_registry  # boto3 only when building
 
-    if settings.bake_limit_mb < 1:
-        raise ConfigError(f"bake limit must be at least 1 MB, got {settings.bake_limit_mb}")
+    if settings.bake_limit_mb <= 0:
+        raise ConfigError(f"bake limit must be positive, got {settings.bake_limit_mb}")
     models_file = load_models_file(settings.models_file)
     registry_uri = settings.registry or models_file.registry
     registry = open_registry(registry_uri, endpoint_url=settings.endpoint_url)

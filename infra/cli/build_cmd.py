@@ -22,7 +22,7 @@ def register(subparsers) -> None:
                         "3.11 for the podman stand-in)")
     p.add_argument("--base-image", help="BASE_IMAGE default in the Dockerfiles "
                                         "(default: public.ecr.aws/lambda/python:<version>[-arm64])")
-    p.add_argument("--bake-limit-mb", type=int, default=200,
+    p.add_argument("--bake-limit-mb", type=float, default=200,
                    help="bundles larger than this are fetched from the registry at cold start instead of "
                         "baked into the image (default: %(default)s)")
     p.add_argument("--wheelhouse", default=".wheelhouse", help="host wheel cache (default: %(default)s)")

@@ -44,7 +44,9 @@ def _operation(deployment: Deployment) -> dict:
             "uri": sub("arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/"
                        f"${{{deployment.function_id}.Arn}}:{FUNCTION_ALIAS}/invocations"),
         },
-        "security": if_("UseIamAuth", [{"sigv4": []}], if_("UseApiKeyAuth", [{"api_key": []}], NO_VALUE)),
+        # One requirement or none (AuthMode NONE drops the element); kept inside a list so
+        # `sam local start-api`, which reads the body unresolved, still sees a list.
+        "security": [if_("UseIamAuth", {"sigv4": []}, if_("UseApiKeyAuth", {"api_key": []}, NO_VALUE))],
         "responses": {},
     }
 

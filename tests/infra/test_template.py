@@ -88,9 +88,10 @@ def test_auth_defaults_to_iam_with_api_key_and_none_options(template):
                           "/v1/embeddings"}
     for path, methods in paths.items():
         for operation in methods.values():
-            condition, iam, otherwise = operation["security"]["Fn::If"]
-            assert (condition, iam) == ("UseIamAuth", [{"sigv4": []}]), path
-            assert otherwise["Fn::If"][:2] == ["UseApiKeyAuth", [{"api_key": []}]]
+            (requirement,) = operation["security"]
+            condition, iam, otherwise = requirement["Fn::If"]
+            assert (condition, iam) == ("UseIamAuth", {"sigv4": []}), path
+            assert otherwise["Fn::If"] == ["UseApiKeyAuth", {"api_key": []}, {"Ref": "AWS::NoValue"}]
     # The first embedding model in models.yaml order owns the OpenAI-style route.
     uri = paths["/v1/embeddings"]["post"]["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
     assert "${MinilmFunction.Arn}:live" in uri
