@@ -17,6 +17,10 @@ THREADS = "MODELFN_THREADS"
 # Large bundles are fetched at cold start from the registry instead of baked into the image.
 REGISTRY_URI = "MODELFN_REGISTRY_URI"
 FETCH_DIR = "MODELFN_FETCH_DIR"  # default /tmp/modelfn
+# Build time (`modelfn build`): the Python of the image's base and the base image itself; the podman
+# stand-in base runs Python 3.11 where the AWS base runs 3.12.
+IMAGE_PYTHON = "MODELFN_IMAGE_PYTHON"
+BASE_IMAGE = "MODELFN_BASE_IMAGE"
 # Standard AWS / Lambda variables modelfn honours.
 LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"

@@ -17,7 +17,11 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 AWS_TAG="${MODELFN_STANDIN_AWS_TAG:-public.ecr.aws/lambda/python:3.12}"
 OWN_TAG="${MODELFN_STANDIN_TAG:-localhost/modelfn/lambda-python-standin:bookworm}"
 SUITE="${MODELFN_STANDIN_SUITE:-bookworm}"
-VENV_PY="${MODELFN_VENV_PYTHON:-$ROOT/.venv/bin/python}"
+# A Python with aws-sam-cli (for the emulator binary) and pip: the project venv when there is one.
+VENV_PY="${MODELFN_VENV_PYTHON:-}"
+if [ -z "$VENV_PY" ]; then
+  if [ -x "$ROOT/.venv/bin/python" ]; then VENV_PY="$ROOT/.venv/bin/python"; else VENV_PY="$(command -v python3)"; fi
+fi
 WORK="${MODELFN_STANDIN_WORKDIR:-$ROOT/.cache/standin-base}"
 FORCE=0
 [ "${1:-}" = "--force" ] && FORCE=1
@@ -120,4 +124,5 @@ podman tag "$OWN_TAG" "$AWS_TAG"
 # Also under its true Python version, which `modelfn build --python-version 3.11` picks by default.
 podman tag "$OWN_TAG" "public.ecr.aws/lambda/python:$pyver"
 rm -rf "$rootfs"
-log "done: $(podman image inspect --format '{{.Size}}' "$OWN_TAG") bytes"
+log "done: $(podman image inspect --format '{{.Size}}' "$OWN_TAG") bytes; build contexts for it need Python $pyver:"
+log "  export MODELFN_IMAGE_PYTHON=$pyver   # or: modelfn build --python-version $pyver"
