@@ -1,0 +1,194 @@
+"""`modelfn quickstart`: the whole path of a model on embedded defaults, end to end.
+
+export (quantized, parity-gated) -> push to the registry -> promote -> `modelfn build` ->
+`sam build` -> `sam local start-api` -> predict and /v1/embeddings over HTTP. Where no container
+engine can be had, it says so and serves the same handler under the real Lambda Runtime
+Interface Emulator on the host instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from functions.spec import DEFAULT_MODELS_FILE
+
+SENTENCES = [
+    "modelfn puts each model behind its own HTTPS endpoint.",
+    "Every model gets a serverless function of its own.",
+    "The cat sat quietly on the warm windowsill.",
+]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quickstart", help="export, register, build and serve a model locally, end to end",
+        description="Run the whole path on embedded defaults: export -> registry push + promote -> "
+                    "modelfn build -> sam build -> sam local start-api -> HTTP calls.")
+    p.add_argument("--models-file", default=DEFAULT_MODELS_FILE, help="default: %(default)s")
+    p.add_argument("--model", help="model to run (default: the first lambda model in models.yaml)")
+    p.add_argument("--workdir", default=".modelfn/quickstart",
+                   help="where the template and build contexts go (default: %(default)s)")
+    p.add_argument("--fresh", action="store_true", help="re-export even if a valid bundle exists")
+    p.add_argument("--no-containers", action="store_true",
+                   help="skip sam build / start-api; serve under the emulator on the host")
+    p.set_defaults(func=run)
+
+
+def _step(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def _done(started: float) -> None:
+    print(f"   ({time.perf_counter() - started:.1f}s)", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from functions.errors import BundleError, ConfigError
+    from functions.manifest import verify_bundle
+    from functions.spec import load_models_file
+
+    from infra.cli import main as modelfn
+    from infra.registry import open_registry
+
+    models_file = load_models_file(args.models_file)
+    lambdas = [s for s in models_file.models if s.target == "lambda"]
+    if args.model:
+        spec = models_file.get(args.model)
+    elif lambdas:
+        spec = lambdas[0]
+    else:
+        raise ConfigError(f"{models_file.path}: no lambda model to run")
+    workdir = Path(args.workdir).absolute()
+    bundle = Path(".modelfn/bundles") / spec.name
+    total = time.perf_counter()
+
+    t = _step(f"1. export {spec.name} ({spec.source}, {spec.task}, {spec.quantization} for {spec.architecture})")
+    try:
+        if args.fresh:
+            raise BundleError("fresh export requested")
+        manifest = verify_bundle(bundle)
+        print(f"   reusing the verified bundle in {bundle} (quickstart --fresh re-exports)")
+        print(f"   chosen {manifest.quantization.chosen}: " +
+              ", ".join(f"{k} {v:.4f}" for k, v in sorted(manifest.parity.metrics.items())))
+    except BundleError:
+        code = modelfn(["export", spec.name, "--models-file", args.models_file, "--out", str(bundle), "--overwrite"])
+        if code:
+            return code
+    _done(t)
+
+    t = _step(f"2. push to the registry {models_file.registry} and promote to {spec.alias!r}")
+    registry = open_registry(models_file.registry)
+    pushed = registry.push(spec.name, bundle, actor="quickstart")
+    state = registry.promote(spec.name, spec.alias, pushed.version, actor="quickstart", reason="quickstart")
+    print(f"   {spec.name} version {pushed.version} ({'new' if pushed.created else 'same content as before'}); "
+          f"{spec.alias} -> {state.version}; history has {len(registry.history(spec.name, spec.alias))} entries")
+    _done(t)
+
+    from infra.local import AWS_BASE_IMAGE, container_engine_problem
+
+    problem = "--no-containers given" if args.no_containers else container_engine_problem(AWS_BASE_IMAGE)
+    python_version = "3.12"
+    if problem is None:
+        from infra.local import image_python
+
+        python_version = image_python(AWS_BASE_IMAGE)
+
+    t = _step(f"3. modelfn build (images for Python {python_version}) -> {workdir / 'template.yaml'}")
+    code = modelfn(["build", "--models-file", str(Path(args.models_file).absolute()),
+                    "--registry", models_file.registry, "--out", str(workdir / ".modelfn" / "build"),
+                    "--template", str(workdir / "template.yaml"), "--python-version", python_version])
+    if code:
+        return code
+    _done(t)
+
+    if problem is None:
+        from infra.local import StartApi, sam
+
+        t = _step("4. sam build")
+        sam(workdir, "build")
+        _done(t)
+        t = _step("5. sam local start-api, then HTTP calls")
+        with StartApi(workdir) as api:
+            print(f"   serving at {api.url} (started in {time.perf_counter() - t:.1f}s)")
+            _call_http(api.url, spec)
+        _done(t)
+    else:
+        from infra.emulator import Emulator, api_event
+
+        print(f"\n== 4. containers skipped: {problem}")
+        print("   serving the same handler under the Lambda Runtime Interface Emulator on this host instead")
+        t = _step("5. aws-lambda-rie + awslambdaric functions.handler.handler, then invocations")
+        pulled = workdir / "pulled" / f"{spec.name}-v{state.version}"
+        if not pulled.exists():
+            registry.pull(spec.name, state.version, pulled)
+        env = {"MODELFN_MODEL_NAME": spec.name, "MODELFN_MODEL_VERSION": str(state.version),
+               "MODELFN_MAX_BATCH": str(spec.max_batch), "MODELFN_MAX_TOKENS": str(spec.max_tokens)}
+        with Emulator(pulled, env=env) as emu:
+            def call(method, path, body=None):
+                response = emu.invoke(api_event(method, path, body))
+                return response["statusCode"], json.loads(response.get("body") or "null")
+            _show_calls(call, spec)
+        _done(t)
+    print(f"\nquickstart finished in {time.perf_counter() - total:.1f}s. "
+          f"Deploy with: cd {workdir} && sam deploy --guided")
+    return 0
+
+
+def _call_http(base: str, spec) -> None:
+    def call(method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(base + path, data=data, method=method,
+                                         headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+    _show_calls(call, spec)
+
+
+def _show_calls(call, spec) -> None:
+    """Call health, info, predict and (for embedding models) /v1/embeddings; print answers and timings."""
+    import numpy as np
+
+    for method, path, body in (("GET", "/health", None), ("GET", f"/models/{spec.name}", None)):
+        started = time.perf_counter()
+        status, answer = call(method, path, body)
+        print(f"   {method} {path} -> {status} in {1000 * (time.perf_counter() - started):.0f} ms: "
+              f"{json.dumps(answer)[:160]}")
+    inputs = SENTENCES if spec.task == "feature-extraction" else SENTENCES[0]
+    timings = []
+    for _ in range(11):
+        started = time.perf_counter()
+        status, answer = call("POST", f"/models/{spec.name}/predict", {"inputs": inputs})
+        timings.append(1000 * (time.perf_counter() - started))
+        if status != 200:
+            print(f"   POST /models/{spec.name}/predict -> {status}: {answer}", file=sys.stderr)
+            raise SystemExit(1)
+    print(f"   POST /models/{spec.name}/predict -> {status}: first call {timings[0]:.0f} ms, "
+          f"then median {statistics.median(timings[1:]):.0f} ms over 10 calls (round trip)")
+    if spec.task != "feature-extraction":
+        print(f"   answer: {json.dumps(answer)[:300]}")
+        return
+    vectors = np.asarray(answer, dtype=np.float64)
+    print(f"   {len(vectors)} embeddings of dimension {vectors.shape[1]}; first: "
+          f"[{', '.join(f'{x:.4f}' for x in vectors[0][:4])}, ...]")
+    status, answer = call("POST", "/v1/embeddings", {"input": SENTENCES, "model": spec.name})
+    if status != 200:
+        print(f"   POST /v1/embeddings -> {status}: {answer}", file=sys.stderr)
+        raise SystemExit(1)
+    data = np.asarray([d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])])
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    similarity = data @ data.T
+    print(f"   POST /v1/embeddings -> {status}: usage {answer.get('usage')}")
+    for i, text in enumerate(SENTENCES):
+        others = ", ".join(f"{similarity[i, j]:.2f}" for j in range(len(SENTENCES)))
+        print(f"     cos[{i}] = [{others}]  {text}")

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create ./.venv and install modelfn with its export, test and local-run dependencies.
+# Idempotent: re-running with an unchanged pyproject.toml installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "modelfn: creating .venv with $($PYTHON --version)" >&2
+  "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+
+stamp=.venv/.modelfn-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "modelfn: installing dependencies into .venv (a few minutes the first time)" >&2
+python -m pip install --quiet --upgrade pip
+# torch is pinned and installed first: it resolves to the CPU build; an unpinned torch would
+# pull a multi-GB CUDA build.
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[dev]"
+echo "$want" > "$stamp"
