@@ -22,6 +22,7 @@ class BuildContext:
 
     workdir: Path
     nodes_to_exclude: tuple[str, ...] = ()
+    nodes_to_quantize: tuple[str, ...] = ()  # empty: every node of a quantizable type
     calibration: tuple[dict, ...] = field(default=())  # feeds for static quantization
 
 
@@ -46,6 +47,13 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "gpu": ("fp16",),
 }
 
+# Tried as well when the quantization search has a time budget (issue: quantization search).
+SEARCH_EXTRAS: dict[str, tuple[str, ...]] = {
+    "x86_64": ("int8-dynamic-per-tensor-avx2", "int8-weight-only-b128-a4", "int8-static-qdq"),
+    "arm64": ("int8-dynamic-per-tensor-arm64", "int8-weight-only-b128-a4", "int8-static-qdq"),
+    "gpu": (),
+}
+
 
 def preset(quantization: str, architecture: str, target: str) -> tuple[str, ...]:
     """Candidate names export tries for a function (fp32 always comes first: it is the fallback)."""
@@ -58,13 +66,16 @@ def preset(quantization: str, architecture: str, target: str) -> tuple[str, ...]
     return (FP32,) + PRESETS[architecture]
 
 
-def build(name: str, fp32: Path, ctx: BuildContext) -> Path:
-    """Build candidate ``name`` under ``ctx.workdir``; returns its single-file graph."""
+def build(name: str, fp32: Path, ctx: BuildContext, *, as_name: str | None = None) -> Path:
+    """Build candidate ``name`` under ``ctx.workdir`` (in folder ``as_name``, default ``name``); returns its graph."""
     if name not in REGISTRY:
         raise ExportError(f"unknown quantization candidate {name!r}", hint="known: " + ", ".join(sorted(REGISTRY)))
-    out_dir = ctx.workdir / name
+    out_dir = ctx.workdir / (as_name or name)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)  # quantizers open sessions whose warnings reach the terminal
         with quiet():
             return REGISTRY[name](fp32, out_dir / "model.onnx", ctx)
     except ExportError:
@@ -92,6 +103,7 @@ def _dynamic(preset_name: str, per_channel: bool) -> Builder:
             fp32, out, per_channel=config.per_channel, reduce_range=config.reduce_range,
             weight_type=config.weights_dtype, op_types_to_quantize=config.operators_to_quantize,
             nodes_to_exclude=list(ctx.nodes_to_exclude) or None,
+            nodes_to_quantize=list(ctx.nodes_to_quantize) or None,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT,
                            "WeightSymmetric": config.weights_symmetric,
                            "ActivationSymmetric": config.activations_symmetric},
@@ -126,6 +138,29 @@ for _block in (32, 64, 128):
         register(f"int8-weight-only-b{_block}-a{_level}")(_weight_only(_block, _level))
 
 
+@register("int8-static-qdq")
+def _static_qdq(fp32: Path, out: Path, ctx: BuildContext) -> Path:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    if not ctx.calibration:
+        raise ExportError("static quantization needs calibration samples")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._feeds = iter(ctx.calibration)
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    quantize_static(fp32, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul", "Attention", "Gather"],
+                    nodes_to_exclude=list(ctx.nodes_to_exclude) or None,
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return out
+
+
 @register("fp16")
 def _fp16(fp32: Path, out: Path, ctx: BuildContext) -> Path:
     import onnx
@@ -138,4 +173,4 @@ def _fp16(fp32: Path, out: Path, ctx: BuildContext) -> Path:
     return out
 
 
-__all__ = ["FP32", "PRESETS", "REGISTRY", "BuildContext", "build", "preset", "register"]
+__all__ = ["FP32", "PRESETS", "SEARCH_EXTRAS", "REGISTRY", "BuildContext", "build", "preset", "register"]

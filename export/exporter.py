@@ -21,8 +21,9 @@ from functions.spec import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TAR
 from functions.tasknames import QUESTION_ANSWERING, resolve_task
 
 from . import candidates as registry
-from . import convert, measure, parity
-from .errors import ExportError, OutputError, ParityGateError
+from . import convert, measure, mixed, parity
+from .errors import ConversionError, ExportError, OutputError, ParityGateError
+from .evaluate import Evaluator
 from .progress import Progress, Tracker
 from .report import candidates_table
 from .samples import gather_samples
@@ -38,12 +39,15 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                   thresholds: dict[str, float] | None = None, eval_file: str | Path | None = None,
                   allow_drift: bool = False, strategy: str = "fastest-passing", max_tokens: int | None = None,
                   progress: Progress | None = None, overwrite: bool = False, threads: int | None = None,
-                  opset: int = convert.DEFAULT_OPSET, latency_budget_s: float = 20.0) -> Manifest:
+                  opset: int = convert.DEFAULT_OPSET, latency_budget_s: float = 20.0,
+                  search_budget_s: float = 90.0) -> Manifest:
     """Export ``source`` for ``task`` into the bundle directory ``out`` and return its manifest.
 
     Raises an ExportError subclass (one line) on bad input, ParityGateError (exit 3, with the
     candidate table) when nothing passes the gate and ``allow_drift`` is off. ``progress``
-    receives export.progress.ProgressEvent objects.
+    receives export.progress.ProgressEvent objects. With ``quantization="int8"`` and
+    ``search_budget_s > 0`` the preset is widened (per-tensor, other weight-only blocks, static
+    QDQ) and mixed precision is searched when a dynamic int8 candidate fails the gate.
     """
     task = resolve_task(task)
     _check_choice("target", target, TARGETS)
@@ -54,6 +58,9 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
     out = Path(out).expanduser().absolute()
     _check_output(out, overwrite)
     names = registry.preset(quantization, architecture, target)
+    searching = quantization == "int8" and not strategy.startswith("fixed:") and search_budget_s > 0
+    if searching:
+        names += tuple(n for n in registry.SEARCH_EXTRAS[architecture] if n not in names)
     if strategy.startswith("fixed:") and strategy[6:] not in names:
         names += (strategy[6:],)  # a fixed choice outside the preset is built too, and still gated
         if strategy[6:] not in registry.REGISTRY:
@@ -75,11 +82,15 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             fp32 = convert.save_single_file(convert.optimize_onnx(raw, src, work / "optimized.onnx"),
                                             work / "fp32.onnx")
         with tracker.step("quantize", ", ".join(names)):
-            ctx = registry.BuildContext(workdir=work / "candidates")
-            built = {n: registry.build(n, fp32, ctx) for n in names}
+            evaluator = Evaluator(src, samples, tokenizer, gate, threads)
+            ctx = registry.BuildContext(workdir=work / "candidates", calibration=evaluator.calibration)
+            built = {n: _build(n, fp32, ctx, required=n == registry.FP32) for n in names}
         with tracker.step("validate", f"{len(samples)} samples, batch-1 latency with {threads} threads"):
-            table = _validate(src, samples, tokenizer, built, gate, threads, latency_budget_s, tracker)
-        timed_here = target != "gpu" and architecture == host_architecture()
+            rows, sessions = _validate(evaluator, built, tracker, latency_budget_s)
+            timed_here = target != "gpu" and architecture == host_architecture()
+            if searching and timed_here:
+                _search(evaluator, rows, sessions, names, work, search_budget_s, tracker)
+            table = _table(evaluator, rows, sessions, latency_budget_s)
         choice = choose(table, strategy, requested=quantization, timed_here=timed_here,
                         preference=names[1:] + names[:1])
         shown = candidates_table(table, chosen=choice.name, thresholds=gate)
@@ -92,7 +103,7 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             tracker.warn("validate", choice.reason)
         chosen = next(c for c in table if c.name == choice.name)
         with tracker.step("write", str(out)):
-            manifest = _write(out, overwrite, built[choice.name], work / TOKENIZER_FILE, tracker, dict(
+            manifest = _write(out, overwrite, rows[choice.name]["path"], work / TOKENIZER_FILE, tracker, dict(
                 name=name or out.name, task=task, architecture=architecture, target=target,
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
                                           strategy=strategy, candidates=tuple(table)),
@@ -101,6 +112,16 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                 runtime=src.runtime, tools=tool_versions(), source=str(src.path),
             ))
     return manifest
+
+
+def _build(name: str, fp32: Path, ctx, *, required: bool) -> Path | str:
+    """A candidate graph, or the one-line reason it could not be built (only fp32 is required)."""
+    try:
+        return registry.build(name, fp32, ctx)
+    except ConversionError as exc:
+        if required:
+            raise
+        return f"build failed: {exc.message.split(': ', 1)[-1][:120]}"
 
 
 def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -133,30 +154,48 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise OutputError(f"cannot write {out}: {ancestor} is not writable")
 
 
-def _validate(src, samples, tokenizer, built: dict[str, Path], gate: dict[str, float], threads: int,
-              budget_s: float, tracker: Tracker) -> list[Candidate]:
-    """Parity of every candidate against PyTorch, then their latencies measured side by side."""
-    encoded = parity.encode(tokenizer, samples)
-    reference = parity.run_torch(src.path, src.task, encoded)
-    sessions, metrics, notes = {}, {}, {}
-    for cand_name, path in built.items():
-        try:
-            sess = measure.session(path, threads)
-            outputs = parity.run_onnx(sess, encoded)
-        except Exception as exc:  # e.g. fp16 kernels missing on this CPU: recorded, never chosen
-            metrics[cand_name], notes[cand_name] = {}, f"cannot run here: {type(exc).__name__}"
+def _validate(evaluator: Evaluator, built: dict[str, Path | str], tracker: Tracker,
+              budget_s: float) -> tuple[dict[str, dict], dict[str, object]]:
+    """Parity of every built candidate; returns rows (path, metrics, note) and the sessions that ran."""
+    rows, sessions = {}, {}
+    for name, path in built.items():
+        if isinstance(path, str):  # the build failed; the message is the note
+            rows[name] = dict(path=None, metrics={}, note=path)
             continue
-        sessions[cand_name] = sess
-        metrics[cand_name] = parity.compare(src.task, src.runtime, samples, encoded, reference, outputs)
-        tracker.info("validate", f"{cand_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics[cand_name].items()))
-    pair = "" if src.task != QUESTION_ANSWERING else "The answer is in this context sentence."
-    feed = measure.latency_feed(tokenizer, [i.name for i in next(iter(sessions.values())).get_inputs()],
-                                pair or None) if sessions else {}
-    latency = measure.measure_latency(sessions, feed, budget_s=budget_s) if sessions else {}
-    return [Candidate(name=n, size_bytes=path.stat().st_size, latency_ms=round(latency.get(n, 0.0), 4),
-                      metrics={k: round(v, 6) for k, v in metrics[n].items()},
-                      passed=bool(metrics[n]) and parity.gate(src.task, metrics[n], gate), note=notes.get(n, ""))
-            for n, path in built.items()]
+        try:
+            sessions[name], outputs = evaluator.run(path)
+        except Exception as exc:  # e.g. fp16 kernels missing on this CPU: recorded, never chosen
+            rows[name] = dict(path=path, metrics={}, note=f"cannot run here: {type(exc).__name__}")
+            continue
+        rows[name] = dict(path=path, metrics=evaluator.metrics(outputs), note="")
+        tracker.info("validate", f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name]["metrics"].items()))
+    return rows, sessions
+
+
+def _search(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, names: tuple[str, ...], work: Path,
+            budget_s: float, tracker: Tracker) -> None:
+    """Mixed precision from the first dynamic int8 candidate of the preset that fails the gate (deterministic)."""
+    base = next((n for n in names if n.startswith("int8-dynamic-per-channel") and n in sessions
+                 and not evaluator.passes(rows[n]["metrics"])), None)
+    if base is None or "fp32" not in sessions:
+        return
+    tracker.info("validate", f"search: ranking node groups by sensitivity under {base} ({budget_s:.0f}s budget)")
+    ranking, steps = mixed.run_search(base, rows["fp32"]["path"], sessions["fp32"], evaluator, work / "search", budget_s)
+    if ranking:
+        tracker.info("validate", "search: most sensitive " + ", ".join(f"{g} {s:.2e}" for g, s in ranking[:5]))
+    for step in steps:
+        rows[step.name] = dict(path=step.path, metrics=step.metrics, note="fp32 groups: " + ", ".join(step.excluded))
+        sessions[step.name] = measure.session(step.path, evaluator.threads)
+        tracker.info("validate", f"{step.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in step.metrics.items())
+                     + f", {step.latency_ms:.2f} ms vs fp32 {step.fp32_latency_ms:.2f} ms")
+
+
+def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s: float) -> list[Candidate]:
+    latency = evaluator.latency(sessions, budget_s=budget_s)
+    return [Candidate(name=n, size_bytes=r["path"].stat().st_size if r["path"] else 0,
+                      latency_ms=round(latency.get(n, 0.0), 4), metrics={k: round(v, 6) for k, v in r["metrics"].items()},
+                      passed=evaluator.passes(r["metrics"]), note=r["note"])
+            for n, r in rows.items()]
 
 
 def _write(out: Path, overwrite: bool, model: Path, tokenizer: Path, tracker: Tracker, fields: dict) -> Manifest:
