@@ -111,6 +111,30 @@ sys.stdout.flush(); os._exit(0)
 """
 
 
+NOTES = """
+## Why the goals are missed, and what was chosen (measured on this 2-core shared machine)
+
+- Cold start: `import fastapi` alone costs ~0.5 s here (`python -X importtime`: pydantic model
+  construction in `fastapi.openapi.models` ~0.21 s self, `fastapi.routing` ~0.5 s cumulative),
+  more than the whole floor. powertools Logger + Metrics cost ~0.02 s; Mangum < 0.01 s. Meeting
+  1.5x of the floor would mean not importing FastAPI/pydantic on the Lambda path (a direct API
+  Gateway dispatcher over the same task code, FastAPI only for /openapi.json and the GPU endpoint).
+  The torch ratio is below 10x partly because the torch handler here is the bare minimum (no web
+  framework); the absolute gap is ~8 s.
+- Warm overhead (~2 ms at batch 1): Mangum runs an asyncio event-loop turn per invocation, Starlette
+  routing and FastAPI dependency solving, the powertools EMF flush (one stdout line per request) and
+  the JSON access log. cProfile with session.run stubbed shows no single dominant cost; 0.3 ms is not
+  reachable with Mangum + FastAPI on this machine.
+- Load at import vs lazily: process start to first answer is the same work either way (session +
+  tokenizer load dominates the first request); the handler builds at import so the work happens in the
+  Lambda init phase, which SAM local / RIE also run at start, and the first request is ~10 ms.
+- Memory arena: peak RSS is the same with and without the CPU arena / memory pattern for MiniLM int8,
+  and batch-8 latency is better with the arena on, so both stay on (functions/model.py).
+- Numbers on this machine are noisy (load average ~5 on 2 cores from parallel work); ratios are
+  measured interleaved in one run.
+"""
+
+
 def ensure_bundle() -> Path:
     if not (BUNDLE / "manifest.json").is_file():
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -261,7 +285,7 @@ def main() -> int:
     for (arena, pattern), infos in arenas.items():
         lines.append(f"| {'on' if arena == '1' else 'off'} | {'on' if pattern == '1' else 'off'} | "
                      f"{max(i['rss_mib'] for i in infos):.0f} | {statistics.median(i['p50_b8_ms'] for i in infos):.1f} |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + NOTES
     (ROOT / "bench" / "runtime.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
