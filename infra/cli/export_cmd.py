@@ -36,6 +36,8 @@ def register(subparsers) -> None:
                    help="fastest-passing (default), smallest-passing or fixed:CANDIDATE")
     p.add_argument("--parity", action="append", default=[], metavar="METRIC=VALUE",
                    help="gate threshold, e.g. min_cosine=0.98 (repeatable; default models.yaml or built-in)")
+    p.add_argument("--search-budget-s", type=float,
+                   help="seconds for the int8 quantization search (mixed precision); 0 turns it off (default 90)")
     p.add_argument("--eval-file", help="JSONL of your own texts: {\"text\", \"label\"} or {\"question\", \"context\"}")
     p.add_argument("--max-tokens", type=int, help="truncation length (default: models.yaml or the model's own)")
     p.add_argument("--threads", type=int, help="threads for latency measurement (default: the function's vCPUs)")
@@ -65,7 +67,7 @@ def _settings(args) -> dict:
         from functions.spec import resolve_source
 
         settings = dict(source=resolve_source(args.source), task=args.task, out=args.out)
-    for key in ("target", "architecture", "quantization", "max_tokens", "threads"):
+    for key in ("target", "architecture", "quantization", "max_tokens", "threads", "search_budget_s"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if args.parity:

@@ -91,3 +91,23 @@ def test_bundle_model_runs_with_manifest_io(tiny_bundle):
     session = ort.InferenceSession(str(bundle / MODEL_FILE), providers=["CPUExecutionProvider"])
     outputs = session.run(list(manifest.outputs), {n: np.asarray([feeds[n]], dtype=np.int64) for n in manifest.inputs})
     assert [o.shape for o in outputs] == [(1, len(enc.ids))] * 2
+
+
+@pytest.mark.parametrize("target, architecture, quantization, expected", [
+    ("gpu", "x86_64", "fp16", "fp16"),
+    ("lambda", "arm64", "int8", "int8-dynamic-per-channel-arm64"),
+])
+def test_presets_follow_the_function_hardware(tiny_model_dir, tmp_path, target, architecture, quantization, expected):
+    from export.exporter import export_bundle
+
+    manifest = export_bundle(tiny_model_dir("feature-extraction"), "feature-extraction", tmp_path / "b",
+                             target=target, architecture=architecture, quantization=quantization)
+    names = [c.name for c in manifest.quantization.candidates]
+    assert names[0] == "fp32" and expected in names
+    assert manifest.quantization.chosen == expected  # it passes on a tiny model; preset order decides
+    assert "cannot be measured" in manifest.quantization.reason  # not timed on this host's hardware
+    assert (manifest.target, manifest.architecture) == (target, architecture)
+    if quantization == "fp16":
+        graph = onnx.load(str(tmp_path / "b" / MODEL_FILE))
+        assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # IO stays fp32

@@ -42,11 +42,13 @@ models:
 def test_export_with_flags_prints_summary_with_the_chosen_candidate(tiny_model_dir, tmp_path, capsys):
     out_dir = tmp_path / "b"
     code = main(["export", "--source", str(tiny_model_dir("token-classification")), "--task", "ner",
-                 "--out", str(out_dir), "--strategy", "smallest-passing", "--parity", "agreement=0.95"])
+                 "--out", str(out_dir), "--strategy", "smallest-passing", "--parity", "agreement=0.95",
+                 "--search-budget-s", "0"])
     out, err = capsys.readouterr()
     assert code == 0, err
     manifest = read_manifest(out_dir)
     assert manifest.quantization.strategy == "smallest-passing"
+    assert "int8-static-qdq" not in {c.name for c in manifest.quantization.candidates}  # search off: base preset
     passing = [c for c in manifest.quantization.candidates if c.passed]
     assert manifest.quantization.chosen == min(passing, key=lambda c: (c.size_bytes, c.latency_ms, c.name)).name
     marked = [line for line in out.splitlines() if line.startswith("*")]
