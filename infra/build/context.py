@@ -39,13 +39,19 @@ RUN python3 -c "import sys; assert sys.version_info[:2] == ({pytuple}), \
 % (sys.version_info[:2] * 2)" \\
  && python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore \\
     --no-index --no-deps \\
-    --find-links /tmp/wheels --target /opt/deps -r /tmp/requirements.txt
+    --find-links /tmp/wheels --target /opt/deps -r /tmp/requirements.txt \\
+ && cd /opt/deps && rm -rf {trim}
 
 FROM ${{BASE_IMAGE}}
 COPY --from=deps /opt/deps/ ${{LAMBDA_TASK_ROOT}}/
 COPY functions/ ${{LAMBDA_TASK_ROOT}}/functions/
 {model_copy}CMD ["{handler}"]
 """
+
+
+# What the runtime never imports but the wheels ship: test suites, and ONNX Runtime's model
+# optimization and conversion tooling (used at export time, from the export environment).
+TRIM = ("*/tests", "*/*/tests", "onnxruntime/transformers", "onnxruntime/tools", "onnxruntime/datasets")
 
 
 def default_base_image(python_version: str, architecture: str) -> str:
@@ -58,7 +64,7 @@ def render_dockerfile(*, name: str, version: int, python_version: str, architect
                       base_image: str, baked: bool) -> str:
     model_copy = "COPY model/ ${LAMBDA_TASK_ROOT}/model/\n" if baked else \
         "# The bundle is fetched from the registry at cold start (MODELFN_REGISTRY_URI).\n"
-    return _DOCKERFILE.format(pytuple=python_version.replace('.', ', '), name=name, version=version, python=python_version, arch=architecture,
+    return _DOCKERFILE.format(trim=" ".join(TRIM), pytuple=python_version.replace('.', ', '), name=name, version=version, python=python_version, arch=architecture,
                               base_image=base_image, model_copy=model_copy, handler=HANDLER)
 
 

@@ -9,125 +9,38 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
+
+from tests.integration.samlocal import (BASE_IMAGE, ROOT, SAM, SAM_ENV, SENTENCES, assert_parity,
+                                        invoke_response, modelfn_build, predict_event, sam)
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
 
-ROOT = Path(__file__).resolve().parents[2]
-SAM = shutil.which("sam", path=str(Path(sys.executable).parent)) or shutil.which("sam")
-BASE_IMAGE = os.environ.get("MODELFN_TEST_BASE_IMAGE", "public.ecr.aws/lambda/python:3.12")
 IMAGE = "minilmfunction"  # sam build names the image after the function's logical id
-SENTENCES = ["modelfn serves models as functions", "cold starts should be fast",
-             "A man is playing a guitar on stage.", "Paris is the capital of France."]
 HEAVY = ("torch", "transformers", "optimum")
 
 
-def _engine():
-    """The Docker-API client at DOCKER_HOST, or a skip reason."""
-    if not SAM:
-        pytest.skip("SAM CLI (`sam`) not installed")
-    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
-        pytest.skip("no container engine: set DOCKER_HOST (eval \"$(scripts/podman-setup.sh)\")")
-    import docker
-
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no usable engine
-        pytest.skip(f"container engine at {os.environ.get('DOCKER_HOST', 'default socket')} not answering: {exc}")
-    try:
-        client.images.get(BASE_IMAGE)
-    except Exception:  # noqa: BLE001
-        pytest.skip(f"base image {BASE_IMAGE} not present (build the stand-in: scripts/standin-base/build.sh)")
-    return client
-
-
 @pytest.fixture(scope="module")
-def engine():
-    return _engine()
-
-
-@pytest.fixture(scope="module")
-def image_python(engine) -> str:
-    """The base image's Python: 3.12 for the AWS base, 3.11 for the Debian stand-in."""
-    out = engine.containers.run(BASE_IMAGE, entrypoint="python3", remove=True,
-                                command=["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-    return out.decode().strip()
-
-
-@pytest.fixture(scope="module")
-def minilm_spec():
-    from functions.spec import load_models_file
-
-    return load_models_file(ROOT / "models.yaml").get("minilm")
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, engine, image_python, minilm_spec):
-    """A project folder after export, push, promote, `modelfn build` and `sam build`."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from export.exporter import export_bundle
-    from infra.cli import main as modelfn
+def project(tmp_path_factory, image_python, minilm_bundle, minilm_spec):
+    """A project folder after push, promote, `modelfn build` and `sam build`."""
     from infra.registry import open_registry
 
     work = tmp_path_factory.mktemp("project")
-    spec = minilm_spec
-    bundle = work / "bundle"
-    export_bundle(spec.source_dir(), spec.task, bundle, name=spec.name, architecture=spec.architecture,
-                  quantization=spec.quantization, thresholds=spec.parity, max_tokens=spec.max_tokens)
     registry = open_registry(str(work / "registry"))
-    registry.promote(spec.name, spec.alias, registry.push(spec.name, bundle).version)
-    shutil.copy(ROOT / "models.yaml", work / "models.yaml")
-    code = modelfn(["build", "--models-file", str(work / "models.yaml"), "--registry", str(work / "registry"),
-                    "--out", str(work / ".modelfn" / "build"), "--template", str(work / "template.yaml"),
-                    "--python-version", image_python, "--base-image", BASE_IMAGE,
-                    "--wheelhouse", str(ROOT / ".wheelhouse")])
-    assert code == 0
+    registry.promote(minilm_spec.name, minilm_spec.alias, registry.push(minilm_spec.name, minilm_bundle).version)
+    modelfn_build(work, str(work / "registry"), image_python)
     sam(work, "build", timeout=900)
     return work
 
 
-def sam(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
-    proc = subprocess.run([SAM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"sam {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-@pytest.fixture(scope="module")
-def reference(minilm_spec) -> np.ndarray:
-    """sentence-transformers on the original model: what the function must match."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(minilm_spec.source_dir()), device="cpu")
-    return model.encode(SENTENCES, normalize_embeddings=True)
-
-
-def assert_parity(vectors, reference: np.ndarray, spec) -> None:
-    got = np.asarray(vectors, dtype=np.float64)
-    assert got.shape == reference.shape
-    got /= np.linalg.norm(got, axis=1, keepdims=True)
-    cosines = (got * reference).sum(axis=1)
-    assert cosines.mean() >= spec.parity["mean_cosine"], cosines
-    assert cosines.min() >= spec.parity["min_cosine"], cosines
-
-
 def test_sam_local_invoke_answers_within_parity(project, reference, minilm_spec):
-    event = json.loads((ROOT / "events" / "minilm-predict-v1.json").read_text())
-    event["body"] = json.dumps({"inputs": SENTENCES})
-    event_file = project / "predict-event.json"
-    event_file.write_text(json.dumps(event))
-    proc = sam(project, "local", "invoke", "MinilmFunction", "--event", str(event_file))
-    response = json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = sam(project, "local", "invoke", "MinilmFunction", "--event", str(predict_event(project / "event.json")))
+    response = invoke_response(proc)
     assert response["statusCode"] == 200, response
     assert_parity(json.loads(response["body"]), reference, minilm_spec)
 
@@ -142,7 +55,7 @@ def test_sam_local_start_api_serves_predict_and_embeddings(project, reference, m
     import httpx
 
     port = _free_port()
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
+    env = {**os.environ, **SAM_ENV}
     log = (project / "start-api.log").open("w")
     server = subprocess.Popen([SAM, "local", "start-api", "--port", str(port), "--warm-containers", "EAGER"],
                               cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
