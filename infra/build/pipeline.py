@@ -112,5 +112,7 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
             pull_bundle=pull)
     template_path.parent.mkdir(parents=True, exist_ok=True)
     write_template(template, template_path)
-    log(f"wrote {template_path} and {len(contexts)} build context(s) under {settings.out}")
+    log(f"wrote {template_path} and {len(contexts)} build context(s) under {settings.out}; "
+        f"next: sam build -t {template_path} (images FROM {settings.base_image or 'the AWS Lambda Python base'}, "
+        f"Python {settings.python_version})")
     return BuildResult(template=template_path, deployments=deployments, contexts=contexts)
