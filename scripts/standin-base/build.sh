@@ -5,8 +5,10 @@
 # Dockerfiles build unchanged. Its python is 3.11 (Debian's), not 3.12: build contexts for it need
 # `modelfn build --python-version 3.11`.
 #
-#   sudo scripts/standin-base/build.sh [--force]
+#   eval "$(sudo scripts/standin-base/build.sh [--force])"
 #
+# The only stdout line is `export MODELFN_IMAGE_PYTHON=3.11`, the setting `modelfn build` needs for
+# this base; progress goes to stderr.
 # Idempotent: skips everything when the tag already exists (unless --force). Needs root, podman
 # (scripts/podman-setup.sh), debootstrap, the project venv (for pip and the emulator binary) and
 # the Debian mirror apt is configured with.
@@ -38,6 +40,8 @@ if [ "$(uname -m)" != "x86_64" ]; then
 fi
 if [ "$FORCE" -eq 0 ] && podman image exists "$AWS_TAG" && podman image exists "$OWN_TAG"; then
   log "$AWS_TAG already present; nothing to do (--force rebuilds)"
+  pyver="$(podman run --rm --entrypoint python3 "$OWN_TAG" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  echo "export MODELFN_IMAGE_PYTHON=$pyver"
   exit 0
 fi
 
@@ -124,5 +128,5 @@ podman tag "$OWN_TAG" "$AWS_TAG"
 # Also under its true Python version, which `modelfn build --python-version 3.11` picks by default.
 podman tag "$OWN_TAG" "public.ecr.aws/lambda/python:$pyver"
 rm -rf "$rootfs"
-log "done: $(podman image inspect --format '{{.Size}}' "$OWN_TAG") bytes; build contexts for it need Python $pyver:"
-log "  export MODELFN_IMAGE_PYTHON=$pyver   # or: modelfn build --python-version $pyver"
+log "done: $(podman image inspect --format '{{.Size}}' "$OWN_TAG") bytes; build contexts for it need Python $pyver"
+echo "export MODELFN_IMAGE_PYTHON=$pyver"
