@@ -1,117 +1,141 @@
-"""The HTTP API of one model: a FastAPI app built once per execution environment from its bundle.
+"""The HTTP API of one model as a FastAPI app: a thin ASGI adapter over functions.service.
 
     POST /models/{name}/predict   Hugging Face inference shape {"inputs": ..., "parameters": {...}}
     POST /v1/embeddings           OpenAI-compatible embeddings (embedding models only)
     GET  /models/{name}           what is served: version, task, labels, quantization, limits, parity
     GET  /health                  liveness
-    GET  /openapi.json            the schema
+    GET  /openapi.json, /docs     the schema
 
-Handlers only decode, run and encode; processing lives in functions/tasks, errors are rendered in
-functions/http. Compute runs inline on the event loop: a Lambda environment serves one request at
-a time, and a thread hop would cost more than it buys.
+For local serving (``uvicorn --factory functions.app:create_app``), the OpenAPI schema and the GPU
+endpoint. Lambda does not run this app: functions/handler.py routes API Gateway events to the same
+ModelService directly and builds this app only to answer /openapi.json. Errors render through
+functions.http.render_error in both. Compute runs inline on the event loop, as a Lambda
+environment serves one request at a time and a thread hop would cost more than it buys.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from . import observability, schemas
-from .embeddings import EmbeddingsService
-from .errors import NotFound
-from .http import install_error_handling, json_response
-from .inputs import check_content_type, check_model_name, parse_items, parse_json, parse_predict
-from .model import LoadedModel
-from .settings import Settings
-from .tasks import get_task
+from .errors import BadRequest, RequestError
+from .http import JSON_MEDIA_TYPE, dumps, render_error, status_error
+from .service import Answer, ModelService
 
 
 def create_app(bundle_dir: str | Path | None = None, *, name: str | None = None, version: str | None = None,
                max_batch: int | None = None, max_tokens: int | None = None,
                truncate: bool | None = None) -> FastAPI:
-    """Load the bundle (session + tokenizer) and return the app serving it.
-
-    Each setting resolves as: this argument, then its MODELFN_* environment variable, then the
-    default (bundle: $LAMBDA_TASK_ROOT/model or ./model; name: the manifest's; max_batch 32;
-    max_tokens: the bundle's max_length; truncate: true). Raises BundleError for a bad bundle.
-    """
-    settings = Settings.resolve(bundle_dir, name=name, version=version, max_batch=max_batch,
+    """Load the bundle (see ModelService.load for how each setting resolves) and return the app serving it."""
+    service = ModelService.load(bundle_dir, name=name, version=version, max_batch=max_batch,
                                 max_tokens=max_tokens, truncate=truncate)
-    model = LoadedModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
-                        max_tokens=settings.max_tokens, truncate=settings.truncate)
-    manifest = model.manifest
-    task = get_task(manifest.task)
-    served = settings.name or manifest.name
-    observability.set_model(served, settings.version)
-    embeddings = EmbeddingsService(model, served) if EmbeddingsService.serves(model) else None
+    observability.set_model(service.name, service.version)
+    return build_app(service)
 
-    app = FastAPI(title=f"modelfn: {served}", version=settings.version or "unversioned",
-                  description=f"{task.name} model {served!r} served by modelfn.", redoc_url=None)
-    app.state.model = model
-    app.state.settings = settings
-    install_error_handling(app, log_inputs=settings.log_inputs)
-    info = _model_info(model, served, settings)
+
+def build_app(service: ModelService) -> FastAPI:
+    """The FastAPI app over an already loaded service."""
+    served, task = service.name, service.task
+    # No slash redirects: the Lambda adapter answers 404 for "/health/", and so must this app.
+    app = FastAPI(title=f"modelfn: {served}", version=service.version or "unversioned",
+                  description=f"{task.name} model {served!r} served by modelfn.", redoc_url=None,
+                  redirect_slashes=False)
+    app.state.service = service
+    app.state.model = service.model
+    for kind in (RequestError, HTTPException, RequestValidationError):
+        app.add_exception_handler(kind, _render)
+    app.add_middleware(ErrorMiddleware, log_inputs=service.log_inputs)
 
     @app.post("/models/{name}/predict", summary="Run the model (Hugging Face inference request shape)",
               openapi_extra=schemas.predict(task.name))
     async def predict(name: str, request: Request):
-        check_model_name(name, served)
-        check_content_type(request.headers.get("content-type"))
-        inputs, raw_params = parse_predict(parse_json(await request.body()))
-        params = task.parse_params(raw_params)
-        items, single = parse_items(inputs, task.inputs, model.limits.max_batch)
-        prepared = task.preprocess(model, items, params)
-        outputs = [model.run(feed) for feed in prepared.feeds]
-        results = task.postprocess(model, prepared, outputs, params)
-        _note(request, len(items), prepared.tokens)
-        shaped = task.shape(results, single, params) if task.shape else (results[0] if single else results)
-        return json_response(shaped)
+        return _respond(request, service.predict(name, request.headers.get("content-type"), await request.body()))
 
     @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings", openapi_extra=schemas.EMBEDDINGS)
     async def create_embeddings(request: Request):
-        if embeddings is None:
-            raise NotFound(f"model {served!r} is a {task.name} model; /v1/embeddings serves embedding models",
-                           hint=f"use POST /models/{served}/predict")
-        check_content_type(request.headers.get("content-type"))
-        answer, batch, tokens = embeddings.create(parse_json(await request.body()))
-        _note(request, batch, tokens)
-        return json_response(answer)
+        return _respond(request, service.embeddings(request.headers.get("content-type"), await request.body()))
 
     @app.get("/models/{name}", summary="What this function serves", openapi_extra=schemas.INFO)
-    async def model_info(name: str):
-        check_model_name(name, served)
-        return json_response(info)
+    async def model_info(name: str, request: Request):
+        return _respond(request, service.info(name))
 
     @app.get("/health", summary="Liveness", openapi_extra=schemas.HEALTH)
-    async def health():
-        return json_response({"status": "ok", "model": served, "version": settings.version})
+    async def health(request: Request):
+        return _respond(request, service.health())
 
     return app
 
 
-def _note(request: Request, batch: int, tokens: int) -> None:
-    state = request.scope.setdefault("modelfn", {})
-    state["batch_size"], state["tokens"] = batch, tokens
+def _respond(request: Request, answer: Answer) -> Response:
+    if answer.batch is not None:
+        state = request.scope.setdefault("modelfn", {})
+        state["batch"], state["tokens"] = answer.batch, answer.tokens
+    return Response(dumps(answer.payload), status_code=answer.status, media_type=JSON_MEDIA_TYPE)
 
 
-def _model_info(model: LoadedModel, served: str, settings: Settings) -> dict:
-    manifest, runtime = model.manifest, model.manifest.runtime
-    info = {
-        "name": served,
-        "version": settings.version,
-        "task": manifest.task,
-        "source": manifest.source,
-        "labels": list(runtime.labels),
-        "architecture": manifest.architecture,
-        "quantization": {"requested": manifest.quantization.requested, "chosen": manifest.quantization.chosen},
-        "limits": {"max_batch": model.limits.max_batch, "max_tokens": model.limits.max_tokens,
-                   "truncate": model.limits.truncate},
-        "parity": {"passed": manifest.parity.passed, "samples": manifest.parity.samples,
-                   "metrics": manifest.parity.metrics, "thresholds": manifest.parity.thresholds,
-                   "allowed_drift": manifest.parity.allowed_drift},
-        "threads": settings.threads,
-    }
-    if manifest.task == "feature-extraction":
-        info["pooling"], info["normalize"] = runtime.pooling, runtime.normalize
-    return info
+async def _render(request: Request, exc: Exception) -> Response:
+    headers = None
+    if isinstance(exc, HTTPException):
+        headers = dict(exc.headers) if exc.headers else None
+        exc = status_error(exc.status_code, str(exc.detail))
+    elif isinstance(exc, RequestValidationError):
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        exc = BadRequest(f"{where}: {first.get('msg', 'invalid value')}")
+    status, payload = render_error(exc)
+    request.scope.setdefault("modelfn", {})["error_code"] = payload["error"]["code"]
+    return Response(dumps(payload), status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
+
+
+class ErrorMiddleware:
+    """Outermost ASGI layer: turns escaped exceptions into the error shape and records each request."""
+
+    def __init__(self, app, log_inputs: bool = False):
+        self.app = app
+        self.log_inputs = log_inputs
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        fields = observability.begin()
+        state: dict[str, Any] = {}
+        scope["modelfn"] = state
+        status = {"code": 500, "sent": False}
+        body_seen: list[bytes] = []
+
+        async def receive_logged():
+            message = await receive()
+            if self.log_inputs and message.get("type") == "http.request":
+                body_seen.append(message.get("body", b""))
+            return message
+
+        async def send_tracked(message):
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive_logged, send_tracked)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
+            observability.exception("unhandled error", fields, path=scope.get("path"))
+            if status["sent"]:
+                raise
+            code, payload = render_error(exc)
+            status["code"], state["error_code"] = code, payload["error"]["code"]
+            await Response(dumps(payload), status_code=code, media_type=JSON_MEDIA_TYPE)(scope, receive, send)
+        observability.record_request(method=scope["method"], path=scope["path"], status=status["code"],
+                                     started=started, fields=fields, batch=state.get("batch"),
+                                     tokens=state.get("tokens"), error_code=state.get("error_code"),
+                                     body=b"".join(body_seen) or None)
+
+
+__all__ = ["create_app", "build_app"]

@@ -1,10 +1,16 @@
-"""The Lambda entry point: ``functions.handler.handler`` (API Gateway REST v1 and HTTP API v2 events).
+"""The Lambda entry point: ``functions.handler.handler``, a direct API Gateway adapter.
 
-The app (ONNX session, tokenizer) is built when this module is imported, i.e. in the Lambda init
-phase, which SAM local and the Runtime Interface Emulator also run at start; see bench/runtime.md
-for the measurement behind that choice. A bundle that cannot be loaded does not fail the import:
-every request is answered with the error (a 500 in the usual shape) and loading is retried, so a
-broken image is diagnosable from its responses and logs.
+It reads REST API (payload 1.0) and HTTP API (payload 2.0) proxy events itself, routes them with
+the table below to functions.service.ModelService, and answers a proxy response dict. No web
+framework runs on this path: importing FastAPI/pydantic alone costs more than the whole
+onnxruntime + tokenizers cold start (bench/runtime.md). FastAPI is built lazily, from the same
+service, only to answer GET /openapi.json. Errors render through functions.http, as in the
+FastAPI app (functions/app.py), so both answer the same statuses and bodies.
+
+The service (ONNX session, tokenizer) is built when this module is imported, i.e. in the Lambda
+init phase, which SAM local and the Runtime Interface Emulator also run at start. A bundle that
+cannot be loaded does not fail the import: every request is answered with the error (a 500 in the
+usual shape) and loading is retried, so a broken image is diagnosable from its responses and logs.
 
 If the bundle directory does not exist and MODELFN_REGISTRY_URI is set, the bundle is fetched from
 the registry (MODELFN_MODEL_NAME, MODELFN_MODEL_VERSION) into MODELFN_FETCH_DIR first.
@@ -12,21 +18,24 @@ the registry (MODELFN_MODEL_NAME, MODELFN_MODEL_VERSION) into MODELFN_FETCH_DIR 
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
 import os
+import re
+import time
 from pathlib import Path
-from typing import Any
-
-from mangum import Mangum
+from typing import Any, Callable
 
 from . import constants as env
 from . import observability
-from .errors import BundleError, ConfigError, ModelfnError
-from .observability import MetricUnit, logger, metrics
+from .errors import BadRequest, BundleError, ConfigError, ModelfnError, RequestError
+from .http import JSON_MEDIA_TYPE, dumps, no_route, render_error, wrong_method
+from .service import Answer, ModelService
 from .settings import default_bundle_dir
 
-_adapter: Mangum | None = None
+_service: ModelService | None = None
 _load_error: ModelfnError | None = None
+_openapi_schema: dict | None = None
 
 
 def _bundle_dir() -> Path:
@@ -44,47 +53,152 @@ def _bundle_dir() -> Path:
     return fetch_bundle(registry, name, int(version), dest)
 
 
-def _load() -> Mangum | None:
-    global _adapter, _load_error
-    if _adapter is None:
+def _load() -> ModelService | None:
+    global _service, _load_error
+    if _service is None:
         try:
-            from .app import create_app
-
-            _adapter = Mangum(create_app(_bundle_dir()), lifespan="off")
+            _service = ModelService.load(_bundle_dir())
+            observability.set_model(_service.name, _service.version)
             _load_error = None
         except ModelfnError as exc:
             _load_error = exc
-            logger.error("model bundle could not be loaded", extra={"error": str(exc)})
+            observability.log("ERROR", "model bundle could not be loaded", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - keep the environment alive to report it
             _load_error = BundleError(f"model could not be loaded: {type(exc).__name__}: {exc}")
-            logger.exception("model bundle could not be loaded")
-    return _adapter
+            observability.exception("model bundle could not be loaded")
+    return _service
 
 
-def _error(status: int, code: str, message: str) -> dict[str, Any]:
-    metrics.add_metric(name="ClientErrors" if status < 500 else "ServerErrors", unit=MetricUnit.Count, value=1)
-    return {"statusCode": status, "headers": {"content-type": "application/json"}, "isBase64Encoded": False,
-            "body": json.dumps({"error": {"code": code, "message": message}})}
+# -- the event ---------------------------------------------------------------------------------
+class _Request:
+    """What the routes need from a proxy event; the body is decoded only by routes that read it."""
+
+    __slots__ = ("event", "method", "path", "headers")
+
+    def __init__(self, event: dict):
+        self.event = event
+        context = event["requestContext"]
+        http = context.get("http")
+        if http is not None:  # HTTP API, payload 2.0
+            self.method = http.get("method") or "GET"
+            path = http.get("path") or event.get("rawPath") or "/"
+        else:  # REST API, payload 1.0
+            self.method = event.get("httpMethod") or context.get("httpMethod") or "GET"
+            path = event.get("path") or "/"
+        stage = context.get("stage")
+        # Behind a custom domain or a named HTTP API stage the path may still carry the stage.
+        if stage and stage != "$default" and path.startswith("/" + stage + "/"):
+            path = path[len(stage) + 1:]
+        self.path = path
+        self.headers = event.get("headers") or {k: v[-1] for k, v in (event.get("multiValueHeaders") or {}).items() if v}
+
+    def header(self, name: str) -> str | None:
+        """Case-insensitive header lookup (``name`` in lower case)."""
+        value = self.headers.get(name)
+        if value is None:
+            for key, candidate in self.headers.items():
+                if key.lower() == name:
+                    return candidate
+        return value
+
+    def body(self) -> bytes:
+        raw = self.event.get("body")
+        if not raw:
+            return b""
+        if self.event.get("isBase64Encoded"):
+            try:
+                return base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest("request body is marked base64-encoded but is not valid base64") from None
+        try:
+            return raw.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates from a \\ud800 escape in the event JSON
+            raise BadRequest(f"request body is not valid UTF-8 (character {exc.start})") from None
 
 
-def _handle(event: dict, context: Any) -> dict[str, Any]:
-    adapter = _load()
-    if adapter is None:
-        return _error(500, "model_unavailable", str(_load_error))
-    if not isinstance(event, dict) or "requestContext" not in event:
-        return _error(400, "bad_request", "not an API Gateway proxy event; invoke this function through API Gateway")
-    return adapter(event, context)
+# -- the routes --------------------------------------------------------------------------------
+def _openapi(service: ModelService, match: re.Match, request: _Request) -> Answer:
+    global _openapi_schema
+    if _openapi_schema is None:
+        from .app import build_app  # FastAPI + pydantic: only when someone asks for the schema
+
+        _openapi_schema = build_app(service).openapi()
+    return Answer(200, _openapi_schema)
+
+
+Route = Callable[[ModelService, re.Match, _Request], Answer]
+_ROUTES: tuple[tuple[str, re.Pattern, Route], ...] = (
+    ("POST", re.compile(r"/models/(?P<name>[^/]+)/predict"),
+     lambda s, m, r: s.predict(m["name"], r.header("content-type"), r.body())),
+    ("POST", re.compile(r"/v1/embeddings"), lambda s, m, r: s.embeddings(r.header("content-type"), r.body())),
+    ("GET", re.compile(r"/models/(?P<name>[^/]+)"), lambda s, m, r: s.info(m["name"])),
+    ("GET", re.compile(r"/health"), lambda s, m, r: s.health()),
+    ("GET", re.compile(r"/openapi\.json"), _openapi),
+)
+
+
+def _dispatch(service: ModelService, request: _Request) -> Answer:
+    """Like Starlette's router: a path no route matches is 404, a known path with another method 405."""
+    method = "GET" if request.method == "HEAD" else request.method
+    allowed = []
+    for route_method, pattern, call in _ROUTES:
+        match = pattern.fullmatch(request.path)
+        if match is not None:
+            if route_method == method:
+                return call(service, match, request)
+            allowed.append(route_method)
+    raise wrong_method() if allowed else no_route()
+
+
+# -- the handler -------------------------------------------------------------------------------
+_HEADERS = {"content-type": JSON_MEDIA_TYPE}
+
+
+def _handle(event: Any, context: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    is_proxy = isinstance(event, dict) and isinstance(event.get("requestContext"), dict)
+    fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
+    method = path = "-"
+    batch = tokens = error_code = None
+    request = None
+    try:
+        service = _service or _load()
+        if service is None:
+            raise _load_error or BundleError("model could not be loaded")
+        if not is_proxy:
+            raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
+        request = _Request(event)
+        method, path = request.method, request.path
+        answer = _dispatch(service, request)
+        status, body, batch, tokens = answer.status, dumps(answer.payload), answer.batch, answer.tokens
+    except Exception as exc:  # noqa: BLE001 - every fault becomes the error shape, never a traceback
+        if not isinstance(exc, ModelfnError):
+            observability.exception("unhandled error", fields, path=path)
+        status, payload = render_error(exc)
+        error_code = payload["error"]["code"]
+        body = dumps(payload)
+    logged = None
+    if _service is not None and _service.log_inputs and request is not None:
+        try:
+            logged = request.body()
+        except RequestError:
+            logged = None
+    observability.record_request(method=method, path=path, status=status, started=started, fields=fields,
+                                 batch=batch, tokens=tokens, error_code=error_code, body=logged)
+    headers = _HEADERS if status != 405 else {**_HEADERS, "allow": _allowed(path)}
+    return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
+
+
+def _allowed(path: str) -> str:
+    return ", ".join(m for m, pattern, _ in _ROUTES if pattern.fullmatch(path))
 
 
 def _wrap():
-    wrapped = metrics.log_metrics(capture_cold_start_metric=True)(_handle)
-    wrapped = logger.inject_lambda_context(correlation_id_path="requestContext.requestId",
-                                           clear_state=False)(wrapped)
     if observability.tracing_enabled():
         from aws_lambda_powertools import Tracer  # the X-Ray SDK is heavy: only when tracing is on
 
-        wrapped = Tracer(service=observability.SERVICE).capture_lambda_handler(wrapped)
-    return wrapped
+        return Tracer(service=observability.SERVICE).capture_lambda_handler(_handle)
+    return _handle
 
 
 handler = _wrap()

@@ -78,7 +78,7 @@ def test_base64_encoded_body_is_decoded(handler):
 
 def test_server_fault_is_a_500_without_traceback_and_serving_resumes(load_handler, bundle):
     module = load_handler(bundle)
-    model = module._adapter.app.state.model
+    model = module._load().model
     real_session = model.session
 
     class Broken:
