@@ -18,6 +18,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from functions import constants
 from functions.errors import ConfigError
 
 import functions
@@ -43,6 +44,9 @@ RUN python3 -c "import sys; assert sys.version_info[:2] == ({pytuple}), \
  && cd /opt/deps && rm -rf {trim}
 
 FROM ${{BASE_IMAGE}}
+LABEL modelfn.model="{name}" modelfn.version="{version}"
+# Also set by the template; here too so `docker run` of the image alone knows what it serves.
+ENV {name_var}="{name}" {version_var}="{version}"
 COPY --from=deps /opt/deps/ ${{LAMBDA_TASK_ROOT}}/
 COPY functions/ ${{LAMBDA_TASK_ROOT}}/functions/
 {model_copy}CMD ["{handler}"]
@@ -64,7 +68,7 @@ def render_dockerfile(*, name: str, version: int, python_version: str, architect
                       base_image: str, baked: bool) -> str:
     model_copy = "COPY model/ ${LAMBDA_TASK_ROOT}/model/\n" if baked else \
         "# The bundle is fetched from the registry at cold start (MODELFN_REGISTRY_URI).\n"
-    return _DOCKERFILE.format(trim=" ".join(TRIM), pytuple=python_version.replace('.', ', '), name=name, version=version, python=python_version, arch=architecture,
+    return _DOCKERFILE.format(name_var=constants.MODEL_NAME, version_var=constants.MODEL_VERSION, trim=" ".join(TRIM), pytuple=python_version.replace('.', ', '), name=name, version=version, python=python_version, arch=architecture,
                               base_image=base_image, model_copy=model_copy, handler=HANDLER)
 
 
