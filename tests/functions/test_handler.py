@@ -118,3 +118,38 @@ def test_embeddings_match_predict(handler):
     _, answer, _ = call(handler, event)
     got = np.array([d["embedding"] for d in answer["data"]])
     np.testing.assert_allclose(got, np.array(predicted), atol=1e-6)
+
+
+def _records(capsys) -> list[dict]:
+    return [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+
+
+def test_each_request_writes_one_valid_emf_record(handler, capsys):
+    capsys.readouterr()
+    call(handler, load_event("minilm-predict-v2"))
+    call(handler, load_event("minilm-health-v2", path="/nowhere"))
+    ok, missing = _records(capsys)
+    for record in (ok, missing):
+        directive = record["_aws"]["CloudWatchMetrics"][0]
+        assert isinstance(record["_aws"]["Timestamp"], int)
+        for dims in directive["Dimensions"]:
+            assert all(isinstance(record[d], str) for d in dims)
+        for metric in directive["Metrics"]:
+            assert isinstance(record[metric["Name"]], (int, float)), metric
+    assert {"model"} <= set(ok["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]) and ok["model"] == "minilm"
+    assert ok["status"] == 200 and ok["Tokens"] == ok["tokens"] > 0 and ok["BatchSize"] == 2
+    assert missing["status"] == 404 and missing["ClientErrors"] == 1 and missing["error_code"] == "not_found"
+    assert "BatchSize" not in missing
+
+
+def test_cold_start_is_flagged_once(load_handler, embed_bundle, capsys, monkeypatch):
+    import functions.observability as obs
+
+    monkeypatch.setattr(obs, "_cold", True)  # as in a fresh execution environment
+    handler = load_handler(embed_bundle).handler
+    capsys.readouterr()
+    call(handler, load_event("minilm-health-v2"))
+    call(handler, load_event("minilm-health-v2"))
+    first, second = _records(capsys)
+    assert (first["cold_start"], first["ColdStart"]) == (True, 1)
+    assert (second["cold_start"], second["ColdStart"]) == (False, 0)
