@@ -144,7 +144,14 @@ class LoadedModel:
         return out
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+        """The named outputs; RuntimeError (a server fault, 500) if any float output is not finite."""
+        outputs = self.session.run(self.output_names, feed)
+        for array in outputs:
+            # One reduction: NaN/inf propagate through the sum. Answering them would put null
+            # (orjson) or invalid JSON on the wire instead of reporting the model fault.
+            if array.dtype.kind == "f" and not np.isfinite(array.sum()):
+                raise RuntimeError("the model produced non-finite outputs")
+        return dict(zip(self.output_names, outputs))
 
     # -- tokenizer facts the post-processing needs --------------------------------------
     def decode_tokens(self, tokens: list[str]) -> str:

@@ -27,12 +27,14 @@ def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
         return hidden[:, 0]
     if how == "max":
         return np.where(mask[..., None] > 0, hidden, np.float32(-1e9)).max(axis=1)
-    weights = mask[..., None].astype(hidden.dtype)
-    return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    weights = mask.astype(hidden.dtype)[:, None, :]  # (batch, 1, tokens)
+    # One matmul sums the unmasked token vectors without a (batch, tokens, dim) temporary.
+    summed = np.matmul(weights, hidden)[:, 0]
+    return summed / np.maximum(weights.sum(axis=2), 1e-9)
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    norms = np.sqrt(np.einsum("...i,...i->...", vectors, vectors))[..., None]
     return vectors / np.maximum(norms, 1e-12)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.functions.conftest import call
@@ -98,3 +99,19 @@ def test_keeps_serving_correctly_after_every_kind_of_bad_input(handler):
     for _, method, path, body, kwargs, _, _ in CASES:
         call(handler, make_event(method, path, body, **kwargs))
     assert call(handler, make_event("POST", PREDICT, GOOD)) == first
+
+
+def test_non_finite_model_output_is_a_500_not_null_or_invalid_json(load_handler, bundle):
+    module = load_handler(bundle)
+    model = module._load().model
+    real_session = model.session
+
+    class NaNs:
+        def run(self, names, feed):
+            return [np.full((len(feed["input_ids"]), 2), np.nan, dtype=np.float32) for _ in names]
+
+    model.session = NaNs()
+    status, got, _ = call(module.handler, make_event("POST", PREDICT, GOOD))
+    assert status == 500 and got["error"]["code"] == "internal_error"
+    model.session = real_session
+    assert call(module.handler, make_event("POST", PREDICT, GOOD))[0] == 200
