@@ -8,6 +8,8 @@ import pytest
 
 from tests.tinymodels import build_tiny_model
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
@@ -42,6 +44,33 @@ def tiny_bundle(tmp_path_factory, tiny_model_dir):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def minilm_spec():
+    """The default models.yaml's MiniLM declaration."""
+    from functions.spec import load_models_file
+
+    return load_models_file(ROOT / "models.yaml").get("minilm")
+
+
+@pytest.fixture(scope="session")
+def minilm_bundle(tmp_path_factory, minilm_spec) -> Path:
+    """The real all-MiniLM-L6-v2 exported once per session with the default models.yaml settings.
+
+    The quantization search is off: it is exercised by the tiny-model tests and
+    bench/quant_search_minilm.py, and would add minutes to every CI run."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from export.exporter import export_bundle
+
+    spec = minilm_spec
+    bundle = tmp_path_factory.mktemp("minilm") / "bundle"
+    export_bundle(spec.source_dir(), spec.task, bundle, name=spec.name, target=spec.target,
+                  architecture=spec.architecture, quantization=spec.quantization, thresholds=spec.parity,
+                  max_tokens=spec.max_tokens, search_budget_s=0)
+    return bundle
 
 
 @pytest.hookimpl(hookwrapper=True)

