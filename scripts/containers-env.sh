@@ -16,5 +16,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 setup=$(bash scripts/podman-setup.sh)
 eval "$setup"
-bash scripts/standin-base/build.sh >&2
+base=$(bash scripts/standin-base/build.sh)  # prints the image's Python for `modelfn build`
 echo "$setup"
+echo "$base"
