@@ -18,9 +18,13 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 echo "modelfn: installing dependencies into .venv (a few minutes the first time)" >&2
-python -m pip install --quiet --upgrade pip
+log=.venv/install.log
 # torch is pinned and installed first: it resolves to the CPU build; an unpinned torch would
 # pull a multi-GB CUDA build.
-python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev]"
+if ! { python -m pip install --upgrade pip && python -m pip install "torch==2.13.0" \
+       && python -m pip install -e ".[dev]"; } >"$log" 2>&1; then
+  tail -n 30 "$log" >&2
+  echo "modelfn: installing dependencies failed; the whole log is in $log" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"

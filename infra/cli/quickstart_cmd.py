@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from functions.spec import load_models_file
 
     from infra.cli import main as modelfn
-    from infra.registry import open_registry
+    from infra.registry import NotFound, open_registry
 
     models_file = load_models_file(args.models_file)
     lambdas = [s for s in models_file.models if s.target == "lambda"]
@@ -87,9 +87,15 @@ def run(args: argparse.Namespace) -> int:
     t = _step(f"2. push to the registry {models_file.registry} and promote to {spec.alias!r}")
     registry = open_registry(models_file.registry)
     pushed = registry.push(spec.name, bundle, actor="quickstart")
-    state = registry.promote(spec.name, spec.alias, pushed.version, actor="quickstart", reason="quickstart")
+    try:
+        current = registry.resolve(spec.name, spec.alias)
+    except NotFound:
+        current = None
+    if current != pushed.version:  # promoting the version already in place would only add history
+        registry.promote(spec.name, spec.alias, pushed.version, actor="quickstart", reason="quickstart")
     print(f"   {spec.name} version {pushed.version} ({'new' if pushed.created else 'same content as before'}); "
-          f"{spec.alias} -> {state.version}; history has {len(registry.history(spec.name, spec.alias))} entries")
+          f"{spec.alias} -> {pushed.version} (was {current}); "
+          f"history has {len(registry.history(spec.name, spec.alias))} entries")
     _done(t)
 
     from infra.local import AWS_BASE_IMAGE, container_engine_problem
@@ -126,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n== 4. containers skipped: {problem}")
         print("   serving the same handler under the Lambda Runtime Interface Emulator on this host instead")
         t = _step("5. aws-lambda-rie + awslambdaric functions.handler.handler, then invocations")
-        pulled = workdir / "pulled" / f"{spec.name}-v{state.version}"
+        pulled = workdir / "pulled" / f"{spec.name}-v{pushed.version}"
         if not pulled.exists():
-            registry.pull(spec.name, state.version, pulled)
-        env = {"MODELFN_MODEL_NAME": spec.name, "MODELFN_MODEL_VERSION": str(state.version),
+            registry.pull(spec.name, pushed.version, pulled)
+        env = {"MODELFN_MODEL_NAME": spec.name, "MODELFN_MODEL_VERSION": str(pushed.version),
                "MODELFN_MAX_BATCH": str(spec.max_batch), "MODELFN_MAX_TOKENS": str(spec.max_tokens)}
         with Emulator(pulled, env=env) as emu:
             def call(method, path, body=None):
@@ -137,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 return response["statusCode"], json.loads(response.get("body") or "null")
             _show_calls(call, spec)
         _done(t)
-    print(f"\nquickstart finished in {time.perf_counter() - total:.1f}s. "
-          f"Deploy with: cd {workdir} && sam deploy --guided")
+    print(f"\nquickstart finished in {time.perf_counter() - total:.1f}s. To deploy, on a machine with Docker and "
+          "AWS credentials: modelfn build && sam build && sam deploy --guided")
     return 0
 
 
