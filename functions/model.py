@@ -6,6 +6,7 @@ Everything here is built once at cold start; per request only :meth:`LoadedModel
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,7 @@ class LoadedModel:
         for array in outputs:
             # One reduction: NaN/inf propagate through the sum. Answering them would put null
             # (orjson) or invalid JSON on the wire instead of reporting the model fault.
-            if array.dtype.kind == "f" and not np.isfinite(array.sum()):
+            if array.dtype.kind == "f" and not math.isfinite(array.sum()):
                 raise RuntimeError("the model produced non-finite outputs")
         return dict(zip(self.output_names, outputs))
 

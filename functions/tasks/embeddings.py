@@ -41,15 +41,21 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 def sentence_vectors(model, prepared: Prepared, outputs: list[dict], normalize: bool | None = None) -> np.ndarray:
     """(inputs, dim) float32 sentence embeddings for a pooled model."""
     runtime = model.manifest.runtime
+    normalize = runtime.normalize if normalize is None else normalize
     parts = []
     for feed, out in zip(prepared.feeds, outputs):
         hidden = out[model.output_names[0]]
-        # A graph that already pools (sentence_embedding output) answers (batch, dim).
-        parts.append(hidden if hidden.ndim == 2 else pool(hidden, feed["attention_mask"], runtime.pooling))
-    vectors = np.concatenate(parts).astype(np.float32, copy=False)
-    if runtime.normalize if normalize is None else normalize:
-        vectors = l2_normalize(vectors)
-    return vectors
+        if hidden.ndim == 2:  # a graph that already pools (sentence_embedding output): (batch, dim)
+            parts.append(hidden)
+        elif normalize and runtime.pooling == "mean":
+            # The mean's 1/tokens factor cancels in the normalization: the masked sum suffices, and
+            # every numpy call saved counts at batch 1 (bench/runtime.md, handler overhead).
+            mask = feed["attention_mask"].astype(hidden.dtype)[:, None, :]
+            parts.append(np.matmul(mask, hidden)[:, 0])
+        else:
+            parts.append(pool(hidden, feed["attention_mask"], runtime.pooling))
+    vectors = (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.float32, copy=False)
+    return l2_normalize(vectors) if normalize else vectors
 
 
 def _preprocess(model, items: list, params: dict) -> Prepared:
