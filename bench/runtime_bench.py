@@ -158,25 +158,42 @@ sys.stdout.flush(); os._exit(0)
 """
 
 NOTES = """
-## Why the goals are missed, and what was chosen (measured on this 2-core shared machine)
+## What the runtime does, and why (measured on this 2-core shared machine)
 
-- Cold start: `import fastapi` alone costs ~0.5 s here (`python -X importtime`: pydantic model
-  construction in `fastapi.openapi.models` ~0.21 s self, `fastapi.routing` ~0.5 s cumulative),
-  more than the whole floor. powertools Logger + Metrics cost ~0.02 s; Mangum < 0.01 s. Meeting
-  1.5x of the floor would mean not importing FastAPI/pydantic on the Lambda path (a direct API
-  Gateway dispatcher over the same task code, FastAPI only for /openapi.json and the GPU endpoint).
-  The torch ratio is below 10x partly because the torch handler here is the bare minimum (no web
-  framework); the absolute gap is ~8 s.
-- Warm overhead (~2 ms at batch 1): Mangum runs an asyncio event-loop turn per invocation, Starlette
-  routing and FastAPI dependency solving, the powertools EMF flush (one stdout line per request) and
-  the JSON access log. cProfile with session.run stubbed shows no single dominant cost; 0.3 ms is not
-  reachable with Mangum + FastAPI on this machine.
-- Load at import vs lazily: process start to first answer is the same work either way (session +
-  tokenizer load dominates the first request); the handler builds at import so the work happens in the
-  Lambda init phase, which SAM local / RIE also run at start, and the first request is ~10 ms.
-- Memory arena: peak RSS is the same with and without the CPU arena / memory pattern for MiniLM int8,
-  and batch-8 latency is better with the arena on, so both stay on (functions/model.py).
-- Numbers on this machine are noisy (load average ~5 on 2 cores from parallel work); ratios are
+- Before this layout the Lambda path was Mangum + FastAPI: cold start 1.062 s = 2.64x the floor and
+  8.5x faster than torch, handler overhead ~2.0 ms at batch 1 (previous bench/runtime.md). `import
+  fastapi` alone cost ~0.5 s (pydantic model building in `fastapi.openapi.models`, `fastapi.routing`).
+- Now `functions.handler.handler` reads API Gateway v1/v2 proxy events itself and calls
+  functions.service.ModelService (the same object the FastAPI app in functions/app.py wraps); no
+  fastapi / starlette / pydantic / mangum is imported on that path (tests/functions/test_lean.py).
+  FastAPI is imported lazily only for GET /openapi.json. Both adapters render errors through
+  functions.http.render_error and are held to identical answers by tests/functions/test_adapters.py.
+- Logs and metrics: powertools Logger + Metrics cost the import and per-request time in the table
+  above (a JSON log line through `logging`, an EMF blob validated and flushed by `log_metrics`, the
+  `inject_lambda_context` decorator). functions/observability writes ONE JSON line per request that is
+  both the access log (powertools' field names: `function_request_id`, `correlation_id`, `cold_start`)
+  and the EMF record (Latency, BatchSize, Tokens, ColdStart, Client/ServerErrors; dimensions service +
+  model), with the directive dicts built once. Decision: own writer on the request path; powertools
+  stays for X-Ray tracing (Tracer, imported only when tracing is enabled). No request text is logged
+  unless MODELFN_LOG_INPUTS=1.
+- Answers are serialized with orjson when installed (stdlib json otherwise): a 384-float embedding
+  took ~390 us with json and ~20 us with orjson here. Non-finite model outputs are a 500 (checked with
+  one reduction per output in LoadedModel.run), so orjson's NaN -> null never reaches a caller.
+- Handler overhead at batch 1: the goal is measured as handler p50 minus session.run p50, interleaved.
+  What remains is Python work (event, JSON parse, tokenizer, feed, pooling, tolist, JSON, log line)
+  that runs 3-4x slower right after a real session.run than in a hot loop (ORT evicts the caches):
+  timed step by step after a real run, tokenize ~0.13 ms, pooling+normalize ~0.14 ms, log line ~0.09
+  ms, body parse ~0.06 ms, answer JSON ~0.04 ms, feed ~0.04 ms. With session.run answered from a
+  recording the whole handler costs the "stubbed" figure above. The 0.3 ms goal is met with warm
+  caches but not as measured after a real run on this machine; tokenization alone takes about half
+  of the budget there.
+- Load at import vs lazily: process start to first answer is the same work either way; the handler
+  loads at import so the work happens in the Lambda init phase, which SAM local / RIE also run at
+  start, and the first request is a few ms.
+- Memory arena: peak RSS is the same with and without the CPU arena / memory pattern for MiniLM int8;
+  the batch-8 latencies in the table move between runs by more than the options differ (load from
+  parallel work), so the earlier choice (both on, functions/model.py) stands.
+- Numbers on this machine are noisy (load average 2-5 on 2 cores from parallel work); ratios are
   measured interleaved in one run.
 """
 
@@ -273,6 +290,22 @@ def warm(reps: int) -> dict:
         t = time.perf_counter(); model.run(feed); samples["session.run b1 short"].append(time.perf_counter() - t)
         t = time.perf_counter(); model.run(model.feed(model.encode([SHORT])))
         samples["tokenize+run b1 short"].append(time.perf_counter() - t)
+    # The same request with session.run answered from a recording: what the handler itself costs
+    # with warm caches (after a real session.run the same Python work runs 3-4x slower).
+    recorded = model.session.run(model.output_names, feed)
+
+    class Recorded:
+        def run(self, names, feed):
+            return recorded
+
+    real_session, model.session = model.session, Recorded()
+    samples["stubbed handler b1 short"] = []
+    for _ in range(20):
+        t = time.perf_counter()
+        for _ in range(50):
+            timed(configs[(1, "short")])
+        samples["stubbed handler b1 short"].append((time.perf_counter() - t) / 50)
+    model.session = real_session
     return samples
 
 
@@ -336,7 +369,10 @@ def main() -> int:
               f"session.run p50 {run_p50:.3f} ms; tokenize + feed + session.run p50 {tok_run_p50:.3f} ms; "
               f"handler p50 {h_p50:.3f} ms.", "",
               f"- Overhead over session.run: {h_p50 - run_p50:.3f} ms; over tokenize + session.run: {overhead:.3f} ms.",
-              f"- Goal <= 0.3 ms: **{'met' if h_p50 - run_p50 <= 0.3 else 'NOT met'}**.", "",
+              f"- Goal <= 0.3 ms: **{'met' if h_p50 - run_p50 <= 0.3 else 'NOT met'}**.",
+              f"- With session.run answered from a recording (warm caches, 20 x 50 calls, median): handler "
+              f"{statistics.median(samples['stubbed handler b1 short']) * 1000:.3f} ms per request, "
+              "tokenization included.", "",
               "## Logs + metrics per request: powertools Logger/Metrics vs functions/observability", "",
               "Fresh interpreter with numpy, onnxruntime and tokenizers already imported (3 runs, median); "
               "per request: one JSON log line with request ids + cold-start flag and one EMF record "
