@@ -182,11 +182,13 @@ NOTES = """
 - Handler overhead at batch 1: the goal is measured as handler p50 minus session.run p50, interleaved.
   What remains is Python work (event, JSON parse, tokenizer, feed, pooling, tolist, JSON, log line)
   that runs 3-4x slower right after a real session.run than in a hot loop (ORT evicts the caches):
-  timed step by step after a real run, tokenize ~0.13 ms, pooling+normalize ~0.14 ms, log line ~0.09
-  ms, body parse ~0.06 ms, answer JSON ~0.04 ms, feed ~0.04 ms. With session.run answered from a
-  recording the whole handler costs the "stubbed" figure above. The 0.3 ms goal is met with warm
-  caches but not as measured after a real run on this machine; tokenization alone takes about half
-  of the budget there.
+  timed step by step after a real run, tokenize ~0.13 ms, pooling+normalize ~0.12 ms, log line ~0.09
+  ms, body parse ~0.06 ms, answer JSON ~0.04 ms, feed ~0.04 ms. The "bare handler" line above splits
+  the overhead into what any handler must do (parse, tokenize, pool, serialize) and what modelfn
+  adds on top (validation, routing, error handling, the log + EMF line), measured in the same loop. With session.run
+  answered from a recording the whole handler costs the "stubbed" figure. Whether the 0.3 ms goal is
+  met in a given run depends mostly on the load from parallel work on this 2-core machine (the same
+  code measured 0.30 ms in a quiet moment and 0.59 ms in a busy one).
 - Load at import vs lazily: process start to first answer is the same work either way; the handler
   loads at import so the work happens in the Lambda init phase, which SAM local / RIE also run at
   start, and the first request is a few ms.
@@ -265,6 +267,26 @@ def warm(reps: int) -> dict:
     samples: dict = {key: [] for key in configs}
     samples["session.run b1 short"] = []
     samples["tokenize+run b1 short"] = []
+    samples["bare handler b1 short"] = []
+    import numpy as np
+    try:
+        import orjson
+        encode_json = orjson.dumps
+    except ImportError:
+        encode_json = json.dumps
+    session, names, tokenizer = model.session, model.output_names, model.tokenizer
+
+    def bare(ev):
+        """The least any handler does: parse, tokenize, run, mean-pool + normalize, serialize."""
+        text = json.loads(ev["body"])["inputs"][0]
+        e = tokenizer.encode(text)
+        mask = np.array([e.attention_mask], np.int64)
+        f = {"input_ids": np.array([e.ids], np.int64), "attention_mask": mask,
+             "token_type_ids": np.array([e.type_ids], np.int64)}
+        h = session.run(names, f)[0]
+        v = np.matmul(mask.astype(np.float32)[:, None, :], h)[:, 0]
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        return {"statusCode": 200, "body": encode_json(v.tolist())}
     ctx = Ctx()
     # The handler's log + EMF line is built and written as in Lambda, into /dev/null: its cost
     # counts, the terminal's throughput does not.
@@ -290,6 +312,7 @@ def warm(reps: int) -> dict:
         t = time.perf_counter(); model.run(feed); samples["session.run b1 short"].append(time.perf_counter() - t)
         t = time.perf_counter(); model.run(model.feed(model.encode([SHORT])))
         samples["tokenize+run b1 short"].append(time.perf_counter() - t)
+        t = time.perf_counter(); bare(configs[(1, "short")]); samples["bare handler b1 short"].append(time.perf_counter() - t)
     # The same request with session.run answered from a recording: what the handler itself costs
     # with warm caches (after a real session.run the same Python work runs 3-4x slower).
     recorded = model.session.run(model.output_names, feed)
@@ -343,6 +366,7 @@ def main() -> int:
     run_p50 = statistics.median(samples["session.run b1 short"]) * 1000
     tok_run_p50 = statistics.median(samples["tokenize+run b1 short"]) * 1000
     h_p50 = statistics.median(samples[(1, "short")]) * 1000
+    bare_p50 = statistics.median(samples["bare handler b1 short"]) * 1000
     lines = [
         "# Runtime benchmark (bench/runtime_bench.py)", "",
         f"MiniLM bundle: quantization `{manifest.quantization.chosen}`, {available_cpus()} usable CPUs, "
@@ -369,6 +393,9 @@ def main() -> int:
               f"session.run p50 {run_p50:.3f} ms; tokenize + feed + session.run p50 {tok_run_p50:.3f} ms; "
               f"handler p50 {h_p50:.3f} ms.", "",
               f"- Overhead over session.run: {h_p50 - run_p50:.3f} ms; over tokenize + session.run: {overhead:.3f} ms.",
+              f"- A bare handler (json.loads, tokenize, feed, session.run, mean-pool + normalize, serialize; "
+              f"no validation, routing or logs) p50 {bare_p50:.3f} ms: {bare_p50 - run_p50:.3f} ms over session.run, "
+              f"so the modelfn handler adds {h_p50 - bare_p50:.3f} ms to the least any handler does.",
               f"- Goal <= 0.3 ms: **{'met' if h_p50 - run_p50 <= 0.3 else 'NOT met'}**.",
               f"- With session.run answered from a recording (warm caches, 20 x 50 calls, median): handler "
               f"{statistics.median(samples['stubbed handler b1 short']) * 1000:.3f} ms per request, "

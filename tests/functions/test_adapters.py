@@ -34,6 +34,7 @@ CLASSIFIER_CASES = [(c[0], c[1], c[2], c[3], c[4]) for c in ERROR_CASES] + [
     ("over-long-422", "POST", CLASSIFY, {"inputs": "paris " * 40}, {}),
     ("info", "GET", "/models/tiny-text", None, {}),
     ("health", "GET", "/health", None, {}),
+    ("openapi", "GET", "/openapi.json", None, {}),
     ("post-health", "POST", "/health", {"inputs": "x"}, {}),
     ("post-info", "POST", "/models/tiny-text", {"inputs": "x"}, {}),
     ("get-embeddings", "GET", "/v1/embeddings", None, {}),
