@@ -89,8 +89,12 @@ class _Request:
         # Behind a custom domain or a named HTTP API stage the path may still carry the stage.
         if stage and stage != "$default" and path.startswith("/" + stage + "/"):
             path = path[len(stage) + 1:]
-        self.path = path
-        self.headers = event.get("headers") or {k: v[-1] for k, v in (event.get("multiValueHeaders") or {}).items() if v}
+        headers = event.get("headers") or {k: v[-1] for k, v in (event.get("multiValueHeaders") or {}).items() if v}
+        body = event.get("body")
+        if not (isinstance(self.method, str) and isinstance(path, str) and isinstance(headers, dict)
+                and (body is None or isinstance(body, str))):
+            raise BadRequest("malformed API Gateway proxy event (method, path, headers or body)")
+        self.path, self.headers = path, headers
 
     def header(self, name: str) -> str | None:
         """Case-insensitive header lookup (``name`` in lower case)."""
@@ -151,9 +155,6 @@ def _dispatch(service: ModelService, request: _Request) -> Answer:
 
 
 # -- the handler -------------------------------------------------------------------------------
-_HEADERS = {"content-type": JSON_MEDIA_TYPE}
-
-
 def _handle(event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     is_proxy = isinstance(event, dict) and isinstance(event.get("requestContext"), dict)
@@ -167,7 +168,10 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
             raise _load_error or BundleError("model could not be loaded")
         if not is_proxy:
             raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
-        request = _Request(event)
+        try:
+            request = _Request(event)
+        except (AttributeError, TypeError, IndexError) as exc:  # fields of the wrong JSON type
+            raise BadRequest("malformed API Gateway proxy event") from exc
         method, path = request.method, request.path
         answer = _dispatch(service, request)
         status, body, batch, tokens = answer.status, dumps(answer.payload), answer.batch, answer.tokens
@@ -185,7 +189,9 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
             logged = None
     observability.record_request(method=method, path=path, status=status, started=started, fields=fields,
                                  batch=batch, tokens=tokens, error_code=error_code, body=logged)
-    headers = _HEADERS if status != 405 else {**_HEADERS, "allow": _allowed(path)}
+    headers = {"content-type": JSON_MEDIA_TYPE}  # a new dict: callers may mutate the response
+    if status == 405:
+        headers["allow"] = _allowed(path)
     return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
 
 

@@ -179,3 +179,17 @@ def test_invalid_base64_body_is_a_400(classifier):
     event["body"], event["isBase64Encoded"] = "%%%not base64", True
     status, body, _ = call(classifier.handler, event)
     assert status == 400 and "base64" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda e: e.__setitem__("body", {"inputs": "x"}),
+    lambda e: e.__setitem__("headers", ["content-type"]),
+    lambda e: e["requestContext"].__setitem__("http", "POST"),
+    lambda e: e["requestContext"]["http"].__setitem__("path", 7),
+], ids=["body-object", "headers-list", "http-string", "path-number"])
+def test_malformed_proxy_event_is_a_400(classifier, damage):
+    event = make_event("POST", CLASSIFY, {"inputs": "x"})
+    damage(event)
+    status, body, _ = call(classifier.handler, event)
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    assert call(classifier.handler, make_event("POST", CLASSIFY, {"inputs": "x"}))[0] == 200
