@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from functions.errors import ConfigError
 
 # The runtime set, as a fallback when the modelfn distribution metadata is not installed.
-_RUNTIME_FALLBACK = ("numpy", "onnxruntime", "tokenizers", "fastapi", "mangum", "aws-lambda-powertools")
+_RUNTIME_FALLBACK = ("numpy", "onnxruntime", "tokenizers", "fastapi", "orjson", "aws-lambda-powertools")
 # Dependencies declared by runtime packages that the runtime never imports: tokenizers needs
 # huggingface-hub only for from_pretrained (the runtime loads tokenizer.json from the bundle), and
 # it would pull requests, tqdm, fsspec, hf-xet and more into every image.

@@ -77,7 +77,7 @@ def test_fetching_pins_boto3_and_baking_does_not():
     baked = {p.split("==")[0] for p in pinned_requirements("3.12", "x86_64")}
     fetched = {p.split("==")[0] for p in pinned_requirements("3.12", "x86_64", fetch=True)}
     assert "boto3" not in baked and {"boto3", "botocore", "s3transfer"} <= fetched
-    assert {"numpy", "onnxruntime", "tokenizers", "fastapi", "mangum", "aws-lambda-powertools"} <= baked
+    assert {"numpy", "onnxruntime", "tokenizers", "fastapi", "orjson", "aws-lambda-powertools"} <= baked
 
 
 @pytest.mark.parametrize("case, message", [
