@@ -78,3 +78,51 @@ def test_choice_rules_are_deterministic_under_timing_noise():
     assert choose(table, "fixed:c", requested="int8", timed_here=True).passed is False
     arm = choose(table, "fastest-passing", requested="int8", timed_here=False, preference=("c", "a", "b", "fp32"))
     assert arm.name == "a" and "cannot be measured" in arm.reason
+
+
+class _SteppingClock:
+    """Each reading is one 'second' later: the search's budget checks, not wall time, decide."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+class _DriftByGroup:
+    """Evaluator stand-in for the ranking: a group's drift is its position, so every group is scored."""
+
+    def __init__(self):
+        self.runs = 0
+
+    def run(self, path):
+        self.runs += 1
+        return None, self.runs
+
+    def drift(self, outputs) -> float:
+        return float(outputs)
+
+
+def test_search_stops_when_its_budget_runs_out(tiny_bundle, tmp_path):
+    from export import mixed
+    from functions.manifest import MODEL_FILE
+
+    fp32 = tiny_bundle("feature-extraction", quantization="none") / MODEL_FILE
+    groups = mixed.node_groups(fp32)
+    assert len(groups) >= 6
+
+    unbounded = mixed.rank_groups("int8-dynamic-per-channel-avx2", fp32, groups, _DriftByGroup(), tmp_path / "a",
+                                  deadline=float("inf"))
+    assert {g for g, _ in unbounded} == set(groups)
+
+    clock, evaluator = _SteppingClock(), _DriftByGroup()
+    ranked = mixed.rank_groups("int8-dynamic-per-channel-avx2", fp32, groups, evaluator, tmp_path / "b",
+                               deadline=3.5, clock=clock)
+    # readings 1, 2, 3 are inside the deadline, the 4th is past it: three groups scored, then stop
+    assert len(ranked) == evaluator.runs == 3
+
+    steps = mixed.greedy_exclusion("int8-dynamic-per-channel-avx2", fp32, None, groups, unbounded, evaluator,
+                                   tmp_path / "c", deadline=0.5, clock=_SteppingClock())
+    assert steps == []  # no exclusion is tried once the budget is spent
