@@ -64,7 +64,7 @@ def main(budget_s: float = 150.0) -> int:
     int8_features = _int8_cpu_features()
     why = "" if reached else (
         " This CPU has no VNNI instructions, so ONNX Runtime's int8 matrix products run on AVX2 kernels that gain"
-        " little over fp32; on VNNI or Graviton CPUs (Lambda's x86_64 and arm64) dynamic int8 gains more."
+        " little over fp32. CPUs with VNNI (or arm64 dot-product instructions) should gain more; not measured here."
         if not any("vnni" in f or "amx" in f for f in int8_features) else "")
     text = "\n".join([
         "# Quantization search on all-MiniLM-L6-v2",
