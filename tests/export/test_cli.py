@@ -59,3 +59,29 @@ def test_export_with_flags_prints_summary_with_the_chosen_candidate(tiny_model_d
 def test_name_and_source_together_is_a_config_error(tmp_path, capsys):
     assert main(["export", "minilm", "--source", str(tmp_path)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_eval_file_texts_and_labels_join_the_parity_set(tiny_model_dir, tiny_bundle, tmp_path, capsys):
+    builtin = read_manifest(tiny_bundle("text-classification")).parity
+    rows = [{"text": "a great movie", "label": "positive"}, {"text": "a terrible film", "label": "negative"},
+            {"text": "paris is a city", "label": "neutral"}]
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    out = tmp_path / "bundle"
+    code = main(["export", "--source", str(tiny_model_dir("text-classification")), "--task", "text-classification",
+                 "--out", str(out), "--eval-file", str(eval_file), "--json"])
+    assert code == 0, capsys.readouterr().err
+    parity = read_manifest(out).parity
+    assert parity.samples == builtin.samples + len(rows)
+    assert "accuracy" in parity.metrics and "accuracy" not in builtin.metrics
+    assert 0.0 <= parity.metrics["accuracy"] <= 1.0 and parity.metrics["agreement"] >= 0.99
+
+
+def test_a_malformed_eval_file_is_one_line_naming_the_line(tiny_model_dir, tmp_path, capsys):
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text('{"text": "fine"}\nnot json\n', encoding="utf-8")
+    code = main(["export", "--source", str(tiny_model_dir("text-classification")), "--task", "text-classification",
+                 "--out", str(tmp_path / "bundle"), "--eval-file", str(eval_file)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{eval_file}:2" in err and "Traceback" not in err
+    assert not (tmp_path / "bundle").exists()
