@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from functions.constants import IMAGE_PYTHON
 from functions.spec import DEFAULT_MODELS_FILE
 
 SENTENCES = [
@@ -38,6 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--fresh", action="store_true", help="re-export even if a valid bundle exists")
     p.add_argument("--no-containers", action="store_true",
                    help="skip sam build / start-api; serve under the emulator on the host")
+    p.add_argument("--wheelhouse", default=".wheelhouse", help="host wheel cache for the images (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from infra.local import AWS_BASE_IMAGE, container_engine_problem
 
     problem = "--no-containers given" if args.no_containers else container_engine_problem(AWS_BASE_IMAGE)
-    python_version = "3.12"
+    # Without an engine the images are not built here; the contexts target $MODELFN_IMAGE_PYTHON or the AWS base.
+    python_version = os.environ.get(IMAGE_PYTHON) or "3.12"
     if problem is None:
         from infra.local import image_python
 
@@ -110,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     t = _step(f"3. modelfn build (images for Python {python_version}) -> {workdir / 'template.yaml'}")
     code = modelfn(["build", "--models-file", str(Path(args.models_file).absolute()),
                     "--registry", models_file.registry, "--out", str(workdir / ".modelfn" / "build"),
-                    "--template", str(workdir / "template.yaml"), "--python-version", python_version])
+                    "--template", str(workdir / "template.yaml"), "--python-version", python_version,
+                    "--wheelhouse", args.wheelhouse])
     if code:
         return code
     _done(t)
