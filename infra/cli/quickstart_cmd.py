@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if current != pushed.version:  # promoting the version already in place would only add history
         registry.promote(spec.name, spec.alias, pushed.version, actor="quickstart", reason="quickstart")
     print(f"   {spec.name} version {pushed.version} ({'new' if pushed.created else 'same content as before'}); "
-          f"{spec.alias} -> {pushed.version} (was {current}); "
+          f"{spec.alias} -> {pushed.version} (was {current or 'unset'}); "
           f"history has {len(registry.history(spec.name, spec.alias))} entries")
     _done(t)
 
