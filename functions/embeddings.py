@@ -46,12 +46,16 @@ class EmbeddingsService:
             raise BadRequest("token-id arrays are not supported as input", hint="send strings")
         items, _ = parse_items(raw, TEXT, self.model.limits.max_batch, field="input")
         dimensions = data.get("dimensions")
+        # Checked before the model runs: a request bound for a 400 should not cost an inference.
+        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
+                                       or dimensions < 1):
+            raise BadRequest(f"dimensions must be a positive integer, got {dimensions!r}")
 
         prepared = encode_texts(self.model, items)
         vectors = sentence_vectors(self.model, prepared, [self.model.run(f) for f in prepared.feeds])
         if dimensions is not None:
             full = vectors.shape[1]
-            if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= full:
+            if dimensions > full:
                 raise BadRequest(f"dimensions must be an integer from 1 to {full}, got {dimensions!r}")
             vectors = l2_normalize(vectors[:, :dimensions])
         data_out = [{"object": "embedding", "index": i, "embedding": self._encode(v, fmt)}

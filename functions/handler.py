@@ -89,9 +89,11 @@ class _Request:
         # Behind a custom domain or a named HTTP API stage the path may still carry the stage.
         if stage and stage != "$default" and path.startswith("/" + stage + "/"):
             path = path[len(stage) + 1:]
-        headers = event.get("headers") or {k: v[-1] for k, v in (event.get("multiValueHeaders") or {}).items() if v}
+        headers = event.get("headers") or {k: v[-1] for k, v in (event.get("multiValueHeaders") or {}).items()
+                                           if isinstance(v, list) and v}
         body = event.get("body")
         if not (isinstance(self.method, str) and isinstance(path, str) and isinstance(headers, dict)
+                and all(isinstance(v, str) for v in headers.values())
                 and (body is None or isinstance(body, str))):
             raise BadRequest("malformed API Gateway proxy event (method, path, headers or body)")
         self.path, self.headers = path, headers

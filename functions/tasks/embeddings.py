@@ -68,11 +68,12 @@ def _shape(results: list, single: bool, params: dict):
 
 @register(FEATURE_EXTRACTION, inputs=TEXT, parse_params=_params, preprocess=_preprocess, shape=_shape)
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
+    normalize = model.manifest.runtime.normalize if params["normalize"] is None else params["normalize"]
     if model.manifest.runtime.pooling == "none":
         results = []
         for enc, (row, hidden) in zip(prepared.encodings, _rows(model, outputs)):
             tokens = hidden[row, :len(enc.ids)]
-            results.append((l2_normalize(tokens) if params["normalize"] else tokens).tolist())
+            results.append((l2_normalize(tokens) if normalize else tokens).tolist())
         return results
     return sentence_vectors(model, prepared, outputs, params["normalize"]).tolist()
 

@@ -56,7 +56,7 @@ def _best_spans(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, top_k: 
     flat = candidates.ravel()
     if top_k == 1:
         order = np.array([np.argmax(flat)])
-    elif len(flat) < top_k:
+    elif len(flat) <= top_k:
         order = np.argsort(-flat)
     else:
         idx = np.argpartition(-flat, top_k)[:top_k]

@@ -115,3 +115,30 @@ def test_non_finite_model_output_is_a_500_not_null_or_invalid_json(load_handler,
     assert status == 500 and got["error"]["code"] == "internal_error"
     model.session = real_session
     assert call(module.handler, make_event("POST", PREDICT, GOOD))[0] == 200
+
+
+@pytest.mark.parametrize("headers", [{"content-type": 5}, {"content-type": ["application/json"]}])
+def test_header_values_of_the_wrong_type_are_a_400(handler, headers):
+    event = make_event("POST", PREDICT, GOOD)
+    event["headers"] = headers
+    status, body, _ = call(handler, event)
+    assert status == 400 and body["error"]["code"] == "bad_request", body
+
+
+def test_multi_value_headers_that_are_not_lists_are_ignored_not_a_500(handler):
+    event = make_event("POST", PREDICT, GOOD, version=1)
+    event["headers"] = None
+    event["multiValueHeaders"] = {"content-type": {"a": 1}}
+    status, body, _ = call(handler, event)
+    assert status == 200, body  # no usable content-type: the body is read as JSON, as with none at all
+
+
+def test_qa_top_k_equal_to_the_number_of_candidate_spans_answers(load_handler, tiny_bundle):
+    """A one-token context has exactly one candidate span: top_k 1 and the boundary just above."""
+    handler = load_handler(tiny_bundle("question-answering")).handler
+    name = "tiny-question"
+    for top_k in (1, 2, 49, 50):
+        event = make_event("POST", f"/models/{name}/predict", {
+            "inputs": {"question": "who", "context": "bob"}, "parameters": {"top_k": top_k, "align_to_words": False}})
+        status, body, _ = call(handler, event)
+        assert status == 200, (top_k, body)
