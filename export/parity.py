@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 
 from functions.manifest import RuntimeConfig
+from functions.tasks.classification import sigmoid, softmax
+from functions.tasks.embeddings import l2_normalize
+from functions.tasks.embeddings import pool as runtime_pool
 from functions.tasknames import FEATURE_EXTRACTION, QUESTION_ANSWERING, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
 
 from .samples import Sample
@@ -30,7 +33,7 @@ GATED: dict[str, tuple[str, ...]] = {
     TOKEN_CLASSIFICATION: ("agreement",),
     QUESTION_ANSWERING: ("agreement",),
 }
-MAX_ANSWER_TOKENS = 30
+MAX_ANSWER_TOKENS = 15  # the runtime's default max_answer_len (functions/tasks/qa.py)
 
 
 @dataclass(frozen=True)
@@ -97,24 +100,13 @@ def run_torch(source_dir: Path, task: str, encoded: list[Encoded]) -> list[list[
 # -- reducing outputs to answers -----------------------------------------------------------------------
 
 def pool(hidden: np.ndarray, mask: np.ndarray, runtime: RuntimeConfig) -> np.ndarray:
-    """sentence-transformers pooling of (B, L, H) token vectors; the runtime does the same in numpy."""
-    mask = mask.astype(np.float32)[..., None]
-    if runtime.pooling == "cls":
-        vec = hidden[:, 0]
-    elif runtime.pooling == "max":
-        vec = np.where(mask > 0, hidden, -1e9).max(axis=1)
-    else:
-        vec = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-    if runtime.normalize:
-        vec = vec / np.clip(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-12, None)
-    return vec
+    """Sentence vectors exactly as the runtime makes them (functions/tasks/embeddings.py)."""
+    vec = runtime_pool(hidden, mask, runtime.pooling)
+    return l2_normalize(vec) if runtime.normalize else vec
 
 
 def _probs(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-logits))
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
+    return sigmoid(logits) if multi_label else softmax(logits)
 
 
 def best_span(start: np.ndarray, end: np.ndarray, context: np.ndarray) -> tuple[int, int]:
