@@ -11,7 +11,6 @@ Layout under the root (``s3://bucket/prefix`` or a local directory)::
 
 from __future__ import annotations
 
-import json
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,8 +99,7 @@ class Registry:
             manifest = Manifest.from_json(found[0])
         except BundleError as exc:
             raise IntegrityError(f"model {name!r} version {number}: {exc.message}") from None
-        claim = self.store.get(claim_key(name, number))
-        record = json.loads(claim[0]) if claim else {}
+        record = (_versions.read_record(self.store, claim_key(name, number)) or ({}, ""))[0]
         return VersionInfo(
             name=name, version=number, digest=record.get("digest") or _versions.content_digest(manifest),
             pushed_at=record.get("pushed_at", ""), actor=record.get("actor", ""),
@@ -184,10 +182,10 @@ class Registry:
         if held := holders():  # a promotion slipped in between: put the version back
             self.store.put_new(key, found[0])
             raise Conflict(f"model {name!r} version {number} was just promoted to {_listing(held)}")
-        info = json.loads((self.store.get(claim_key(name, number)) or (b"{}", ""))[0])
+        info = (_versions.read_record(self.store, claim_key(name, number)) or ({}, ""))[0]
         if digest := info.get("digest"):
-            owner = self.store.get(digest_key(name, digest))
-            if owner is not None and json.loads(owner[0]).get("version") == number:
+            owner = _versions.read_record(self.store, digest_key(name, digest))
+            if owner is not None and owner[0].get("version") == number:
                 try:
                     self.store.delete(digest_key(name, digest), if_match=owner[1])
                 except PreconditionFailed:

@@ -31,11 +31,11 @@ from typing import Callable
 from functions.fetch import safe_file_name
 from functions.manifest import MANIFEST_FILE, Manifest, verify_bundle
 
-from .errors import AlreadyExists, PreconditionFailed, RegistryError
+from .errors import AlreadyExists, IntegrityError, PreconditionFailed, RegistryError
 from .records import PushResult, claim_key, digest_key, manifest_key, version_key, versions_prefix
 from .store import ObjectStore
 
-__all__ = ["content_digest", "default_actor", "push_bundle", "version_numbers"]
+__all__ = ["content_digest", "default_actor", "push_bundle", "read_record", "version_numbers"]
 
 _MAX_CLAIM_TRIES = 10_000
 # How long a same-content loser waits for the winner to write its manifest before taking over.
@@ -56,6 +56,21 @@ def content_digest(manifest: Manifest) -> str:
     data = manifest.to_dict()
     data.pop("created_at", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def read_record(store: ObjectStore, key: str) -> tuple[dict, str] | None:
+    """A small JSON record (claim, digest) and its ETag; IntegrityError, naming it, if it is not one."""
+    found = store.get(key)
+    if found is None:
+        return None
+    try:
+        record = json.loads(found[0])
+        if not isinstance(record, dict) or ("version" in record and not isinstance(record["version"], int)):
+            raise ValueError("not a record with an integer version")
+    except ValueError as exc:
+        raise IntegrityError(f"registry record {key} is corrupted: {exc}",
+                             hint="restore it from the bucket's versioning, or delete the version") from None
+    return record, found[1]
 
 
 def version_numbers(store: ObjectStore, name: str) -> list[int]:
@@ -88,10 +103,10 @@ def _owner_of_digest(store: ObjectStore, name: str, digest: str, number: int, to
             return number
         except AlreadyExists:
             pass
-        found = store.get(key)
+        found = read_record(store, key)
         if found is None:
             continue  # deleted between our create and our read
-        other = int(json.loads(found[0])["version"])
+        other = int(found[0]["version"])
         if other == number or store.exists(manifest_key(name, other)):
             return other
         # The winner is writing its manifest, or failed, or was deleted: wait, then take over.
@@ -123,10 +138,10 @@ def _cleanup(store: ObjectStore, name: str, number: int, digest: str, token: str
 
 
 def find_by_digest(store: ObjectStore, name: str, digest: str) -> int | None:
-    found = store.get(digest_key(name, digest))
+    found = read_record(store, digest_key(name, digest))
     if found is None:
         return None
-    number = int(json.loads(found[0])["version"])
+    number = int(found[0]["version"])
     return number if store.exists(manifest_key(name, number)) else None
 
 

@@ -232,3 +232,12 @@ def test_409_conditional_request_conflict_is_retried(s3_bucket, moto_endpoint, b
     assert registry.promote("m", "prod", 2).version == 2  # CAS lost twice, re-read, then landed
     assert [h.version for h in registry.history("m", "prod")] == [1, 2]
     assert client.seen == 5
+
+
+
+def test_a_corrupted_registry_record_is_one_clear_error(registry, bundle):
+    """A claim record that is not JSON is named in an IntegrityError, not a traceback."""
+    registry.push("m", bundle("a"))
+    _overwrite(registry, "models/m/versions/1/.claim", lambda data: b"{not json")
+    with pytest.raises(IntegrityError, match=r"\.claim is corrupted"):
+        registry.list_versions("m")
