@@ -1,11 +1,11 @@
 """Build contexts and template.yaml for `modelfn build` (see pipeline.py for the order of checks)."""
 
-from .context import default_base_image, render_dockerfile, write_context
+from .context import default_base_image, publish_context, render_dockerfile, stage_context
 from .pipeline import BuildResult, BuildSettings, build, plan_deployments
 from .requirements import pinned_requirements
 from .wheelhouse import WheelhouseError, prepare_wheelhouse
 
 __all__ = [
     "BuildResult", "BuildSettings", "WheelhouseError", "build", "default_base_image", "pinned_requirements",
-    "plan_deployments", "prepare_wheelhouse", "render_dockerfile", "write_context",
+    "plan_deployments", "prepare_wheelhouse", "publish_context", "render_dockerfile", "stage_context",
 ]

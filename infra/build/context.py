@@ -96,11 +96,19 @@ def _link_wheels(requirements: list[str], wheelhouse: Path, dest: Path) -> None:
             shutil.copy2(wheel, dest / wheel.name)
 
 
-def write_context(dest: Path, *, name: str, version: int, requirements: list[str], wheelhouse: Path,
-                  python_version: str, architecture: str, base_image: str,
-                  pull_bundle=None) -> Path:
-    """Write the build context at ``dest`` (replacing it). ``pull_bundle(path)`` fills the model
-    folder; None leaves the bundle out (fetched at cold start)."""
+def publish_context(staging: Path, dest: Path) -> Path:
+    """Replace ``dest`` with a context staged by :func:`stage_context`."""
+    dest = Path(dest)
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    return dest
+
+
+def stage_context(dest: Path, *, name: str, version: int, requirements: list[str], wheelhouse: Path,
+                  python_version: str, architecture: str, base_image: str, pull_bundle=None) -> Path:
+    """Write the build context for ``dest`` beside it and return that staging folder; ``dest`` is
+    untouched until :func:`publish_context`. ``pull_bundle(path)`` fills the model folder; None leaves
+    the bundle out (fetched at cold start)."""
     dest = Path(dest)
     staging = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -115,9 +123,7 @@ def write_context(dest: Path, *, name: str, version: int, requirements: list[str
             name=name, version=version, python_version=python_version, architecture=architecture,
             base_image=base_image, baked=pull_bundle is not None))
         (staging / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.rename(dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return dest
+    return staging

@@ -8,6 +8,7 @@ are contexts and the template written.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ from functions.errors import ConfigError
 from functions.spec import load_models_file
 
 from ..template import Deployment, generate_template, write_template
-from .context import default_base_image, write_context
+from .context import default_base_image, publish_context, stage_context
 from .requirements import pinned_requirements
 from .wheelhouse import DEFAULT_WHEELHOUSE, prepare_wheelhouse
 
@@ -96,20 +97,28 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
         requirements[(arch, True)] = everything
         requirements[(arch, False)] = pinned_requirements(settings.python_version, arch, fetch=False)
 
-    contexts = {}
-    for deployment in deployments:
-        spec = deployment.spec
-        where = "fetched at cold start" if deployment.fetch else "baked in"
-        log(f"{spec.name}: version {deployment.version} ({deployment.bundle_bytes / 2**20:.1f} MB, {where})")
-        pull = None if deployment.fetch else \
-            (lambda dest, s=spec, v=deployment.version: registry.pull(s.name, v, dest))
-        contexts[spec.name] = write_context(
-            Path(settings.out) / spec.name, name=spec.name, version=deployment.version,
-            requirements=requirements[(spec.architecture, deployment.fetch)],
-            wheelhouse=wheelhouses[spec.architecture], python_version=settings.python_version,
-            architecture=spec.architecture,
-            base_image=settings.base_image or default_base_image(settings.python_version, spec.architecture),
-            pull_bundle=pull)
+    # Every context is staged (bundles pulled and sha256-checked) before any is published, so a
+    # failure on one model leaves the previous build and template.yaml as they were.
+    staged: dict[str, Path] = {}
+    try:
+        for deployment in deployments:
+            spec = deployment.spec
+            where = "fetched at cold start" if deployment.fetch else "baked in"
+            log(f"{spec.name}: version {deployment.version} ({deployment.bundle_bytes / 2**20:.1f} MB, {where})")
+            pull = None if deployment.fetch else \
+                (lambda dest, s=spec, v=deployment.version: registry.pull(s.name, v, dest))
+            staged[spec.name] = stage_context(
+                Path(settings.out) / spec.name, name=spec.name, version=deployment.version,
+                requirements=requirements[(spec.architecture, deployment.fetch)],
+                wheelhouse=wheelhouses[spec.architecture], python_version=settings.python_version,
+                architecture=spec.architecture,
+                base_image=settings.base_image or default_base_image(settings.python_version, spec.architecture),
+                pull_bundle=pull)
+    except BaseException:
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    contexts = {name: publish_context(folder, Path(settings.out) / name) for name, folder in staged.items()}
     template_path.parent.mkdir(parents=True, exist_ok=True)
     write_template(template, template_path)
     log(f"wrote {template_path} and {len(contexts)} build context(s) under {settings.out}; "

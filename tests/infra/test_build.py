@@ -113,3 +113,28 @@ def test_dockerfile_refuses_a_base_image_with_another_python():
     assert "sys.version_info[:2] == (3, 12)" in text
     assert "COPY model/" not in text and "fetched from the registry" in text
     assert text.count("FROM ${BASE_IMAGE}") == 2
+
+
+def test_a_corrupted_bundle_leaves_the_previous_build_and_template_untouched(tmp_path, tiny_bundle):
+    """Two models: the second's bundle fails its sha256 check at pull, after the first was staged."""
+    from functions.manifest import MODEL_FILE
+
+    root = tmp_path / "registry"
+    registry = open_registry(str(root))
+    for name in ("alpha", "beta"):
+        registry.promote(name, "prod", registry.push(name, tiny_bundle("feature-extraction")).version)
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models": [
+        {"name": n, "source": "unused-at-build", "task": "feature-extraction"} for n in ("alpha", "beta")]}))
+    first = build(settings(tmp_path, root, models), log=lambda _: None)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+
+    # alpha moves to a new version (the build would rewrite its context), beta is now corrupted
+    registry.promote("alpha", "prod", registry.push("alpha", tiny_bundle("feature-extraction", quantization="none")).version)
+    stored = root / "models" / "beta" / "versions" / "1" / MODEL_FILE
+    stored.write_bytes(bytes([stored.read_bytes()[0] ^ 1]) + stored.read_bytes()[1:])
+    with pytest.raises(ModelfnError, match=MODEL_FILE):
+        build(settings(tmp_path, root, models), log=lambda _: None)
+
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert after == before and first.template.is_file()
