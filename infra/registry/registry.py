@@ -23,8 +23,8 @@ from functions.manifest import Manifest
 from . import versions as _versions
 from .aliases import read_alias, rollback_target, update_alias
 from .errors import Conflict, IntegrityError, NotFound, PreconditionFailed, RegistryError, from_fetch_error
-from .records import (AliasState, HistoryEntry, PushResult, VerifyResult, VersionInfo, aliases_prefix, check_alias,
-                      check_name, claim_key, digest_key, manifest_key, version_key)
+from .records import (AliasState, HistoryEntry, PushResult, VerifyResult, VersionInfo, alias_key, aliases_prefix,
+                      check_alias, check_name, claim_key, digest_key, manifest_key, version_key)
 from .s3store import S3Store
 from .store import LocalStore, ObjectStore
 
@@ -38,6 +38,10 @@ def _utc_now() -> datetime:
 def _listing(values) -> str:
     values = list(values)
     return ", ".join(str(v) for v in values) if values else "none"
+
+
+class _MovedOn(Exception):
+    """The alias no longer points at the version being undone."""
 
 
 class Registry:
@@ -143,8 +147,9 @@ class Registry:
         """Point ``alias`` at ``version`` and record it in the alias history."""
         check_alias(alias)
         number = self.resolve(name, version)
-        return update_alias(self.store, name, alias, lambda current: self._entry(
+        state = update_alias(self.store, name, alias, lambda current: self._entry(
             name, number, current.version if current else None, actor, reason, "promote"))
+        return self._settled(name, alias, state)
 
     def rollback(self, name: str, alias: str, *, to: int | None = None, actor: str | None = None,
                  reason: str = "") -> AliasState:
@@ -162,7 +167,40 @@ class Registry:
                                hint="pass --to VERSION")
             return self._entry(name, number, current.version, actor, reason, "rollback")
 
-        return update_alias(self.store, name, alias, entry)
+        return self._settled(name, alias, update_alias(self.store, name, alias, entry))
+
+    def _settled(self, name: str, alias: str, state: AliasState) -> AliasState:
+        """Undo an alias move whose version a concurrent delete removed after the move's own check.
+
+        delete() re-checks the aliases after hiding the manifest, but a move whose compare-and-swap
+        lands after that re-check would leave the alias on a deleted version. So every move checks
+        the manifest once more after it lands and, if it is gone, puts the alias back and fails.
+        """
+        number = state.version
+        if self.store.exists(manifest_key(name, number)):
+            return state
+        found = read_alias(self.store, name, alias)
+        if found is not None and found[0].version == number:  # nobody has moved it on since
+            current, etag = found
+            previous = current.history[-1].previous if current.history else None
+            if previous is None:
+                try:  # this move created the alias: remove it
+                    self.store.delete(alias_key(name, alias), if_match=etag)
+                except PreconditionFailed:
+                    pass
+            else:
+                def undo(current: AliasState | None) -> HistoryEntry:
+                    if current is None or current.version != number:
+                        raise _MovedOn  # someone moved the alias off the deleted version already
+                    return HistoryEntry(version=previous, previous=number, actor="modelfn", time=self._now(),
+                                        reason=f"version {number} was deleted while the alias moved to it",
+                                        action="rollback")
+                try:
+                    update_alias(self.store, name, alias, undo)
+                except _MovedOn:
+                    pass
+        raise Conflict(f"model {name!r} version {number} was deleted while {alias!r} moved to it",
+                       hint="promote another version")
 
     def delete(self, name: str, version: int) -> None:
         """Remove a version; refused while an alias points at it. Its number is never reused."""

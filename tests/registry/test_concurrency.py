@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 
 def _together(n: int, work):
     """Run work(i) on n threads released at the same instant; return results in index order."""
@@ -59,3 +61,46 @@ def registry_files(source):
     from functions.manifest import read_manifest
 
     return read_manifest(source).files
+
+
+class _DeleteLandsFirst:
+    """A store whose next alias write is preceded by a concurrent delete of ``version``'s manifest,
+    i.e. the delete's last alias check happened just before the promotion's compare-and-swap."""
+
+    def __init__(self, store, name: str, version: int):
+        self._store, self._manifest, self.armed = store, f"models/{name}/versions/{version}/manifest.json", True
+
+    def __getattr__(self, attr):
+        return getattr(self._store, attr)
+
+    def _race(self, key: str) -> None:
+        if self.armed and "/aliases/" in key:
+            self.armed = False
+            self._store.delete(self._manifest)
+
+    def put_new(self, key, data):
+        self._race(key)
+        return self._store.put_new(key, data)
+
+    def put_if_match(self, key, data, etag):
+        self._race(key)
+        return self._store.put_if_match(key, data, etag)
+
+
+@pytest.mark.parametrize("existing_alias", [True, False])
+def test_a_promotion_racing_a_delete_never_leaves_the_alias_on_the_deleted_version(registry, bundle, existing_alias):
+    from infra.registry import Conflict, NotFound, Registry
+
+    registry.push("m", bundle("a"))
+    registry.push("m", bundle("b"))
+    if existing_alias:
+        registry.promote("m", "prod", 1)
+    racing = Registry(_DeleteLandsFirst(registry.store, "m", 2))
+    with pytest.raises(Conflict, match="was deleted"):
+        racing.promote("m", "prod", 2)
+    if existing_alias:
+        assert registry.resolve("m", "prod") == 1
+        assert [h.version for h in registry.history("m", "prod")] == [1, 2, 1]
+    else:
+        with pytest.raises(NotFound):
+            registry.resolve("m", "prod")
