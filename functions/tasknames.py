@@ -8,12 +8,14 @@ FEATURE_EXTRACTION = "feature-extraction"
 TEXT_CLASSIFICATION = "text-classification"
 TOKEN_CLASSIFICATION = "token-classification"
 QUESTION_ANSWERING = "question-answering"
+TEXT_GENERATION = "text-generation"  # decoder-only LMs, served by onnxruntime-genai
 
 SUPPORTED_TASKS: tuple[str, ...] = (
     FEATURE_EXTRACTION,
     TEXT_CLASSIFICATION,
     TOKEN_CLASSIFICATION,
     QUESTION_ANSWERING,
+    TEXT_GENERATION,
 )
 
 # Names users reach for that mean one of the tasks above (Hugging Face pipeline aliases and
@@ -28,6 +30,10 @@ TASK_SYNONYMS: dict[str, str] = {
     "sequence-classification": TEXT_CLASSIFICATION,
     "ner": TOKEN_CLASSIFICATION,
     "qa": QUESTION_ANSWERING,
+    "causal-lm": TEXT_GENERATION,
+    "text-generation-with-past": TEXT_GENERATION,
+    "chat": TEXT_GENERATION,
+    "generation": TEXT_GENERATION,
 }
 
 
