@@ -63,6 +63,9 @@ def preset(quantization: str, architecture: str, target: str) -> tuple[str, ...]
         if target != "gpu":
             raise ExportError("fp16 is for the gpu target", hint="use int8 or none on lambda")
         return (FP32,) + PRESETS["gpu"]
+    if target == "gpu":
+        # CUDA has no kernels for dynamically quantized int8: ONNX Runtime would run them on the CPU.
+        raise ExportError("int8 is not for the gpu target", hint="use fp16 or none on gpu")
     return (FP32,) + PRESETS[architecture]
 
 

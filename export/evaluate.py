@@ -17,8 +17,10 @@ from .source import Source
 class Evaluator:
     """Parity metrics, a continuous drift score and side-by-side latency for candidate graphs of one model."""
 
-    def __init__(self, src: Source, samples: list[Sample], tokenizer, gate: dict[str, float], threads: int):
+    def __init__(self, src: Source, samples: list[Sample], tokenizer, gate: dict[str, float], threads: int,
+                 provider: str = measure.CPU_PROVIDER):
         self.src, self.samples, self.gate, self.threads = src, samples, gate, threads
+        self.provider = provider
         self.tokenizer = tokenizer
         self.encoded = parity.encode(tokenizer, samples)
         self.calibration = tuple(e.feeds for e in self.encoded)
@@ -30,7 +32,7 @@ class Evaluator:
 
     def run(self, path: Path):
         """(session, raw outputs per sample); raises when the graph cannot run on this host."""
-        session = measure.session(path, self.threads)
+        session = measure.session(path, self.threads, self.provider)
         return session, parity.run_onnx(session, self.encoded)
 
     def metrics(self, outputs) -> dict[str, float]:

@@ -53,6 +53,8 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
     _check_choice("target", target, TARGETS)
     _check_choice("architecture", architecture, ARCHITECTURES)
     _check_choice("quantization", quantization, QUANTIZATIONS)
+    if target == "gpu" and architecture != "x86_64":
+        raise ExportError("the gpu target runs on x86_64 only", hint="drop --architecture arm64 for gpu models")
     strategy = parse_strategy(strategy)
     gate = parity.gate_thresholds(task, _merge_thresholds(thresholds))
     out = Path(out).expanduser().absolute()
@@ -82,10 +84,11 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             fp32 = convert.save_single_file(convert.optimize_onnx(raw, src, work / "optimized.onnx"),
                                             work / "fp32.onnx")
         with tracker.step("quantize", ", ".join(names)):
-            evaluator = Evaluator(src, samples, tokenizer, gate, threads)
+            evaluator = Evaluator(src, samples, tokenizer, gate, threads, measure.gate_provider(target))
             ctx = registry.BuildContext(workdir=work / "candidates", calibration=evaluator.calibration)
             built = {n: _build(n, fp32, ctx, required=n == registry.FP32) for n in names}
-        with tracker.step("validate", f"{len(samples)} samples, batch-1 latency with {threads} threads"):
+        with tracker.step("validate", f"{len(samples)} samples on {evaluator.provider}, "
+                                      f"batch-1 latency with {threads} threads"):
             rows, sessions = _validate(evaluator, built, tracker, latency_budget_s)
             timed_here = target != "gpu" and architecture == host_architecture()
             if searching and timed_here:
@@ -108,7 +111,8 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
                                           strategy=strategy, candidates=tuple(table)),
                 parity=Parity(metrics=dict(chosen.metrics), thresholds=gate, passed=choice.passed,
-                              samples=len(samples), allowed_drift=allow_drift and not choice.passed),
+                              samples=len(samples), allowed_drift=allow_drift and not choice.passed,
+                              provider=evaluator.provider),
                 runtime=src.runtime, tools=tool_versions(), source=str(src.path),
             ))
     return manifest

@@ -17,8 +17,23 @@ import numpy as np
 LATENCY_TEXT = "How do I reset my password if I no longer have access to the email address on my account?"
 
 
-def session(path: Path, threads: int):
-    """The session the runtime would open: all ORT optimizations on, ``threads`` intra-op threads."""
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def gate_provider(target: str) -> str:
+    """The execution provider the parity gate runs on: the one a gpu endpoint uses (CUDA) when this
+    machine has it, else CPU."""
+    import onnxruntime as ort
+
+    if target == "gpu" and CUDA_PROVIDER in ort.get_available_providers():
+        return CUDA_PROVIDER
+    return CPU_PROVIDER
+
+
+def session(path: Path, threads: int, provider: str = CPU_PROVIDER):
+    """The session the runtime would open: all ORT optimizations on, ``threads`` intra-op threads,
+    on ``provider`` (CPU fallback behind CUDA, as on the endpoint)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -30,7 +45,8 @@ def session(path: Path, threads: int):
     # Spinning threads turn a neighbour's CPU load into huge stalls on a small shared machine;
     # without it the candidates' relative latencies stay stable.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    providers = [provider, CPU_PROVIDER] if provider != CPU_PROVIDER else [CPU_PROVIDER]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
 def latency_feed(tokenizer, input_names: list[str], pair: str | None = None) -> dict[str, np.ndarray]:
@@ -68,4 +84,5 @@ def measure_latency(sessions: dict[str, object], feed: dict[str, np.ndarray], *,
     return {n: statistics.median(v) for n, v in samples.items()}
 
 
-__all__ = ["LATENCY_TEXT", "latency_feed", "measure_latency", "session"]
+__all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "LATENCY_TEXT", "gate_provider", "latency_feed", "measure_latency",
+           "session"]

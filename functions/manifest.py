@@ -127,6 +127,9 @@ class Parity:
     samples: int
     allowed_drift: bool = False
     reference: str = "pytorch"
+    # The ONNX Runtime execution provider the gate ran the bundle on: CUDA for a gpu bundle exported
+    # on a machine with a GPU, else CPU (manifests before this field were all gated on CPU).
+    provider: str = "CPUExecutionProvider"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Parity":
@@ -137,6 +140,7 @@ class Parity:
             samples=int(data.get("samples", 0)),
             allowed_drift=bool(data.get("allowed_drift", False)),
             reference=data.get("reference", "pytorch"),
+            provider=data.get("provider", "CPUExecutionProvider"),
         )
 
 

@@ -18,6 +18,8 @@ from .tasknames import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICA
 DEFAULT_MODELS_FILE = "models.yaml"
 DEFAULT_REGISTRY = "./.modelfn/registry"
 TARGETS = ("lambda", "gpu")
+DEFAULT_INSTANCE_TYPE = "ml.g6.xlarge"
+_GPU_FIELDS = ("instance_type", "min_instances", "max_instances", "target_invocations", "scale_to_zero")
 ARCHITECTURES = ("x86_64", "arm64")
 QUANTIZATIONS = ("int8", "fp16", "none")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
@@ -46,7 +48,12 @@ class ModelSpec:
     truncate: bool = True  # over-long inputs: truncate (True) or answer 422 (False)
     alias: str = "prod"
     parity: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    instance_type: str = "ml.g5.xlarge"  # gpu target only
+    # gpu target only: the SageMaker endpoint (ml.g6.xlarge: one NVIDIA L4, 24 GB) and its autoscaling.
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    min_instances: int = 1
+    max_instances: int = 2
+    target_invocations: int = 100  # per instance per minute, the target tracking goal
+    scale_to_zero: bool = False  # opt-in: no instance (and no cost) when idle, minutes to the first answer
 
     def source_dir(self) -> Path:
         return resolve_source(self.source, model=self.name)
@@ -148,9 +155,7 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise _field_error(path, name, f"parity.{metric}", f"must be a number from 0 to 1, got {value!r}")
         parity[metric] = float(value)
-    instance_type = raw.get("instance_type", "ml.g5.xlarge")
-    if not isinstance(instance_type, str) or not instance_type.startswith("ml."):
-        raise _field_error(path, name, "instance_type", f"must be a SageMaker instance type like ml.g5.xlarge, got {instance_type!r}")
+    gpu = _gpu_fields(raw, path=path, name=name, target=target, architecture=arch, quantization=quant)
     return ModelSpec(
         name=name,
         source=raw["source"].strip(),
@@ -165,8 +170,38 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
         truncate=truncate,
         alias=alias,
         parity=parity,
-        instance_type=instance_type,
+        **gpu,
     )
+
+
+def _gpu_fields(raw: dict, *, path: str, name: str, target: str, architecture: str, quantization: str) -> dict:
+    """The endpoint fields of a gpu model, validated; a lambda model may not set them."""
+    if target != "gpu":
+        stray = next((f for f in _GPU_FIELDS if f in raw), None)
+        if stray:
+            raise _field_error(path, name, stray, "is for the gpu target only")
+        return {}
+    if architecture != "x86_64":
+        raise _field_error(path, name, "architecture", "the gpu target runs on x86_64 only (SageMaker GPU instances)")
+    if quantization == "int8":
+        raise _field_error(path, name, "quantization",
+                           "int8 is not for the gpu target (CUDA runs no dynamic int8 kernels); use fp16 or none")
+    instance_type = raw.get("instance_type", DEFAULT_INSTANCE_TYPE)
+    if not isinstance(instance_type, str) or not re.fullmatch(r"ml\.[a-z0-9]+\.[a-z0-9]+", instance_type):
+        raise _field_error(path, name, "instance_type",
+                           f"must be a SageMaker instance type like {DEFAULT_INSTANCE_TYPE}, got {instance_type!r}")
+    scale_to_zero = raw.get("scale_to_zero", False)
+    if not isinstance(scale_to_zero, bool):
+        raise _field_error(path, name, "scale_to_zero", f"must be true or false, got {scale_to_zero!r}")
+    min_instances = _int(path, name, "min_instances", raw.get("min_instances", 0 if scale_to_zero else 1), 0, 100)
+    if min_instances == 0 and not scale_to_zero:
+        raise _field_error(path, name, "min_instances", "0 needs scale_to_zero: true (the first request then waits minutes)")
+    max_instances = _int(path, name, "max_instances", raw.get("max_instances", max(2, min_instances)), 1, 100)
+    if max_instances < min_instances:
+        raise _field_error(path, name, "max_instances", f"must be at least min_instances ({min_instances}), got {max_instances}")
+    return dict(instance_type=instance_type, min_instances=min_instances, max_instances=max_instances,
+                target_invocations=_int(path, name, "target_invocations", raw.get("target_invocations", 100), 1, 100000),
+                scale_to_zero=scale_to_zero)
 
 
 def parse_models_file(data: Any, *, path: str = DEFAULT_MODELS_FILE) -> ModelsFile:
@@ -208,7 +243,7 @@ def load_models_file(path: str | os.PathLike[str] = DEFAULT_MODELS_FILE) -> Mode
 
 
 __all__ = [
-    "ARCHITECTURES", "DEFAULT_THRESHOLDS", "ModelSpec", "ModelsFile", "QUANTIZATIONS", "TARGETS",
+    "ARCHITECTURES", "DEFAULT_INSTANCE_TYPE", "DEFAULT_THRESHOLDS", "ModelSpec", "ModelsFile", "QUANTIZATIONS", "TARGETS",
     "load_models_file", "parse_models_file", "resolve_source",
     "FEATURE_EXTRACTION", "TEXT_CLASSIFICATION", "TOKEN_CLASSIFICATION", "QUESTION_ANSWERING",
 ]

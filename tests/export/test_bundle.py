@@ -10,6 +10,7 @@ import pytest
 
 from functions.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest, sha256_file, verify_bundle
 from functions.spec import DEFAULT_THRESHOLDS
+from export.measure import gate_provider
 from tests.tinymodels import TASKS
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -111,3 +112,30 @@ def test_presets_follow_the_function_hardware(tiny_model_dir, tmp_path, target, 
         graph = onnx.load(str(tmp_path / "b" / MODEL_FILE))
         assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
         assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # IO stays fp32
+        weights = [t.data_type for t in graph.graph.initializer if len(t.dims) == 2]
+        assert weights and all(t == onnx.TensorProto.FLOAT16 for t in weights)  # the matrices are fp16
+        assert manifest.parity.passed and manifest.parity.provider == gate_provider("gpu")
+    else:
+        assert manifest.parity.provider == "CPUExecutionProvider"  # a lambda bundle is gated on CPU
+
+
+@pytest.mark.parametrize("architecture, quantization, message", [
+    ("x86_64", "int8", "int8 is not for the gpu target"),
+    ("arm64", "fp16", "x86_64 only"),
+])
+def test_gpu_target_refuses_int8_and_arm64(tiny_model_dir, tmp_path, architecture, quantization, message):
+    from export.errors import ExportError
+    from export.exporter import export_bundle
+
+    with pytest.raises(ExportError, match=message):
+        export_bundle(tiny_model_dir("feature-extraction"), "feature-extraction", tmp_path / "b",
+                      target="gpu", architecture=architecture, quantization=quantization)
+    assert not (tmp_path / "b").exists()
+
+
+def test_manifests_without_a_gate_provider_read_as_cpu(tiny_bundle):
+    from functions.manifest import Manifest
+
+    data = read_manifest(tiny_bundle("feature-extraction")).to_dict()
+    del data["parity"]["provider"]  # written before the field existed
+    assert Manifest.from_dict(data).parity.provider == "CPUExecutionProvider"
