@@ -21,6 +21,10 @@ FETCH_DIR = "MODELFN_FETCH_DIR"  # default /tmp/modelfn
 # stand-in base runs Python 3.11 where the AWS base runs 3.12.
 IMAGE_PYTHON = "MODELFN_IMAGE_PYTHON"
 BASE_IMAGE = "MODELFN_BASE_IMAGE"
+# Build time, gpu models: the CUDA base of their images, and the ONNX Runtime distribution they
+# install ("onnxruntime" over the CPU stand-in of the CUDA base, scripts/standin-base/cuda.sh).
+GPU_BASE_IMAGE = "MODELFN_GPU_BASE_IMAGE"
+GPU_RUNTIME = "MODELFN_GPU_RUNTIME"
 # Standard AWS / Lambda variables modelfn honours.
 LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"

@@ -5,6 +5,7 @@
     <out>/<name>/wheels/            links into the host wheelhouse
     <out>/<name>/functions/         the runtime package, Python sources only
     <out>/<name>/model/             the bundle (absent when fetched at cold start)
+    <out>/<name>/serve              gpu models: the SageMaker entry point (gpu_image.py)
 
 A context is written next to its final place and renamed into it, so a failed build never leaves
 a half-written one behind.
@@ -22,6 +23,8 @@ from functions import constants
 from functions.errors import ConfigError
 
 import functions
+
+from .gpu_image import SERVE_FILE, SERVE_SCRIPT, render_gpu_dockerfile
 
 HANDLER = "functions.handler.handler"
 AWS_BASE_REPO = "public.ecr.aws/lambda/python"
@@ -77,13 +80,14 @@ def _copy_runtime_code(dest: Path) -> None:
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "test_*"))
 
 
-def _link_wheels(requirements: list[str], wheelhouse: Path, dest: Path) -> None:
-    """Hard-link (or copy across devices) exactly the wheels the pins name."""
+def _link_wheels(requirements: list[str], wheelhouse: Path, dest: Path) -> dict[str, str]:
+    """Hard-link (or copy across devices) exactly the wheels the pins name; returns pin -> file name."""
     by_name = {}
     for wheel in wheelhouse.glob("*.whl"):
         wheel_name, wheel_version, _, _ = parse_wheel_filename(wheel.name)
         by_name[(canonicalize_name(wheel_name), str(wheel_version))] = wheel
     dest.mkdir()
+    linked = {}
     for line in requirements:
         name, _, version = line.partition("==")
         wheel = by_name.get((canonicalize_name(name), version))
@@ -94,6 +98,8 @@ def _link_wheels(requirements: list[str], wheelhouse: Path, dest: Path) -> None:
             os.link(wheel, dest / wheel.name)
         except OSError:
             shutil.copy2(wheel, dest / wheel.name)
+        linked[line] = wheel.name
+    return linked
 
 
 def publish_context(staging: Path, dest: Path) -> Path:
@@ -105,23 +111,38 @@ def publish_context(staging: Path, dest: Path) -> Path:
 
 
 def stage_context(dest: Path, *, name: str, version: int, requirements: list[str], wheelhouse: Path,
-                  python_version: str, architecture: str, base_image: str, pull_bundle=None) -> Path:
+                  python_version: str, architecture: str, base_image: str, pull_bundle=None,
+                  gpu: bool = False, installer: list[str] = ()) -> Path:
     """Write the build context for ``dest`` beside it and return that staging folder; ``dest`` is
     untouched until :func:`publish_context`. ``pull_bundle(path)`` fills the model folder; None leaves
-    the bundle out (fetched at cold start)."""
+    the bundle out (fetched at cold start). ``gpu``: the SageMaker image (gpu_image.py), whose
+    ``installer`` pins (pip) are linked into wheels/ but not installed."""
     dest = Path(dest)
     staging = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         _copy_runtime_code(staging / "functions")
-        _link_wheels(requirements, Path(wheelhouse), staging / "wheels")
+        wheels = _link_wheels([*requirements, *installer], Path(wheelhouse), staging / "wheels")
         (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
         if pull_bundle is not None:
             pull_bundle(staging / "model")
-        (staging / "Dockerfile").write_text(render_dockerfile(
-            name=name, version=version, python_version=python_version, architecture=architecture,
-            base_image=base_image, baked=pull_bundle is not None))
+        if gpu:
+            if architecture != "x86_64":
+                raise ConfigError(f"model {name!r}: the gpu target runs on x86_64 only, not {architecture}")
+            pip_wheel = next((wheels[p] for p in installer if p.startswith("pip==")), None)
+            if pip_wheel is None:
+                raise ConfigError(f"model {name!r}: a GPU image needs the pip wheel to install its wheels")
+            dockerfile = render_gpu_dockerfile(name=name, version=version, python_version=python_version,
+                                               base_image=base_image, baked=pull_bundle is not None,
+                                               pip_wheel=pip_wheel, trim=" ".join(TRIM))
+            (staging / SERVE_FILE).write_text(SERVE_SCRIPT)
+            (staging / SERVE_FILE).chmod(0o755)
+        else:
+            dockerfile = render_dockerfile(name=name, version=version, python_version=python_version,
+                                           architecture=architecture, base_image=base_image,
+                                           baked=pull_bundle is not None)
+        (staging / "Dockerfile").write_text(dockerfile)
         (staging / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

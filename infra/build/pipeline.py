@@ -18,7 +18,8 @@ from functions.spec import load_models_file
 
 from ..template import Deployment, generate_template, write_template
 from .context import default_base_image, publish_context, stage_context
-from .requirements import pinned_requirements
+from .gpu_image import DEFAULT_GPU_BASE_IMAGE
+from .requirements import DEFAULT_GPU_RUNTIME, gpu_requirements, installer_requirements, pinned_requirements
 from .wheelhouse import DEFAULT_WHEELHOUSE, prepare_wheelhouse
 
 DEFAULT_OUT = Path(".modelfn/build")
@@ -37,6 +38,8 @@ class BuildSettings:
     base_image: str | None = None        # default: the AWS Lambda Python base for the version/arch
     bake_limit_mb: float = DEFAULT_BAKE_LIMIT_MB
     wheelhouse: Path = DEFAULT_WHEELHOUSE
+    gpu_base_image: str | None = None    # default: a CUDA 13 runtime (gpu_image.DEFAULT_GPU_BASE_IMAGE)
+    gpu_runtime: str = DEFAULT_GPU_RUNTIME  # "onnxruntime" for a CPU stand-in of the CUDA base
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,9 @@ def _check_manifest(spec, version: int, manifest) -> None:
 
 
 def plan_deployments(settings: BuildSettings, registry, models_file, template_dir: Path) -> list[Deployment]:
-    """Resolve every Lambda model's alias to a version; raises before anything is written."""
+    """Resolve every model's alias to a version; raises before anything is written."""
     deployments = []
     for spec in models_file.models:
-        if spec.target != "lambda":
-            continue
         version = registry.resolve(spec.name, spec.alias)
         info = registry.show(spec.name, version)
         _check_manifest(spec, version, info.manifest)
@@ -69,8 +70,6 @@ def plan_deployments(settings: BuildSettings, registry, models_file, template_di
         deployments.append(Deployment(
             spec=spec, version=version, bundle_bytes=info.size_bytes,
             fetch=info.size_bytes > settings.bake_limit_mb * 2**20, context=context.as_posix()))
-    if not deployments:
-        raise ConfigError(f"{models_file.path}: no model with target lambda; nothing to build")
     return deployments
 
 
@@ -87,15 +86,23 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
     deployments = plan_deployments(settings, registry, models_file, template_path.parent)
     template = generate_template(models_file, deployments, registry_uri)  # validates before writing
 
-    requirements = {}
-    wheelhouses = {}
-    for arch in sorted({d.spec.architecture for d in deployments}):
-        fetching = any(d.fetch for d in deployments if d.spec.architecture == arch)
-        everything = pinned_requirements(settings.python_version, arch, fetch=fetching)
-        wheelhouses[arch] = prepare_wheelhouse(everything, architecture=arch,
-                                               python_version=settings.python_version, root=settings.wheelhouse)
-        requirements[(arch, True)] = everything
-        requirements[(arch, False)] = pinned_requirements(settings.python_version, arch, fetch=False)
+    # One pin set per (image kind, architecture, fetching) and one wheelhouse per kind and architecture.
+    requirements: dict[tuple[str, str, bool], list[str]] = {}
+    wheelhouses: dict[tuple[str, str], Path] = {}
+    for kind, arch in sorted({(d.spec.target, d.spec.architecture) for d in deployments}):
+        fetching = any(d.fetch for d in deployments if (d.spec.target, d.spec.architecture) == (kind, arch))
+        if kind == "gpu":
+            pins = {f: gpu_requirements(settings.python_version, fetch=f, runtime=settings.gpu_runtime)
+                    for f in (True, False)}
+            download = pins[fetching] + installer_requirements()
+        else:
+            pins = {f: pinned_requirements(settings.python_version, arch, fetch=f) for f in (True, False)}
+            download = pins[fetching]
+        wheelhouses[(kind, arch)] = prepare_wheelhouse(
+            download, architecture=arch, python_version=settings.python_version, root=settings.wheelhouse,
+            flavour="gpu" if kind == "gpu" else "")
+        for f in (True, False):
+            requirements[(kind, arch, f)] = pins[f]
 
     # Every context is staged (bundles pulled and sha256-checked) before any is published, so a
     # failure on one model leaves the previous build and template.yaml as they were.
@@ -107,13 +114,17 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
             log(f"{spec.name}: version {deployment.version} ({deployment.bundle_bytes / 2**20:.1f} MB, {where})")
             pull = None if deployment.fetch else \
                 (lambda dest, s=spec, v=deployment.version: registry.pull(s.name, v, dest))
+            gpu = spec.target == "gpu"
+            if gpu:
+                base_image = settings.gpu_base_image or DEFAULT_GPU_BASE_IMAGE
+            else:
+                base_image = settings.base_image or default_base_image(settings.python_version, spec.architecture)
             staged[spec.name] = stage_context(
                 Path(settings.out) / spec.name, name=spec.name, version=deployment.version,
-                requirements=requirements[(spec.architecture, deployment.fetch)],
-                wheelhouse=wheelhouses[spec.architecture], python_version=settings.python_version,
-                architecture=spec.architecture,
-                base_image=settings.base_image or default_base_image(settings.python_version, spec.architecture),
-                pull_bundle=pull)
+                requirements=requirements[(spec.target, spec.architecture, deployment.fetch)],
+                wheelhouse=wheelhouses[(spec.target, spec.architecture)], python_version=settings.python_version,
+                architecture=spec.architecture, base_image=base_image, pull_bundle=pull,
+                gpu=gpu, installer=installer_requirements() if gpu else [])
     except BaseException:
         for folder in staged.values():
             shutil.rmtree(folder, ignore_errors=True)
@@ -124,4 +135,10 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
     log(f"wrote {template_path} and {len(contexts)} build context(s) under {settings.out}; "
         f"next: sam build -t {template_path} (images FROM {settings.base_image or 'the AWS Lambda Python base'}, "
         f"Python {settings.python_version})")
+    for deployment in deployments:
+        if deployment.spec.target == "gpu":
+            # sam builds and pushes Lambda images only; a SageMaker model names its image in ECR.
+            log(f"{deployment.spec.name}: GPU image, not built by sam: docker build --platform linux/amd64 "
+                f"-t $ECR/$REPOSITORY:{deployment.docker_tag} {contexts[deployment.spec.name]} && docker push "
+                f"$ECR/$REPOSITORY:{deployment.docker_tag}, then sam deploy with GpuImageRepository=$REPOSITORY")
     return BuildResult(template=template_path, deployments=deployments, contexts=contexts)

@@ -28,6 +28,15 @@ FETCH_EXTRA = ("boto3",)
 
 _MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
 
+# GPU images: ONNX Runtime with the CUDA and TensorRT providers in place of the CPU build, and
+# uvicorn to serve the SageMaker contract. onnxruntime-gpu is not installed here (no CUDA), so it
+# is pinned to the newest release on PyPI, built for CUDA 13; its dependencies are onnxruntime's.
+DEFAULT_GPU_RUNTIME = "onnxruntime-gpu==1.31.1"
+GPU_EXTRA = ("uvicorn",)
+# Not installed into the image: pip runs from its wheel in the build stage, because CUDA runtime
+# bases ship Python without pip.
+INSTALLER = ("pip",)
+
 
 def runtime_roots() -> list[str]:
     """Top-level runtime requirements: the ``runtime`` extra of the installed modelfn distribution."""
@@ -64,11 +73,12 @@ def target_environment(python_version: str, architecture: str) -> dict[str, str]
     return env
 
 
-def pinned_requirements(python_version: str, architecture: str, *, fetch: bool = False) -> list[str]:
+def pinned_requirements(python_version: str, architecture: str, *, fetch: bool = False,
+                        extra: tuple[str, ...] = ()) -> list[str]:
     """``name==version`` for the runtime closure, sorted. Raises ConfigError when a package the image
     needs is not installed here (it could not be pinned to a tested version)."""
     env = target_environment(python_version, architecture)
-    roots = runtime_roots() + (list(FETCH_EXTRA) if fetch else [])
+    roots = runtime_roots() + (list(FETCH_EXTRA) if fetch else []) + list(extra)
     pins: dict[str, str] = {}
     pending = [(Requirement(r), "") for r in roots]
     while pending:
@@ -99,3 +109,31 @@ def _without_marker(text: str) -> str:
     # Markers were evaluated against the requirer's extras already; the dependency itself is then
     # needed unconditionally.
     return text.split(";", 1)[0].strip()
+
+
+def gpu_requirements(python_version: str, *, fetch: bool = False, runtime: str = DEFAULT_GPU_RUNTIME) -> list[str]:
+    """The pins of a GPU image: the Lambda runtime closure plus uvicorn, with ``runtime`` (a pin like
+    ``onnxruntime-gpu==1.31.1``, or ``onnxruntime`` for a CPU stand-in, pinned to the version here)
+    in place of onnxruntime."""
+    name, _, version = runtime.partition("==")
+    name = canonicalize_name(name.strip())
+    if not re.fullmatch(r"onnxruntime(-gpu)?", name):
+        raise ConfigError(f"the gpu runtime must be onnxruntime-gpu==VERSION or onnxruntime, got {runtime!r}")
+    base = [p for p in pinned_requirements(python_version, "x86_64", fetch=fetch, extra=GPU_EXTRA)
+            if not p.startswith("onnxruntime==")]
+    if not version:
+        version = _installed_version(name)
+    return sorted(base + [f"{name}=={version.strip()}"])
+
+
+def installer_requirements() -> list[str]:
+    """pip, pinned to the version here: linked into GPU contexts to run from its wheel."""
+    return [f"{name}=={_installed_version(name)}" for name in INSTALLER]
+
+
+def _installed_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        raise ConfigError(f"{name} is not installed here, so it cannot be pinned",
+                          hint=f"give a version: {name}==VERSION") from None

@@ -27,18 +27,20 @@ class WheelhouseError(ModelfnError):
     """The wheels for the image could not be downloaded."""
 
 
-def wheelhouse_dir(root: Path, architecture: str, python_version: str) -> Path:
-    return Path(root) / f"{architecture}-py{python_version}"
+def wheelhouse_dir(root: Path, architecture: str, python_version: str, flavour: str = "") -> Path:
+    """One folder per image platform; ``flavour`` ("gpu") keeps another image kind's wheels apart."""
+    return Path(root) / f"{architecture}-py{python_version}{'-' + flavour if flavour else ''}"
 
 
 def prepare_wheelhouse(
     requirements: list[str], *, architecture: str, python_version: str, root: Path = DEFAULT_WHEELHOUSE,
+    flavour: str = "",
 ) -> Path:
     """Download binary wheels for exactly ``requirements`` (pinned) into a per-platform folder.
 
     Reuses the folder when it was filled for the same requirements. Returns the folder.
     """
-    dest = wheelhouse_dir(root, architecture, python_version)
+    dest = wheelhouse_dir(root, architecture, python_version, flavour)
     digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()
     stamp = dest / _STAMP
     if stamp.is_file() and stamp.read_text().strip() == digest:

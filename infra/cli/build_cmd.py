@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from functions.constants import BASE_IMAGE, IMAGE_PYTHON
+from functions.constants import BASE_IMAGE, GPU_BASE_IMAGE, GPU_RUNTIME, IMAGE_PYTHON
 
 
 def register(subparsers) -> None:
@@ -25,6 +25,10 @@ def register(subparsers) -> None:
                         "the AWS base; 3.11 for the podman stand-in)")
     p.add_argument("--base-image", help=f"BASE_IMAGE default in the Dockerfiles (default: ${BASE_IMAGE} or "
                                         "public.ecr.aws/lambda/python:<version>[-arm64])")
+    p.add_argument("--gpu-base-image", help=f"BASE_IMAGE default in the GPU Dockerfiles (default: ${GPU_BASE_IMAGE} or "
+                                            "a CUDA 13 cuDNN runtime, nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04)")
+    p.add_argument("--gpu-runtime", help=f"ONNX Runtime of the GPU images, a pin (default: ${GPU_RUNTIME} or "
+                                         "onnxruntime-gpu==1.31.1); `onnxruntime` over a CPU stand-in base")
     p.add_argument("--bake-limit-mb", type=float, default=200,
                    help="bundles larger than this are fetched from the registry at cold start instead of "
                         "baked into the image (default: %(default)s)")
@@ -36,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..build import BuildSettings, build
+    from ..build.requirements import DEFAULT_GPU_RUNTIME
 
     # Settings: the flag, then the environment variable, then the default (the AWS base's Python).
     build(BuildSettings(
@@ -43,5 +48,7 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out), template=Path(args.template),
         python_version=args.python_version or os.environ.get(IMAGE_PYTHON) or "3.12",
         base_image=args.base_image or os.environ.get(BASE_IMAGE) or None,
-        bake_limit_mb=args.bake_limit_mb, wheelhouse=Path(args.wheelhouse)))
+        bake_limit_mb=args.bake_limit_mb, wheelhouse=Path(args.wheelhouse),
+        gpu_base_image=args.gpu_base_image or os.environ.get(GPU_BASE_IMAGE) or None,
+        gpu_runtime=args.gpu_runtime or os.environ.get(GPU_RUNTIME) or DEFAULT_GPU_RUNTIME))
     return 0
