@@ -21,6 +21,8 @@ from ._api import api_resources, routes
 from ._bucket import BUCKET_ID, bucket_resources
 from ._function import function_resources
 from ._names import FUNCTION_ALIAS, Deployment, api_url, get_att, ref
+from ._sagemaker import PARAMETERS as GPU_PARAMETERS
+from ._sagemaker import endpoint_resources
 
 __all__ = ["Deployment", "committed_deployments", "dump_template", "generate_template", "write_template"]
 
@@ -65,23 +67,22 @@ _CONDITIONS = {
 
 
 def committed_deployments(models_file: ModelsFile, build_dir: str = DEFAULT_BUILD_DIR) -> list[Deployment]:
-    """The deployments the committed template.yaml describes: every Lambda model at version 1 (what a
+    """The deployments the committed template.yaml describes: every model at version 1 (what a
     fresh registry holds after the first push), baked into its image, built under ``build_dir``."""
-    return [Deployment(spec=s, version=1, context=f"{build_dir}/{s.name}")
-            for s in models_file.models if s.target == "lambda"]
+    return [Deployment(spec=s, version=1, context=f"{build_dir}/{s.name}") for s in models_file.models]
 
 
 def _description(models_file: ModelsFile, deployments: list[Deployment]) -> str:
     served = ", ".join(f"{d.spec.name} v{d.version}" + (" (fetched at cold start)" if d.fetch else "")
-                       for d in deployments)
+                       for d in deployments if not d.is_gpu)
     text = (f"modelfn: one container-image Lambda function per model, generated from {Path(models_file.path).name} "
-            f"by `modelfn build` (do not edit). Models: {served}.")
+            f"by `modelfn build` (do not edit). Models: {served or 'none'}.")
+    gpu = [f"{d.spec.name} v{d.version} ({d.spec.instance_type})" for d in deployments if d.is_gpu]
+    if gpu:
+        text += f" GPU endpoints (SageMaker): {', '.join(gpu)}."
     embedders = [d.spec.name for d in deployments if d.is_embedding]
     if embedders:
         text += f" POST /v1/embeddings serves {embedders[0]} (the first embedding model)."
-    gpu = [s.name for s in models_file.models if s.target == "gpu"]
-    if gpu:
-        text += f" Not in this stack (target gpu, served by GPU endpoints): {', '.join(gpu)}."
     return text[:1024]
 
 
@@ -101,6 +102,12 @@ def _outputs(deployments: list[Deployment]) -> dict:
             outputs["EmbeddingsUrl"] = {"Description": f"POST: OpenAI-style embeddings ({deployment.spec.name})",
                                         "Value": api_url(path)}
     for deployment in deployments:
+        if deployment.is_gpu:
+            outputs[f"{deployment.logical_id}EndpointName"] = {
+                "Description": f"SageMaker endpoint of model {deployment.spec.name}",
+                "Value": get_att(f"{deployment.logical_id}Endpoint", "EndpointName"),
+            }
+            continue
         outputs[f"{deployment.logical_id}FunctionAlias"] = {
             "Description": f"Alias {FUNCTION_ALIAS} of model {deployment.spec.name}'s function",
             "Value": ref(f"{deployment.function_id}.Alias"),
@@ -114,9 +121,10 @@ def _outputs(deployments: list[Deployment]) -> dict:
 
 
 def generate_template(models_file: ModelsFile, deployments: list[Deployment], registry_uri: str) -> dict:
-    """The SAM template for ``deployments`` (Lambda-target models only, in models.yaml order)."""
+    """The SAM template for ``deployments`` (in models.yaml order): a function per Lambda model, an
+    endpoint per gpu model, one API in front of both."""
     if not deployments:
-        raise ConfigError(f"{models_file.path}: no model with target lambda; nothing to put in template.yaml")
+        raise ConfigError(f"{models_file.path}: no model; nothing to put in template.yaml")
     ids: dict[str, str] = {}
     for deployment in deployments:
         other = ids.setdefault(deployment.logical_id, deployment.spec.name)
@@ -129,14 +137,20 @@ def generate_template(models_file: ModelsFile, deployments: list[Deployment], re
                 f"not {registry_uri}", hint="push it to an S3 registry or raise the bake threshold")
     resources: dict[str, dict] = {}
     for deployment in deployments:
-        resources.update(function_resources(deployment, registry_uri))
+        if deployment.is_gpu:
+            resources.update(endpoint_resources(deployment, registry_uri))
+        else:
+            resources.update(function_resources(deployment, registry_uri))
     resources.update(api_resources(deployments))
     resources.update(bucket_resources())
+    parameters = dict(_PARAMETERS)
+    if any(d.is_gpu for d in deployments):
+        parameters.update(GPU_PARAMETERS)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": _description(models_file, deployments),
-        "Parameters": _PARAMETERS,
+        "Parameters": parameters,
         "Conditions": _CONDITIONS,
         "Resources": resources,
         "Outputs": _outputs(deployments),

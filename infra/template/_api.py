@@ -1,13 +1,16 @@
-"""The REST API in front of the model functions: routes, auth mode, throttling, access logs.
+"""The REST API in front of the model functions and GPU endpoints: routes, auth mode, throttling, logs.
 
 Routes are written as an OpenAPI body rather than function events so the auth mode can follow the
 ``AuthMode`` parameter through a condition (SAM's Auth block takes no conditions), while
-``sam local start-api`` still finds every route from the integrations.
+``sam local start-api`` still finds every route from the integrations. A Lambda model's routes
+proxy to its function's live alias; a gpu model's routes call its SageMaker endpoint directly
+(an AWS service integration with InvokeEndpoint, no function in between), under the same auth.
 """
 
 from __future__ import annotations
 
 from ._names import API_ID, FUNCTION_ALIAS, NO_VALUE, STAGE_NAME, Deployment, get_att, if_, ref, sub
+from ._sagemaker import endpoint_name, inference_component_name, invoke_role_id
 
 ACCESS_LOG_ID = "ApiAccessLogGroup"
 _ACCESS_LOG_FORMAT = (
@@ -23,19 +26,107 @@ _ERROR_TEMPLATE = '{"error": {"code": "$context.error.responseType", "message": 
 
 
 def routes(deployments: list[Deployment]) -> list[tuple[str, str, Deployment]]:
-    """(method, path, deployment): each model's own routes; ``GET /health`` on the first model;
-    ``POST /v1/embeddings`` on the first embedding model in models.yaml order (one OpenAI-style
-    endpoint per stack; other embedding models answer on their own predict route)."""
+    """(method, path, deployment): each model's own routes; ``GET /health`` on the first Lambda model
+    (the first model when all are gpu); ``POST /v1/embeddings`` on the first embedding model in
+    models.yaml order, on either tier (one OpenAI-style endpoint per stack; other embedding models
+    answer on their own predict route)."""
     found = [(m, p, d) for d in deployments for m, p in
              (("post", f"/models/{d.spec.name}/predict"), ("get", f"/models/{d.spec.name}"))]
-    found.append(("get", "/health", deployments[0]))
+    found.append(("get", "/health", next((d for d in deployments if not d.is_gpu), deployments[0])))
     embedders = [d for d in deployments if d.is_embedding]
     if embedders:
         found.append(("post", "/v1/embeddings", embedders[0]))
     return found
 
 
-def _operation(deployment: Deployment) -> dict:
+def security() -> list:
+    """The auth requirement of every route, Lambda or gpu: one requirement or none (AuthMode NONE
+    drops the element), kept inside a list so `sam local start-api`, which reads the body unresolved,
+    still sees a list."""
+    return [if_("UseIamAuth", {"sigv4": []}, if_("UseApiKeyAuth", {"api_key": []}, NO_VALUE))]
+
+
+# SageMaker runtime answers -> the API's error shape. A container's own 4xx/5xx comes back as
+# ModelError (424) carrying its status and body: both are passed through, so a caller sees exactly
+# what the Lambda tier would answer. Retry-After headers do not cross InvokeEndpoint.
+_MODEL_ERROR = (
+    "#set($status = $input.path('$.OriginalStatusCode'))"
+    "#set($original = \"$!input.path('$.OriginalMessage')\")"
+    "#if(\"$!status\" != \"\")#set($context.responseOverride.status = $status)#end"
+    "#if($original.startsWith('{\"error\"'))$original#else"
+    "{\"error\": {\"code\": \"model_error\", \"message\": "
+    "\"$util.escapeJavaScript(\"$!input.path('$.Message')\")\"}}#end"
+)
+# 400 from the runtime: ValidationError (payload over 6 MB, bad content type) or throttling (429).
+_REJECTED = (
+    "#set($message = \"$!input.path('$.message')$!input.path('$.Message')\")"
+    "#if($message.toLowerCase().contains('throttl'))#set($context.responseOverride.status = 429)"
+    "{\"error\": {\"code\": \"throttled\", \"message\": \"$util.escapeJavaScript($message)\"}}#else"
+    "{\"error\": {\"code\": \"bad_request\", \"message\": \"$util.escapeJavaScript($message)\"}}#end"
+)
+
+
+def _error(code: str, message: str) -> str:
+    return '{"error": {"code": "%s", "message": "%s"}}' % (code, message)
+
+
+# (selection pattern on the runtime's status, method status, body template, Retry-After seconds)
+_SAGEMAKER_ERRORS = (
+    ("424", "502", _MODEL_ERROR, None),
+    ("400", "400", _REJECTED, None),
+    # ModelNotReadyException: scaled to zero, or the endpoint is (re)starting.
+    ("429", "503", _error("model_not_ready", "the GPU endpoint is starting; retry in a minute"), 60),
+    ("503", "503", _error("unavailable", "the GPU endpoint is unavailable; retry shortly"), 5),
+    # everything else but 2xx; the patterns are disjoint, since which of two matches wins is undefined
+    ("4(0[1-9]|[13-9]\\d|2[0-35-8])|5(0[0-24-9]|[1-9]\\d)", "502",
+     _error("endpoint_error", "the GPU endpoint failed to answer"), None),
+)
+
+
+def _sagemaker_operation(method: str, path: str, deployment: Deployment) -> dict:
+    """InvokeEndpoint on the model's endpoint with the caller's body; ``path`` travels as a custom
+    attribute so the server answers the route that was called (an info GET sends ``{}``)."""
+    headers = {
+        "integration.request.header.Content-Type": "'application/json'",
+        "integration.request.header.Accept": "'application/json'",
+        "integration.request.header.X-Amzn-SageMaker-Custom-Attributes": f"'modelfn-route={path}'",
+    }
+    component = inference_component_name(deployment)
+    if component is not None:
+        headers["integration.request.header.X-Amzn-SageMaker-Inference-Component"] = \
+            sub(f"'${{AWS::StackName}}-{deployment.spec.name}'")
+    responses: dict = {"default": {"statusCode": "200"}}
+    for pattern, status, template, retry in _SAGEMAKER_ERRORS:
+        response = {"statusCode": status, "responseTemplates": {"application/json": template}}
+        if retry:
+            response["responseParameters"] = {"method.response.header.Retry-After": f"'{retry}'"}
+        responses[pattern] = response
+    method_responses = {"200": {"description": "the model's answer"}}
+    for _, status, _, retry in _SAGEMAKER_ERRORS:
+        entry = method_responses.setdefault(status, {"description": "error: {\"error\": {\"code\", \"message\"}}"})
+        if retry:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    return {
+        "x-amazon-apigateway-integration": {
+            "type": "aws",
+            "httpMethod": "POST",
+            "uri": sub("arn:${AWS::Partition}:apigateway:${AWS::Region}:runtime.sagemaker:path//endpoints/"
+                       f"{endpoint_name(deployment)['Fn::Sub']}/invocations"),
+            "credentials": get_att(invoke_role_id(deployment), "Arn"),
+            "passthroughBehavior": "when_no_match",
+            "requestParameters": headers,
+            "requestTemplates": {"application/json": "$input.body" if method == "post" else "{}"},
+            "timeoutInMillis": 29000,
+            "responses": responses,
+        },
+        "security": security(),
+        "responses": method_responses,
+    }
+
+
+def _operation(method: str, path: str, deployment: Deployment) -> dict:
+    if deployment.is_gpu:
+        return _sagemaker_operation(method, path, deployment)
     return {
         "x-amazon-apigateway-integration": {
             "type": "aws_proxy",
@@ -44,9 +135,7 @@ def _operation(deployment: Deployment) -> dict:
             "uri": sub("arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/"
                        f"${{{deployment.function_id}.Arn}}:{FUNCTION_ALIAS}/invocations"),
         },
-        # One requirement or none (AuthMode NONE drops the element); kept inside a list so
-        # `sam local start-api`, which reads the body unresolved, still sees a list.
-        "security": [if_("UseIamAuth", {"sigv4": []}, if_("UseApiKeyAuth", {"api_key": []}, NO_VALUE))],
+        "security": security(),
         "responses": {},
     }
 
@@ -54,7 +143,7 @@ def _operation(deployment: Deployment) -> dict:
 def definition_body(deployments: list[Deployment]) -> dict:
     paths: dict[str, dict] = {}
     for method, path, deployment in routes(deployments):
-        paths.setdefault(path, {})[method] = _operation(deployment)
+        paths.setdefault(path, {})[method] = _operation(method, path, deployment)
     return {
         "openapi": "3.0.1",
         "info": {"title": sub("${AWS::StackName}-modelfn"), "version": "1.0"},
@@ -77,6 +166,8 @@ def permissions(deployments: list[Deployment]) -> dict[str, dict]:
     """API Gateway may invoke each function's live alias, on that function's routes only."""
     resources: dict[str, dict] = {}
     for index, (method, path, deployment) in enumerate(routes(deployments)):
+        if deployment.is_gpu:
+            continue  # called with its invoke role's credentials, not through a function permission
         resources[f"{deployment.logical_id}InvokePermission{index}"] = {
             "Type": "AWS::Lambda::Permission",
             "Properties": {

@@ -36,6 +36,11 @@ class Deployment:
         return f"{self.spec.name}-v{self.version}"
 
     @property
+    def is_gpu(self) -> bool:
+        """Served by a SageMaker endpoint (_sagemaker.py) instead of a Lambda function."""
+        return self.spec.target == "gpu"
+
+    @property
     def is_embedding(self) -> bool:
         return self.spec.task == FEATURE_EXTRACTION
 

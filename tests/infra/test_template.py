@@ -26,18 +26,25 @@ MODELS = parse_models_file({
         {"name": "sentiment", "source": "x", "task": "text-classification", "architecture": "arm64",
          "memory_mb": 3008, "timeout_s": 60},
         {"name": "e5-large", "source": "x", "task": "feature-extraction"},
-        {"name": "big-llm", "source": "x", "task": "text-classification", "target": "gpu"},
+        {"name": "big-llm", "source": "x", "task": "text-classification", "target": "gpu",
+         "instance_type": "ml.g6.2xlarge", "min_instances": 2, "max_instances": 6, "target_invocations": 40},
+        {"name": "gpu-embed", "source": "x", "task": "feature-extraction", "target": "gpu", "scale_to_zero": True,
+         "max_instances": 3},
     ],
 })
+GPU_ROUTES = {"/models/big-llm/predict", "/models/big-llm", "/models/gpu-embed/predict", "/models/gpu-embed"}
 
 
 def deployments(fetch_large: bool = True) -> list[Deployment]:
-    specs = [s for s in MODELS.models if s.target == "lambda"]
+    specs = MODELS.models
     return [
         Deployment(spec=specs[0], version=3, bundle_bytes=23 * 2**20, context=".modelfn/build/minilm"),
         Deployment(spec=specs[1], version=1, bundle_bytes=60 * 2**20, context=".modelfn/build/sentiment"),
         Deployment(spec=specs[2], version=7, bundle_bytes=1300 * 2**20, fetch=fetch_large,
                    context=".modelfn/build/e5-large"),
+        Deployment(spec=specs[3], version=4, bundle_bytes=2600 * 2**20, fetch=fetch_large,
+                   context=".modelfn/build/big-llm"),
+        Deployment(spec=specs[4], version=1, bundle_bytes=90 * 2**20, context=".modelfn/build/gpu-embed"),
     ]
 
 
@@ -62,7 +69,7 @@ def test_one_image_function_per_lambda_model(template):
     env = fns["MinilmFunction"]["Properties"]["Environment"]["Variables"]
     assert env["MODELFN_MODEL_NAME"] == "minilm" and env["MODELFN_MODEL_VERSION"] == "3"
     assert "v3" in fns["MinilmFunction"]["Metadata"]["DockerTag"]
-    assert "big-llm" in template["Description"] and "gpu" in template["Description"]
+    assert "big-llm v4 (ml.g6.2xlarge)" in template["Description"] and "not in this stack" not in template["Description"].lower()
 
 
 def test_alias_canary_and_rollback_alarm(template):
@@ -85,7 +92,7 @@ def test_auth_defaults_to_iam_with_api_key_and_none_options(template):
     paths = api["DefinitionBody"]["paths"]
     assert set(paths) == {"/models/minilm/predict", "/models/minilm", "/models/sentiment/predict",
                           "/models/sentiment", "/models/e5-large/predict", "/models/e5-large", "/health",
-                          "/v1/embeddings"}
+                          "/v1/embeddings"} | GPU_ROUTES
     for path, methods in paths.items():
         for operation in methods.values():
             (requirement,) = operation["security"]
@@ -144,6 +151,121 @@ def test_yaml_has_no_tags_and_round_trips(template):
     text = dump_template(template)
     assert "!Ref" not in text and "!Sub" not in text and "&id" not in text
     assert yaml.safe_load(text) == template
+
+
+def test_every_gpu_route_requires_the_same_auth_as_the_lambda_routes(template):
+    paths = template["Resources"]["Api"]["Properties"]["DefinitionBody"]["paths"]
+    operations = [(path, op) for path, methods in paths.items() for op in methods.values()]
+    kinds = {op["x-amazon-apigateway-integration"]["type"] for _, op in operations}
+    assert kinds == {"aws_proxy", "aws"}
+    lambda_security = [op["security"] for _, op in operations
+                       if op["x-amazon-apigateway-integration"]["type"] == "aws_proxy"]
+    gpu_ops = [(path, op) for path, op in operations if op["x-amazon-apigateway-integration"]["type"] == "aws"]
+    assert {path for path, _ in gpu_ops} == GPU_ROUTES
+    for path, op in gpu_ops:
+        assert op["security"] == lambda_security[0], path  # IAM / API key / none by the AuthMode parameter
+    assert all(sec == lambda_security[0] for sec in lambda_security)
+
+
+def test_gpu_routes_call_the_sagemaker_runtime_with_a_role_limited_to_their_endpoint(template):
+    resources = template["Resources"]
+    paths = resources["Api"]["Properties"]["DefinitionBody"]["paths"]
+    predict = paths["/models/big-llm/predict"]["post"]["x-amazon-apigateway-integration"]
+    assert predict["uri"]["Fn::Sub"] == ("arn:${AWS::Partition}:apigateway:${AWS::Region}:runtime.sagemaker:"
+                                         "path//endpoints/${AWS::StackName}-big-llm/invocations")
+    assert predict["httpMethod"] == "POST" and predict["timeoutInMillis"] <= 29000
+    assert predict["credentials"] == {"Fn::GetAtt": ["BigLlmInvokeRole", "Arn"]}
+    assert predict["requestParameters"]["integration.request.header.X-Amzn-SageMaker-Custom-Attributes"] == \
+        "'modelfn-route=/models/big-llm/predict'"
+    info = paths["/models/big-llm"]["get"]["x-amazon-apigateway-integration"]
+    assert info["httpMethod"] == "POST" and info["requestTemplates"]["application/json"] == "{}"
+    (statement,) = resources["BigLlmInvokeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert statement == {"Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": {"Ref": "BigLlmEndpoint"}}
+    assert resources["BigLlmInvokeRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == \
+        {"Service": "apigateway.amazonaws.com"}
+    # Endpoint errors keep the API's shape: a container's {"error": ...} and status pass through ModelError.
+    responses = predict["responses"]
+    assert responses["default"]["statusCode"] == "200"
+    assert "OriginalStatusCode" in responses["424"]["responseTemplates"]["application/json"]
+    assert "OriginalMessage" in responses["424"]["responseTemplates"]["application/json"]
+    assert responses["429"]["statusCode"] == "503" and '"model_not_ready"' in responses["429"]["responseTemplates"]["application/json"]
+    assert "throttled" in responses["400"]["responseTemplates"]["application/json"]
+    # No Lambda permission and no function for a gpu model.
+    assert not any(k.startswith(("BigLlmInvokePermission", "BigLlmFunction", "GpuEmbedFunction")) for k in resources)
+    # The component header goes only to the scale-to-zero model.
+    embed = paths["/models/gpu-embed/predict"]["post"]["x-amazon-apigateway-integration"]["requestParameters"]
+    assert embed["integration.request.header.X-Amzn-SageMaker-Inference-Component"] == \
+        {"Fn::Sub": "'${AWS::StackName}-gpu-embed'"}
+    assert "integration.request.header.X-Amzn-SageMaker-Inference-Component" not in predict["requestParameters"]
+
+
+def test_gpu_endpoint_instance_type_autoscaling_and_least_privilege_role(template):
+    resources = template["Resources"]
+    (variant,) = resources["BigLlmEndpointConfig"]["Properties"]["ProductionVariants"]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.g6.2xlarge", 2)
+    assert variant["ModelName"] == {"Fn::GetAtt": ["BigLlmModel", "ModelName"]}
+    model = resources["BigLlmModel"]["Properties"]
+    assert model["PrimaryContainer"]["Image"]["Fn::Sub"].endswith("/${GpuImageRepository}:big-llm-v4")
+    env = model["PrimaryContainer"]["Environment"]
+    assert env["MODELFN_REGISTRY_URI"] == "s3://models-bucket/team" and env["MODELFN_MODEL_VERSION"] == "4"
+    assert model["EnableNetworkIsolation"] is False  # it fetches its bundle
+    assert resources["GpuEmbedModel"]["Properties"]["EnableNetworkIsolation"] is True  # baked in
+    target = resources["BigLlmScalableTarget"]["Properties"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 6)
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    assert target["ResourceId"] == {"Fn::Sub": "endpoint/${AWS::StackName}-big-llm/variant/AllTraffic"}
+    tracking = resources["BigLlmScalingPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 40.0
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+    assert resources["BigLlmEndpoint"]["Properties"]["EndpointName"] == {"Fn::Sub": "${AWS::StackName}-big-llm"}
+
+    statements = resources["BigLlmExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    by_action = {str(s["Action"]): s for s in statements}
+    assert all(s["Effect"] == "Allow" for s in statements)
+    assert by_action["ecr:GetAuthorizationToken"]["Resource"] == "*"  # the one action with no resource scope
+    pull = next(s for s in statements if "ecr:BatchGetImage" in s["Action"])
+    assert pull["Resource"]["Fn::Sub"].endswith(":repository/${GpuImageRepository}")
+    logs = next(s for s in statements if "logs:PutLogEvents" in s["Action"])
+    assert logs["Resource"]["Fn::Sub"].endswith(":log-group:/aws/sagemaker/Endpoints/${AWS::StackName}-big-llm:*")
+    s3 = next(s for s in statements if s["Action"] == ["s3:GetObject"])  # read-only, its own version
+    assert s3["Resource"]["Fn::Sub"].endswith(":s3:::models-bucket/team/models/big-llm/versions/4/*")
+    assert len(statements) == 4
+    baked = resources["GpuEmbedExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert not any("s3:" in str(s["Action"]) for s in baked)
+    assert template["Parameters"]["GpuImageRepository"]["Default"]
+    assert template["Outputs"]["BigLlmEndpointName"]["Value"] == {"Fn::GetAtt": ["BigLlmEndpoint", "EndpointName"]}
+
+
+def test_scale_to_zero_is_an_inference_component_that_starts_again_on_demand(template):
+    resources = template["Resources"]
+    config = resources["GpuEmbedEndpointConfig"]["Properties"]
+    (variant,) = config["ProductionVariants"]
+    assert variant["ManagedInstanceScaling"] == {"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 3}
+    assert "ModelName" not in variant and config["ExecutionRoleArn"] == {"Fn::GetAtt": ["GpuEmbedExecutionRole", "Arn"]}
+    component = resources["GpuEmbedInferenceComponent"]["Properties"]
+    assert component["Specification"]["ModelName"] == {"Fn::GetAtt": ["GpuEmbedModel", "ModelName"]}
+    target = resources["GpuEmbedScalableTarget"]["Properties"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 3)
+    assert target["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
+    alarm = resources["GpuEmbedScaleFromZeroAlarm"]["Properties"]
+    assert alarm["MetricName"] == "NoCapacityInvocationFailures"
+    assert alarm["AlarmActions"] == [{"Ref": "GpuEmbedScaleFromZeroPolicy"}]
+    # Without the opt-in, no model can reach zero.
+    assert resources["BigLlmScalableTarget"]["Properties"]["MinCapacity"] >= 1
+    assert "BigLlmInferenceComponent" not in resources
+
+
+def test_a_stack_of_gpu_models_only_has_routes_and_health(tmp_path):
+    models = parse_models_file({"registry": "s3://b/p", "models": [
+        {"name": "only-gpu", "source": "x", "task": "feature-extraction", "target": "gpu"}]})
+    template = generate_template(models, committed_deployments(models), models.registry)
+    paths = template["Resources"]["Api"]["Properties"]["DefinitionBody"]["paths"]
+    assert set(paths) == {"/models/only-gpu/predict", "/models/only-gpu", "/health", "/v1/embeddings"}
+    health = paths["/health"]["get"]["x-amazon-apigateway-integration"]
+    assert health["requestParameters"]["integration.request.header.X-Amzn-SageMaker-Custom-Attributes"] == \
+        "'modelfn-route=/health'"
+    assert not functions_of(template)
+    _lint(write_template(template, tmp_path / "template.yaml"))
 
 
 def test_fetched_model_needs_an_s3_registry():

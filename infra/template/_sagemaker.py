@@ -1,0 +1,252 @@
+"""One GPU-backed SageMaker endpoint per gpu model: model, endpoint config, endpoint, autoscaling, roles.
+
+    <Id>ExecutionRole       what the container may do: pull its image from ECR, write its own logs,
+                            read its own registry version (only when the bundle is fetched at start)
+    <Id>Model               the image (GpuImageRepository:<name>-v<version>) and its environment
+    <Id>EndpointConfig      instance type, count; scale to zero: managed instance scaling from 0
+    <Id>Endpoint            named <stack>-<name>, the name the API's integration calls
+    <Id>InferenceComponent  scale to zero only: the model placed on the endpoint, 0..max copies
+    <Id>ScalableTarget      Application Auto Scaling, min..max instances (or copies)
+    <Id>ScalingPolicy       target tracking on invocations per instance (or per copy)
+    <Id>ScaleFromZero*      scale to zero only: a request that finds no copy adds one
+    <Id>InvokeRole          API Gateway's credentials: sagemaker:InvokeEndpoint on this endpoint only
+
+Scale to zero is only possible with an inference component (a plain production variant keeps at
+least one instance), so an opted-in model is placed as one; the first request after an idle period
+is answered 503 while an instance starts and the model loads (minutes), see README "GPU endpoints".
+"""
+
+from __future__ import annotations
+
+from functions import constants
+
+from ._function import environment, fetch_policy
+from ._names import Deployment, get_att, ref, sub
+
+IMAGE_REPOSITORY = "GpuImageRepository"
+VARIANT = "AllTraffic"
+SCALE_IN_COOLDOWN_S = 300
+SCALE_OUT_COOLDOWN_S = 60
+# Loading a large bundle and warming CUDA kernels takes a while; SageMaker's default is far lower
+# for some instance types, and /ping answers 503 until the model is warm.
+STARTUP_HEALTH_CHECK_S = 600
+
+PARAMETERS = {
+    IMAGE_REPOSITORY: {
+        "Type": "String", "Default": "modelfn", "AllowedPattern": "[a-z0-9][a-z0-9._/-]{1,255}",
+        "Description": "ECR repository (in this account and region) holding the GPU images that `modelfn build` "
+                       "prepares; each is tagged <model>-v<version>",
+    },
+}
+
+
+def endpoint_name(deployment: Deployment) -> dict:
+    """The endpoint's name (fixed, so the API integration and the role's log group can name it)."""
+    return sub(f"${{AWS::StackName}}-{deployment.spec.name}")
+
+
+def image_uri(deployment: Deployment) -> dict:
+    return sub(f"${{AWS::AccountId}}.dkr.ecr.${{AWS::Region}}.${{AWS::URLSuffix}}/${{{IMAGE_REPOSITORY}}}:"
+               f"{deployment.docker_tag}")
+
+
+def invoke_role_id(deployment: Deployment) -> str:
+    return f"{deployment.logical_id}InvokeRole"
+
+
+def inference_component_name(deployment: Deployment) -> dict | None:
+    """The component API calls must name (scale to zero only), else None."""
+    return endpoint_name(deployment) if deployment.spec.scale_to_zero else None
+
+
+def _execution_role(deployment: Deployment, registry_uri: str) -> dict:
+    statements = [
+        {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},  # not resource-scoped
+        {"Effect": "Allow",
+         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+         "Resource": sub(f"arn:${{AWS::Partition}}:ecr:${{AWS::Region}}:${{AWS::AccountId}}:repository/"
+                         f"${{{IMAGE_REPOSITORY}}}")},
+        {"Effect": "Allow",
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+         "Resource": sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+                         f"/aws/sagemaker/Endpoints/${{AWS::StackName}}-{deployment.spec.name}:*")},
+    ]
+    if deployment.fetch:
+        statements += fetch_policy(deployment, registry_uri)["Statement"]
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": f"modelfn GPU endpoint of model {deployment.spec.name}: image pull, own logs, "
+                           "own registry version",
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}],
+            },
+            "Policies": [{"PolicyName": "endpoint", "PolicyDocument": {"Version": "2012-10-17",
+                                                                         "Statement": statements}}],
+        },
+    }
+
+
+def _invoke_role(deployment: Deployment) -> dict:
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "Description": f"API Gateway calls model {deployment.spec.name}'s GPU endpoint, nothing else",
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "apigateway.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}],
+            },
+            "Policies": [{"PolicyName": "invoke", "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": "sagemaker:InvokeEndpoint",
+                "Resource": ref(f"{deployment.logical_id}Endpoint"),  # Ref of an endpoint is its ARN
+            }]}}],
+        },
+    }
+
+
+def _model_environment(deployment: Deployment, registry_uri: str) -> dict[str, str]:
+    env = environment(deployment, registry_uri)  # the same request limits and names as on Lambda
+    env.pop("POWERTOOLS_SERVICE_NAME", None)
+    env[constants.BUNDLE_DIR] = "/opt/ml/model"
+    return env
+
+
+def _autoscaling(deployment: Deployment, resource_id: dict, dimension: str, metric: str, depends_on: str) -> dict:
+    spec = deployment.spec
+    ident = deployment.logical_id
+    target = {
+        "Type": "AWS::ApplicationAutoScaling::ScalableTarget",
+        "DependsOn": [depends_on],
+        "Properties": {
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": resource_id,
+            "ScalableDimension": dimension,
+            "MinCapacity": spec.min_instances,
+            "MaxCapacity": spec.max_instances,
+        },
+    }
+    policy = {
+        "Type": "AWS::ApplicationAutoScaling::ScalingPolicy",
+        "Properties": {
+            "PolicyName": sub(f"${{AWS::StackName}}-{spec.name}-invocations"),
+            "PolicyType": "TargetTrackingScaling",
+            "ScalingTargetId": ref(f"{ident}ScalableTarget"),
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": float(spec.target_invocations),
+                "PredefinedMetricSpecification": {"PredefinedMetricType": metric},
+                "ScaleInCooldown": SCALE_IN_COOLDOWN_S,
+                "ScaleOutCooldown": SCALE_OUT_COOLDOWN_S,
+            },
+        },
+    }
+    return {f"{ident}ScalableTarget": target, f"{ident}ScalingPolicy": policy}
+
+
+def _scale_from_zero(deployment: Deployment) -> dict:
+    """Target tracking never leaves zero (no copy, no invocations to track): a request that found no
+    capacity raises this alarm, whose step policy adds the first copy."""
+    ident = deployment.logical_id
+    return {
+        f"{ident}ScaleFromZeroPolicy": {
+            "Type": "AWS::ApplicationAutoScaling::ScalingPolicy",
+            "Properties": {
+                "PolicyName": sub(f"${{AWS::StackName}}-{deployment.spec.name}-from-zero"),
+                "PolicyType": "StepScaling",
+                "ScalingTargetId": ref(f"{ident}ScalableTarget"),
+                "StepScalingPolicyConfiguration": {
+                    "AdjustmentType": "ChangeInCapacity",
+                    "MetricAggregationType": "Maximum",
+                    "Cooldown": SCALE_OUT_COOLDOWN_S,
+                    "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+                },
+            },
+        },
+        f"{ident}ScaleFromZeroAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": sub(f"${{AWS::StackName}}: model {deployment.spec.name} got a request while "
+                                        "scaled to zero; adds the first copy"),
+                "Namespace": "AWS/SageMaker",
+                "MetricName": "NoCapacityInvocationFailures",
+                "Dimensions": [{"Name": "InferenceComponentName", "Value": inference_component_name(deployment)}],
+                "Statistic": "Maximum",
+                "Period": 60,
+                "EvaluationPeriods": 1,
+                "Threshold": 1,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "missing",
+                "AlarmActions": [ref(f"{ident}ScaleFromZeroPolicy")],
+            },
+        },
+    }
+
+
+def endpoint_resources(deployment: Deployment, registry_uri: str) -> dict[str, dict]:
+    """Every resource of one gpu model's endpoint (the API's routes to it live in _api.py)."""
+    spec = deployment.spec
+    ident = deployment.logical_id
+    role = get_att(f"{ident}ExecutionRole", "Arn")
+    model = {
+        "Type": "AWS::SageMaker::Model",
+        "Properties": {
+            "ExecutionRoleArn": role,
+            "PrimaryContainer": {"Image": image_uri(deployment),
+                                 "Environment": _model_environment(deployment, registry_uri)},
+            # A baked bundle needs no network at all; a fetched one reads S3 at start.
+            "EnableNetworkIsolation": not deployment.fetch,
+        },
+    }
+    variant: dict = {
+        "VariantName": VARIANT,
+        "InstanceType": spec.instance_type,
+        "InitialInstanceCount": max(spec.min_instances, 1),
+        "ContainerStartupHealthCheckTimeoutInSeconds": STARTUP_HEALTH_CHECK_S,
+    }
+    config_props: dict = {"ProductionVariants": [variant]}
+    resources: dict[str, dict] = {f"{ident}ExecutionRole": _execution_role(deployment, registry_uri),
+                                  f"{ident}Model": model}
+    if spec.scale_to_zero:
+        variant["ManagedInstanceScaling"] = {"Status": "ENABLED", "MinInstanceCount": 0,
+                                             "MaxInstanceCount": spec.max_instances}
+        variant["RoutingConfig"] = {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
+        config_props["ExecutionRoleArn"] = role
+        resources[f"{ident}InferenceComponent"] = {
+            "Type": "AWS::SageMaker::InferenceComponent",
+            "Properties": {
+                "InferenceComponentName": inference_component_name(deployment),
+                "EndpointName": get_att(f"{ident}Endpoint", "EndpointName"),
+                "VariantName": VARIANT,
+                "Specification": {
+                    "ModelName": get_att(f"{ident}Model", "ModelName"),
+                    "ComputeResourceRequirements": {"NumberOfAcceleratorDevicesRequired": 1,
+                                                    "MinMemoryRequiredInMb": 1024},
+                },
+                "RuntimeConfig": {"CopyCount": max(spec.min_instances, 1)},
+            },
+        }
+        resources.update(_autoscaling(
+            deployment, sub(f"inference-component/${{AWS::StackName}}-{spec.name}"),
+            "sagemaker:inference-component:DesiredCopyCount", "SageMakerInferenceComponentInvocationsPerCopy",
+            f"{ident}InferenceComponent"))
+        resources.update(_scale_from_zero(deployment))
+    else:
+        variant["ModelName"] = get_att(f"{ident}Model", "ModelName")
+        variant["InitialVariantWeight"] = 1.0
+        resources.update(_autoscaling(
+            deployment, sub(f"endpoint/${{AWS::StackName}}-{spec.name}/variant/{VARIANT}"),
+            "sagemaker:variant:DesiredInstanceCount", "SageMakerVariantInvocationsPerInstance", f"{ident}Endpoint"))
+    resources[f"{ident}EndpointConfig"] = {"Type": "AWS::SageMaker::EndpointConfig", "Properties": config_props}
+    resources[f"{ident}Endpoint"] = {
+        "Type": "AWS::SageMaker::Endpoint",
+        "Properties": {"EndpointName": endpoint_name(deployment),
+                       "EndpointConfigName": get_att(f"{ident}EndpointConfig", "EndpointConfigName")},
+    }
+    resources[invoke_role_id(deployment)] = _invoke_role(deployment)
+    return resources
+
+
+__all__ = ["IMAGE_REPOSITORY", "PARAMETERS", "endpoint_name", "endpoint_resources", "inference_component_name",
+           "invoke_role_id"]
