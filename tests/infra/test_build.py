@@ -138,3 +138,61 @@ def test_a_corrupted_bundle_leaves_the_previous_build_and_template_untouched(tmp
 
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert after == before and first.template.is_file()
+
+
+def test_gpu_model_gets_a_sagemaker_image_context(tmp_path, tiny_bundle):
+    """A gpu model: its own wheel set (the CPU onnxruntime standing in for onnxruntime-gpu here, as over
+    the CI stand-in base), uvicorn, the pip wheel linked but not installed, `serve` as entry point."""
+    root = tmp_path / "registry"
+    registry = open_registry(str(root))
+    registry.promote("tiny", "prod", registry.push("tiny", tiny_bundle("feature-extraction")).version)
+    registry.promote("big", "prod", registry.push("big", tiny_bundle(
+        "feature-extraction", target="gpu", quantization="fp16")).version)
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models": [
+        {"name": "tiny", "source": "unused-at-build", "task": "feature-extraction"},
+        {"name": "big", "source": "unused-at-build", "task": "feature-extraction", "target": "gpu"}]}))
+    result = build(settings(tmp_path, root, models, gpu_runtime="onnxruntime",
+                            gpu_base_image="localhost/modelfn/cuda-standin:bookworm"), log=lambda _: None)
+    ctx = result.contexts["big"]
+    pins = (ctx / "requirements.txt").read_text().split()
+    names = {p.split("==")[0] for p in pins}
+    assert {"onnxruntime", "uvicorn", "fastapi", "tokenizers", "numpy"} <= names and "pip" not in names
+    assert not names & HEAVY
+    wheels = {w.name.split("-")[0].lower().replace("_", "-") for w in (ctx / "wheels").glob("*.whl")}
+    assert wheels == names | {"pip"}
+    dockerfile = (ctx / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=localhost/modelfn/cuda-standin:bookworm\n" in dockerfile
+    assert 'ENTRYPOINT ["serve"]' in dockerfile and "COPY model/ /opt/ml/model/" in dockerfile
+    assert "/tmp/wheels/pip-" in dockerfile and "--no-index" in dockerfile
+    serve = ctx / "serve"
+    assert serve.stat().st_mode & 0o111 and "exec python3 -m functions.serve" in serve.read_text()
+    assert (ctx / "model" / "manifest.json").is_file() and (ctx / "functions" / "spec.py").is_file()
+    # The Lambda model next to it keeps its own image and pins.
+    lambda_ctx = result.contexts["tiny"]
+    assert "uvicorn" not in (lambda_ctx / "requirements.txt").read_text()
+    assert not (lambda_ctx / "serve").exists()
+    template = yaml.safe_load(result.template.read_text())
+    assert template["Resources"]["BigModel"]["Properties"]["PrimaryContainer"]["Image"]["Fn::Sub"].endswith(":big-v1")
+    assert "TinyFunction" in template["Resources"]
+
+
+def test_gpu_pins_swap_onnxruntime_for_onnxruntime_gpu():
+    from infra.build.requirements import DEFAULT_GPU_RUNTIME, gpu_requirements
+
+    pins = gpu_requirements("3.12")
+    assert DEFAULT_GPU_RUNTIME in pins and not any(p.startswith("onnxruntime==") for p in pins)
+    assert any(p.startswith("uvicorn==") for p in pins)
+    with pytest.raises(ConfigError, match="gpu runtime"):
+        gpu_requirements("3.12", runtime="tensorflow==2.0")
+
+
+def test_gpu_dockerfile_installs_python_only_where_the_base_has_none():
+    from infra.build.gpu_image import DEFAULT_GPU_BASE_IMAGE, render_gpu_dockerfile
+
+    assert DEFAULT_GPU_BASE_IMAGE.startswith("nvidia/cuda:13.") and "cudnn-runtime-ubuntu24.04" in DEFAULT_GPU_BASE_IMAGE
+    text = render_gpu_dockerfile(name="m", version=3, python_version="3.12", base_image=DEFAULT_GPU_BASE_IMAGE,
+                                 baked=False, pip_wheel="pip-26.3-py3-none-any.whl", trim="*/tests")
+    assert "command -v python3 >/dev/null 2>&1 || ( apt-get update" in text
+    assert "sys.version_info[:2] == (3, 12)" in text
+    assert "COPY model/" not in text and "MODELFN_REGISTRY_URI" in text
