@@ -3,7 +3,8 @@
 #   eval "$(bash scripts/containers-env.sh)"
 # With a working Docker engine it prints nothing and changes nothing. Otherwise (as root) it sets up
 # podman behind a Docker-API socket and builds the stand-in Lambda base image when the AWS one is
-# absent. Exits non-zero, with the reason on stderr, when no engine can be had.
+# absent, and a CPU stand-in for the CUDA base of GPU images. Exits non-zero, with the reason on
+# stderr, when no engine can be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,5 +18,7 @@ fi
 setup=$(bash scripts/podman-setup.sh)
 eval "$setup"
 base=$(bash scripts/standin-base/build.sh)  # prints the image's Python for `modelfn build`
+gpu=$(bash scripts/standin-base/cuda.sh)  # the CPU stand-in for the CUDA base of GPU images
 echo "$setup"
 echo "$base"
+echo "$gpu"

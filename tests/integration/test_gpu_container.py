@@ -1,0 +1,114 @@
+"""The GPU image of a gpu model, built by `modelfn build` over a CPU stand-in for the CUDA base, answers
+the SageMaker contract inside a running container: `/ping`, then `/invocations` equal to the same
+bundle served in-process, and a caller's mistake as a 4xx in the API's error shape.
+
+The stand-in (scripts/standin-base/cuda-standin.Containerfile) is the Lambda base with its entry point
+cleared; the image installs the CPU onnxruntime in place of onnxruntime-gpu (`--gpu-runtime
+onnxruntime`). The container runs on the host's network, so the test reaches it on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.integration.samlocal import BASE_IMAGE, ROOT
+
+pytestmark = [
+    pytest.mark.slow, pytest.mark.containers,
+    pytest.mark.skipif(not (ROOT / "functions" / "serve.py").is_file(),
+                       reason="functions/serve.py (the SageMaker server the GPU image runs) is not in this tree"),
+]
+
+STANDIN = "localhost/modelfn/cuda-standin:test"
+IMAGE = "modelfn-gpu-test:tiny-v1"
+TEXTS = ["modelfn serves models as functions", "the capital of france is paris"]
+
+
+@pytest.fixture(scope="module")
+def cuda_standin(engine) -> str:
+    """The CPU stand-in for the CUDA base, built over the Lambda base through the engine (no registry)."""
+    engine.images.build(path=str(ROOT / "scripts" / "standin-base"), dockerfile="cuda-standin.Containerfile",
+                        buildargs={"LAMBDA_BASE": BASE_IMAGE}, tag=STANDIN, rm=True)
+    return STANDIN
+
+
+@pytest.fixture(scope="module")
+def gpu_bundle(tiny_bundle):
+    return tiny_bundle("feature-extraction", target="gpu", quantization="fp16")
+
+
+@pytest.fixture(scope="module")
+def gpu_image(tmp_path_factory, engine, cuda_standin, image_python, gpu_bundle) -> str:
+    from infra.cli import main as modelfn
+    from infra.registry import open_registry
+
+    work = tmp_path_factory.mktemp("gpu-project")
+    registry = open_registry(str(work / "registry"))
+    registry.promote("tiny", "prod", registry.push("tiny", gpu_bundle).version)
+    (work / "models.yaml").write_text(yaml.safe_dump({"models": [
+        {"name": "tiny", "source": "unused-at-build", "task": "feature-extraction", "target": "gpu"}]}))
+    code = modelfn(["build", "--models-file", str(work / "models.yaml"), "--registry", str(work / "registry"),
+                    "--out", str(work / "build"), "--template", str(work / "template.yaml"),
+                    "--python-version", image_python, "--gpu-base-image", cuda_standin,
+                    "--gpu-runtime", "onnxruntime", "--wheelhouse", str(ROOT / ".wheelhouse")])
+    assert code == 0
+    engine.images.build(path=str(work / "build" / "tiny"), tag=IMAGE, rm=True, forcerm=True)
+    return IMAGE
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _call(url: str, body: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_gpu_image_answers_ping_and_invocations_inside_a_container(engine, gpu_image, gpu_bundle):
+    from functions.service import ModelService
+
+    port = _free_port()
+    # SageMaker starts the container as `docker run IMAGE serve`.
+    container = engine.containers.run(gpu_image, command=["serve"], detach=True, network_mode="host",
+                                      environment={"SAGEMAKER_BIND_TO_PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        status = None
+        while status != 200:
+            try:
+                status, _ = _call(base + "/ping", timeout=5)
+            except OSError:
+                status = None
+            if status != 200:
+                container.reload()
+                assert container.status == "running" and time.monotonic() < deadline, \
+                    container.logs()[-3000:].decode(errors="replace")
+                time.sleep(0.5)
+
+        status, answer = _call(base + "/invocations", json.dumps({"inputs": TEXTS}).encode())
+        assert status == 200, answer
+        expected = ModelService.load(gpu_bundle, name="tiny").predict(
+            "tiny", "application/json", json.dumps({"inputs": TEXTS}).encode()).payload
+        np.testing.assert_allclose(np.asarray(answer), np.asarray(expected), atol=1e-4)
+
+        status, answer = _call(base + "/invocations", b'{"inputs": 42}')
+        assert 400 <= status < 500 and set(answer["error"]) >= {"code", "message"}, answer
+    finally:
+        container.remove(force=True)
