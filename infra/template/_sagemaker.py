@@ -107,10 +107,20 @@ def _invoke_role(deployment: Deployment) -> dict:
     }
 
 
+# The GPU server's batching limits (functions/serve.py reads them from these variables), passed on
+# when models.yaml declares them for the model.
+_BATCHING_ENV = (("max_batch_tokens", "MODELFN_MAX_BATCH_TOKENS"), ("max_batch_requests", "MODELFN_MAX_BATCH_REQUESTS"),
+                 ("max_concurrent_requests", "MODELFN_MAX_CONCURRENT_REQUESTS"))
+
+
 def _model_environment(deployment: Deployment, registry_uri: str) -> dict[str, str]:
     env = environment(deployment, registry_uri)  # the same request limits and names as on Lambda
     env.pop("POWERTOOLS_SERVICE_NAME", None)
     env[constants.BUNDLE_DIR] = "/opt/ml/model"
+    for field, variable in _BATCHING_ENV:
+        value = getattr(deployment.spec, field, None)
+        if value is not None:
+            env[variable] = str(value)
     return env
 
 
@@ -203,7 +213,6 @@ def endpoint_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
         "VariantName": VARIANT,
         "InstanceType": spec.instance_type,
         "InitialInstanceCount": max(spec.min_instances, 1),
-        "ContainerStartupHealthCheckTimeoutInSeconds": STARTUP_HEALTH_CHECK_S,
     }
     config_props: dict = {"ProductionVariants": [variant]}
     resources: dict[str, dict] = {f"{ident}ExecutionRole": _execution_role(deployment, registry_uri),
@@ -223,6 +232,8 @@ def endpoint_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
                     "ModelName": get_att(f"{ident}Model", "ModelName"),
                     "ComputeResourceRequirements": {"NumberOfAcceleratorDevicesRequired": 1,
                                                     "MinMemoryRequiredInMb": 1024},
+                    # the container is the component's here, so its start-up settings are too
+                    "StartupParameters": {"ContainerStartupHealthCheckTimeoutInSeconds": STARTUP_HEALTH_CHECK_S},
                 },
                 "RuntimeConfig": {"CopyCount": max(spec.min_instances, 1)},
             },
@@ -235,6 +246,7 @@ def endpoint_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
     else:
         variant["ModelName"] = get_att(f"{ident}Model", "ModelName")
         variant["InitialVariantWeight"] = 1.0
+        variant["ContainerStartupHealthCheckTimeoutInSeconds"] = STARTUP_HEALTH_CHECK_S
         resources.update(_autoscaling(
             deployment, sub(f"endpoint/${{AWS::StackName}}-{spec.name}/variant/{VARIANT}"),
             "sagemaker:variant:DesiredInstanceCount", "SageMakerVariantInvocationsPerInstance", f"{ident}Endpoint"))
