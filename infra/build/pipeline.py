@@ -68,7 +68,8 @@ def plan_deployments(settings: BuildSettings, registry, models_file, template_di
         context = Path(os.path.relpath(Path(settings.out).resolve() / spec.name, template_dir.resolve()))
         deployments.append(Deployment(
             spec=spec, version=version, bundle_bytes=info.size_bytes,
-            fetch=info.size_bytes > settings.bake_limit_mb * 2**20, context=context.as_posix()))
+            fetch=info.size_bytes > settings.bake_limit_mb * 2**20, context=context.as_posix(),
+            runtime=info.manifest.runtime))
     if not deployments:
         raise ConfigError(f"{models_file.path}: no model with target lambda; nothing to build")
     return deployments
