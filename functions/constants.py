@@ -21,6 +21,13 @@ FETCH_DIR = "MODELFN_FETCH_DIR"  # default /tmp/modelfn
 # stand-in base runs Python 3.11 where the AWS base runs 3.12.
 IMAGE_PYTHON = "MODELFN_IMAGE_PYTHON"
 BASE_IMAGE = "MODELFN_BASE_IMAGE"
+# Observability: Powertools' own names, so a function configured for Powertools is configured for
+# modelfn's log/EMF line and X-Ray tracing alike.
+METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"  # default modelfn
+SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"  # default modelfn
+LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"  # then LOG_LEVEL; default INFO
+GENERIC_LOG_LEVEL = "LOG_LEVEL"
+TRACE_DISABLED = "POWERTOOLS_TRACE_DISABLED"  # tracing is on only when this is set false
 # Standard AWS / Lambda variables modelfn honours.
 LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"

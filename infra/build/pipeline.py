@@ -19,24 +19,21 @@ from functions.spec import load_models_file
 from ..template import Deployment, generate_template, write_template
 from .context import default_base_image, publish_context, stage_context
 from .requirements import pinned_requirements
-from .wheelhouse import DEFAULT_WHEELHOUSE, prepare_wheelhouse
-
-DEFAULT_OUT = Path(".modelfn/build")
-DEFAULT_PYTHON = "3.12"
-DEFAULT_BAKE_LIMIT_MB = 200
+from .. import defaults
+from .wheelhouse import prepare_wheelhouse
 
 
 @dataclass(frozen=True)
 class BuildSettings:
-    models_file: Path = Path("models.yaml")
+    models_file: Path = Path(defaults.MODELS_FILE)
     registry: str | None = None          # overrides models.yaml's registry
     endpoint_url: str | None = None      # S3 API endpoint (tests, S3-compatible stores)
-    out: Path = DEFAULT_OUT
+    out: Path = defaults.BUILD_DIR
     template: Path = Path("template.yaml")
-    python_version: str = DEFAULT_PYTHON
+    python_version: str = defaults.IMAGE_PYTHON
     base_image: str | None = None        # default: the AWS Lambda Python base for the version/arch
-    bake_limit_mb: float = DEFAULT_BAKE_LIMIT_MB
-    wheelhouse: Path = DEFAULT_WHEELHOUSE
+    bake_limit_mb: float = defaults.BAKE_LIMIT_MB
+    wheelhouse: Path = defaults.WHEELHOUSE
 
 
 @dataclass(frozen=True)

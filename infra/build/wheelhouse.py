@@ -13,7 +13,8 @@ from pathlib import Path
 
 from functions.errors import ModelfnError
 
-DEFAULT_WHEELHOUSE = Path(".wheelhouse")
+from .. import defaults
+
 # glibc of the Lambda base images: 2.26 (AL2, Python <= 3.11) and 2.34 (AL2023, Python >= 3.12);
 # manylinux2014 wheels run on both. pip also accepts the older manylinux tags a 2_28 tag implies.
 _PLATFORMS = {
@@ -32,7 +33,7 @@ def wheelhouse_dir(root: Path, architecture: str, python_version: str) -> Path:
 
 
 def prepare_wheelhouse(
-    requirements: list[str], *, architecture: str, python_version: str, root: Path = DEFAULT_WHEELHOUSE,
+    requirements: list[str], *, architecture: str, python_version: str, root: Path = defaults.WHEELHOUSE,
 ) -> Path:
     """Download binary wheels for exactly ``requirements`` (pinned) into a per-platform folder.
 
