@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from functions.errors import ModelfnError
 
 from .. import defaults
+from ..errors import WheelhouseError
 
 # glibc of the Lambda base images: 2.26 (AL2, Python <= 3.11) and 2.34 (AL2023, Python >= 3.12);
 # manylinux2014 wheels run on both. pip also accepts the older manylinux tags a 2_28 tag implies.
@@ -23,9 +23,6 @@ _PLATFORMS = {
 }
 _STAMP = ".requirements.sha256"
 
-
-class WheelhouseError(ModelfnError):
-    """The wheels for the image could not be downloaded."""
 
 
 def wheelhouse_dir(root: Path, architecture: str, python_version: str) -> Path:
