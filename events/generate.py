@@ -17,22 +17,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SAMPLE_INPUTS = {
-    "feature-extraction": {"inputs": ["modelfn serves models as functions", "cold starts should be fast"]},
-    "text-classification": {"inputs": "I love this movie", "parameters": {"top_k": 2}},
-    "token-classification": {"inputs": "John lives in Paris", "parameters": {"aggregation_strategy": "simple"}},
-    "question-answering": {"inputs": {"question": "What is the capital of France?",
-                                      "context": "Paris is the capital of France."}},
-}
+def routes(name: str, task_name: str) -> dict[str, tuple[str, str, dict | None]]:
+    """Route name -> (method, path, body) for a model, with the task's own sample request."""
+    from functions.tasks import EMBEDDINGS_ROUTE, get_task
 
-
-def routes(name: str, task: str) -> dict[str, tuple[str, str, dict | None]]:
+    task = get_task(task_name)
     found = {
-        "predict": ("POST", f"/models/{name}/predict", SAMPLE_INPUTS[task]),
+        "predict": ("POST", f"/models/{name}/predict", task.sample),
         "info": ("GET", f"/models/{name}", None),
         "health": ("GET", "/health", None),
     }
-    if task == "feature-extraction":
+    if EMBEDDINGS_ROUTE in task.openai_routes(None):
         found["embeddings"] = ("POST", "/v1/embeddings",
                                {"input": ["modelfn serves models as functions"], "model": name})
     return found

@@ -54,7 +54,7 @@ def build_app(service: ModelService) -> FastAPI:
     app.add_middleware(ErrorMiddleware, log_inputs=service.log_inputs)
 
     @app.post("/models/{name}/predict", summary="Run the model (Hugging Face inference request shape)",
-              openapi_extra=schemas.predict(task.name))
+              openapi_extra=schemas.predict(task))
     async def predict(name: str, request: Request):
         return _respond(request, service.predict(name, request.headers.get("content-type"), await request.body()))
 

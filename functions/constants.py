@@ -25,6 +25,13 @@ BASE_IMAGE = "MODELFN_BASE_IMAGE"
 # install ("onnxruntime" over the CPU stand-in of the CUDA base, scripts/standin-base/cuda.sh).
 GPU_BASE_IMAGE = "MODELFN_GPU_BASE_IMAGE"
 GPU_RUNTIME = "MODELFN_GPU_RUNTIME"
+# Observability: Powertools' own names, so a function configured for Powertools is configured for
+# modelfn's log/EMF line and X-Ray tracing alike.
+METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"  # default modelfn
+SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"  # default modelfn
+LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"  # then LOG_LEVEL; default INFO
+GENERIC_LOG_LEVEL = "LOG_LEVEL"
+TRACE_DISABLED = "POWERTOOLS_TRACE_DISABLED"  # tracing is on only when this is set false
 # Standard AWS / Lambda variables modelfn honours.
 LAMBDA_TASK_ROOT = "LAMBDA_TASK_ROOT"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"

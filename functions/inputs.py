@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from .errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
-from .tasks import QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
+
+# The kinds of ``inputs`` a task takes; each task names one (functions/tasks).
+TEXT = "text"  # a string, or a list of strings
+QUESTION_CONTEXT = "question-context"  # {"question", "context"}, or a list of them
+TEXT_OR_PAIR = "text-or-pair"  # a string, {"text", "text_pair"}, or a list of either
 
 _JSON_TYPES = ("application/json",)
 
@@ -68,16 +73,37 @@ def _text_or_pair(value: Any, where: str) -> str | tuple[str, str]:
     return _text(value, where)
 
 
-_ITEM = {TEXT: _text, QUESTION_CONTEXT: _qa, TEXT_OR_PAIR: _text_or_pair}
-_WANTS = {TEXT: "a string or a list of strings",
-          QUESTION_CONTEXT: "an object {question, context} or a list of them",
-          TEXT_OR_PAIR: "a string, an object {text, text_pair} or a list of either"}
+@dataclass(frozen=True)
+class InputKind:
+    """One kind of ``inputs``: how an item is checked, what a caller is told to send, its schema."""
+
+    check: Callable[[Any, str], Any]
+    wants: str
+    item_schema: dict
+
+    @property
+    def schema(self) -> dict:
+        """The OpenAPI schema of ``inputs``: one item or a non-empty list of them."""
+        return {"oneOf": [self.item_schema, {"type": "array", "items": self.item_schema, "minItems": 1}]}
+
+
+_STRING = {"type": "string"}
+INPUT_KINDS: dict[str, InputKind] = {
+    TEXT: InputKind(_text, "a string or a list of strings", _STRING),
+    QUESTION_CONTEXT: InputKind(_qa, "an object {question, context} or a list of them", {
+        "type": "object", "required": ["question", "context"],
+        "properties": {"question": _STRING, "context": _STRING}}),
+    TEXT_OR_PAIR: InputKind(_text_or_pair, "a string, an object {text, text_pair} or a list of either", {
+        "oneOf": [_STRING, {"type": "object", "required": ["text"],
+                            "properties": {"text": _STRING, "text_pair": _STRING}}]}),
+}
 
 
 def parse_items(value: Any, kind: str, max_batch: int, *, field: str = "inputs") -> tuple[list, bool]:
     """(items, single): the inputs as a list, and whether the caller sent one item rather than a list."""
+    spec = INPUT_KINDS[kind]
     if value is None:
-        raise BadRequest(f"\"{field}\" is required: {_WANTS[kind]}")
+        raise BadRequest(f"\"{field}\" is required: {spec.wants}")
     single = not isinstance(value, list)
     values = [value] if single else value
     if not values:
@@ -85,11 +111,10 @@ def parse_items(value: Any, kind: str, max_batch: int, *, field: str = "inputs")
     if len(values) > max_batch:
         raise PayloadTooLarge(f"\"{field}\" has {len(values)} items; this model takes at most {max_batch} per request",
                               hint="split the request")
-    check = _ITEM[kind]
     try:
-        items = [check(v, field if single else f"{field}[{i}]") for i, v in enumerate(values)]
+        items = [spec.check(v, field if single else f"{field}[{i}]") for i, v in enumerate(values)]
     except BadRequest as exc:
-        raise BadRequest(f"{exc.message} (expected {_WANTS[kind]})") from None
+        raise BadRequest(f"{exc.message} (expected {spec.wants})") from None
     return items, single
 
 

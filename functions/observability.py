@@ -23,8 +23,10 @@ import time
 import traceback
 from typing import Any
 
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "modelfn"
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "modelfn"
+from . import constants as env
+
+NAMESPACE = os.environ.get(env.METRICS_NAMESPACE) or "modelfn"
+SERVICE = os.environ.get(env.SERVICE_NAME) or "modelfn"
 _MAX_LOGGED_INPUT = 4096
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
@@ -45,7 +47,7 @@ _directives: dict[tuple, list] = {}  # metric set -> its EMF directive, built on
 
 
 def _threshold() -> int:
-    raw = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
+    raw = os.environ.get(env.LOG_LEVEL) or os.environ.get(env.GENERIC_LOG_LEVEL) or "INFO"
     return _LEVELS.get(raw.strip().upper(), 20)
 
 
@@ -53,7 +55,7 @@ _min_level = _threshold()
 
 
 def tracing_enabled() -> bool:
-    raw = os.environ.get("POWERTOOLS_TRACE_DISABLED")
+    raw = os.environ.get(env.TRACE_DISABLED)
     return raw is not None and raw.strip().lower() in ("0", "false", "no", "off")
 
 

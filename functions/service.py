@@ -17,12 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .embeddings import EmbeddingsService
 from .errors import NotFound
 from .inputs import check_content_type, check_model_name, parse_items, parse_json, parse_predict
 from .model import LoadedModel
 from .settings import Settings
-from .tasks import get_task
+from .openai import OpenAIEmbeddings
+from .tasks import EMBEDDINGS_ROUTE, get_task
 
 
 class Answer(NamedTuple):
@@ -43,7 +43,8 @@ class ModelService:
         self.task = get_task(model.manifest.task)
         self.name: str = settings.name or model.manifest.name
         self.version = settings.version
-        self._embeddings = EmbeddingsService(model, self.name) if EmbeddingsService.serves(model) else None
+        self.openai_routes = self.task.openai_routes(model.manifest.runtime)
+        self._embeddings = OpenAIEmbeddings(model, self.name) if EMBEDDINGS_ROUTE in self.openai_routes else None
         self._info = Answer(200, _model_info(model, self.name, settings))
         self._health = Answer(200, {"status": "ok", "model": self.name, "version": settings.version})
 

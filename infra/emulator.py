@@ -21,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from functions import constants
-from functions.errors import ModelfnError
+from .errors import EmulatorError
 
 HANDLER = "functions.handler.handler"
 _INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 
-
-class EmulatorError(ModelfnError):
-    """The emulator could not be found, started or invoked."""
 
 
 def rie_binary() -> Path:

@@ -13,15 +13,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from functions.errors import ModelfnError
 
 from .emulator import free_port
+from .errors import LocalRunError
 
 AWS_BASE_IMAGE = "public.ecr.aws/lambda/python:3.12"
 
-
-class LocalRunError(ModelfnError):
-    """sam or the container engine failed."""
 
 
 def sam_binary() -> str | None:

@@ -26,12 +26,20 @@ for tool in podman runc debootstrap iptables; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing ${missing[*]}"
+  # apt's progress (a hundred dpkg lines) goes to a log, shown only when the install fails.
+  apt_log=/var/log/modelfn-apt.log
+  log "installing ${missing[*]} (apt log: ${apt_log})"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends podman runc debootstrap \
-    uidmap slirp4netns fuse-overlayfs netavark aardvark-dns iptables catatonit >&2 \
-    || apt-get install -y -qq podman runc debootstrap iptables >&2
+  started=$SECONDS
+  if ! { apt-get update -qq \
+         && { apt-get install -y -qq --no-install-recommends podman runc debootstrap \
+                uidmap slirp4netns fuse-overlayfs netavark aardvark-dns iptables catatonit \
+              || apt-get install -y -qq podman runc debootstrap iptables; }; } >"$apt_log" 2>&1; then
+    tail -n 20 "$apt_log" >&2
+    log "installing packages failed; the whole log is in ${apt_log}"
+    exit 1
+  fi
+  log "installed in $((SECONDS - started))s"
 else
   log "podman, runc, debootstrap and iptables already installed"
 fi

@@ -1,26 +1,36 @@
-"""Task registry: canonical task name -> what a request for it expects and how it is processed.
+"""Task registry: what a task is, in one place per task.
 
-A task is three functions and an input kind:
+Each module of this package registers one task with :func:`register`, declaring
 
-    parse_params(raw: dict)                       -> validated parameters (BadRequest on bad ones)
-    preprocess(model, items, params)              -> Prepared (encodings and ONNX feeds)
-    postprocess(model, prepared, outputs, params) -> one result per item, in transformers' shapes
+    name, synonyms                                 what models.yaml and the CLI accept for it
+    inputs                                         the kind of ``inputs`` (functions.inputs.INPUT_KINDS)
+    parse_params(raw: dict)                        -> validated parameters (BadRequest on bad ones)
+    params_schema                                  the OpenAPI properties of ``parameters``
+    preprocess(model, items, params)               -> Prepared (encodings and ONNX feeds)
+    postprocess(model, prepared, outputs, params)  -> one result per item, in transformers' shapes
+    openai_routes(runtime)                         the OpenAI-shaped routes a bundle of it serves
+    sample                                         a request body that shows the task (events, docs)
 
-The HTTP layer (functions/app.py) only decodes the request, looks the task up here, runs the
-feeds and encodes the answer. Register a task with :func:`register`.
+Everything else asks this registry: the service and both adapters (functions/service.py), the
+OpenAPI schema (functions/schemas.py), models.yaml validation, the template's routes, the event
+fixtures. Adding a task is adding one module here and naming it in ``_MODULES``.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import UnknownTaskError
-from ..tasknames import SUPPORTED_TASKS, resolve_task
+from ..inputs import QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
 
-TEXT = "text"  # a string, or a list of strings
-QUESTION_CONTEXT = "question-context"  # {"question", "context"}, or a list of them
-TEXT_OR_PAIR = "text-or-pair"  # a string, {"text", "text_pair"}, or a list of either
+# The modules that register tasks, imported on first use. Each is small and imports only what the
+# image ships; a module whose engine is heavy imports it lazily.
+_MODULES = ("embeddings", "classification", "tokens", "qa")
+
+# OpenAI-shaped routes a task may serve besides POST /models/{name}/predict.
+EMBEDDINGS_ROUTE = "embeddings"  # POST /v1/embeddings
 
 
 @dataclass
@@ -33,6 +43,10 @@ class Prepared:
     extra: Any = None
 
 
+def _no_openai_routes(runtime) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -43,9 +57,17 @@ class Task:
     # Whether a single (non-list) input is answered with a single result; text-classification
     # keeps transformers' quirk of answering a single text with a list.
     shape: Callable[[list, bool, dict], Any] | None = None
+    synonyms: tuple[str, ...] = ()
+    params_schema: dict = field(default_factory=dict)
+    # Which OpenAI routes a bundle of this task serves, given its manifest's runtime config (or
+    # None when only models.yaml is known, e.g. for the committed template).
+    openai_routes: Callable[[Any], tuple[str, ...]] = _no_openai_routes
+    sample: dict = field(default_factory=dict)
 
 
 TASKS: dict[str, Task] = {}
+_SYNONYMS: dict[str, str] = {}
+_loaded = False
 
 
 def chunked_feeds(model, encodings: list) -> list[dict]:
@@ -62,32 +84,52 @@ def encode_texts(model, items: list) -> Prepared:
 
 
 def register(name: str, *, inputs: str, parse_params: Callable[[dict], dict],
-             preprocess: Callable[..., Prepared], shape: Callable[[list, bool, dict], Any] | None = None):
+             preprocess: Callable[..., Prepared], shape: Callable[[list, bool, dict], Any] | None = None,
+             synonyms: tuple[str, ...] = (), params_schema: dict | None = None,
+             openai_routes: Callable[[Any], tuple[str, ...]] = _no_openai_routes, sample: dict | None = None):
     """Decorator for a task's postprocess function; the other parts are given as arguments."""
-    canonical = resolve_task(name)
 
     def decorator(postprocess: Callable[..., list]) -> Callable[..., list]:
-        TASKS[canonical] = Task(canonical, inputs, parse_params, preprocess, postprocess, shape)
+        TASKS[name] = Task(name, inputs, parse_params, preprocess, postprocess, shape, tuple(synonyms),
+                           dict(params_schema or {}), openai_routes, dict(sample or {}))
+        for alias in synonyms:
+            _SYNONYMS[alias] = name
         return postprocess
 
     return decorator
 
 
+def _load_all() -> None:
+    # Import for the registration side effect, once.
+    global _loaded
+    if not _loaded:
+        for module in _MODULES:
+            importlib.import_module(f"{__name__}.{module}")
+        _loaded = True
+
+
+def task_names() -> tuple[str, ...]:
+    """The canonical names of every task, in registration order."""
+    _load_all()
+    return tuple(TASKS)
+
+
+def resolve_task(name: str) -> str:
+    """The canonical task name for ``name`` (a name or a synonym, any case, ``_`` for ``-``);
+    UnknownTaskError lists the valid ones."""
+    _load_all()
+    key = str(name).strip().lower().replace("_", "-")
+    if key in TASKS:
+        return key
+    if key in _SYNONYMS:
+        return _SYNONYMS[key]
+    raise UnknownTaskError(f"unknown task {name!r}", hint="supported tasks: " + ", ".join(TASKS))
+
+
 def get_task(name: str) -> Task:
     """The task for a (possibly synonym) name; UnknownTaskError lists the served ones."""
-    canonical = resolve_task(name)
-    _load_all()
-    try:
-        return TASKS[canonical]
-    except KeyError:
-        raise UnknownTaskError(f"task {name!r} has no runtime implementation",
-                               hint="served tasks: " + ", ".join(sorted(TASKS))) from None
+    return TASKS[resolve_task(name)]
 
 
-def _load_all() -> None:
-    # Import for the registration side effect, once; each module is small and numpy-only.
-    if len(TASKS) < len(SUPPORTED_TASKS):
-        from . import classification, embeddings, qa, tokens  # noqa: F401
-
-
-__all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "chunked_feeds", "encode_texts", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR"]
+__all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "resolve_task", "task_names", "chunked_feeds",
+           "encode_texts", "EMBEDDINGS_ROUTE", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR"]

@@ -43,7 +43,11 @@ def _labels(model, count: int) -> tuple[str, ...]:
 
 
 @register(TEXT_CLASSIFICATION, inputs=TEXT_OR_PAIR, parse_params=_params, preprocess=_preprocess,
-          shape=lambda results, single, params: _shape(results, single, params))
+          shape=lambda results, single, params: _shape(results, single, params),
+          synonyms=("sentiment-analysis", "sequence-classification"),
+          params_schema={"top_k": {"type": ["integer", "null"], "minimum": 1},
+                         "function_to_apply": {"enum": list(FUNCTIONS)}},
+          sample={"inputs": "I love this movie", "parameters": {"top_k": 2}})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
     logits = np.concatenate([out[model.output_names[0]] for out in outputs]).astype(np.float32)
     runtime = model.manifest.runtime

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tasknames import FEATURE_EXTRACTION
-from . import TEXT, Prepared, encode_texts, register
+from . import EMBEDDINGS_ROUTE, TEXT, Prepared, encode_texts, register
 from .params import check_known, get_bool
 
 POOLINGS = ("mean", "cls", "max", "none")
@@ -66,7 +66,15 @@ def _shape(results: list, single: bool, params: dict):
     return results
 
 
-@register(FEATURE_EXTRACTION, inputs=TEXT, parse_params=_params, preprocess=_preprocess, shape=_shape)
+def _openai_routes(runtime) -> tuple[str, ...]:
+    # /v1/embeddings answers one vector per input: only a pooled model has one.
+    return () if runtime is not None and runtime.pooling == "none" else (EMBEDDINGS_ROUTE,)
+
+
+@register(FEATURE_EXTRACTION, inputs=TEXT, parse_params=_params, preprocess=_preprocess, shape=_shape,
+          synonyms=("embeddings", "embedding", "sentence-embeddings", "sentence-similarity", "default"),
+          params_schema={"normalize": {"type": "boolean"}}, openai_routes=_openai_routes,
+          sample={"inputs": ["modelfn serves models as functions", "cold starts should be fast"]})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
     normalize = model.manifest.runtime.normalize if params["normalize"] is None else params["normalize"]
     if model.manifest.runtime.pooling == "none":

@@ -110,7 +110,13 @@ def _shape(results: list, single: bool, params: dict):
     return shaped[0] if single else shaped
 
 
-@register(QUESTION_ANSWERING, inputs=QUESTION_CONTEXT, parse_params=_params, preprocess=_preprocess, shape=_shape)
+@register(QUESTION_ANSWERING, inputs=QUESTION_CONTEXT, parse_params=_params, preprocess=_preprocess, shape=_shape,
+          synonyms=("qa",),
+          params_schema={"top_k": {"type": "integer", "minimum": 1}, "doc_stride": {"type": "integer"},
+                         "max_answer_len": {"type": "integer", "minimum": 1}, "max_seq_len": {"type": "integer"},
+                         "handle_impossible_answer": {"type": "boolean"}, "align_to_words": {"type": "boolean"}},
+          sample={"inputs": {"question": "What is the capital of France?",
+                             "context": "Paris is the capital of France."}})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
     items, owners = prepared.extra
     names = model.output_names

@@ -119,7 +119,10 @@ def entities_for(model, text: str, enc, logits: np.ndarray, strategy: str, ignor
     return out
 
 
-@register(TOKEN_CLASSIFICATION, inputs=TEXT, parse_params=_params, preprocess=_preprocess)
+@register(TOKEN_CLASSIFICATION, inputs=TEXT, parse_params=_params, preprocess=_preprocess, synonyms=("ner",),
+          params_schema={"aggregation_strategy": {"enum": list(STRATEGIES)},
+                         "ignore_labels": {"type": "array", "items": {"type": "string"}}},
+          sample={"inputs": "John lives in Paris", "parameters": {"aggregation_strategy": "simple"}})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
     logits = [row for out in outputs for row in out[model.output_names[0]]]
     return [entities_for(model, text, enc, row[:len(enc.ids)], params["aggregation_strategy"],

@@ -2,13 +2,13 @@
 `modelfn build` (see pipeline.py for the order of checks)."""
 
 from .context import default_base_image, publish_context, render_dockerfile, stage_context
-from .gpu_image import DEFAULT_GPU_BASE_IMAGE, render_gpu_dockerfile
+from .gpu_image import render_gpu_dockerfile
 from .pipeline import BuildResult, BuildSettings, build, plan_deployments
-from .requirements import DEFAULT_GPU_RUNTIME, gpu_requirements, pinned_requirements
+from .requirements import gpu_requirements, pinned_requirements
 from .wheelhouse import WheelhouseError, prepare_wheelhouse
 
 __all__ = [
-    "BuildResult", "BuildSettings", "DEFAULT_GPU_BASE_IMAGE", "DEFAULT_GPU_RUNTIME", "WheelhouseError", "build",
+    "BuildResult", "BuildSettings", "WheelhouseError", "build",
     "default_base_image", "gpu_requirements", "pinned_requirements", "plan_deployments", "prepare_wheelhouse",
     "publish_context", "render_dockerfile", "render_gpu_dockerfile", "stage_context",
 ]

@@ -1,7 +1,7 @@
 """The GPU image of a model: the SageMaker container contract over the same runtime package.
 
 Same layout and wheelhouse approach as the Lambda images (context.py), with these differences:
-``FROM`` a CUDA 13 runtime base (onnxruntime-gpu's wheels are built for CUDA 13), that base's own
+``FROM`` a CUDA 13 runtime base (infra/defaults.py; onnxruntime-gpu's wheels are built for CUDA 13), that base's own
 ``python3`` (installed from the distribution when the base has none, as the NVIDIA CUDA images),
 pip run from its wheel (those bases have no pip either), ``serve`` as the entry point, and the
 bundle at ``/opt/ml/model``, where SageMaker puts model data. x86_64 only: SageMaker's GPU
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from functions import constants
 
-# The CUDA 13 runtime with cuDNN on Ubuntu 24.04 (Python 3.12, the default image Python).
-DEFAULT_GPU_BASE_IMAGE = "nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04"
 PROGRAM_DIR = "/opt/program"
 MODEL_DIR = "/opt/ml/model"
 SERVE_FILE = "serve"
@@ -79,4 +77,4 @@ def render_gpu_dockerfile(*, name: str, version: int, python_version: str, base_
         program=PROGRAM_DIR, serve=SERVE_FILE, model_copy=model_copy)
 
 
-__all__ = ["DEFAULT_GPU_BASE_IMAGE", "MODEL_DIR", "PROGRAM_DIR", "SERVE_SCRIPT", "render_gpu_dockerfile"]
+__all__ = ["MODEL_DIR", "PROGRAM_DIR", "SERVE_SCRIPT", "render_gpu_dockerfile"]

@@ -18,28 +18,24 @@ from functions.spec import load_models_file
 
 from ..template import Deployment, generate_template, write_template
 from .context import default_base_image, publish_context, stage_context
-from .gpu_image import DEFAULT_GPU_BASE_IMAGE
-from .requirements import DEFAULT_GPU_RUNTIME, gpu_requirements, installer_requirements, pinned_requirements
-from .wheelhouse import DEFAULT_WHEELHOUSE, prepare_wheelhouse
-
-DEFAULT_OUT = Path(".modelfn/build")
-DEFAULT_PYTHON = "3.12"
-DEFAULT_BAKE_LIMIT_MB = 200
+from .requirements import gpu_requirements, installer_requirements, pinned_requirements
+from .. import defaults
+from .wheelhouse import prepare_wheelhouse
 
 
 @dataclass(frozen=True)
 class BuildSettings:
-    models_file: Path = Path("models.yaml")
+    models_file: Path = Path(defaults.MODELS_FILE)
     registry: str | None = None          # overrides models.yaml's registry
     endpoint_url: str | None = None      # S3 API endpoint (tests, S3-compatible stores)
-    out: Path = DEFAULT_OUT
+    out: Path = defaults.BUILD_DIR
     template: Path = Path("template.yaml")
-    python_version: str = DEFAULT_PYTHON
+    python_version: str = defaults.IMAGE_PYTHON
     base_image: str | None = None        # default: the AWS Lambda Python base for the version/arch
-    bake_limit_mb: float = DEFAULT_BAKE_LIMIT_MB
-    wheelhouse: Path = DEFAULT_WHEELHOUSE
-    gpu_base_image: str | None = None    # default: a CUDA 13 runtime (gpu_image.DEFAULT_GPU_BASE_IMAGE)
-    gpu_runtime: str = DEFAULT_GPU_RUNTIME  # "onnxruntime" for a CPU stand-in of the CUDA base
+    bake_limit_mb: float = defaults.BAKE_LIMIT_MB
+    wheelhouse: Path = defaults.WHEELHOUSE
+    gpu_base_image: str = defaults.GPU_BASE_IMAGE  # a CUDA 13 runtime; the CPU stand-in in CI
+    gpu_runtime: str = defaults.GPU_RUNTIME  # "onnxruntime" over the CPU stand-in of the CUDA base
 
 
 @dataclass(frozen=True)
@@ -69,7 +65,8 @@ def plan_deployments(settings: BuildSettings, registry, models_file, template_di
         context = Path(os.path.relpath(Path(settings.out).resolve() / spec.name, template_dir.resolve()))
         deployments.append(Deployment(
             spec=spec, version=version, bundle_bytes=info.size_bytes,
-            fetch=info.size_bytes > settings.bake_limit_mb * 2**20, context=context.as_posix()))
+            fetch=info.size_bytes > settings.bake_limit_mb * 2**20, context=context.as_posix(),
+            runtime=info.manifest.runtime))
     return deployments
 
 
@@ -116,7 +113,7 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
                 (lambda dest, s=spec, v=deployment.version: registry.pull(s.name, v, dest))
             gpu = spec.target == "gpu"
             if gpu:
-                base_image = settings.gpu_base_image or DEFAULT_GPU_BASE_IMAGE
+                base_image = settings.gpu_base_image
             else:
                 base_image = settings.base_image or default_base_image(settings.python_version, spec.architecture)
             staged[spec.name] = stage_context(

@@ -16,6 +16,8 @@ from packaging.utils import canonicalize_name
 
 from functions.errors import ConfigError
 
+from .. import defaults
+
 # The runtime set, as a fallback when the modelfn distribution metadata is not installed.
 _RUNTIME_FALLBACK = ("numpy", "onnxruntime", "tokenizers", "fastapi", "orjson", "aws-lambda-powertools")
 # Dependencies declared by runtime packages that the runtime never imports: tokenizers needs
@@ -28,10 +30,9 @@ FETCH_EXTRA = ("boto3",)
 
 _MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
 
-# GPU images: ONNX Runtime with the CUDA and TensorRT providers in place of the CPU build, and
-# uvicorn to serve the SageMaker contract. onnxruntime-gpu is not installed here (no CUDA), so it
-# is pinned to the newest release on PyPI, built for CUDA 13; its dependencies are onnxruntime's.
-DEFAULT_GPU_RUNTIME = "onnxruntime-gpu==1.31.1"
+# GPU images: ONNX Runtime with the CUDA and TensorRT providers in place of the CPU build (pinned in
+# infra/defaults.py; its dependencies are taken as onnxruntime's), and uvicorn to serve the
+# SageMaker contract.
 GPU_EXTRA = ("uvicorn",)
 # Not installed into the image: pip runs from its wheel in the build stage, because CUDA runtime
 # bases ship Python without pip.
@@ -111,7 +112,7 @@ def _without_marker(text: str) -> str:
     return text.split(";", 1)[0].strip()
 
 
-def gpu_requirements(python_version: str, *, fetch: bool = False, runtime: str = DEFAULT_GPU_RUNTIME) -> list[str]:
+def gpu_requirements(python_version: str, *, fetch: bool = False, runtime: str = defaults.GPU_RUNTIME) -> list[str]:
     """The pins of a GPU image: the Lambda runtime closure plus uvicorn, with ``runtime`` (a pin like
     ``onnxruntime-gpu==1.31.1``, or ``onnxruntime`` for a CPU stand-in, pinned to the version here)
     in place of onnxruntime."""

@@ -11,9 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from functions.errors import ModelfnError
 
-DEFAULT_WHEELHOUSE = Path(".wheelhouse")
+from .. import defaults
+from ..errors import WheelhouseError
+
 # glibc of the Lambda base images: 2.26 (AL2, Python <= 3.11) and 2.34 (AL2023, Python >= 3.12);
 # manylinux2014 wheels run on both. pip also accepts the older manylinux tags a 2_28 tag implies.
 _PLATFORMS = {
@@ -23,9 +24,6 @@ _PLATFORMS = {
 _STAMP = ".requirements.sha256"
 
 
-class WheelhouseError(ModelfnError):
-    """The wheels for the image could not be downloaded."""
-
 
 def wheelhouse_dir(root: Path, architecture: str, python_version: str, flavour: str = "") -> Path:
     """One folder per image platform; ``flavour`` ("gpu") keeps another image kind's wheels apart."""
@@ -33,7 +31,7 @@ def wheelhouse_dir(root: Path, architecture: str, python_version: str, flavour: 
 
 
 def prepare_wheelhouse(
-    requirements: list[str], *, architecture: str, python_version: str, root: Path = DEFAULT_WHEELHOUSE,
+    requirements: list[str], *, architecture: str, python_version: str, root: Path = defaults.WHEELHOUSE,
     flavour: str = "",
 ) -> Path:
     """Download binary wheels for exactly ``requirements`` (pinned) into a per-platform folder.

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 from functions.errors import ConfigError
-from functions.spec import DEFAULT_MODELS_FILE, QUANTIZATIONS, TARGETS
+from functions.spec import QUANTIZATIONS, TARGETS
 
-DEFAULT_BUNDLES = Path(".modelfn") / "bundles"
+from .. import defaults
+
 LAMBDA_MB_PER_VCPU = 1769  # Lambda grants one vCPU per 1769 MB of memory, up to 6
 
 
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
         description="Export a Hugging Face model to a model bundle (model.onnx, tokenizer.json, manifest.json). "
                     "Either NAME from models.yaml, or --source DIR --task TASK --out DIR.")
     p.add_argument("name", nargs="?", metavar="NAME", help="model declared in models.yaml")
-    p.add_argument("--models-file", default=DEFAULT_MODELS_FILE, help="default: %(default)s")
+    p.add_argument("--models-file", default=defaults.MODELS_FILE, help="default: %(default)s")
     p.add_argument("--out", help="bundle directory (default with NAME: .modelfn/bundles/NAME)")
     p.add_argument("--source", help="Hugging Face model directory or installed package shipping one")
     p.add_argument("--task", help="feature-extraction, text-classification, token-classification, question-answering")
@@ -55,7 +56,7 @@ def _settings(args) -> dict:
         from functions.spec import load_models_file
 
         spec = load_models_file(args.models_file).get(args.name)
-        settings = dict(source=spec.source_dir(), task=spec.task, out=args.out or DEFAULT_BUNDLES / spec.name,
+        settings = dict(source=spec.source_dir(), task=spec.task, out=args.out or defaults.BUNDLES_DIR / spec.name,
                         name=spec.name, target=spec.target, architecture=spec.architecture,
                         quantization=spec.quantization, thresholds=dict(spec.parity), max_tokens=spec.max_tokens,
                         threads=min(6, max(1, math.ceil(spec.memory_mb / LAMBDA_MB_PER_VCPU))))

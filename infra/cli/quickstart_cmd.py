@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -18,8 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from functions.constants import IMAGE_PYTHON
-from functions.spec import DEFAULT_MODELS_FILE
+from .. import defaults
 
 SENTENCES = [
     "modelfn puts each model behind its own HTTPS endpoint.",
@@ -33,14 +31,14 @@ def register(subparsers) -> None:
         "quickstart", help="export, register, build and serve a model locally, end to end",
         description="Run the whole path on embedded defaults: export -> registry push + promote -> "
                     "modelfn build -> sam build -> sam local start-api -> HTTP calls.")
-    p.add_argument("--models-file", default=DEFAULT_MODELS_FILE, help="default: %(default)s")
+    p.add_argument("--models-file", default=defaults.MODELS_FILE, help="default: %(default)s")
     p.add_argument("--model", help="model to run (default: the first lambda model in models.yaml)")
-    p.add_argument("--workdir", default=".modelfn/quickstart",
+    p.add_argument("--workdir", default=str(defaults.QUICKSTART_DIR),
                    help="where the template and build contexts go (default: %(default)s)")
     p.add_argument("--fresh", action="store_true", help="re-export even if a valid bundle exists")
     p.add_argument("--no-containers", action="store_true",
                    help="skip sam build / start-api; serve under the emulator on the host")
-    p.add_argument("--wheelhouse", default=".wheelhouse", help="host wheel cache for the images (default: %(default)s)")
+    p.add_argument("--wheelhouse", default=str(defaults.WHEELHOUSE), help="host wheel cache for the images (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -70,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"{models_file.path}: no lambda model to run")
     workdir = Path(args.workdir).absolute()
-    bundle = Path(".modelfn/bundles") / spec.name
+    bundle = defaults.BUNDLES_DIR / spec.name
     total = time.perf_counter()
 
     t = _step(f"1. export {spec.name} ({spec.source}, {spec.task}, {spec.quantization} for {spec.architecture})")
@@ -105,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     problem = "--no-containers given" if args.no_containers else container_engine_problem(AWS_BASE_IMAGE)
     # Without an engine the images are not built here; the contexts target $MODELFN_IMAGE_PYTHON or the AWS base.
-    python_version = os.environ.get(IMAGE_PYTHON) or "3.12"
+    python_version = defaults.image_python()
     if problem is None:
         from infra.local import image_python
 
@@ -113,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     t = _step(f"3. modelfn build (images for Python {python_version}) -> {workdir / 'template.yaml'}")
     code = modelfn(["build", "--models-file", str(Path(args.models_file).absolute()),
-                    "--registry", models_file.registry, "--out", str(workdir / ".modelfn" / "build"),
+                    "--registry", models_file.registry, "--out", str(workdir / defaults.BUILD_DIR),
                     "--template", str(workdir / "template.yaml"), "--python-version", python_version,
                     "--wheelhouse", args.wheelhouse])
     if code:

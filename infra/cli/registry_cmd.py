@@ -12,18 +12,17 @@ import json
 import os
 import sys
 
-_DEFAULT_REGISTRY = "./.modelfn/registry"
-_MODELS_FILE = "models.yaml"
+from .. import defaults
 
 
 def _registry_uri(args) -> str:
     if args.registry:
         return args.registry
-    if os.path.exists(_MODELS_FILE):
+    if os.path.exists(defaults.MODELS_FILE):
         from functions.spec import load_models_file
 
-        return load_models_file(_MODELS_FILE).registry
-    return _DEFAULT_REGISTRY
+        return load_models_file(defaults.MODELS_FILE).registry
+    return defaults.REGISTRY
 
 
 def _open(args):
@@ -43,11 +42,9 @@ def _out(args, data, text: str) -> None:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    from export.report import human_size  # plain formatting; export.report imports no ML stack
+
+    return human_size(n)
 
 
 def _history_text(entries) -> str:

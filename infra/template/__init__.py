@@ -17,6 +17,7 @@ import yaml
 from functions.errors import ConfigError
 from functions.spec import ModelsFile
 
+from .. import defaults
 from ._api import api_resources, routes
 from ._bucket import BUCKET_ID, bucket_resources
 from ._function import function_resources
@@ -26,7 +27,6 @@ from ._sagemaker import endpoint_resources
 
 __all__ = ["Deployment", "committed_deployments", "dump_template", "generate_template", "write_template"]
 
-DEFAULT_BUILD_DIR = ".modelfn/build"
 DEPLOYMENT_TYPES = [
     "Canary10Percent5Minutes", "Canary10Percent10Minutes", "Canary10Percent15Minutes",
     "Canary10Percent30Minutes", "Linear10PercentEvery1Minute", "Linear10PercentEvery2Minutes",
@@ -66,7 +66,7 @@ _CONDITIONS = {
 }
 
 
-def committed_deployments(models_file: ModelsFile, build_dir: str = DEFAULT_BUILD_DIR) -> list[Deployment]:
+def committed_deployments(models_file: ModelsFile, build_dir: str = defaults.BUILD_DIR.as_posix()) -> list[Deployment]:
     """The deployments the committed template.yaml describes: every model at version 1 (what a
     fresh registry holds after the first push), baked into its image, built under ``build_dir``."""
     return [Deployment(spec=s, version=1, context=f"{build_dir}/{s.name}") for s in models_file.models]

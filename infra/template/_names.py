@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from functions.spec import ModelSpec
-from functions.tasknames import FEATURE_EXTRACTION
+from functions.tasks import EMBEDDINGS_ROUTE, get_task
 
 FUNCTION_ALIAS = "live"
 STAGE_NAME = "prod"
@@ -22,6 +22,7 @@ class Deployment:
     bundle_bytes: int = 0
     fetch: bool = False
     context: str = ""  # DockerContext, relative to the template's folder
+    runtime: object = None  # the bundle's manifest RuntimeConfig; None when only models.yaml is known
 
     @property
     def logical_id(self) -> str:
@@ -41,8 +42,13 @@ class Deployment:
         return self.spec.target == "gpu"
 
     @property
+    def openai_routes(self) -> tuple[str, ...]:
+        """The OpenAI-shaped routes this model's bundle serves, as its task says."""
+        return get_task(self.spec.task).openai_routes(self.runtime)
+
+    @property
     def is_embedding(self) -> bool:
-        return self.spec.task == FEATURE_EXTRACTION
+        return EMBEDDINGS_ROUTE in self.openai_routes
 
 
 def camel(name: str) -> str:

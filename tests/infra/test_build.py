@@ -178,17 +178,19 @@ def test_gpu_model_gets_a_sagemaker_image_context(tmp_path, tiny_bundle):
 
 
 def test_gpu_pins_swap_onnxruntime_for_onnxruntime_gpu():
-    from infra.build.requirements import DEFAULT_GPU_RUNTIME, gpu_requirements
+    from infra import defaults
+    from infra.build.requirements import gpu_requirements
 
     pins = gpu_requirements("3.12")
-    assert DEFAULT_GPU_RUNTIME in pins and not any(p.startswith("onnxruntime==") for p in pins)
+    assert defaults.GPU_RUNTIME.startswith("onnxruntime-gpu==") and defaults.GPU_RUNTIME in pins and not any(p.startswith("onnxruntime==") for p in pins)
     assert any(p.startswith("uvicorn==") for p in pins)
     with pytest.raises(ConfigError, match="gpu runtime"):
         gpu_requirements("3.12", runtime="tensorflow==2.0")
 
 
 def test_gpu_dockerfile_installs_python_only_where_the_base_has_none():
-    from infra.build.gpu_image import DEFAULT_GPU_BASE_IMAGE, render_gpu_dockerfile
+    from infra.build.gpu_image import render_gpu_dockerfile
+    from infra.defaults import GPU_BASE_IMAGE as DEFAULT_GPU_BASE_IMAGE
 
     assert DEFAULT_GPU_BASE_IMAGE.startswith("nvidia/cuda:13.") and "cudnn-runtime-ubuntu24.04" in DEFAULT_GPU_BASE_IMAGE
     text = render_gpu_dockerfile(name="m", version=3, python_version="3.12", base_image=DEFAULT_GPU_BASE_IMAGE,

@@ -9,11 +9,11 @@ invoke --docker-network host` would not do: SAM keeps such a container on the de
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import yaml
 
+from infra.emulator import free_port
 from tests.integration.samlocal import (assert_parity, modelfn_build,
                                         predict_event, sam)
 
@@ -24,10 +24,6 @@ IMAGE = "minilmfunction"  # sam build names the image after the function's logic
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +34,7 @@ def s3_registry(minilm_bundle, minilm_spec):
 
     from infra.registry import open_registry
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -90,7 +86,7 @@ def _invoke_on_host_network(engine, s3_port: int, declared: dict, event_file) ->
     import time
     import urllib.request
 
-    rie_port = _free_port()
+    rie_port = free_port()
     container = engine.containers.run(
         f"{IMAGE}:minilm-v1", detach=True, network_mode="host", working_dir="/var/task",
         entrypoint=["/usr/local/bin/aws-lambda-rie", "--runtime-interface-emulator-address",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from functions.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Parity, Quantization, RuntimeConfig, describe_files
+from infra.emulator import free_port
 
 
 def make_bundle(root: Path, content: str, *, big: int = 0) -> Path:
@@ -41,10 +41,6 @@ def bundle(tmp_path):
     return make
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +48,7 @@ def moto_endpoint():
     """moto's real HTTP server on loopback, one per session."""
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from functions.manifest import MODEL_FILE
 from infra.cli import main
+from infra.emulator import free_port
 
 
 @pytest.fixture
@@ -100,10 +100,6 @@ def test_unknown_model_version_alias_give_one_clear_line(cli, bundle, args, expe
     _one_line_error(code, err, expected)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _s3_cli(capsys, uri: str, endpoint: str, *args: str):
@@ -112,7 +108,7 @@ def _s3_cli(capsys, uri: str, endpoint: str, *args: str):
 
 
 def test_unreachable_endpoint(aws_env, capsys):
-    code, err = _s3_cli(capsys, "s3://models/reg", f"http://127.0.0.1:{_closed_port()}", "list")
+    code, err = _s3_cli(capsys, "s3://models/reg", f"http://127.0.0.1:{free_port()}", "list")
     _one_line_error(code, err, "cannot reach S3 endpoint http://127.0.0.1:")
 
 

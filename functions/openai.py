@@ -1,4 +1,7 @@
-"""POST /v1/embeddings: the OpenAI embeddings API over a sentence-embedding bundle.
+"""POST /v1/embeddings: the OpenAI embeddings API as an adapter over the feature-extraction task.
+
+The task (functions/tasks/embeddings.py) tokenizes, runs and pools; this module adds only what the
+OpenAI shape adds: its fields, the ``model`` check, ``dimensions`` and ``encoding_format``.
 
 ``dimensions`` keeps the first N components and re-normalizes them (Matryoshka-style
 shortening, as OpenAI's text-embedding-3 models do); ``encoding_format: base64`` answers the
@@ -14,21 +17,20 @@ import numpy as np
 from .errors import BadRequest, NotFound
 from .inputs import parse_items
 from .tasknames import FEATURE_EXTRACTION
-from .tasks import TEXT, encode_texts
+from .tasks import get_task
 from .tasks.embeddings import l2_normalize, sentence_vectors
 
 _FIELDS = ("input", "model", "encoding_format", "dimensions", "user")
 
 
-class EmbeddingsService:
+class OpenAIEmbeddings:
+    """The /v1/embeddings route of one loaded feature-extraction model."""
+
     def __init__(self, model, served_name: str):
         self.model = model
         self.name = served_name
-        self.dimension: int | None = None
-
-    @staticmethod
-    def serves(model) -> bool:
-        return model.manifest.task == FEATURE_EXTRACTION and model.manifest.runtime.pooling != "none"
+        self.task = get_task(FEATURE_EXTRACTION)
+        self._params = self.task.parse_params({})  # the bundle's own pooling and normalization
 
     def create(self, data: dict) -> tuple[dict, int, int]:
         """(response body, batch size, token count) for a request body."""
@@ -44,14 +46,14 @@ class EmbeddingsService:
         raw = data.get("input")
         if isinstance(raw, list) and raw and all(isinstance(x, (int, list)) and not isinstance(x, bool) for x in raw):
             raise BadRequest("token-id arrays are not supported as input", hint="send strings")
-        items, _ = parse_items(raw, TEXT, self.model.limits.max_batch, field="input")
+        items, _ = parse_items(raw, self.task.inputs, self.model.limits.max_batch, field="input")
         dimensions = data.get("dimensions")
         # Checked before the model runs: a request bound for a 400 should not cost an inference.
         if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
                                        or dimensions < 1):
             raise BadRequest(f"dimensions must be a positive integer, got {dimensions!r}")
 
-        prepared = encode_texts(self.model, items)
+        prepared = self.task.preprocess(self.model, items, self._params)
         vectors = sentence_vectors(self.model, prepared, [self.model.run(f) for f in prepared.feeds])
         if dimensions is not None:
             full = vectors.shape[1]
