@@ -4,7 +4,8 @@ Same layout and wheelhouse approach as the Lambda images (context.py), with thes
 ``FROM`` a CUDA 13 runtime base (infra/defaults.py; onnxruntime-gpu's wheels are built for CUDA 13), that base's own
 ``python3`` (installed from the distribution when the base has none, as the NVIDIA CUDA images),
 pip run from its wheel (those bases have no pip either), ``serve`` as the entry point, and the
-bundle at ``/opt/ml/model``, where SageMaker puts model data. x86_64 only: SageMaker's GPU
+bundle at ``/opt/ml/model``: baked in, or put there by SageMaker from the registry (model data)
+when it is over the bake limit. x86_64 only: SageMaker's GPU
 instances are x86_64.
 """
 
@@ -69,7 +70,7 @@ def render_gpu_dockerfile(*, name: str, version: int, python_version: str, base_
                           pip_wheel: str, trim: str) -> str:
     """The GPU Dockerfile; ``pip_wheel`` is the pip wheel's file name in ``wheels/``."""
     model_copy = f"COPY model/ {MODEL_DIR}/\n" if baked else \
-        "# The bundle is fetched from the registry at start (MODELFN_REGISTRY_URI).\n"
+        "# The bundle is not baked in: SageMaker copies it from the registry to /opt/ml/model (model data).\n"
     return _DOCKERFILE.format(
         name=name, version=version, python=python_version, pytuple=python_version.replace(".", ", "),
         base_image=base_image, pip_wheel=pip_wheel, trim=trim, name_var=constants.MODEL_NAME,

@@ -89,9 +89,9 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
     for kind, arch in sorted({(d.spec.target, d.spec.architecture) for d in deployments}):
         fetching = any(d.fetch for d in deployments if (d.spec.target, d.spec.architecture) == (kind, arch))
         if kind == "gpu":
-            pins = {f: gpu_requirements(settings.python_version, fetch=f, runtime=settings.gpu_runtime)
-                    for f in (True, False)}
-            download = pins[fetching] + installer_requirements()
+            # SageMaker brings a bundle that is not baked in (model data): no S3 client in the image.
+            pins = dict.fromkeys((True, False), gpu_requirements(settings.python_version, runtime=settings.gpu_runtime))
+            download = pins[False] + installer_requirements()
         else:
             pins = {f: pinned_requirements(settings.python_version, arch, fetch=f) for f in (True, False)}
             download = pins[fetching]

@@ -1,8 +1,9 @@
 """One GPU-backed SageMaker endpoint per gpu model: model, endpoint config, endpoint, autoscaling, roles.
 
     <Id>ExecutionRole       what the container may do: pull its image from ECR, write its own logs,
-                            read its own registry version (only when the bundle is fetched at start)
-    <Id>Model               the image (GpuImageRepository:<name>-v<version>) and its environment
+                            read its own registry version (only when the bundle is not baked in)
+    <Id>Model               the image (GpuImageRepository:<name>-v<version>), its environment and,
+                            for a bundle over the bake limit, the registry version as model data
     <Id>EndpointConfig      instance type, count; scale to zero: managed instance scaling from 0
     <Id>Endpoint            named <stack>-<name>, the name the API's integration calls
     <Id>InferenceComponent  scale to zero only: the model placed on the endpoint, 0..max copies
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 from functions import constants
 
-from ._function import environment, fetch_policy
+from functions.fetch import version_prefix
+
+from ._function import environment, fetch_policy, s3_location
 from ._names import Deployment, get_att, ref, sub
 
 IMAGE_REPOSITORY = "GpuImageRepository"
@@ -72,7 +75,12 @@ def _execution_role(deployment: Deployment, registry_uri: str) -> dict:
                          f"/aws/sagemaker/Endpoints/${{AWS::StackName}}-{deployment.spec.name}:*")},
     ]
     if deployment.fetch:
+        # SageMaker copies the version's prefix to /opt/ml/model with this role: list it, read it.
         statements += fetch_policy(deployment, registry_uri)["Statement"]
+        bucket, key = _version_location(deployment, registry_uri)
+        statements.append({"Effect": "Allow", "Action": "s3:ListBucket",
+                           "Resource": sub(f"arn:${{AWS::Partition}}:s3:::{bucket}"),
+                           "Condition": {"StringLike": {"s3:prefix": f"{key}/*"}}})
     return {
         "Type": "AWS::IAM::Role",
         "Properties": {
@@ -113,9 +121,19 @@ _BATCHING_ENV = (("max_batch_tokens", "MODELFN_MAX_BATCH_TOKENS"), ("max_batch_r
                  ("max_concurrent_requests", "MODELFN_MAX_CONCURRENT_REQUESTS"))
 
 
+def _version_location(deployment: Deployment, registry_uri: str) -> tuple[str, str]:
+    """(bucket, key prefix without slashes) of the registry version this endpoint serves."""
+    bucket, prefix = s3_location(registry_uri)
+    key = version_prefix(deployment.spec.name, deployment.version).strip("/")
+    return bucket, f"{prefix}/{key}" if prefix else key
+
+
 def _model_environment(deployment: Deployment, registry_uri: str) -> dict[str, str]:
     env = environment(deployment, registry_uri)  # the same request limits and names as on Lambda
     env.pop("POWERTOOLS_SERVICE_NAME", None)
+    # Not baked in: SageMaker puts the version at /opt/ml/model as model data (and the server checks
+    # every sha256 there), so the container needs no S3 client and runs network-isolated.
+    env.pop(constants.REGISTRY_URI, None)
     env[constants.BUNDLE_DIR] = "/opt/ml/model"
     for field, variable in _BATCHING_ENV:
         value = getattr(deployment.spec, field, None)
@@ -199,14 +217,17 @@ def endpoint_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
     spec = deployment.spec
     ident = deployment.logical_id
     role = get_att(f"{ident}ExecutionRole", "Arn")
+    container: dict = {"Image": image_uri(deployment), "Environment": _model_environment(deployment, registry_uri)}
+    if deployment.fetch:
+        bucket, key = _version_location(deployment, registry_uri)
+        container["ModelDataSource"] = {"S3DataSource": {
+            "S3Uri": f"s3://{bucket}/{key}/", "S3DataType": "S3Prefix", "CompressionType": "None"}}
     model = {
         "Type": "AWS::SageMaker::Model",
         "Properties": {
             "ExecutionRoleArn": role,
-            "PrimaryContainer": {"Image": image_uri(deployment),
-                                 "Environment": _model_environment(deployment, registry_uri)},
-            # A baked bundle needs no network at all; a fetched one reads S3 at start.
-            "EnableNetworkIsolation": not deployment.fetch,
+            "PrimaryContainer": container,
+            "EnableNetworkIsolation": True,  # the container reaches nothing; SageMaker brings the bundle
         },
     }
     variant: dict = {

@@ -197,4 +197,4 @@ def test_gpu_dockerfile_installs_python_only_where_the_base_has_none():
                                  baked=False, pip_wheel="pip-26.3-py3-none-any.whl", trim="*/tests")
     assert "command -v python3 >/dev/null 2>&1 || ( apt-get update" in text
     assert "sys.version_info[:2] == (3, 12)" in text
-    assert "COPY model/" not in text and "MODELFN_REGISTRY_URI" in text
+    assert "COPY model/" not in text and "SageMaker copies it from the registry to /opt/ml/model" in text

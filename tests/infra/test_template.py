@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -207,9 +208,16 @@ def test_gpu_endpoint_instance_type_autoscaling_and_least_privilege_role(templat
     model = resources["BigLlmModel"]["Properties"]
     assert model["PrimaryContainer"]["Image"]["Fn::Sub"].endswith("/${GpuImageRepository}:big-llm-v4")
     env = model["PrimaryContainer"]["Environment"]
-    assert env["MODELFN_REGISTRY_URI"] == "s3://models-bucket/team" and env["MODELFN_MODEL_VERSION"] == "4"
-    assert model["EnableNetworkIsolation"] is False  # it fetches its bundle
-    assert resources["GpuEmbedModel"]["Properties"]["EnableNetworkIsolation"] is True  # baked in
+    assert env["MODELFN_MODEL_VERSION"] == "4" and env["MODELFN_BUNDLE_DIR"] == "/opt/ml/model"
+    # Over the bake limit: SageMaker copies the registry version to /opt/ml/model; the container
+    # itself reaches nothing, baked in or not.
+    assert "MODELFN_REGISTRY_URI" not in env
+    assert model["PrimaryContainer"]["ModelDataSource"]["S3DataSource"] == {
+        "S3Uri": "s3://models-bucket/team/models/big-llm/versions/4/", "S3DataType": "S3Prefix",
+        "CompressionType": "None"}
+    assert "ModelDataSource" not in resources["GpuEmbedModel"]["Properties"]["PrimaryContainer"]
+    assert model["EnableNetworkIsolation"] is True
+    assert resources["GpuEmbedModel"]["Properties"]["EnableNetworkIsolation"] is True
     target = resources["BigLlmScalableTarget"]["Properties"]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 6)
     assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
@@ -229,7 +237,9 @@ def test_gpu_endpoint_instance_type_autoscaling_and_least_privilege_role(templat
     assert logs["Resource"]["Fn::Sub"].endswith(":log-group:/aws/sagemaker/Endpoints/${AWS::StackName}-big-llm:*")
     s3 = next(s for s in statements if s["Action"] == ["s3:GetObject"])  # read-only, its own version
     assert s3["Resource"]["Fn::Sub"].endswith(":s3:::models-bucket/team/models/big-llm/versions/4/*")
-    assert len(statements) == 4
+    listing = next(s for s in statements if s["Action"] == "s3:ListBucket")
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "team/models/big-llm/versions/4/*"}}
+    assert len(statements) == 5
     baked = resources["GpuEmbedExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert not any("s3:" in str(s["Action"]) for s in baked)
     assert template["Parameters"]["GpuImageRepository"]["Default"]
@@ -253,6 +263,22 @@ def test_scale_to_zero_is_an_inference_component_that_starts_again_on_demand(tem
     # Without the opt-in, no model can reach zero.
     assert resources["BigLlmScalableTarget"]["Properties"]["MinCapacity"] >= 1
     assert "BigLlmInferenceComponent" not in resources
+
+
+def _checkov_failures(path: Path) -> set[str]:
+    checkov = BIN / "checkov" if (BIN / "checkov").exists() else shutil.which("checkov")
+    if checkov is None:
+        pytest.skip("checkov is not installed")
+    proc = subprocess.run([str(checkov), "-f", str(path), "--framework", "cloudformation", "--quiet", "--compact",
+                           "-o", "json"], capture_output=True, text=True, timeout=600)
+    reports = json.loads(proc.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    return {c["check_id"] for r in reports for c in r.get("results", {}).get("failed_checks", [])}
+
+
+def test_gpu_endpoints_add_no_checkov_failures(tmp_path, template):
+    baseline = _checkov_failures(ROOT / "template.yaml")
+    assert _checkov_failures(write_template(template, tmp_path / "template.yaml")) <= baseline
 
 
 def test_a_stack_of_gpu_models_only_has_routes_and_health(tmp_path):
