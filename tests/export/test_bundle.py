@@ -133,6 +133,16 @@ def test_gpu_target_refuses_int8_and_arm64(tiny_model_dir, tmp_path, architectur
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.skipif(gate_provider("gpu") != "CUDAExecutionProvider", reason="no CUDA execution provider here")
+def test_gpu_export_is_gated_on_cuda_where_there_is_one(tiny_model_dir, tmp_path):
+    from export.exporter import export_bundle
+
+    manifest = export_bundle(tiny_model_dir("text-classification"), "text-classification", tmp_path / "b",
+                             target="gpu", quantization="fp16")
+    assert manifest.parity.provider == "CUDAExecutionProvider"
+    assert manifest.quantization.chosen == "fp16" and manifest.parity.passed
+
+
 def test_manifests_without_a_gate_provider_read_as_cpu(tiny_bundle):
     from functions.manifest import Manifest
 
