@@ -87,7 +87,7 @@ def get_task(name: str) -> Task:
 def _load_all() -> None:
     # Import for the registration side effect, once; each module is small and numpy-only.
     if len(TASKS) < len(SUPPORTED_TASKS):
-        from . import classification, embeddings, qa, tokens  # noqa: F401
+        from . import classification, embeddings, generation, qa, tokens  # noqa: F401
 
 
 __all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "chunked_feeds", "encode_texts", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR"]
