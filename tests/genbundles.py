@@ -13,6 +13,7 @@ can replace :func:`build_generation_bundle` without changing the tests that use 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -86,6 +87,16 @@ def _byte_level_tokenizer():
     return tok, {"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"}
 
 
+@functools.lru_cache(maxsize=None)
+def lm_tokenizer(family: str):
+    """(tokenizers.Tokenizer, {"bos", "eos", "pad": token or None}) of ``family``'s kind."""
+    if family == "llama":
+        return _byte_fallback_tokenizer()
+    if family == "qwen2":
+        return _byte_level_tokenizer()
+    raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
+
+
 def build_tiny_lm(directory: Path, family: str, *, seed: int = 0) -> Path:
     """Save a tiny random ``family`` causal LM with its tokenizer into ``directory`` and return it."""
     import torch
@@ -93,7 +104,7 @@ def build_tiny_lm(directory: Path, family: str, *, seed: int = 0) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tok, names = _byte_fallback_tokenizer() if family == "llama" else _byte_level_tokenizer()
+    tok, names = lm_tokenizer(family)
     tok.save(str(directory / "tokenizer.json"))
     ids = {k: (tok.token_to_id(v) if v else None) for k, v in names.items()}
     common = dict(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -102,10 +113,8 @@ def build_tiny_lm(directory: Path, family: str, *, seed: int = 0) -> Path:
                   tie_word_embeddings=False)
     if family == "llama":
         config, model_cls = LlamaConfig(**common, rope_theta=10000.0), LlamaForCausalLM
-    elif family == "qwen2":
-        config, model_cls = Qwen2Config(**common, rope_theta=10000.0, use_sliding_window=False), Qwen2ForCausalLM
     else:
-        raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
+        config, model_cls = Qwen2Config(**common, rope_theta=10000.0, use_sliding_window=False), Qwen2ForCausalLM
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     with torch.no_grad():  # random init is near-uniform; wider logits make greedy choices unambiguous

@@ -6,7 +6,9 @@ its last byte arrives, and SentencePiece decoders strip the leading space of wha
 given first. So each step decodes a short window of recent tokens twice, with and without the new
 ones, and emits the difference only once it no longer ends in an incomplete character (the scheme
 of Hugging Face's text-generation-inference). The window starts inside the prompt so that the
-first generated word keeps its leading space. Pieces concatenate to the text of the whole answer.
+first generated word keeps its leading space; it starts on a whole character, as a window starting
+inside one would decode to U+FFFD throughout (byte-fallback decoders reject a whole run of byte
+tokens if any of it is invalid). Pieces concatenate to the text of the whole answer.
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ class IncrementalDecoder:
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int] = ()):
         self._tokenizer = tokenizer
-        self._ids: list[int] = list(prompt_ids[-_CONTEXT_TOKENS:])
+        self._ids: list[int] = self._context(list(prompt_ids))
         self._prefix = 0  # window start
         self._read = len(self._ids)  # end of what has been emitted
+
+    def _context(self, prompt: list[int]) -> list[int]:
+        for start in range(max(0, len(prompt) - _CONTEXT_TOKENS), max(-1, len(prompt) - 4 * _CONTEXT_TOKENS), -1):
+            if not self._decode(prompt[start:]).startswith(_INCOMPLETE):
+                return prompt[start:]
+        return []  # no clean start nearby: decode the answer on its own
 
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
