@@ -199,10 +199,10 @@ class Generation:
         if not stops.stopped:
             piece = stops.feed(decoder.flush())
             piece += "" if stops.stopped else stops.flush()
-            reason = STOP if stops.stopped else reason
             if piece:
                 self._text.append(piece)
                 yield piece
+            reason = STOP if stops.stopped else reason
         self.finish_reason = reason
 
 

@@ -1,7 +1,9 @@
 """Stop strings: cut the answer just before the first one, even when it arrives split across pieces.
 
 Text that could still turn out to be the start of a stop string is held back until the next piece
-settles it, so a streamed answer never shows part of a stop string and then takes it back.
+settles it, so a streamed answer never shows part of a stop string and then takes it back. The cut
+is where the first stop string starts in the whole answer, whatever the pieces were: a match is
+not taken while a longer stop string starting earlier might still complete.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ class StopStrings:
 
     def __init__(self, stops: Sequence[str]):
         self._stops = tuple(s for s in stops if s)
+        self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
         self.stopped = False
 
@@ -23,25 +26,30 @@ class StopStrings:
             return ""
         if not self._stops:
             return piece
-        text = self._held + piece
-        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self._held, self.stopped = "", True
-            return text[:cut]
-        keep = self._partial_suffix(text)
-        self._held = text[len(text) - keep:] if keep else ""
-        return text[:len(text) - keep]
+        return self._scan(self._held + piece, final=False)
 
     def flush(self) -> str:
-        held, self._held = self._held, ""
-        return "" if self.stopped else held
+        """At the end of the answer: what was held, up to a stop string if one is there."""
+        if self.stopped or not self._held:
+            return ""
+        return self._scan(self._held, final=True)
 
-    def _partial_suffix(self, text: str) -> int:
-        """Length of the longest end of ``text`` that a stop string starts with."""
-        longest = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(text)), longest, -1):
-                if text.endswith(stop[:size]):
-                    longest = size
-                    break
-        return longest
+    def _scan(self, text: str, *, final: bool) -> str:
+        match = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
+        partial = -1 if final else self._partial_start(text)
+        if partial >= 0 and (match < 0 or partial < match):
+            self._held = text[partial:]
+            return text[:partial]
+        self._held = ""
+        if match >= 0:
+            self.stopped = True
+            return text[:match]
+        return text
+
+    def _partial_start(self, text: str) -> int:
+        """Where the earliest end of ``text`` begins that a stop string starts with but does not equal."""
+        for start in range(max(0, len(text) - self._longest + 1), len(text)):
+            tail = text[start:]
+            if any(len(s) > len(tail) and s.startswith(tail) for s in self._stops):
+                return start
+        return -1

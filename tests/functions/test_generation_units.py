@@ -72,8 +72,7 @@ def test_invalid_bytes_are_held_until_the_end_then_flushed():
 def _stream_through(stops, pieces):
     matcher = StopStrings(stops)
     out = [matcher.feed(p) for p in pieces]
-    if not matcher.stopped:
-        out.append(matcher.flush())
+    out.append(matcher.flush())
     return out, matcher.stopped
 
 
@@ -91,6 +90,9 @@ def test_partial_stop_that_does_not_complete_is_released():
 def test_earliest_of_several_stops_wins():
     out, stopped = _stream_through(["world", "lo w"], ["hel", "lo world"])
     assert stopped and "".join(out) == "hel"
+    # "a" matches first in the pieces, but "baa" starts earlier in the whole text.
+    out, stopped = _stream_through(["a", "baa"], ["ba", "a"])
+    assert stopped and "".join(out) == ""
 
 
 @settings(max_examples=200, deadline=None)
