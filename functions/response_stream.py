@@ -27,7 +27,8 @@ import http.client
 import json
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 RUNTIME_API = "AWS_LAMBDA_RUNTIME_API"
 API_VERSION = "2018-06-01"
@@ -58,7 +59,9 @@ def stream_answer(event: Any, context: Any = None) -> tuple[dict, Iterator[bytes
 
     Routing, errors and the request log are functions/handler.py's; only the transport differs.
     """
-    from . import handler as buffered  # loads the model bundle (the init phase), as the buffered entry does
+    from . import (
+        handler as buffered,  # loads the model bundle (the init phase), as the buffered entry does
+    )
     from . import observability
     from .errors import BadRequest, BundleError, ModelfnError
     from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, render_error
@@ -188,7 +191,7 @@ def serve(address: str | None = None, *, max_invocations: int | None = None) -> 
     client = RuntimeClient(address or os.environ[RUNTIME_API])
     try:
         from . import handler  # noqa: F401 - load the bundle now, in the init phase
-    except Exception as exc:  # noqa: BLE001 - Lambda must hear why the environment cannot start
+    except Exception as exc:
         client.post_error(None, exc)
         raise
     served = 0

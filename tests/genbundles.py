@@ -87,7 +87,7 @@ def _byte_level_tokenizer():
     return tok, {"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lm_tokenizer(family: str):
     """(tokenizers.Tokenizer, {"bos", "eos", "pad": token or None}) of ``family``'s kind."""
     if family == "llama":
@@ -100,7 +100,13 @@ def lm_tokenizer(family: str):
 def build_tiny_lm(directory: Path, family: str, *, seed: int = 0) -> Path:
     """Save a tiny random ``family`` causal LM with its tokenizer into ``directory`` and return it."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -131,8 +137,16 @@ def build_tiny_lm(directory: Path, family: str, *, seed: int = 0) -> Path:
 
 def build_generation_bundle(hf_dir: Path, out: Path, *, name: str, family: str) -> Path:
     """Export ``hf_dir`` with onnxruntime-genai's builder (fp32, CPU) and lay it out as a modelfn bundle."""
-    from functions.manifest import (CHAT_TEMPLATE_FILE, GENAI_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, Manifest,
-                                    Parity, Quantization, RuntimeConfig, describe_files)
+    from functions.manifest import (
+        CHAT_TEMPLATE_FILE,
+        GENAI_CONFIG_FILE,
+        TOKENIZER_FILE,
+        Manifest,
+        Parity,
+        Quantization,
+        RuntimeConfig,
+        describe_files,
+    )
 
     built = out.parent / (out.name + "-builder")
     done = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir),

@@ -13,4 +13,4 @@ from .model import LENGTH, STOP, Generation, GenerationModel
 from .openai import OpenAIGeneration, Reply
 from .options import SamplingOptions
 
-__all__ = ["Generation", "GenerationModel", "LENGTH", "OpenAIGeneration", "Reply", "STOP", "SamplingOptions"]
+__all__ = ["LENGTH", "STOP", "Generation", "GenerationModel", "OpenAIGeneration", "Reply", "SamplingOptions"]

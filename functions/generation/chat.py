@@ -36,7 +36,9 @@ class ChatTemplate:
 
     def __init__(self, source: str, *, bos_token: str = "", eos_token: str = ""):
         from jinja2 import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment  # only generation bundles pay for jinja2
+        from jinja2.sandbox import (
+            ImmutableSandboxedEnvironment,  # only generation bundles pay for jinja2
+        )
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                             extensions=["jinja2.ext.loopcontrols"])

@@ -13,7 +13,7 @@ tokens if any of it is invalid). Pieces concatenate to the text of the whole ans
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tokenizers import Tokenizer
 

@@ -12,13 +12,19 @@ onnxruntime-genai's tokenizer (which left byte-level markers such as ``Ġ`` in S
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tokenizers import Tokenizer
 
 from ..errors import BadRequest, BundleError, NotFound
-from ..manifest import GENAI_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest
+from ..manifest import (
+    GENAI_CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    read_manifest,
+)
 from ..model import Limits
 from .chat import ChatTemplate
 from .detokenize import IncrementalDecoder
@@ -59,11 +65,11 @@ class GenerationModel:
         try:
             self._og = og
             self.model = og.Model(config)
-        except Exception as exc:  # onnxruntime-genai raises RuntimeError with the reason
+        except Exception as exc:  # noqa: BLE001 - onnxruntime-genai raises RuntimeError with the reason
             raise BundleError(f"the generation model cannot be loaded: {exc}", hint="re-export the bundle") from None
         try:
             self.tokenizer = Tokenizer.from_file(str(root / TOKENIZER_FILE))
-        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
             raise BundleError(f"{TOKENIZER_FILE} cannot be loaded: {exc}", hint="re-export the bundle") from None
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
@@ -118,7 +124,7 @@ class GenerationModel:
         return min(default or cap, cap, window - prompt_tokens)
 
     def start(self, prompt_ids: list[int], options: SamplingOptions, *,
-              default_max_tokens: int | None = None) -> "Generation":
+              default_max_tokens: int | None = None) -> Generation:
         """A generation checked against the limits now; decoding starts when it is iterated."""
         budget = self.check_budget(len(prompt_ids), options.max_tokens, default_max_tokens)
         return Generation(self, prompt_ids, options, budget)

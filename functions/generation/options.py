@@ -7,6 +7,7 @@ the field as the caller wrote it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ def number(data: dict, key: str, default: Any, *, lo: float, hi: float, where: s
     value = data.get(key, _MISSING)
     if value is _MISSING or value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not (lo < value if lo_open else lo <= value) or value > hi:
         low = f"greater than {lo}" if lo_open else f"from {lo}"
         raise BadRequest(f"{where}{key} must be a number {low} to {hi}, got {value!r}")

@@ -8,7 +8,7 @@ not taken while a longer stop string starting earlier might still complete.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class StopStrings:

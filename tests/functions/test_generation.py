@@ -185,7 +185,7 @@ def test_deployment_cap_on_new_tokens(gen_bundle, family):
 
 
 def test_hf_predict_shape(service):
-    predict = lambda body: _post(lambda ct, b: service.predict(service.name, ct, b), body)  # noqa: E731
+    predict = lambda body: _post(lambda ct, b: service.predict(service.name, ct, b), body)
     full = predict({"inputs": "hello world", "parameters": {"max_new_tokens": 8}}).payload
     answer = predict({"inputs": "hello world", "parameters": {"max_new_tokens": 8, "return_full_text": False}}).payload
     openai = _post(service.completions, {"prompt": "hello world", "max_tokens": 8, "temperature": 0}).payload
