@@ -262,3 +262,14 @@ def test_generation_routes_are_404_on_an_encoder_model(tiny_bundle):
             _post(method, {"prompt": "x"})
         assert "POST /v1/embeddings" in str(err.value)
     assert encoder.models().payload["data"][0]["id"] == "embed"
+
+
+def test_concurrent_generations_do_not_interfere(service):
+    """The ASGI app decodes streams in a thread pool: generators sharing one model stay independent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [{"prompt": p, "max_tokens": 16, "temperature": 0} for p in PROMPTS * 2]
+    alone = [_post(service.completions, b).payload["choices"][0]["text"] for b in bodies]
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        together = list(pool.map(lambda b: _post(service.completions, b).payload["choices"][0]["text"], bodies))
+    assert together == alone
