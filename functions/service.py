@@ -11,15 +11,17 @@
 Each method takes what the route carries (path parameter, Content-Type header, raw body bytes) and
 returns an :class:`Answer`, or raises a RequestError that functions.http.render_error turns into
 the error body. An answer with ``stream`` set (``stream: true`` on the generation routes) is
-served as ``text/event-stream``: each string it yields is one server-sent event. The adapters (functions/handler.py for API Gateway events, functions/app.py for
-ASGI) only route, call and encode, so both answer identically; tests/functions/test_adapters.py
-holds them to that.
+served as ``text/event-stream``: each string it yields is one server-sent event. The adapters
+(functions/handler.py for API Gateway events, functions/app.py for ASGI) only route, call and
+encode, so both answer identically; tests/functions/test_adapters.py and
+tests/functions/test_generation_adapters.py hold them to that. A text-generation bundle is served
+by a functions.generation.GenerationModel (onnxruntime-genai) in place of the encoder LoadedModel.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 from .embeddings import EmbeddingsService
