@@ -4,6 +4,9 @@
     POST /v1/embeddings           OpenAI-compatible embeddings (embedding models only)
     GET  /models/{name}           what is served: version, task, labels, quantization, limits, parity
     GET  /health                  liveness
+    GET  /v1/models               OpenAI's model list (the one model served)
+    POST /v1/chat/completions     OpenAI chat completions, SSE with stream: true (text-generation models)
+    POST /v1/completions          OpenAI completions, SSE with stream: true (text-generation models)
     GET  /openapi.json, /docs     the schema
 
 For local serving (``uvicorn --factory functions.app:create_app``), the OpenAPI schema and the GPU
@@ -22,11 +25,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from . import observability, schemas
 from .errors import BadRequest, RequestError
-from .http import JSON_MEDIA_TYPE, dumps, render_error, status_error
+from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, render_error, status_error
 from .service import Answer, ModelService
 
 
@@ -62,6 +65,20 @@ def build_app(service: ModelService) -> FastAPI:
     async def create_embeddings(request: Request):
         return _respond(request, service.embeddings(request.headers.get("content-type"), await request.body()))
 
+    @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completions (text-generation models)",
+              openapi_extra=schemas.CHAT_COMPLETIONS)
+    async def chat_completions(request: Request):
+        return _respond(request, service.chat_completions(request.headers.get("content-type"), await request.body()))
+
+    @app.post("/v1/completions", summary="OpenAI-compatible completions (text-generation models)",
+              openapi_extra=schemas.COMPLETIONS)
+    async def completions(request: Request):
+        return _respond(request, service.completions(request.headers.get("content-type"), await request.body()))
+
+    @app.get("/v1/models", summary="OpenAI-compatible model list", openapi_extra=schemas.MODELS)
+    async def list_models(request: Request):
+        return _respond(request, service.models())
+
     @app.get("/models/{name}", summary="What this function serves", openapi_extra=schemas.INFO)
     async def model_info(name: str, request: Request):
         return _respond(request, service.info(name))
@@ -77,6 +94,9 @@ def _respond(request: Request, answer: Answer) -> Response:
     if answer.batch is not None:
         state = request.scope.setdefault("modelfn", {})
         state["batch"], state["tokens"] = answer.batch, answer.tokens
+    if answer.stream is not None:
+        # Starlette runs a plain iterator in its thread pool, so decoding does not block the loop.
+        return StreamingResponse(answer.stream, status_code=answer.status, media_type=EVENT_STREAM_MEDIA_TYPE)
     return Response(dumps(answer.payload), status_code=answer.status, media_type=JSON_MEDIA_TYPE)
 
 

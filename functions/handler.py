@@ -29,7 +29,7 @@ from typing import Any, Callable
 from . import constants as env
 from . import observability
 from .errors import BadRequest, BundleError, ConfigError, ModelfnError, RequestError
-from .http import JSON_MEDIA_TYPE, dumps, no_route, render_error, wrong_method
+from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, no_route, render_error, wrong_method
 from .service import Answer, ModelService
 from .settings import default_bundle_dir
 
@@ -137,6 +137,10 @@ _ROUTES: tuple[tuple[str, re.Pattern, Route], ...] = (
     ("POST", re.compile(r"/models/(?P<name>[^/]+)/predict"),
      lambda s, m, r: s.predict(m["name"], r.header("content-type"), r.body())),
     ("POST", re.compile(r"/v1/embeddings"), lambda s, m, r: s.embeddings(r.header("content-type"), r.body())),
+    ("POST", re.compile(r"/v1/chat/completions"),
+     lambda s, m, r: s.chat_completions(r.header("content-type"), r.body())),
+    ("POST", re.compile(r"/v1/completions"), lambda s, m, r: s.completions(r.header("content-type"), r.body())),
+    ("GET", re.compile(r"/v1/models"), lambda s, m, r: s.models()),
     ("GET", re.compile(r"/models/(?P<name>[^/]+)"), lambda s, m, r: s.info(m["name"])),
     ("GET", re.compile(r"/health"), lambda s, m, r: s.health()),
     ("GET", re.compile(r"/openapi\.json"), _openapi),
@@ -164,6 +168,7 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
     method = path = "-"
     batch = tokens = error_code = None
     request = None
+    media_type = JSON_MEDIA_TYPE
     try:
         service = _service or _load()
         if service is None:
@@ -176,13 +181,18 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
             raise BadRequest("malformed API Gateway proxy event") from exc
         method, path = request.method, request.path
         answer = _dispatch(service, request)
-        status, body, batch, tokens = answer.status, dumps(answer.payload), answer.batch, answer.tokens
+        if answer.stream is not None:
+            # A buffered proxy response cannot stream: the whole event stream goes as one body.
+            body, media_type = "".join(answer.stream), EVENT_STREAM_MEDIA_TYPE
+        else:
+            body = dumps(answer.payload)
+        status, batch, tokens = answer.status, answer.batch, answer.tokens
     except Exception as exc:  # noqa: BLE001 - every fault becomes the error shape, never a traceback
         if not isinstance(exc, ModelfnError):
             observability.exception("unhandled error", fields, path=path)
         status, payload = render_error(exc)
         error_code = payload["error"]["code"]
-        body = dumps(payload)
+        body, media_type = dumps(payload), JSON_MEDIA_TYPE
     logged = None
     if _service is not None and _service.log_inputs and request is not None:
         try:
@@ -191,7 +201,7 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
             logged = None
     observability.record_request(method=method, path=path, status=status, started=started, fields=fields,
                                  batch=batch, tokens=tokens, error_code=error_code, body=logged)
-    headers = {"content-type": JSON_MEDIA_TYPE}  # a new dict: callers may mutate the response
+    headers = {"content-type": media_type}  # a new dict: callers may mutate the response
     if status == 405:
         headers["allow"] = _allowed(path)
     return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}

@@ -21,6 +21,8 @@ except ImportError:  # pragma: no cover - the image ships it; without it answers
     orjson = None
 
 JSON_MEDIA_TYPE = "application/json"
+EVENT_STREAM_MEDIA_TYPE = "text/event-stream; charset=utf-8"  # as Starlette spells it, on both adapters
+SSE_DONE = "data: [DONE]\n\n"  # OpenAI's end-of-stream event
 
 # Status -> code for statuses a framework produces without a RequestError (FastAPI's routing).
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
@@ -38,6 +40,11 @@ def dumps(payload: Any) -> str:
     if orjson is not None:
         return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
     return _encode(payload)
+
+
+def sse_event(payload: Any) -> str:
+    """One server-sent event carrying ``payload`` as JSON (OpenAI's streaming framing)."""
+    return f"data: {dumps(payload)}\n\n"
 
 
 def render_error(exc: BaseException) -> tuple[int, dict]:
@@ -70,4 +77,4 @@ def status_error(status: int, message: str) -> RequestError:
     return err
 
 
-__all__ = ["JSON_MEDIA_TYPE", "HTTP_CODES", "dumps", "render_error", "no_route", "wrong_method", "status_error"]
+__all__ = ["JSON_MEDIA_TYPE", "EVENT_STREAM_MEDIA_TYPE", "SSE_DONE", "sse_event", "HTTP_CODES", "dumps", "render_error", "no_route", "wrong_method", "status_error"]

@@ -34,3 +34,43 @@ EMBEDDINGS = {
 }
 INFO = {"responses": {"404": _ERROR}}
 HEALTH: dict = {}
+
+# OpenAI generation bodies: the sampling fields both routes share (top_k and repetition_penalty are
+# extensions, as in vLLM); a 200 is JSON, or with stream: true server-sent events ending [DONE].
+_SAMPLING = {
+    "model": {"type": "string"},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2, "description": "0 is greedy"},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "top_k": {"type": "integer", "minimum": 0, "description": "0 keeps every token"},
+    "seed": {"type": "integer"},
+    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
+    "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+    "stream": {"type": "boolean"},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "n": {"type": "integer", "enum": [1]},
+    "user": {"type": "string"},
+}
+_PART = {"type": "object", "required": ["type", "text"],
+         "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}}}
+_MESSAGE = {"type": "object", "required": ["role", "content"], "properties": {
+    "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+    "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": _PART}, {"type": "null"}]},
+    "name": {"type": "string"}}}
+_GENERATED = {"description": "The answer (JSON), or with stream: true server-sent events ending `data: [DONE]`",
+              "content": {"application/json": {"schema": {"type": "object"}},
+                          "text/event-stream": {"schema": {"type": "string"}}}}
+CHAT_COMPLETIONS = {
+    "requestBody": _body({"type": "object", "required": ["messages"], "properties": {
+        "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
+        "max_completion_tokens": {"type": "integer", "minimum": 1}, **_SAMPLING}}),
+    "responses": {"200": _GENERATED, **_ERRORS},
+}
+COMPLETIONS = {
+    "requestBody": _body({"type": "object", "required": ["prompt"], "properties": {
+        "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
+                                                   "minItems": 1, "maxItems": 1}]},
+        **_SAMPLING}}),
+    "responses": {"200": _GENERATED, **_ERRORS},
+}
+MODELS: dict = {}

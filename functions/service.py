@@ -4,25 +4,34 @@
     POST /v1/embeddings           -> ModelService.embeddings(content_type, body)
     GET  /models/{name}           -> ModelService.info(name)
     GET  /health                  -> ModelService.health()
+    GET  /v1/models               -> ModelService.models()
+    POST /v1/chat/completions     -> ModelService.chat_completions(content_type, body)   (text-generation)
+    POST /v1/completions          -> ModelService.completions(content_type, body)        (text-generation)
 
 Each method takes what the route carries (path parameter, Content-Type header, raw body bytes) and
 returns an :class:`Answer`, or raises a RequestError that functions.http.render_error turns into
-the error body. The adapters (functions/handler.py for API Gateway events, functions/app.py for
-ASGI) only route, call and encode, so both answer identically; tests/functions/test_adapters.py
-holds them to that.
+the error body. An answer with ``stream`` set (``stream: true`` on the generation routes) is
+served as ``text/event-stream``: each string it yields is one server-sent event. The adapters
+(functions/handler.py for API Gateway events, functions/app.py for ASGI) only route, call and
+encode, so both answer identically; tests/functions/test_adapters.py and
+tests/functions/test_generation_adapters.py hold them to that. A text-generation bundle is served
+by a functions.generation.GenerationModel (onnxruntime-genai) in place of the encoder LoadedModel.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 from .errors import NotFound
 from .inputs import check_content_type, check_model_name, parse_items, parse_json, parse_predict
+from .manifest import read_manifest
 from .model import LoadedModel
 from .settings import Settings
+from .tasknames import TEXT_GENERATION
 from .openai import OpenAIEmbeddings
-from .tasks import EMBEDDINGS_ROUTE, get_task
+from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, get_task
 
 
 class Answer(NamedTuple):
@@ -32,6 +41,7 @@ class Answer(NamedTuple):
     payload: Any
     batch: int | None = None
     tokens: int | None = None
+    stream: Iterator[str] | None = None  # server-sent events, sent as they are produced
 
 
 class ModelService:
@@ -45,6 +55,13 @@ class ModelService:
         self.version = settings.version
         self.openai_routes = self.task.openai_routes(model.manifest.runtime)
         self._embeddings = OpenAIEmbeddings(model, self.name) if EMBEDDINGS_ROUTE in self.openai_routes else None
+        self._generation = None
+        if CHAT_ROUTE in self.openai_routes or COMPLETIONS_ROUTE in self.openai_routes:
+            from .generation import OpenAIGeneration  # onnxruntime-genai and jinja2: generation images only
+
+            self._generation = OpenAIGeneration(model, self.name)
+        self._models = Answer(200, {"object": "list", "data": [{
+            "id": self.name, "object": "model", "created": _epoch(model.manifest.created_at), "owned_by": "modelfn"}]})
         self._info = Answer(200, _model_info(model, self.name, settings))
         self._health = Answer(200, {"status": "ok", "model": self.name, "version": settings.version})
 
@@ -60,8 +77,15 @@ class ModelService:
         """
         settings = Settings.resolve(bundle_dir, name=name, version=version, max_batch=max_batch,
                                     max_tokens=max_tokens, truncate=truncate)
+        manifest = read_manifest(settings.bundle_dir)
+        if manifest.task == TEXT_GENERATION:  # onnxruntime-genai's model, not an encoder session
+            from .generation import GenerationModel
+
+            model = GenerationModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
+                                    max_tokens=settings.max_tokens, manifest=manifest)
+            return cls(model, settings)
         model = LoadedModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
-                            max_tokens=settings.max_tokens, truncate=settings.truncate)
+                            max_tokens=settings.max_tokens, truncate=settings.truncate, manifest=manifest)
         return cls(model, settings)
 
     @property
@@ -89,12 +113,49 @@ class ModelService:
         payload, batch, tokens = self._embeddings.create(parse_json(body))
         return Answer(200, payload, batch, tokens)
 
+    def chat_completions(self, content_type: str | None, body: bytes) -> Answer:
+        """OpenAI chat completions (text-generation models with a chat template)."""
+        generation = self._generation_routes("/v1/chat/completions")
+        check_content_type(content_type)
+        return _generated(generation.chat(parse_json(body)))
+
+    def completions(self, content_type: str | None, body: bytes) -> Answer:
+        """OpenAI (legacy) completions of a raw prompt (text-generation models)."""
+        generation = self._generation_routes("/v1/completions")
+        check_content_type(content_type)
+        return _generated(generation.completions(parse_json(body)))
+
+    def models(self) -> Answer:
+        """OpenAI's model list: the one model this function serves."""
+        return self._models
+
+    def _generation_routes(self, route: str):
+        if self._generation is None:
+            raise NotFound(f"model {self.name!r} is a {self.task.name} model; {route} serves text-generation models",
+                           hint=f"use POST /models/{self.name}/predict" + (
+                               " or POST /v1/embeddings" if self._embeddings is not None else ""))
+        return self._generation
+
     def info(self, name: str) -> Answer:
         check_model_name(name, self.name)
         return self._info
 
     def health(self) -> Answer:
         return self._health
+
+
+def _generated(reply) -> Answer:
+    tokens = reply.prompt_tokens + (reply.completion_tokens or 0)
+    if reply.stream is not None:
+        return Answer(200, None, 1, tokens, stream=reply.stream)
+    return Answer(200, reply.payload, 1, tokens)
+
+
+def _epoch(created_at: str) -> int:
+    try:
+        return int(datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
 
 
 def _model_info(model: LoadedModel, served: str, settings: Settings) -> dict:
@@ -116,6 +177,8 @@ def _model_info(model: LoadedModel, served: str, settings: Settings) -> dict:
     }
     if manifest.task == "feature-extraction":
         info["pooling"], info["normalize"] = runtime.pooling, runtime.normalize
+    if manifest.task == TEXT_GENERATION:
+        info["context_length"], info["chat"] = model.context_length, model.chat_template is not None
     return info
 
 

@@ -27,10 +27,12 @@ from ..inputs import QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
 
 # The modules that register tasks, imported on first use. Each is small and imports only what the
 # image ships; a module whose engine is heavy imports it lazily.
-_MODULES = ("embeddings", "classification", "tokens", "qa")
+_MODULES = ("embeddings", "classification", "tokens", "qa", "generation")
 
 # OpenAI-shaped routes a task may serve besides POST /models/{name}/predict.
 EMBEDDINGS_ROUTE = "embeddings"  # POST /v1/embeddings
+CHAT_ROUTE = "chat"  # POST /v1/chat/completions
+COMPLETIONS_ROUTE = "completions"  # POST /v1/completions
 
 
 @dataclass
@@ -132,4 +134,4 @@ def get_task(name: str) -> Task:
 
 
 __all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "resolve_task", "task_names", "chunked_feeds",
-           "encode_texts", "EMBEDDINGS_ROUTE", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR"]
+           "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR"]
