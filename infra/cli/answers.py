@@ -34,6 +34,9 @@ def render(task: str, inputs: Any, answer: Any) -> str:
 
 
 def _per_input(task: str, answer: Any, single: bool, count: int) -> list | None:
+    if single and task == FEATURE_EXTRACTION:
+        # embeddings answer one vector per input even for a single text
+        return answer if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], list) else None
     if single:
         # text-classification answers a single text with a list, as transformers' pipeline does
         return [answer]
@@ -43,6 +46,9 @@ def _per_input(task: str, answer: Any, single: bool, count: int) -> list | None:
 
 
 def _vector(result: Any) -> str:
+    if isinstance(result, list) and result and all(isinstance(row, list) for row in result):
+        # pooling "none": one vector per token
+        return f"{len(result)} token vectors of dimension {len(result[0])}"
     if not isinstance(result, list) or not all(isinstance(x, (int, float)) for x in result):
         return json.dumps(result)
     norm = math.sqrt(sum(x * x for x in result))

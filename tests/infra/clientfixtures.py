@@ -51,3 +51,60 @@ def signed_server(tiny_app):
     check = SigV4Check(tiny_app, prefix="/prod")
     with serve(check) as url:
         yield url + "/prod", check
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """moto's real HTTP server on loopback (CloudFormation, API Gateway), one per session."""
+    from moto.server import ThreadedMotoServer
+
+    from infra.emulator import free_port
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def template_outputs(models: list[dict], base_url: str, *, api_key_id: str | None = None) -> dict:
+    """The Outputs the real template generator writes for ``models``, resolved to literal values with
+    the API at ``base_url`` (what CloudFormation would show after a deploy)."""
+    from functions.spec import parse_models_file
+    from infra.template import committed_deployments, generate_template
+
+    models_file = parse_models_file({"registry": "./registry", "models": models})
+    outputs = generate_template(models_file, committed_deployments(models_file), "./registry")["Outputs"]
+    api_prefix = "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/prod"
+    resolved = {}
+    for key, output in outputs.items():
+        value = output["Value"]
+        if output.get("Condition") == "UseApiKeyAuth" and api_key_id:
+            value = api_key_id
+        elif output.get("Condition"):
+            continue
+        elif "Fn::Sub" in value:
+            assert value["Fn::Sub"].startswith(api_prefix), value
+            value = base_url + value["Fn::Sub"][len(api_prefix):]
+        elif "Ref" in value:
+            value = f"arn:aws:lambda:us-east-1:123456789012:function:{value['Ref'].split('.')[0]}:live"
+        resolved[key] = {"Value": value, **({"Description": output["Description"]} if "Description" in output else {})}
+    return resolved
+
+
+def create_stack(moto_url: str, name: str, outputs: dict, auth_mode: str = "AWS_IAM") -> None:
+    """A CloudFormation stack on moto with these outputs and the template's AuthMode parameter."""
+    import json
+
+    import boto3
+
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Parameters": {"AuthMode": {"Type": "String", "Default": "AWS_IAM",
+                                    "AllowedValues": ["AWS_IAM", "API_KEY", "NONE"]}},
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": outputs,
+    }
+    boto3.client("cloudformation", endpoint_url=moto_url, region_name=TEST_REGION).create_stack(
+        StackName=name, TemplateBody=json.dumps(template),
+        Parameters=[{"ParameterKey": "AuthMode", "ParameterValue": auth_mode}])
