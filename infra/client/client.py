@@ -129,7 +129,8 @@ class Client:
             body["parameters"] = parameters
         return self.request("POST", f"/models/{_segment(model)}/predict", body)
 
-    def embed(self, input: str | list[str], *, model: str | None = None, dimensions: int | None = None) -> list[list[float]]:
+    def embed(self, input: str | list[str], *, model: str | None = None,
+              dimensions: int | None = None) -> list[list[float]]:
         """POST /v1/embeddings: one vector per input, in input order."""
         body: dict[str, Any] = {"input": input}
         if model:

@@ -127,7 +127,7 @@ def stack_endpoints(stack_name: str, *, region: str | None = None, endpoint_url:
                          hint="is it a modelfn stack, and has it finished deploying?")
     base = outputs["ApiUrl"]["OutputValue"].rstrip("/")
     routes, model_paths = [], set()
-    for key, output in outputs.items():
+    for output in outputs.values():
         value = str(output.get("OutputValue", ""))
         if not value.startswith(base + "/"):
             continue
@@ -139,7 +139,7 @@ def stack_endpoints(stack_name: str, *, region: str | None = None, endpoint_url:
             model_paths.add(model)
     # A shared OpenAI route names the model it serves at the end of its description: "... (minilm)".
     described = {}
-    for key, output in outputs.items():
+    for output in outputs.values():
         found = _SERVES.search(output.get("Description", ""))
         if found and found.group("name") in model_paths:
             described[output.get("OutputValue")] = found.group("name")

@@ -127,7 +127,8 @@ class SigV4Check:
         if abs((datetime.now(timezone.utc) - when).total_seconds()) > 300:
             return "INVALID_SIGNATURE", "Signature expired"
         query = scope.get("query_string", b"").decode("latin-1")
-        url = f"{scope['scheme']}://{headers['host']}{scope['raw_path'].decode('latin-1')}" + (f"?{query}" if query else "")
+        url = f"{scope['scheme']}://{headers['host']}{scope['raw_path'].decode('latin-1')}"
+        url += f"?{query}" if query else ""
         request = AWSRequest(method=scope["method"], url=url, data=body,
                              headers={name: headers.get(name, "") for name in signed})
         request.context["timestamp"] = amz_date

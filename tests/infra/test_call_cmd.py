@@ -16,8 +16,7 @@ import pytest
 
 from infra.cli import main
 from infra.emulator import free_port
-from tests.infra.clientfixtures import (aws_creds, create_stack, moto_url, no_aws_creds, plain_url,  # noqa: F401
-                                        signed_server, template_outputs, tiny_app)
+from tests.infra.clientfixtures import create_stack, template_outputs
 from tests.infra.servers import FakeChat, Scripted, serve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -141,8 +140,8 @@ def test_call_through_a_stack_signs_with_iam(aws_creds, moto_url, signed_server,
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     url, check = signed_server
     name = "modelfn-" + uuid.uuid4().hex[:8]
-    create_stack(moto_url, name, template_outputs([{"name": "tiny", "source": "/unused", "task": "feature-extraction"}],
-                                                  url))
+    models = [{"name": "tiny", "source": "/unused", "task": "feature-extraction"}]
+    create_stack(moto_url, name, template_outputs(models, url))
     code, out, _ = call(capsys, "tiny", "hello", "--stack-name", name)
     assert code == 0 and out.startswith("dimension ")
     assert check.verified[-1]["authorization"].startswith("AWS4-HMAC-SHA256 ")

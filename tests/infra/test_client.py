@@ -16,16 +16,16 @@ from infra.client import (APIError, AuthError, CallTimeoutError, Client, Credent
                           RetryPolicy, ServerError, ThrottledError, UnreachableError)
 from infra.client.client import retry_after_seconds
 from infra.emulator import free_port
-from tests.infra.clientfixtures import (aws_creds, create_stack, moto_url, no_aws_creds, plain_url,  # noqa: F401
-                                        signed_server, template_outputs, tiny_app)
+from tests.infra.clientfixtures import create_stack, template_outputs
 from tests.infra.servers import ApiKeyCheck, FakeChat, Scripted, serve
 
 TEXTS = ["a cold start in 0.2 s", "fast from a cold start"]
+TINY_MODELS = [{"name": "tiny", "source": "/unused", "task": "feature-extraction"}]
 
 
 def test_importing_the_client_loads_no_ml_stack():
-    code = ("import sys, infra.client; "
-            "print(sorted(m for m in ('torch', 'transformers', 'optimum', 'onnxruntime', 'numpy') if m in sys.modules))")
+    heavy = ("torch", "transformers", "optimum", "onnxruntime", "numpy")
+    code = f"import sys, infra.client; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -186,8 +186,7 @@ def test_client_from_a_stack_signs_with_iam(aws_creds, moto_url, signed_server, 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     url, check = signed_server
     name = "modelfn-" + uuid.uuid4().hex[:8]
-    create_stack(moto_url, name, template_outputs([{"name": "tiny", "source": "/unused", "task": "feature-extraction"}],
-                                                  url))
+    create_stack(moto_url, name, template_outputs(TINY_MODELS, url))
     with Client(stack_name=name) as client:
         assert (client.base_url, client.auth_mode) == (url, "iam")
         assert client.endpoints.models() == ["tiny"]
@@ -202,8 +201,8 @@ def test_client_from_an_api_key_stack_reads_its_key(aws_creds, moto_url, tiny_ap
     key = boto3.client("apigateway").create_api_key(name="k-" + uuid.uuid4().hex[:6], enabled=True)
     with serve(ApiKeyCheck(tiny_app, key["value"], prefix="/prod")) as url:
         name = "modelfn-" + uuid.uuid4().hex[:8]
-        create_stack(moto_url, name, template_outputs([{"name": "tiny", "source": "/unused", "task": "feature-extraction"}],
-                                                      url + "/prod", api_key_id=key["id"]), auth_mode="API_KEY")
+        create_stack(moto_url, name, template_outputs(TINY_MODELS, url + "/prod", api_key_id=key["id"]),
+                     auth_mode="API_KEY")
         with Client(stack_name=name) as client:
             assert client.auth_mode == "api-key"
             assert client.info("tiny")["task"] == "feature-extraction"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from infra.cli import main
-from tests.infra.clientfixtures import aws_creds, create_stack, moto_url, no_aws_creds, template_outputs  # noqa: F401
+from tests.infra.clientfixtures import create_stack, template_outputs
 
 API = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/prod"
 MODELS = [{"name": "minilm", "source": "/unused", "task": "feature-extraction"},

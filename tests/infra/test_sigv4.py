@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from infra.client import CredentialsError, RequestsSigV4Auth, SigV4Auth, infer_service_region
-from tests.infra.clientfixtures import aws_creds, no_aws_creds, plain_url, signed_server, tiny_app  # noqa: F401
 from tests.infra.servers import TEST_KEY_ID, FakeChat, SigV4Check, send_json, serve
 
 
@@ -125,10 +124,11 @@ def test_openai_client_gets_embeddings_through_sigv4(aws_creds, signed_server, p
     url, check = signed_server
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
                            http_client=httpx.Client(auth=SigV4Auth()))
-    result = client.embeddings.create(model="tiny", input=["a cold start", "fast from a cold start"])
+    texts = ["a cold start", "fast from a cold start"]
+    result = client.embeddings.create(model="tiny", input=texts)
     vectors = [d.embedding for d in result.data]
     # The same model's vectors through its own route on the unprotected server
-    expected = httpx.post(plain_url + "/models/tiny/predict", json={"inputs": ["a cold start", "fast from a cold start"]}).json()
+    expected = httpx.post(plain_url + "/models/tiny/predict", json={"inputs": texts}).json()
     assert len(vectors) == 2 and len(vectors[0]) == len(expected[0])
     for got, want in zip(vectors, expected):
         assert got == pytest.approx(want, abs=1e-5)
