@@ -15,6 +15,8 @@ from typing import Any
 
 from functions.tasknames import FEATURE_EXTRACTION, QUESTION_ANSWERING, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
 
+from .registry_cmd import _table  # the CLI's one table layout
+
 
 def render(task: str, inputs: Any, answer: Any) -> str:
     """The answer of ``task`` to ``inputs`` (one input or a list of them) as lines of text."""
@@ -82,11 +84,6 @@ def _answers(result: Any) -> str:
 def _score(row: dict) -> str:
     score = row.get("score")
     return f"{score:.4f}" if isinstance(score, (int, float)) else "-"
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])
 
 
 def _indent(text: str) -> str:

@@ -43,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     auth = f", auth {endpoints.auth_mode}" if endpoints.auth_mode else ""
     print(f"{endpoints.source}{auth}: {endpoints.base_url}")
-    rows = [[r.model or "-", r.method, r.url] for r in endpoints.routes]
-    widths = [max(len(row[i]) for row in [["MODEL", "METHOD", "URL"], *rows]) for i in range(3)]
-    for row in [["MODEL", "METHOD", "URL"], *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    from .registry_cmd import _table  # the CLI's one table layout
+
+    print(_table([[r.model or "-", r.method, r.url] for r in endpoints.routes], ["MODEL", "METHOD", "URL"]))
     return 0
