@@ -17,12 +17,11 @@ API's error code and message.
 from __future__ import annotations
 
 import email.utils
-import json
 import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import quote
 
 import httpx
@@ -32,8 +31,9 @@ from functions.errors import ConfigError
 from .. import defaults
 from .endpoints import Endpoints, default_stack_name, stack_api_key, stack_endpoints
 from .errors import (APIError, AuthError, CallTimeoutError, NotFoundError, ThrottledError, UnreachableError,
-                     api_error_class, one_line)
+                     api_error_class, error_fields, one_line)
 from .sigv4 import SigV4Auth, infer_service_region
+from .streaming import ChatStream
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 AUTH_CHOICES = ("auto", "iam", "api-key", "none")
@@ -258,84 +258,6 @@ class Client:
         return None
 
 
-class ChatStream:
-    """The text of a streamed chat completion, piece by piece as the server sends it. After the
-    last piece, ``finish_reason`` and ``usage`` hold what the stream said of them."""
-
-    def __init__(self, response: httpx.Response):
-        self.response = response
-        self.finish_reason: str | None = None
-        self.usage: dict | None = None
-        self._pieces = self._iterate()
-
-    def __iter__(self) -> Iterator[str]:
-        return self._pieces
-
-    def __next__(self) -> str:
-        return next(self._pieces)
-
-    def text(self) -> str:
-        """All of the remaining text, joined."""
-        return "".join(self)
-
-    def close(self) -> None:
-        self.response.close()
-
-    def __enter__(self) -> "ChatStream":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _iterate(self) -> Iterator[str]:
-        request = self.response.request
-        try:
-            for data in iter_sse(self.response):
-                if data == "[DONE]":
-                    return
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    raise APIError(200, "invalid_stream", f"not JSON in the event stream: {one_line(data, 120)!r}",
-                                   method=request.method, url=str(request.url)) from None
-                if isinstance(chunk, dict) and "error" in chunk:
-                    code, message = _error_fields(chunk)
-                    raise APIError(200, code, message, method=request.method, url=str(request.url))
-                self.usage = chunk.get("usage") or self.usage
-                for choice in chunk.get("choices") or ():
-                    self.finish_reason = choice.get("finish_reason") or self.finish_reason
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        yield piece
-            raise APIError(200, "incomplete_stream", "the event stream ended without data: [DONE]",
-                           method=request.method, url=str(request.url))
-        except httpx.TimeoutException:
-            raise CallTimeoutError(f"the stream from {request.url} stalled") from None
-        except httpx.TransportError as exc:
-            raise UnreachableError(f"the stream from {request.url} broke: {one_line(exc)}") from None
-        finally:
-            self.response.close()
-
-
-def iter_sse(response: httpx.Response) -> Iterator[str]:
-    """The ``data`` of each server-sent event (multi-line data joined with newlines); comments and
-    other fields are skipped."""
-    data: list[str] = []
-    for line in response.iter_lines():
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if name == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
-
-
 def chat_body(messages: str | list[dict], *, model: str | None = None, stream: bool = True, **params: Any) -> dict:
     """An OpenAI chat completions request body; a string is one user message."""
     if isinstance(messages, str):
@@ -356,22 +278,11 @@ def parse_error(response: httpx.Response) -> tuple[str, str]:
     except ValueError:
         data = None
     if isinstance(data, dict):
-        code, message = _error_fields(data)
+        code, message = error_fields(data)
         if message:
             return code or _status_code(response), message
     text = one_line(response.text, 200) or response.reason_phrase or "no body"
     return _status_code(response), text
-
-
-def _error_fields(data: dict) -> tuple[str, str]:
-    error = data.get("error", data)
-    if isinstance(error, str):
-        return "", error
-    if not isinstance(error, dict):
-        return "", ""
-    code = error.get("code") or error.get("type") or ""
-    message = error.get("message") or error.get("Message") or ""
-    return str(code), str(message)
 
 
 def _status_code(response: httpx.Response) -> str:
@@ -383,4 +294,4 @@ def _segment(name: str) -> str:
 
 
 __all__ = ["Client", "ChatStream", "ApiKeyAuth", "RetryPolicy", "RETRY_STATUSES", "AUTH_CHOICES", "chat_body",
-           "iter_sse", "parse_error", "retry_after_seconds"]
+           "parse_error", "retry_after_seconds"]

@@ -85,6 +85,19 @@ class ServerError(APIError):
     """5xx."""
 
 
+def error_fields(data: dict) -> tuple[str, str]:
+    """(code, message) of an error body: modelfn's and API Gateway's ``{"error": {"code", "message"}}``,
+    OpenAI's ``{"error": {"type", "message"}}``, API Gateway's bare ``{"message"}``; empty when none."""
+    error = data.get("error", data)
+    if isinstance(error, str):
+        return "", error
+    if not isinstance(error, dict):
+        return "", ""
+    code = error.get("code") or error.get("type") or ""
+    message = error.get("message") or error.get("Message") or ""
+    return str(code), str(message)
+
+
 def api_error_class(status: int) -> type[APIError]:
     """The APIError subclass for an HTTP status."""
     if status == 429:
@@ -102,4 +115,4 @@ def api_error_class(status: int) -> type[APIError]:
 
 __all__ = ["ClientError", "CredentialsError", "StackError", "UnreachableError", "CallTimeoutError", "APIError",
            "BadRequestError", "AuthError", "NotFoundError", "ThrottledError", "ServerError", "api_error_class",
-           "one_line"]
+           "error_fields", "one_line"]
