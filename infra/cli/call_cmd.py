@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
         if client.endpoints is not None and client.endpoints.models() and args.name not in client.endpoints.models():
             raise ConfigError(f"no model named {args.name!r} in {client.endpoints.source}",
                               hint="models: " + ", ".join(client.endpoints.models()))
-        task = args.task or client.info(args.name).get("task", "")
+        if args.task:
+            from functions.tasknames import resolve_task
+
+            task = resolve_task(args.task)  # a synonym names the same task; an unknown one lists them
+        else:
+            task = client.info(args.name).get("task", "")
         if task == TEXT_GENERATION or "messages" in request:
             return _chat(client, args, request)
         inputs = request.get("inputs")

@@ -205,3 +205,11 @@ def test_a_failing_call_in_a_fresh_process_prints_no_traceback(no_aws_creds):
     assert result.returncode == 1
     assert result.stderr.startswith(f"modelfn: error: cannot connect to http://127.0.0.1:{port}/models/tiny")
     assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_task_option_skips_the_info_call(no_aws_creds, capsys):
+    server = Scripted((200, {}, [[0.6, 0.8]]))
+    with serve(server) as url:
+        code, out, _ = call(capsys, "m", "x", "--url", url, "--task", "embeddings")  # a synonym
+    assert code == 0 and out == "dimension 2, norm 1.0000: [0.6000, 0.8000]\n"
+    assert [(method, path) for method, path, _, _ in server.requests] == [("POST", "/models/m/predict")]
