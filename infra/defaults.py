@@ -44,3 +44,14 @@ def gpu_base_image(explicit: str | None = None) -> str:
 def gpu_runtime(explicit: str | None = None) -> str:
     """The GPU images' ONNX Runtime: --gpu-runtime, $MODELFN_GPU_RUNTIME, onnxruntime-gpu pinned."""
     return explicit or os.environ.get(constants.GPU_RUNTIME) or GPU_RUNTIME
+
+
+# Calling deployed endpoints (`modelfn endpoints`, `modelfn call`, infra.client): the stack `sam
+# deploy` made (samconfig.toml's stack_name), and the client's settings; the environment names are
+# the CLI's own, read by infra.client only.
+SAMCONFIG = "samconfig.toml"
+STACK_NAME = "modelfn"
+API_KEY_ENV = "MODELFN_API_KEY"  # sent as x-api-key (AuthMode API_KEY)
+URL_ENV = "MODELFN_URL"  # a base URL to call instead of the stack's (a local server)
+CALL_TIMEOUT_S = 60.0  # per request; a Lambda cold start of a large model takes tens of seconds
+CALL_RETRIES = 3  # retries after the first try on 429, 502, 503, 504

@@ -18,6 +18,8 @@ _COMMAND_MODULES = (
     "infra.cli.registry_cmd",
     "infra.cli.build_cmd",
     "infra.cli.quickstart_cmd",
+    "infra.cli.endpoints_cmd",
+    "infra.cli.call_cmd",
 )
 
 

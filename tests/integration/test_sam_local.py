@@ -85,3 +85,18 @@ def _write_image_report(size: int, base_size: int, bundle: int, python: str) -> 
         f"| runtime dependencies + functions/ + bundle | {mb(size - base_size)} |\n"
         f"| of which the int8 bundle | {mb(bundle)} |\n\n"
         "torch, transformers and optimum are absent from the image (checked inside it by the same test).\n")
+
+
+def test_modelfn_call_and_the_client_through_start_api(project, reference, minilm_spec, capsys):
+    """infra.client and `modelfn call` against `sam local start-api` (no auth locally)."""
+    from infra.cli import main as modelfn
+    from infra.client import Client
+    from infra.local import StartApi
+
+    with StartApi(project) as api:
+        with Client(api.url, timeout=120) as client:
+            assert_parity(client.predict("minilm", SENTENCES), reference, minilm_spec)
+            assert_parity(client.embed(SENTENCES, model="minilm"), reference, minilm_spec)
+        capsys.readouterr()
+        assert modelfn(["call", "minilm", SENTENCES[0], "--url", api.url, "--timeout", "120"]) == 0
+        assert capsys.readouterr().out.startswith("dimension 384, norm 1.0000: [")
