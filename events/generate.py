@@ -17,19 +17,32 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
+# Request bodies of the OpenAI routes (the predict body is the task's own sample).
+OPENAI_BODIES = {
+    "embeddings": lambda name: {"input": ["modelfn serves models as functions"], "model": name},
+    "chat_completions": lambda name: {"model": name, "temperature": 0, "max_tokens": 32,
+                                      "messages": [{"role": "user", "content": "What is the capital of France?"}]},
+    "completions": lambda name: {"model": name, "prompt": "The capital of France is", "max_tokens": 8,
+                                 "temperature": 0},
+}
+_NAMES = {"chat_completions": "chat", "models": "models"}
+
+
 def routes(name: str, task_name: str) -> dict[str, tuple[str, str, dict | None]]:
-    """Route name -> (method, path, body) for a model, with the task's own sample request."""
-    from functions.tasks import EMBEDDINGS_ROUTE, get_task
+    """Route name -> (method, path, body) for every route a model answers (functions/routes.py)."""
+    from functions.routes import model_routes
+    from functions.tasks import get_task
 
     task = get_task(task_name)
-    found = {
-        "predict": ("POST", f"/models/{name}/predict", task.sample),
-        "info": ("GET", f"/models/{name}", None),
-        "health": ("GET", "/health", None),
-    }
-    if EMBEDDINGS_ROUTE in task.openai_routes(None):
-        found["embeddings"] = ("POST", "/v1/embeddings",
-                               {"input": ["modelfn serves models as functions"], "model": name})
+    found = {}
+    for route, path in model_routes(name, task.openai_routes(None)):
+        if route.operation == "predict":
+            body = task.sample
+        elif route.method == "POST":
+            body = OPENAI_BODIES[route.operation](name)
+        else:
+            body = None
+        found[_NAMES.get(route.operation, route.operation)] = (route.method, path, body)
     return found
 
 

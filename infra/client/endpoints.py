@@ -19,15 +19,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from functions.routes import ROUTES, model_routes
+
 from .. import defaults
 from .errors import CredentialsError, StackError, UnreachableError, one_line
 
 AUTH_MODES = ("AWS_IAM", "API_KEY", "NONE")
-# OpenAI route names of the task registry -> their paths; an unknown name is served at /v1/{name}.
-OPENAI_PATHS = {"embeddings": "/v1/embeddings", "chat": "/v1/chat/completions",
-                "chat/completions": "/v1/chat/completions", "completions": "/v1/completions",
-                "models": "/v1/models"}
-_GET_PATHS = ("/health", "/openapi.json", "/v1/models")
+_GET_PATHS = tuple(r.path for r in ROUTES if r.method == "GET" and not r.model_path) + ("/openapi.json",)
 _MODEL_PATH = re.compile(r"^/models/(?P<name>[^/]+)(?P<predict>/predict)?$")
 _SERVES = re.compile(r"\((?P<name>[a-z0-9-]+)\)\s*$")
 
@@ -159,11 +157,9 @@ def local_endpoints(base_url: str, models_file: str | os.PathLike[str] = default
     base = base_url.rstrip("/")
     routes: list[Route] = []
     for spec in load_models_file(models_file).models:
-        for path in (f"/models/{spec.name}/predict", f"/models/{spec.name}"):
-            routes.append(Route(route_method(path), path, base + path, spec.name))
-        for name in get_task(spec.task).openai_routes(None):
-            path = OPENAI_PATHS.get(name, f"/v1/{name}")
-            routes.append(Route(route_method(path), path, base + path, spec.name))
+        for route, path in model_routes(spec.name, get_task(spec.task).openai_routes(None)):
+            if route.openai is not None or route.model_path:
+                routes.append(Route(route.method, path, base + path, spec.name))
     for path in ("/health", "/openapi.json"):
         routes.append(Route("GET", path, base + path, None))
     return Endpoints(base_url=base, auth_mode=None, source="local", routes=tuple(routes))
@@ -196,4 +192,4 @@ def _ordered(routes: list[Route]) -> list[Route]:
 
 
 __all__ = ["Endpoints", "Route", "stack_endpoints", "local_endpoints", "default_stack_name", "stack_api_key",
-           "route_method", "AUTH_MODES", "OPENAI_PATHS"]
+           "route_method", "AUTH_MODES"]

@@ -80,10 +80,20 @@ def _description(models_file: ModelsFile, deployments: list[Deployment]) -> str:
     gpu = [f"{d.spec.name} v{d.version} ({d.spec.instance_type})" for d in deployments if d.is_gpu]
     if gpu:
         text += f" GPU endpoints (SageMaker): {', '.join(gpu)}."
-    embedders = [d.spec.name for d in deployments if d.is_embedding]
-    if embedders:
-        text += f" POST /v1/embeddings serves {embedders[0]} (the first embedding model)."
+    for method, path, deployment in routes(deployments):
+        if path.startswith("/v1/") and method == "post":
+            text += f" POST {path} serves {deployment.spec.name} (the first {_SERVED_BY[path]} model)."
     return text[:1024]
+
+
+# The stack-wide OpenAI routes' outputs (the client reads the model from the "(name)" at the end).
+_OPENAI_OUTPUTS = {"/v1/embeddings": ("embeddings", "EmbeddingsUrl"),
+                   "/v1/chat/completions": ("chat completions", "ChatCompletionsUrl"),
+                   "/v1/completions": ("completions", "CompletionsUrl"),
+                   "/v1/models": ("model list", "ModelsUrl")}
+
+
+_SERVED_BY = {"/v1/embeddings": "embedding", "/v1/chat/completions": "chat", "/v1/completions": "text-generation"}
 
 
 def _outputs(deployments: list[Deployment]) -> dict:
@@ -98,9 +108,10 @@ def _outputs(deployments: list[Deployment]) -> dict:
                 "Description": f"{method.upper()}: model {deployment.spec.name} {kind.lower()}",
                 "Value": api_url(path),
             }
-        elif path == "/v1/embeddings":
-            outputs["EmbeddingsUrl"] = {"Description": f"POST: OpenAI-style embeddings ({deployment.spec.name})",
-                                        "Value": api_url(path)}
+        elif path in _OPENAI_OUTPUTS:
+            what, output = _OPENAI_OUTPUTS[path]
+            outputs[output] = {"Description": f"{method.upper()}: OpenAI-style {what} ({deployment.spec.name})",
+                               "Value": api_url(path)}
     for deployment in deployments:
         if deployment.is_gpu:
             outputs[f"{deployment.logical_id}EndpointName"] = {

@@ -9,6 +9,8 @@ proxy to its function's live alias; a gpu model's routes call its SageMaker endp
 
 from __future__ import annotations
 
+from functions.routes import ROUTES, model_routes
+
 from ._names import API_ID, FUNCTION_ALIAS, NO_VALUE, STAGE_NAME, Deployment, get_att, if_, ref, sub
 from ._sagemaker import endpoint_name, inference_component_name, invoke_role_id
 
@@ -26,16 +28,23 @@ _ERROR_TEMPLATE = '{"error": {"code": "$context.error.responseType", "message": 
 
 
 def routes(deployments: list[Deployment]) -> list[tuple[str, str, Deployment]]:
-    """(method, path, deployment): each model's own routes; ``GET /health`` on the first Lambda model
-    (the first model when all are gpu); ``POST /v1/embeddings`` on the first embedding model in
-    models.yaml order, on either tier (one OpenAI-style endpoint per stack; other embedding models
-    answer on their own predict route)."""
-    found = [(m, p, d) for d in deployments for m, p in
-             (("post", f"/models/{d.spec.name}/predict"), ("get", f"/models/{d.spec.name}"))]
-    found.append(("get", "/health", next((d for d in deployments if not d.is_gpu), deployments[0])))
-    embedders = [d for d in deployments if d.is_embedding]
-    if embedders:
-        found.append(("post", "/v1/embeddings", embedders[0]))
+    """(method, path, deployment), from the route table (functions/routes.py): each model's own routes;
+    ``GET /health`` on the first Lambda model (the first model when all are gpu); each OpenAI route
+    (``/v1/embeddings``, ``/v1/chat/completions``, ...) on the first model in models.yaml order whose
+    task serves it, on either tier (one OpenAI-style endpoint per stack; other models answer on
+    their own predict route)."""
+    found = [(route.method.lower(), path, d) for d in deployments
+             for route, path in model_routes(d.spec.name, d.openai_routes) if not route.stack_wide]
+    # /health first, then the OpenAI routes: the order keeps the permissions' logical ids stable.
+    for route in sorted(ROUTES, key=lambda r: r.openai is not None):
+        if not route.stack_wide:
+            continue
+        if route.openai is None:
+            owner = next((d for d in deployments if not d.is_gpu), deployments[0])
+        else:
+            owner = next((d for d in deployments if route.openai in d.openai_routes), None)
+        if owner is not None:
+            found.append((route.method.lower(), route.path, owner))
     return found
 
 
