@@ -14,6 +14,9 @@ TRUNCATE = "MODELFN_TRUNCATE"
 LOG_INPUTS = "MODELFN_LOG_INPUTS"
 # ONNX Runtime intra-op threads (default: the CPUs this process may use).
 THREADS = "MODELFN_THREADS"
+# Lambda response streaming (text-generation functions): "true" runs functions.response_stream as the
+# runtime loop (API Gateway REST integration in STREAM mode); otherwise the managed, buffered runtime.
+RESPONSE_STREAMING = "MODELFN_RESPONSE_STREAMING"
 # Large bundles are fetched at cold start from the registry instead of baked into the image.
 REGISTRY_URI = "MODELFN_REGISTRY_URI"
 FETCH_DIR = "MODELFN_FETCH_DIR"  # default /tmp/modelfn

@@ -65,6 +65,9 @@ class Task:
     # None when only models.yaml is known, e.g. for the committed template).
     openai_routes: Callable[[Any], tuple[str, ...]] = _no_openai_routes
     sample: dict = field(default_factory=dict)
+    # Whether answers are produced piece by piece (SSE with ``stream: true``), so a deployment should
+    # stream them (Lambda response streaming) rather than buffer.
+    streams: bool = False
 
 
 TASKS: dict[str, Task] = {}
@@ -88,12 +91,13 @@ def encode_texts(model, items: list) -> Prepared:
 def register(name: str, *, inputs: str, parse_params: Callable[[dict], dict],
              preprocess: Callable[..., Prepared], shape: Callable[[list, bool, dict], Any] | None = None,
              synonyms: tuple[str, ...] = (), params_schema: dict | None = None,
-             openai_routes: Callable[[Any], tuple[str, ...]] = _no_openai_routes, sample: dict | None = None):
+             openai_routes: Callable[[Any], tuple[str, ...]] = _no_openai_routes, sample: dict | None = None,
+             streams: bool = False):
     """Decorator for a task's postprocess function; the other parts are given as arguments."""
 
     def decorator(postprocess: Callable[..., list]) -> Callable[..., list]:
         TASKS[name] = Task(name, inputs, parse_params, preprocess, postprocess, shape, tuple(synonyms),
-                           dict(params_schema or {}), openai_routes, dict(sample or {}))
+                           dict(params_schema or {}), openai_routes, dict(sample or {}), streams)
         for alias in synonyms:
             _SYNONYMS[alias] = name
         return postprocess

@@ -63,7 +63,7 @@ def _openai_routes(runtime) -> tuple[str, ...]:
                          "seed": {"type": "integer"},
                          "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 10}},
           openai_routes=_openai_routes,
-          sample={"inputs": "The capital of France is", "parameters": {"max_new_tokens": 8}})
+          sample={"inputs": "The capital of France is", "parameters": {"max_new_tokens": 8}}, streams=True)
 def postprocess(model, prepared: Prepared, outputs: list, params: dict) -> list:
     # Decoding happens here: a generative task has no single feed for the service to run.
     results = []

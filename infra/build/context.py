@@ -52,8 +52,15 @@ LABEL modelfn.model="{name}" modelfn.version="{version}"
 ENV {name_var}="{name}" {version_var}="{version}"
 COPY --from=deps /opt/deps/ ${{LAMBDA_TASK_ROOT}}/
 COPY functions/ ${{LAMBDA_TASK_ROOT}}/functions/
-{model_copy}CMD ["{handler}"]
+{model_copy}{entrypoint}CMD ["{handler}"]
 """
+
+# Generative models: modelfn's streaming Runtime API loop when the stack streams (the template sets
+# MODELFN_RESPONSE_STREAMING from its StreamResponses parameter), else the base's entry point with
+# the buffered handler, which `sam local` and the emulator run.
+_STREAM_ENTRYPOINT = (
+    'ENTRYPOINT ["/bin/sh", "-c", "if [ \\"${var}\\" = true ]; then exec python3 -m functions.response_stream; '
+    'fi; exec /lambda-entrypoint.sh \\"$@\\"", "modelfn-entrypoint"]\n')
 
 
 # What the runtime never imports but the wheels ship: test suites, and ONNX Runtime's model
@@ -68,11 +75,13 @@ def default_base_image(python_version: str, architecture: str) -> str:
 
 
 def render_dockerfile(*, name: str, version: int, python_version: str, architecture: str,
-                      base_image: str, baked: bool) -> str:
+                      base_image: str, baked: bool, streams: bool = False) -> str:
     model_copy = "COPY model/ ${LAMBDA_TASK_ROOT}/model/\n" if baked else \
         "# The bundle is fetched from the registry at cold start (MODELFN_REGISTRY_URI).\n"
     return _DOCKERFILE.format(name_var=constants.MODEL_NAME, version_var=constants.MODEL_VERSION, trim=" ".join(TRIM), pytuple=python_version.replace('.', ', '), name=name, version=version, python=python_version, arch=architecture,
-                              base_image=base_image, model_copy=model_copy, handler=HANDLER)
+                              base_image=base_image, model_copy=model_copy, handler=HANDLER,
+                              entrypoint=_STREAM_ENTRYPOINT.replace("{var}", constants.RESPONSE_STREAMING)
+                              if streams else "")
 
 
 def _copy_runtime_code(dest: Path) -> None:
@@ -112,7 +121,7 @@ def publish_context(staging: Path, dest: Path) -> Path:
 
 def stage_context(dest: Path, *, name: str, version: int, requirements: list[str], wheelhouse: Path,
                   python_version: str, architecture: str, base_image: str, pull_bundle=None,
-                  gpu: bool = False, installer: list[str] = ()) -> Path:
+                  gpu: bool = False, installer: list[str] = (), streams: bool = False) -> Path:
     """Write the build context for ``dest`` beside it and return that staging folder; ``dest`` is
     untouched until :func:`publish_context`. ``pull_bundle(path)`` fills the model folder; None leaves
     the bundle out (fetched at cold start). ``gpu``: the SageMaker image (gpu_image.py), whose
@@ -141,7 +150,7 @@ def stage_context(dest: Path, *, name: str, version: int, requirements: list[str
         else:
             dockerfile = render_dockerfile(name=name, version=version, python_version=python_version,
                                            architecture=architecture, base_image=base_image,
-                                           baked=pull_bundle is not None)
+                                           baked=pull_bundle is not None, streams=streams)
         (staging / "Dockerfile").write_text(dockerfile)
         (staging / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
     except BaseException:

@@ -18,7 +18,7 @@ from functions.spec import load_models_file
 
 from ..template import Deployment, generate_template, write_template
 from .context import default_base_image, publish_context, stage_context
-from .requirements import gpu_requirements, installer_requirements, pinned_requirements
+from .requirements import gpu_requirements, installer_requirements, pinned_requirements, task_requirements
 from .. import defaults
 from .wheelhouse import prepare_wheelhouse
 
@@ -36,6 +36,7 @@ class BuildSettings:
     wheelhouse: Path = defaults.WHEELHOUSE
     gpu_base_image: str = defaults.GPU_BASE_IMAGE  # a CUDA 13 runtime; the CPU stand-in in CI
     gpu_runtime: str = defaults.GPU_RUNTIME  # "onnxruntime" over the CPU stand-in of the CUDA base
+    stream: bool = True  # generative models stream their answers; off for sam local (buffered only)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def plan_deployments(settings: BuildSettings, registry, models_file, template_di
         deployments.append(Deployment(
             spec=spec, version=version, bundle_bytes=info.size_bytes,
             fetch=info.size_bytes > settings.bake_limit_mb * 2**20, context=context.as_posix(),
-            runtime=info.manifest.runtime))
+            runtime=info.manifest.runtime, stream=settings.stream))
     return deployments
 
 
@@ -83,23 +84,26 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
     deployments = plan_deployments(settings, registry, models_file, template_path.parent)
     template = generate_template(models_file, deployments, registry_uri)  # validates before writing
 
-    # One pin set per (image kind, architecture, fetching) and one wheelhouse per kind and architecture.
-    requirements: dict[tuple[str, str, bool], list[str]] = {}
+    # One pin set per (image kind, architecture, fetching, task extras) and one wheelhouse per kind and
+    # architecture, holding the wheels of every pin set that uses it.
+    requirements: dict[tuple[str, str, bool, tuple[str, ...]], list[str]] = {}
     wheelhouses: dict[tuple[str, str], Path] = {}
     for kind, arch in sorted({(d.spec.target, d.spec.architecture) for d in deployments}):
-        fetching = any(d.fetch for d in deployments if (d.spec.target, d.spec.architecture) == (kind, arch))
-        if kind == "gpu":
-            # SageMaker brings a bundle that is not baked in (model data): no S3 client in the image.
-            pins = dict.fromkeys((True, False), gpu_requirements(settings.python_version, runtime=settings.gpu_runtime))
-            download = pins[False] + installer_requirements()
-        else:
-            pins = {f: pinned_requirements(settings.python_version, arch, fetch=f) for f in (True, False)}
-            download = pins[fetching]
+        mine = [d for d in deployments if (d.spec.target, d.spec.architecture) == (kind, arch)]
+        download: set[str] = set()
+        for deployment in mine:
+            extras = task_requirements(deployment.spec.task)
+            if kind == "gpu":
+                # SageMaker brings a bundle that is not baked in (model data): no S3 client in the image.
+                pins = gpu_requirements(settings.python_version, runtime=settings.gpu_runtime)
+                download.update(installer_requirements())
+            else:
+                pins = pinned_requirements(settings.python_version, arch, fetch=deployment.fetch, extra=extras)
+            requirements[(kind, arch, deployment.fetch, extras)] = pins
+            download.update(pins)
         wheelhouses[(kind, arch)] = prepare_wheelhouse(
-            download, architecture=arch, python_version=settings.python_version, root=settings.wheelhouse,
-            flavour="gpu" if kind == "gpu" else "")
-        for f in (True, False):
-            requirements[(kind, arch, f)] = pins[f]
+            sorted(download), architecture=arch, python_version=settings.python_version,
+            root=settings.wheelhouse, flavour="gpu" if kind == "gpu" else "")
 
     # Every context is staged (bundles pulled and sha256-checked) before any is published, so a
     # failure on one model leaves the previous build and template.yaml as they were.
@@ -118,10 +122,11 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
                 base_image = settings.base_image or default_base_image(settings.python_version, spec.architecture)
             staged[spec.name] = stage_context(
                 Path(settings.out) / spec.name, name=spec.name, version=deployment.version,
-                requirements=requirements[(spec.target, spec.architecture, deployment.fetch)],
+                requirements=requirements[(spec.target, spec.architecture, deployment.fetch,
+                                           task_requirements(spec.task))],
                 wheelhouse=wheelhouses[(spec.target, spec.architecture)], python_version=settings.python_version,
                 architecture=spec.architecture, base_image=base_image, pull_bundle=pull,
-                gpu=gpu, installer=installer_requirements() if gpu else [])
+                gpu=gpu, installer=installer_requirements() if gpu else [], streams=deployment.streams)
     except BaseException:
         for folder in staged.values():
             shutil.rmtree(folder, ignore_errors=True)

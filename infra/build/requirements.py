@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from functions.errors import ConfigError
+from functions.tasknames import TEXT_GENERATION
 
 from .. import defaults
 
@@ -39,19 +40,36 @@ GPU_EXTRA = ("uvicorn",)
 INSTALLER = ("pip",)
 
 
-def runtime_roots() -> list[str]:
-    """Top-level runtime requirements: the ``runtime`` extra of the installed modelfn distribution."""
+# Tasks whose images need more than the runtime extra: the extra of pyproject.toml that adds it.
+TASK_EXTRAS = {TEXT_GENERATION: "generation"}  # onnxruntime-genai's generator, jinja2 chat templates
+
+
+def runtime_roots(extra: str = "runtime") -> list[str]:
+    """Top-level requirements of an extra of the installed modelfn distribution (``runtime``: what every
+    function image ships)."""
     try:
         declared = metadata.requires("modelfn") or []
     except metadata.PackageNotFoundError:
-        return list(_RUNTIME_FALLBACK)
+        return list(_RUNTIME_FALLBACK) if extra == "runtime" else []
     roots = []
     for text in declared:
         req = Requirement(text)
-        if req.marker is not None and req.marker.evaluate({"extra": "runtime"}) \
+        if req.marker is not None and req.marker.evaluate({"extra": extra}) \
                 and not req.marker.evaluate({"extra": ""}):
             roots.append(str(req.name))
-    return roots or list(_RUNTIME_FALLBACK)
+    return roots or (list(_RUNTIME_FALLBACK) if extra == "runtime" else [])
+
+
+def task_requirements(task: str) -> tuple[str, ...]:
+    """What a model of ``task`` needs in its image beyond the runtime extra."""
+    extra = TASK_EXTRAS.get(task)
+    if extra is None:
+        return ()
+    roots = tuple(r for r in runtime_roots(extra) if canonicalize_name(r) != "modelfn")
+    if not roots:
+        raise ConfigError(f"{task} images need the {extra!r} extra, which is not installed",
+                          hint=f"pip install -e '.[{extra}]'")
+    return roots
 
 
 def target_environment(python_version: str, architecture: str) -> dict[str, str]:

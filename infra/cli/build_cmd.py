@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                    help="bundles larger than this are fetched from the registry at cold start instead of "
                         "baked into the image (default: %(default)s)")
     p.add_argument("--wheelhouse", default=str(defaults.WHEELHOUSE), help="host wheel cache (default: %(default)s)")
+    p.add_argument("--no-stream", dest="stream", action="store_false",
+                   help="buffer generated answers (no Lambda response streaming): for sam local, which "
+                        "invokes functions buffered only")
     p.set_defaults(func=run)
 
 
@@ -50,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
         base_image=defaults.base_image(args.base_image),
         bake_limit_mb=args.bake_limit_mb, wheelhouse=Path(args.wheelhouse),
         gpu_base_image=defaults.gpu_base_image(args.gpu_base_image),
-        gpu_runtime=defaults.gpu_runtime(args.gpu_runtime)))
+        gpu_runtime=defaults.gpu_runtime(args.gpu_runtime), stream=args.stream))
     return 0

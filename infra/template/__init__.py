@@ -157,6 +157,7 @@ def generate_template(models_file: ModelsFile, deployments: list[Deployment], re
     parameters = dict(_PARAMETERS)
     if any(d.is_gpu for d in deployments):
         parameters.update(GPU_PARAMETERS)
+
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",

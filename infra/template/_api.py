@@ -136,17 +136,23 @@ def _sagemaker_operation(method: str, path: str, deployment: Deployment) -> dict
 def _operation(method: str, path: str, deployment: Deployment) -> dict:
     if deployment.is_gpu:
         return _sagemaker_operation(method, path, deployment)
-    return {
-        "x-amazon-apigateway-integration": {
-            "type": "aws_proxy",
-            "httpMethod": "POST",
-            "passthroughBehavior": "when_no_match",
-            "uri": sub("arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/"
-                       f"${{{deployment.function_id}.Arn}}:{FUNCTION_ALIAS}/invocations"),
-        },
-        "security": security(),
-        "responses": {},
+    function = f"${{{deployment.function_id}.Arn}}:{FUNCTION_ALIAS}"
+    integration = {
+        "type": "aws_proxy",
+        "httpMethod": "POST",
+        "passthroughBehavior": "when_no_match",
+        "uri": sub(f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}:lambda:path/2015-03-31/functions/"
+                   f"{function}/invocations"),
     }
+    if deployment.streams and method == "post":
+        # STREAM transfer mode calls InvokeWithResponseStream; the function then writes the prelude,
+        # the delimiter and the SSE body as it decodes (functions/response_stream.py), and the 29 s
+        # integration timeout no longer cuts long answers.
+        streaming = {**integration, "responseTransferMode": "STREAM", "timeoutInMillis": 900000,
+                     "uri": sub(f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}:lambda:path/2021-11-15/"
+                                f"functions/{function}/response-streaming-invocations")}
+        return {"x-amazon-apigateway-integration": streaming, "security": security(), "responses": {}}
+    return {"x-amazon-apigateway-integration": integration, "security": security(), "responses": {}}
 
 
 def definition_body(deployments: list[Deployment]) -> dict:

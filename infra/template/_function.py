@@ -24,7 +24,9 @@ def ephemeral_storage_mb(bundle_bytes: int) -> int:
     return max(512, min(10240, needed))
 
 
-def environment(deployment: Deployment, registry_uri: str) -> dict[str, str]:
+
+
+def environment(deployment: Deployment, registry_uri: str) -> dict:
     spec = deployment.spec
     env = {
         constants.MODEL_NAME: spec.name,
@@ -36,6 +38,10 @@ def environment(deployment: Deployment, registry_uri: str) -> dict[str, str]:
     }
     if deployment.fetch:
         env[constants.REGISTRY_URI] = registry_uri
+    if deployment.streams:
+        # The image's entry point runs modelfn's streaming Runtime API loop when this is true, and the
+        # managed (buffered) runtime otherwise (`modelfn build --no-stream`, for sam local).
+        env[constants.RESPONSE_STREAMING] = "true"
     return env
 
 

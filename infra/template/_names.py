@@ -23,6 +23,9 @@ class Deployment:
     fetch: bool = False
     context: str = ""  # DockerContext, relative to the template's folder
     runtime: object = None  # the bundle's manifest RuntimeConfig; None when only models.yaml is known
+    # Stream generated answers (API Gateway STREAM mode + Lambda response streaming); off for
+    # `sam local`, which only invokes functions buffered.
+    stream: bool = True
 
     @property
     def logical_id(self) -> str:
@@ -45,6 +48,11 @@ class Deployment:
     def openai_routes(self) -> tuple[str, ...]:
         """The OpenAI-shaped routes this model's bundle serves, as its task says."""
         return get_task(self.spec.task).openai_routes(self.runtime)
+
+    @property
+    def streams(self) -> bool:
+        """Whether the function streams its answers (a generative task: SSE with ``stream: true``)."""
+        return self.stream and not self.is_gpu and get_task(self.spec.task).streams
 
     @property
     def is_embedding(self) -> bool:

@@ -329,3 +329,31 @@ def test_committed_template_passes_cfn_lint_and_sam_validate():
 
 def test_multi_model_template_with_fetched_model_passes_linters(tmp_path, template):
     _lint(write_template(template, tmp_path / "template.yaml"))
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_generative_model_gets_the_openai_routes_and_streams_unless_told_not_to(tmp_path, stream):
+    models = parse_models_file({"registry": "s3://b/p", "models": [
+        {"name": "minilm", "source": "x", "task": "feature-extraction"},
+        {"name": "smollm", "source": "x", "task": "text-generation", "quantization": "none",
+         "memory_mb": 3008, "timeout_s": 300}]})
+    deps = [Deployment(spec=s, version=1, context=f".modelfn/build/{s.name}", stream=stream) for s in models.models]
+    template = generate_template(models, deps, models.registry)
+    paths = template["Resources"]["Api"]["Properties"]["DefinitionBody"]["paths"]
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings"} <= set(paths)
+    chat = paths["/v1/chat/completions"]["post"]["x-amazon-apigateway-integration"]
+    assert "SmollmFunction" in str(chat["uri"])
+    assert "MinilmFunction" in str(paths["/v1/embeddings"]["post"]["x-amazon-apigateway-integration"]["uri"])
+    env = template["Resources"]["SmollmFunction"]["Properties"]["Environment"]["Variables"]
+    if stream:
+        assert chat["responseTransferMode"] == "STREAM"
+        assert "response-streaming-invocations" in chat["uri"]["Fn::Sub"]
+        assert env["MODELFN_RESPONSE_STREAMING"] == "true"
+    else:
+        assert "responseTransferMode" not in chat and chat["uri"]["Fn::Sub"].endswith("/invocations")
+        assert "MODELFN_RESPONSE_STREAMING" not in env
+    # The embedding model never streams: its routes stay buffered either way.
+    embeddings = paths["/v1/embeddings"]["post"]["x-amazon-apigateway-integration"]
+    assert "responseTransferMode" not in embeddings
+    assert all(p.get("get", p.get("post"))["security"] == paths["/health"]["get"]["security"] for p in paths.values())
+    _lint(write_template(template, tmp_path / "template.yaml"))
