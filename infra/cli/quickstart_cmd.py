@@ -52,51 +52,31 @@ def _done(started: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from functions.errors import BundleError, ConfigError
-    from functions.manifest import verify_bundle
+    from functions.errors import ConfigError
     from functions.spec import load_models_file
 
     from infra.cli import main as modelfn
-    from infra.registry import NotFound, open_registry
+    from infra.registry import open_registry
 
     models_file = load_models_file(args.models_file)
-    lambdas = [s for s in models_file.models if s.target == "lambda"]
-    if args.model:
-        spec = models_file.get(args.model)
-    elif lambdas:
-        spec = lambdas[0]
-    else:
+    specs = [models_file.get(args.model)] if args.model else \
+        [s for s in models_file.models if s.target == "lambda"]
+    if not specs:
         raise ConfigError(f"{models_file.path}: no lambda model to run")
     workdir = Path(args.workdir).absolute()
-    bundle = defaults.BUNDLES_DIR / spec.name
     total = time.perf_counter()
 
-    t = _step(f"1. export {spec.name} ({spec.source}, {spec.task}, {spec.quantization} for {spec.architecture})")
-    try:
-        if args.fresh:
-            raise BundleError("fresh export requested")
-        manifest = verify_bundle(bundle)
-        print(f"   reusing the verified bundle in {bundle} (quickstart --fresh re-exports)")
-        print(f"   chosen {manifest.quantization.chosen}: " +
-              ", ".join(f"{k} {v:.4f}" for k, v in sorted(manifest.parity.metrics.items())))
-    except BundleError:
-        code = modelfn(["export", spec.name, "--models-file", args.models_file, "--out", str(bundle), "--overwrite"])
+    t = _step("1. export " + "; ".join(f"{s.name} ({s.source}, {s.task}, {s.quantization} for {s.architecture})"
+                                      for s in specs))
+    for spec in specs:
+        code = _export(modelfn, args, spec)
         if code:
             return code
     _done(t)
 
-    t = _step(f"2. push to the registry {models_file.registry} and promote to {spec.alias!r}")
+    t = _step(f"2. push to the registry {models_file.registry} and promote")
     registry = open_registry(models_file.registry)
-    pushed = registry.push(spec.name, bundle, actor="quickstart")
-    try:
-        current = registry.resolve(spec.name, spec.alias)
-    except NotFound:
-        current = None
-    if current != pushed.version:  # promoting the version already in place would only add history
-        registry.promote(spec.name, spec.alias, pushed.version, actor="quickstart", reason="quickstart")
-    print(f"   {spec.name} version {pushed.version} ({'new' if pushed.created else 'same content as before'}); "
-          f"{spec.alias} -> {pushed.version} (was {current or 'unset'}); "
-          f"history has {len(registry.history(spec.name, spec.alias))} entries")
+    versions = {spec.name: _push(registry, spec) for spec in specs}
     _done(t)
 
     from infra.local import AWS_BASE_IMAGE, container_engine_problem
@@ -110,10 +90,11 @@ def run(args: argparse.Namespace) -> int:
         python_version = image_python(AWS_BASE_IMAGE)
 
     t = _step(f"3. modelfn build (images for Python {python_version}) -> {workdir / 'template.yaml'}")
+    # sam local invokes functions buffered: generative models answer `stream: true` as one SSE body.
     code = modelfn(["build", "--models-file", str(Path(args.models_file).absolute()),
                     "--registry", models_file.registry, "--out", str(workdir / defaults.BUILD_DIR),
                     "--template", str(workdir / "template.yaml"), "--python-version", python_version,
-                    "--wheelhouse", args.wheelhouse])
+                    "--wheelhouse", args.wheelhouse, "--no-stream"])
     if code:
         return code
     _done(t)
@@ -127,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         t = _step("5. sam local start-api, then HTTP calls")
         with StartApi(workdir) as api:
             print(f"   serving at {api.url} (started in {time.perf_counter() - t:.1f}s)")
-            _call_http(api.url, spec)
+            for spec in specs:
+                _call_http(api.url, spec)
         _done(t)
     else:
         from infra.emulator import Emulator, api_event
@@ -135,20 +117,67 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n== 4. containers skipped: {problem}")
         print("   serving the same handler under the Lambda Runtime Interface Emulator on this host instead")
         t = _step("5. aws-lambda-rie + awslambdaric functions.handler.handler, then invocations")
-        pulled = workdir / "pulled" / f"{spec.name}-v{pushed.version}"
-        if not pulled.exists():
-            registry.pull(spec.name, pushed.version, pulled)
-        env = {"MODELFN_MODEL_NAME": spec.name, "MODELFN_MODEL_VERSION": str(pushed.version),
-               "MODELFN_MAX_BATCH": str(spec.max_batch), "MODELFN_MAX_TOKENS": str(spec.max_tokens)}
-        with Emulator(pulled, env=env) as emu:
-            def call(method, path, body=None):
-                response = emu.invoke(api_event(method, path, body))
-                return response["statusCode"], json.loads(response.get("body") or "null")
-            _show_calls(call, spec)
+        for spec in specs:
+            version = versions[spec.name]
+            pulled = workdir / "pulled" / f"{spec.name}-v{version}"
+            if not pulled.exists():
+                registry.pull(spec.name, version, pulled)
+            env = {"MODELFN_MODEL_NAME": spec.name, "MODELFN_MODEL_VERSION": str(version),
+                   "MODELFN_MAX_BATCH": str(spec.max_batch), "MODELFN_MAX_TOKENS": str(spec.max_tokens)}
+            with Emulator(pulled, env=env) as emu:
+                def call(method, path, body=None):
+                    response = emu.invoke(api_event(method, path, body))
+                    return response["statusCode"], _decode(response.get("body"))
+                _show_calls(call, spec)
         _done(t)
     print(f"\nquickstart finished in {time.perf_counter() - total:.1f}s. To deploy, on a machine with Docker and "
           "AWS credentials: modelfn build && sam build && sam deploy --guided")
     return 0
+
+
+def _export(modelfn, args, spec) -> int:
+    """Export ``spec`` unless a bundle that passes its sha256 check is already there."""
+    from functions.errors import BundleError
+    from functions.manifest import verify_bundle
+
+    bundle = defaults.BUNDLES_DIR / spec.name
+    try:
+        if args.fresh:
+            raise BundleError("fresh export requested")
+        manifest = verify_bundle(bundle)
+        print(f"   {spec.name}: reusing the verified bundle in {bundle} (quickstart --fresh re-exports)")
+        print(f"   chosen {manifest.quantization.chosen}: " +
+              ", ".join(f"{k} {v:.4f}" for k, v in sorted(manifest.parity.metrics.items())))
+        return 0
+    except BundleError:
+        return modelfn(["export", spec.name, "--models-file", args.models_file, "--out", str(bundle), "--overwrite"])
+
+
+def _push(registry, spec) -> int:
+    """Push the bundle and move the alias to it (only when it moves: a no-op promote adds history)."""
+    from infra.registry import NotFound
+
+    pushed = registry.push(spec.name, defaults.BUNDLES_DIR / spec.name, actor="quickstart")
+    try:
+        current = registry.resolve(spec.name, spec.alias)
+    except NotFound:
+        current = None
+    if current != pushed.version:
+        registry.promote(spec.name, spec.alias, pushed.version, actor="quickstart", reason="quickstart")
+    print(f"   {spec.name} version {pushed.version} ({'new' if pushed.created else 'same content as before'}); "
+          f"{spec.alias} -> {pushed.version} (was {current or 'unset'}); "
+          f"history has {len(registry.history(spec.name, spec.alias))} entries")
+    return pushed.version
+
+
+def _decode(body) -> object:
+    """A JSON answer, or the text of a server-sent-events answer."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
 
 
 def _call_http(base: str, spec) -> None:
@@ -157,22 +186,26 @@ def _call_http(base: str, spec) -> None:
         request = urllib.request.Request(base + path, data=data, method=method,
                                          headers={"content-type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return response.status, json.loads(response.read())
+            with urllib.request.urlopen(request, timeout=300) as response:
+                return response.status, _decode(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            return exc.code, _decode(exc.read())
     _show_calls(call, spec)
 
 
 def _show_calls(call, spec) -> None:
-    """Call health, info, predict and (for embedding models) /v1/embeddings; print answers and timings."""
+    """Call health, info, predict and the model's OpenAI route; print answers and timings."""
     import numpy as np
 
+    print(f"   -- {spec.name} ({spec.task})")
     for method, path, body in (("GET", "/health", None), ("GET", f"/models/{spec.name}", None)):
         started = time.perf_counter()
         status, answer = call(method, path, body)
         print(f"   {method} {path} -> {status} in {1000 * (time.perf_counter() - started):.0f} ms: "
               f"{json.dumps(answer)[:160]}")
+    if spec.task == "text-generation":
+        _show_chat(call, spec)
+        return
     inputs = SENTENCES if spec.task == "feature-extraction" else SENTENCES[0]
     timings = []
     for _ in range(11):
@@ -201,3 +234,31 @@ def _show_calls(call, spec) -> None:
     for i, text in enumerate(SENTENCES):
         others = ", ".join(f"{similarity[i, j]:.2f}" for j in range(len(SENTENCES)))
         print(f"     cos[{i}] = [{others}]  {text}")
+
+
+QUESTION = "What is the capital of France?"
+
+
+def _show_chat(call, spec) -> None:
+    """A chat answer (greedy, so it repeats), then the same question streamed as server-sent events."""
+    body = {"model": spec.name, "temperature": 0, "max_tokens": 48,
+            "messages": [{"role": "user", "content": QUESTION}]}
+    started = time.perf_counter()
+    status, answer = call("POST", "/v1/chat/completions", body)
+    elapsed = 1000 * (time.perf_counter() - started)
+    if status != 200:
+        print(f"   POST /v1/chat/completions -> {status}: {answer}", file=sys.stderr)
+        raise SystemExit(1)
+    text = answer["choices"][0]["message"]["content"]
+    print(f"   POST /v1/chat/completions -> {status} in {elapsed:.0f} ms, {answer['usage']}")
+    print(f"     user: {QUESTION}")
+    print(f"     {spec.name}: {text.strip()}")
+    status, events = call("POST", "/v1/chat/completions", {**body, "stream": True})
+    if status != 200 or not isinstance(events, str):
+        print(f"   POST /v1/chat/completions (stream) -> {status}: {events}", file=sys.stderr)
+        raise SystemExit(1)
+    pieces = [json.loads(line[6:]) for line in events.splitlines()
+              if line.startswith("data: ") and line != "data: [DONE]"]
+    streamed = "".join(p["choices"][0]["delta"].get("content") or "" for p in pieces if p.get("choices"))
+    same = "the same text" if streamed == text else "a DIFFERENT text"
+    print(f"   POST /v1/chat/completions stream: true -> {status}: {len(pieces)} events ending [DONE], {same}")
