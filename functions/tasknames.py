@@ -8,6 +8,7 @@ FEATURE_EXTRACTION = "feature-extraction"
 TEXT_CLASSIFICATION = "text-classification"
 TOKEN_CLASSIFICATION = "token-classification"
 QUESTION_ANSWERING = "question-answering"
+IMAGE_CLASSIFICATION = "image-classification"
 TEXT_GENERATION = "text-generation"  # decoder-only LMs, served by onnxruntime-genai
 
 

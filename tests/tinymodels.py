@@ -110,3 +110,38 @@ def build_tiny_model(directory: Path, task: str, *, seed: int = 0, multi_label: 
         }), encoding="utf-8")
         (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}), encoding="utf-8")
     return directory
+
+
+IMAGE_LABELS = ("cat", "dog", "bird", "fish", "car", "tree", "house")
+
+
+def build_tiny_image_model(directory: Path, architecture: str = "vit", *, seed: int = 0, shortest_edge: int = 32,
+                           crop_pct: float = 0.875) -> Path:
+    """Save a tiny random image classifier (``vit`` or ``convnext``) with its preprocessor_config.json.
+
+    ViT takes 32x32 images (patches of 8); ConvNeXt any size, its processor resizing the shorter edge
+    to ``shortest_edge / crop_pct`` and center-cropping (or, from 384 up, resizing to a square).
+    """
+    import torch
+    from transformers import (ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor, ViTConfig,
+                              ViTForImageClassification, ViTImageProcessor)
+
+    directory = Path(directory)
+    labels = dict(enumerate(IMAGE_LABELS))
+    common = dict(id2label=labels, label2id={v: k for k, v in labels.items()}, num_labels=len(labels))
+    torch.manual_seed(seed)
+    if architecture == "vit":
+        config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
+        model = ViTForImageClassification(config)
+        processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    elif architecture == "convnext":
+        config = ConvNextConfig(num_channels=3, patch_size=4, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
+                                **common)
+        model = ConvNextForImageClassification(config)
+        processor = ConvNextImageProcessor(size={"shortest_edge": shortest_edge}, crop_pct=crop_pct)
+    else:
+        raise ValueError(architecture)
+    model.eval().save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
