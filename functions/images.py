@@ -73,8 +73,9 @@ def open_image(data: bytes, where: str, limits: ImageLimits):
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=FORMATS)
-        except Image.DecompressionBombError:
-            raise PayloadTooLarge(f"{where} has too many pixels", hint="downscale the image") from None
+        except Image.DecompressionBombError:  # Pillow's own limit (2x its MAX_IMAGE_PIXELS), from the header
+            most = min(limits.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0) or limits.max_pixels)
+            raise PayloadTooLarge(f"{where} has more than {most} pixels", hint="downscale the image") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
             raise BadRequest(f"{where} is not {WANTS}") from None
         width, height = image.size
@@ -101,13 +102,9 @@ def _resize_size(width: int, height: int, steps: ImageProcessing) -> tuple[int, 
 
 
 def _center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """transformers' center_crop on an (H, W, C) array, zero-padding an image smaller than the crop."""
+    """transformers' center_crop of an (H, W, C) array. The supported processors resize to at least
+    the crop first (ConvNeXt: shorter edge to size / crop_pct), so no padding is ever needed."""
     rows, cols = array.shape[:2]
-    if rows < height or cols < width:
-        padded = np.zeros((max(rows, height), max(cols, width), array.shape[2]), dtype=array.dtype)
-        top, left = -(-(padded.shape[0] - rows) // 2), -(-(padded.shape[1] - cols) // 2)
-        padded[top:top + rows, left:left + cols] = array
-        array, rows, cols = padded, padded.shape[0], padded.shape[1]
     top, left = (rows - height) // 2, (cols - width) // 2
     return array[top:top + height, left:left + width]
 
