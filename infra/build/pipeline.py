@@ -18,7 +18,7 @@ from functions.spec import load_models_file
 
 from ..template import Deployment, generate_template, write_template
 from .context import default_base_image, publish_context, stage_context
-from .requirements import pinned_requirements
+from .requirements import pinned_requirements, takes_images
 from .. import defaults
 from .wheelhouse import prepare_wheelhouse
 
@@ -89,11 +89,14 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
     wheelhouses = {}
     for arch in sorted({d.spec.architecture for d in deployments}):
         fetching = any(d.fetch for d in deployments if d.spec.architecture == arch)
-        everything = pinned_requirements(settings.python_version, arch, fetch=fetching)
+        imaging = any(takes_images(d.spec.task) for d in deployments if d.spec.architecture == arch)
+        everything = pinned_requirements(settings.python_version, arch, fetch=fetching, images=imaging)
         wheelhouses[arch] = prepare_wheelhouse(everything, architecture=arch,
                                                python_version=settings.python_version, root=settings.wheelhouse)
-        requirements[(arch, True)] = everything
-        requirements[(arch, False)] = pinned_requirements(settings.python_version, arch, fetch=False)
+    for d in deployments:  # each image gets only what its model needs (Pillow only for image models)
+        key = (d.spec.architecture, d.fetch, takes_images(d.spec.task))
+        if key not in requirements:
+            requirements[key] = pinned_requirements(settings.python_version, key[0], fetch=key[1], images=key[2])
 
     # Every context is staged (bundles pulled and sha256-checked) before any is published, so a
     # failure on one model leaves the previous build and template.yaml as they were.
@@ -107,7 +110,7 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
                 (lambda dest, s=spec, v=deployment.version: registry.pull(s.name, v, dest))
             staged[spec.name] = stage_context(
                 Path(settings.out) / spec.name, name=spec.name, version=deployment.version,
-                requirements=requirements[(spec.architecture, deployment.fetch)],
+                requirements=requirements[(spec.architecture, deployment.fetch, takes_images(spec.task))],
                 wheelhouse=wheelhouses[spec.architecture], python_version=settings.python_version,
                 architecture=spec.architecture,
                 base_image=settings.base_image or default_base_image(settings.python_version, spec.architecture),

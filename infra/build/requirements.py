@@ -25,6 +25,8 @@ EXCLUDED = frozenset({"huggingface-hub"})
 # Only the cold-start fetch of large bundles needs an S3 client; the AWS base image ships boto3
 # but the stand-in does not, so it is pinned explicitly when a model is fetched.
 FETCH_EXTRA = ("boto3",)
+# Image models decode requests with Pillow (functions/images.py); text models' images do not ship it.
+IMAGE_EXTRA = ("pillow",)
 
 _MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
 
@@ -64,11 +66,20 @@ def target_environment(python_version: str, architecture: str) -> dict[str, str]
     return env
 
 
-def pinned_requirements(python_version: str, architecture: str, *, fetch: bool = False) -> list[str]:
-    """``name==version`` for the runtime closure, sorted. Raises ConfigError when a package the image
-    needs is not installed here (it could not be pinned to a tested version)."""
+def takes_images(task: str) -> bool:
+    """Whether a model of ``task`` decodes images at run time (the task registry's input kind)."""
+    from functions.inputs import IMAGE
+    from functions.tasks import get_task
+
+    return get_task(task).inputs == IMAGE
+
+
+def pinned_requirements(python_version: str, architecture: str, *, fetch: bool = False,
+                        images: bool = False) -> list[str]:
+    """``name==version`` for the runtime closure, sorted (``images``: with Pillow). Raises ConfigError
+    when a package the image needs is not installed here (it could not be pinned to a tested version)."""
     env = target_environment(python_version, architecture)
-    roots = runtime_roots() + (list(FETCH_EXTRA) if fetch else [])
+    roots = runtime_roots() + (list(FETCH_EXTRA) if fetch else []) + (list(IMAGE_EXTRA) if images else [])
     pins: dict[str, str] = {}
     pending = [(Requirement(r), "") for r in roots]
     while pending:

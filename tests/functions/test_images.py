@@ -133,3 +133,36 @@ def test_limits_come_from_the_environment(monkeypatch):
     assert ImageLimits.resolve() == ImageLimits(1234, 5678)
     monkeypatch.delenv("MODELFN_MAX_IMAGE_BYTES")
     assert ImageLimits.resolve().max_bytes == 8 << 20
+
+
+LEAN = r"""
+import base64, json, sys
+from functions.handler import handler
+from tests.functions.eventfiles import make_event
+class Context:
+    function_name, memory_limit_in_mb, aws_request_id = "lean", 2048, "req-1"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:lean"
+body = {"inputs": sys.argv[2]} if sys.argv[2] else {"inputs": "hello"}
+response = handler(make_event("POST", "/models/lean/predict", body), Context())
+print("RESULT " + json.dumps({"status": response["statusCode"], "modules": sorted(
+    {m.split(".")[0] for m in sys.modules} & {"PIL", "torch", "transformers", "optimum", "fastapi"})}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_only_image_functions_load_pillow_and_none_loads_torch(kind, tiny_bundle, tiny_image_bundle):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    bundle = tiny_bundle("feature-extraction") if kind == "text" else tiny_image_bundle("vit", quantization="none")
+    image = base64.b64encode(builtin_samples()[0].data).decode() if kind == "image" else ""
+    env = {**os.environ, "MODELFN_BUNDLE_DIR": str(bundle), "MODELFN_MODEL_NAME": "lean", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", LEAN, "x", image], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result == {"status": 200, "modules": ["PIL"] if kind == "image" else []}
