@@ -27,7 +27,7 @@ class Evaluator:
         self.src, self.samples, self.gate, self.threads = src, samples, gate, threads
         self.tokenizer = tokenizer
         self.checks = checks_for(src.task)
-        if src.runtime.image is not None:  # image models: pixel values from the runtime's preprocessing
+        if self.checks is vision:  # image models: pixel values from the runtime's own preprocessing
             self.encoded = vision.encode(samples, src.runtime.image)
         else:
             self.encoded = parity.encode(tokenizer, samples)
@@ -59,7 +59,7 @@ class Evaluator:
         return float(np.mean(scores))
 
     def feed(self, input_names: list[str]) -> dict[str, np.ndarray]:
-        if self.src.runtime.image is not None:  # every image becomes the same shape: time the first
+        if self.checks is vision:  # every image becomes the same shape: time the first
             return {n: self.encoded[0].feeds[n] for n in input_names}
         pair = "The answer is in this context sentence." if self.src.task == QUESTION_ANSWERING else None
         return measure.latency_feed(self.tokenizer, input_names, pair)
