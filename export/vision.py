@@ -33,7 +33,8 @@ GATED: dict[str, tuple[str, ...]] = {IMAGE_CLASSIFICATION: ("agreement",)}
 PREPROCESSOR = "preprocessor_config.json"
 # Processors whose steps image_processing() reproduces (tests compare the pixel values); the fast
 # (torchvision) variants are served with their slow twin's PIL arithmetic.
-SUPPORTED = ("ViTImageProcessor", "ViTImageProcessorFast", "ConvNextImageProcessor", "ConvNextImageProcessorFast")
+SUPPORTED = tuple(f"{name}ImageProcessor{fast}" for name in ("ViT", "ConvNext", "DeiT", "Bit", "CLIP")
+                  for fast in ("", "Fast"))
 _LIMITS = ImageLimits(max_bytes=1 << 30, max_pixels=1 << 30)  # the samples are ours; limits are for callers
 
 
@@ -73,9 +74,20 @@ def image_processing(root: Path) -> ImageProcessing:
         else:
             steps.update(height=edge, width=edge)
     elif size:
-        if set(size) != {"height", "width"}:
-            raise ExportError(f"{root}: image size {size} is not supported", hint="expected height and width")
-        steps.update(height=int(size["height"]), width=int(size["width"]))
+        if set(size) == {"height", "width"}:
+            steps.update(height=int(size["height"]), width=int(size["width"]))
+        elif set(size) == {"shortest_edge"}:
+            steps.update(shortest_edge=int(size["shortest_edge"]))
+        else:
+            raise ExportError(f"{root}: image size {size} is not supported",
+                              hint="expected height and width, or shortest_edge")
+    if getattr(processor, "do_center_crop", False):
+        crop = dict(processor.crop_size)
+        steps.update(crop_height=int(crop["height"]), crop_width=int(crop["width"]))
+        # The runtime crops without padding: the resized image must cover the crop.
+        cover = (steps.get("height") or steps.get("shortest_edge", 0), steps.get("width") or steps.get("shortest_edge", 0))
+        if steps["crop_height"] > cover[0] or steps["crop_width"] > cover[1]:
+            raise ExportError(f"{root}: center crop {crop} is larger than the resized image", hint="not supported")
     if processor.do_rescale:
         steps["rescale_factor"] = float(processor.rescale_factor)
     if processor.do_normalize:

@@ -2,8 +2,8 @@
 
 Decoding follows transformers' ``load_image`` (EXIF orientation applied, then RGB); preprocessing
 applies the model's own image processor steps from the manifest (functions.manifest.ImageProcessing)
-in the order and arithmetic of transformers' ViT / ConvNeXt processors, so pixel values match
-theirs (tests/functions/test_images.py holds them to it). Pillow is imported on first use: text
+in the order and arithmetic of transformers' ViT, ConvNeXt, DeiT, BiT and CLIP image processors, so
+pixel values match theirs (tests/functions/test_images.py holds them to it). Pillow is imported on first use: text
 functions never load it, and their images do not ship it.
 
 Limits are checked before work: the compressed size before base64 decoding and before Pillow sees

@@ -21,7 +21,8 @@ LIMITS = ImageLimits(max_bytes=1 << 24, max_pixels=40_000_000)
 
 
 def _processors():
-    from transformers import ConvNextImageProcessor, ViTImageProcessor
+    from transformers import (BitImageProcessor, CLIPImageProcessor, ConvNextImageProcessor, DeiTImageProcessor,
+                              ViTImageProcessor)
 
     return {
         "vit-32": ViTImageProcessor(size={"height": 32, "width": 32}),
@@ -31,6 +32,9 @@ def _processors():
         "convnext-40-crop": ConvNextImageProcessor(size={"shortest_edge": 40}, crop_pct=0.9),
         "convnext-384-square": ConvNextImageProcessor(size={"shortest_edge": 384}),
         "vit-no-normalize": ViTImageProcessor(size={"height": 48, "width": 48}, do_normalize=False),
+        "deit-resize-then-crop": DeiTImageProcessor(size={"height": 40, "width": 44}, crop_size={"height": 32, "width": 36}),
+        "bit-shortest-edge-crop": BitImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32}),
+        "clip-shortest-edge-crop": CLIPImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 36, "width": 36}),
     }
 
 
@@ -66,6 +70,16 @@ def test_pixel_values_match_transformers(processor_name, tmp_path):
         theirs = processor(images=load_image(Image.open(io.BytesIO(data))), return_tensors="np").pixel_values[0]
         assert ours.shape == theirs.shape, name
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_crop_larger_than_the_resized_image_is_refused(tmp_path):
+    from transformers import DeiTImageProcessor
+
+    from export.errors import ExportError
+
+    DeiTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 40, "width": 40}).save_pretrained(tmp_path)
+    with pytest.raises(ExportError, match="center crop"):
+        image_processing(tmp_path)
 
 
 def test_exif_orientation_is_applied():
