@@ -131,7 +131,10 @@ def main() -> None:
     image = photo(WORK / "photo.jpg")
     threads = "2"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELFN_BUNDLE_DIR": str(bundle), "MODELFN_MODEL_NAME": "bench",
-           "MODELFN_THREADS": threads, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1"}
+           "MODELFN_THREADS": threads, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1",
+           # torch's OpenMP threads spin while idle, as onnxruntime's would without allow_spinning=0 (which
+           # the runtime sets); on a shared machine spinning inflates torch's latency many times over.
+           "OMP_WAIT_POLICY": "PASSIVE"}
     results: dict[str, list[dict]] = {"modelfn": [], "pipeline": []}
     for _ in range(args.reps):
         results["modelfn"].append(run(MODELFN, [str(image), str(WARM)], env))
@@ -152,7 +155,8 @@ def main() -> None:
         f"| process start -> first answer | {m_cold:.2f} s | {p_cold:.2f} s | {p_cold / m_cold:.1f}x |",
         f"| warm request | {m_warm * 1000:.1f} ms | {p_warm * 1000:.1f} ms | {p_warm / m_warm:.1f}x |",
         "",
-        f"Same top label from both: {same}. Chosen candidate: {manifest.quantization.chosen} "
+        f"Same top label from both: {same}. Both with {threads} threads and OMP_WAIT_POLICY=PASSIVE; host "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs. Chosen candidate: {manifest.quantization.chosen} "
         f"({manifest.quantization.reason}); parity {manifest.parity.metrics}.",
         "",
     ]

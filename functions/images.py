@@ -48,6 +48,9 @@ def image_bytes(item: ImageInput, limits: ImageLimits) -> bytes:
             head, _, data = data.partition(",")
             if not head.endswith(";base64"):
                 raise BadRequest(f"{item.where} is a data: URL without ;base64", hint="send base64-encoded image bytes")
+        if len(data) // 2 > limits.max_bytes:  # far too large: refused before even copying it
+            raise PayloadTooLarge(f"{item.where} has about {len(data) * 3 // 4} bytes; this model takes images of "
+                                  f"at most {limits.max_bytes} bytes", hint="send a smaller or more compressed image")
         data = "".join(data.split())  # MIME base64 wraps lines
         size = len(data) * 3 // 4
     if size > limits.max_bytes:
