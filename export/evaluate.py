@@ -28,7 +28,7 @@ class Evaluator:
         self.tokenizer = tokenizer
         self.checks = checks_for(src.task)
         if self.checks is vision:  # image models: pixel values from the runtime's own preprocessing
-            self.encoded = vision.encode(samples, src.runtime.image)
+            self.encoded = vision.encode(samples, src.runtime.image, tokenizer, src.runtime.pad_token_id)
         else:
             self.encoded = parity.encode(tokenizer, samples)
         self.calibration = tuple(e.feeds for e in self.encoded)

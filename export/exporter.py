@@ -76,12 +76,13 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
     with tempfile.TemporaryDirectory(prefix="modelfn-export-") as tmp:
         work = Path(tmp)
         with tracker.step("export", f"Optimum ONNX export, opset {opset}"):
-            if src.runtime.image is not None:  # image models ship their processor config instead
-                tokenizer, companion = None, vision.copy_preprocessor(src.path, work / PREPROCESSOR_FILE)
-            else:
+            tokenizer, companions = None, []
+            if src.runtime.image is None or vision.has_text_tower(task):
                 tokenizer, pad_id = convert.build_tokenizer(src, work / TOKENIZER_FILE)
                 src = replace(src, runtime=replace(src.runtime, pad_token_id=pad_id))
-                companion = work / TOKENIZER_FILE
+                companions.append(work / TOKENIZER_FILE)
+            if src.runtime.image is not None:  # image models ship their processor config
+                companions.append(vision.copy_preprocessor(src.path, work / PREPROCESSOR_FILE))
             raw = convert.export_onnx(src, work, opset=opset)
         with tracker.step("optimize", "portable transformer fusions"):
             fp32 = convert.save_single_file(convert.optimize_onnx(raw, src, work / "optimized.onnx"),
@@ -108,7 +109,7 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             tracker.warn("validate", choice.reason)
         chosen = next(c for c in table if c.name == choice.name)
         with tracker.step("write", str(out)):
-            manifest = _write(out, overwrite, rows[choice.name]["path"], companion, tracker, dict(
+            manifest = _write(out, overwrite, rows[choice.name]["path"], companions, tracker, dict(
                 name=name or out.name, task=task, architecture=architecture, target=target,
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
                                           strategy=strategy, candidates=tuple(table)),
@@ -203,7 +204,8 @@ def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s
             for n, r in rows.items()]
 
 
-def _write(out: Path, overwrite: bool, model: Path, companion: Path, tracker: Tracker, fields: dict) -> Manifest:
+def _write(out: Path, overwrite: bool, model: Path, companions: list[Path], tracker: Tracker,
+           fields: dict) -> Manifest:
     """Stage the bundle beside ``out`` and rename it into place; on any failure remove the stage."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +215,8 @@ def _write(out: Path, overwrite: bool, model: Path, companion: Path, tracker: Tr
     old = None
     try:
         shutil.copyfile(model, stage / MODEL_FILE)
-        shutil.copyfile(companion, stage / companion.name)  # tokenizer.json, or an image model's processor config
+        for companion in companions:  # tokenizer.json and/or an image model's preprocessor_config.json
+            shutil.copyfile(companion, stage / companion.name)
         inputs, outputs, opset = convert.graph_io(stage / MODEL_FILE)
         manifest = Manifest(inputs=inputs, outputs=outputs, opset=opset, files=describe_files(stage),
                             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields)

@@ -13,7 +13,7 @@ from typing import Any
 
 from functions.manifest import RuntimeConfig
 from functions.tasknames import (FEATURE_EXTRACTION, IMAGE_CLASSIFICATION, QUESTION_ANSWERING, TEXT_CLASSIFICATION,
-                                 TOKEN_CLASSIFICATION)
+                                 TOKEN_CLASSIFICATION, ZERO_SHOT_IMAGE_CLASSIFICATION)
 
 from .errors import ExportError, SourceError, TaskMismatchError
 
@@ -25,6 +25,7 @@ _HEAD_SUFFIX = {
     TOKEN_CLASSIFICATION: "ForTokenClassification",
     QUESTION_ANSWERING: "ForQuestionAnswering",
     IMAGE_CLASSIFICATION: "ForImageClassification",
+    ZERO_SHOT_IMAGE_CLASSIFICATION: "CLIPModel",  # both towers and the learned logit scale
 }
 _CLASSIFIERS = (TEXT_CLASSIFICATION, IMAGE_CLASSIFICATION)
 _POOLING_KEYS = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
@@ -91,7 +92,9 @@ def _check_task(root: Path, config: dict[str, Any], task: str) -> None:
 
 
 def _max_length(root: Path, config: dict[str, Any], max_tokens: int | None) -> int:
-    positions = int(config.get("max_position_embeddings") or 512)
+    # two-tower models (CLIP) keep the text positions in text_config
+    positions = int(config.get("max_position_embeddings") or (config.get("text_config") or {}).get(
+        "max_position_embeddings") or 512)
     if max_tokens is not None:
         if max_tokens < 8 or max_tokens > positions:
             raise ExportError(f"max_tokens {max_tokens} is outside 8..{positions}, the model's position range")

@@ -25,17 +25,25 @@ from functions.images import ImageInput, read_pixels
 from functions.inputs import IMAGE
 from functions.manifest import ImageProcessing, RuntimeConfig
 from functions.settings import ImageLimits
-from functions.tasknames import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION
+from functions.tasknames import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, ZERO_SHOT_IMAGE_CLASSIFICATION
 
 from .errors import ExportError, SourceError
 
-GATED: dict[str, tuple[str, ...]] = {IMAGE_CLASSIFICATION: ("agreement",)}
+GATED: dict[str, tuple[str, ...]] = {IMAGE_CLASSIFICATION: ("agreement",), ZERO_SHOT_IMAGE_CLASSIFICATION: ("agreement",)}
+# Zero-shot parity scores every sample image against these sentences (the text tower's inputs).
+ZERO_SHOT_TEXTS = ("This is a photo of a cat.", "This is a photo of a dog.", "This is a photo of a car.",
+                   "This is a diagram of shapes.", "This is a photo of a landscape.", "This is noise.")
 PREPROCESSOR = "preprocessor_config.json"
 # Processors whose steps image_processing() reproduces (tests compare the pixel values); the fast
 # (torchvision) variants are served with their slow twin's PIL arithmetic.
 SUPPORTED = tuple(f"{name}ImageProcessor{fast}" for name in ("ViT", "ConvNext", "DeiT", "Bit", "CLIP")
                   for fast in ("", "Fast"))
 _LIMITS = ImageLimits(max_bytes=1 << 30, max_pixels=1 << 30)  # the samples are ours; limits are for callers
+
+
+def has_text_tower(task: str) -> bool:
+    """Whether an image task also tokenizes text (CLIP's labels), so its bundle ships tokenizer.json too."""
+    return task == ZERO_SHOT_IMAGE_CLASSIFICATION
 
 
 def is_image_task(task: str) -> bool:
@@ -216,17 +224,28 @@ class Encoded:
     feeds: dict[str, np.ndarray]  # {"pixel_values": (1, 3, H, W)}
 
 
-def encode(samples: list[ImageSample], steps: ImageProcessing, input_name: str = "pixel_values") -> list[Encoded]:
-    """Each sample through the runtime's decoding and preprocessing."""
+def encode(samples: list[ImageSample], steps: ImageProcessing, tokenizer=None, pad_token_id: int = 0,
+           input_name: str = "pixel_values") -> list[Encoded]:
+    """Each sample through the runtime's decoding and preprocessing; with a ``tokenizer`` (two-tower
+    models) every sample also carries ZERO_SHOT_TEXTS, padded as the runtime pads them."""
     from functions.errors import RequestError
 
+    text: dict[str, np.ndarray] = {}
+    if tokenizer is not None:
+        encodings = tokenizer.encode_batch(list(ZERO_SHOT_TEXTS))
+        width = max(len(e.ids) for e in encodings)
+        text = {"input_ids": np.full((len(encodings), width), pad_token_id, dtype=np.int64),
+                "attention_mask": np.zeros((len(encodings), width), dtype=np.int64)}
+        for row, e in enumerate(encodings):
+            text["input_ids"][row, :len(e.ids)] = e.ids
+            text["attention_mask"][row, :len(e.ids)] = e.attention_mask
     out = []
     for sample in samples:
         try:
             row = read_pixels(ImageInput(sample.data, sample.name), steps, _LIMITS)
         except RequestError as exc:
             raise ExportError(f"sample image {exc.message}") from None
-        out.append(Encoded(feeds={input_name: row[None]}))
+        out.append(Encoded(feeds={input_name: row[None], **text}))
     return out
 
 
@@ -238,20 +257,26 @@ def run_torch(source_dir: Path, task: str, encoded: list[Encoded]) -> list[list[
 
     from .convert import quiet
 
+    two_towers = has_text_tower(task)
+    cls = transformers.AutoModel if two_towers else transformers.AutoModelForImageClassification
     with quiet():
-        model = transformers.AutoModelForImageClassification.from_pretrained(str(source_dir),
-                                                                            local_files_only=True).eval()
+        model = cls.from_pretrained(str(source_dir), local_files_only=True).eval()
     results = []
     with torch.inference_mode():
         for e in encoded:
-            out = model(pixel_values=torch.from_numpy(e.feeds["pixel_values"]))
-            results.append([out.logits.float().numpy()])
+            out = model(**{k: torch.from_numpy(v) for k, v in e.feeds.items()})
+            if two_towers:  # the ONNX graph's outputs, in its order
+                results.append([t.float().numpy() for t in (out.logits_per_image, out.logits_per_text,
+                                                            out.text_embeds, out.image_embeds)])
+            else:
+                results.append([out.logits.float().numpy()])
     return results
 
 
 def compare(task: str, runtime: RuntimeConfig, samples: list[ImageSample], encoded: list[Encoded],
             reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict[str, float]:
-    """Label agreement and probability drift: an image classifier's answers are text-classification's."""
+    """Label agreement and probability drift (over ZERO_SHOT_TEXTS for two-tower models, whose first
+    output is the image x text logits): an image classifier's answers are text-classification's."""
     from . import parity
 
     return parity.compare(TEXT_CLASSIFICATION, runtime, samples, encoded, reference, candidate)

@@ -19,6 +19,7 @@ from tokenizers import Encoding, Tokenizer
 from .errors import BundleError, Unprocessable
 from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest
 
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what feed() makes from encodings
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
 # Chosen by bench/runtime_bench.py (see bench/runtime.md, "session options"): the arena keeps
@@ -58,8 +59,9 @@ class LoadedModel:
         root = Path(bundle_dir)
         self.bundle_dir = root
         self.manifest = manifest or read_manifest(root)
-        # Image models take pixel values the task computes (functions/images.py): no tokenizer.
-        text = self.manifest.runtime.image is None
+        # Image models take pixel values the task computes (functions/images.py); a tokenizer only
+        # when they also have a text tower (CLIP).
+        text = self.manifest.runtime.image is None or TOKENIZER_FILE in self.manifest.files
         for name in (MODEL_FILE, TOKENIZER_FILE) if text else (MODEL_FILE,):
             if not (root / name).is_file():
                 raise BundleError(f"{root} is not a model bundle: {name} is missing",
@@ -75,6 +77,7 @@ class LoadedModel:
             raise BundleError(f"model.onnx has no input {missing[0]!r} that the manifest names",
                               hint="the bundle is inconsistent; re-export it")
         self.input_dtypes = {n: _DTYPES.get(graph_inputs[n].type, np.int64) for n in self.manifest.inputs}
+        self.token_dtypes = {n: d for n, d in self.input_dtypes.items() if n in _TOKEN_INPUTS}
         self.output_names = list(self.manifest.outputs)
         self.tokenizer = self._load_tokenizer(root / TOKENIZER_FILE, self.limits.max_tokens) if text else None
         # Question answering reconfigures truncation (stride, only_second) per request; a separate
@@ -125,8 +128,8 @@ class LoadedModel:
         return [enc, *enc.overflowing]
 
     def feed(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
-        """The graph's inputs for a batch, padded to the longest encoding."""
-        names = self.input_dtypes
+        """The graph's token inputs for a batch, padded to the longest encoding."""
+        names = self.token_dtypes
         if len(encodings) == 1:
             enc = encodings[0]
             columns = {"input_ids": [enc.ids], "attention_mask": [enc.attention_mask], "token_type_ids": [enc.type_ids]}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tinymodels import build_tiny_image_model, build_tiny_model
+from tests.tinymodels import build_tiny_clip_model, build_tiny_image_model, build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,13 +48,15 @@ def tiny_bundle(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def tiny_image_model_dir(tmp_path_factory):
-    """Factory: "vit" or "convnext" -> a Hugging Face directory with a tiny random image classifier."""
+    """Factory: "vit" or "convnext" -> a Hugging Face directory with a tiny random image classifier;
+    "clip" -> a tiny random CLIP (zero-shot image classification)."""
     cache: dict[str, Path] = {}
 
     def make(architecture: str) -> Path:
         if architecture not in cache:
-            cache[architecture] = build_tiny_image_model(tmp_path_factory.mktemp("hf-" + architecture) / "model",
-                                                         architecture)
+            folder = tmp_path_factory.mktemp("hf-" + architecture) / "model"
+            cache[architecture] = (build_tiny_clip_model(folder) if architecture == "clip"
+                                   else build_tiny_image_model(folder, architecture))
         return cache[architecture]
 
     return make
@@ -71,8 +73,8 @@ def tiny_image_bundle(tmp_path_factory, tiny_image_model_dir):
         key = (architecture, tuple(sorted(kwargs.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp("bundle-" + architecture) / "bundle"
-            export_bundle(tiny_image_model_dir(architecture), "image-classification", out,
-                          name="tiny-" + architecture, **kwargs)
+            task = "zero-shot-image-classification" if architecture == "clip" else "image-classification"
+            export_bundle(tiny_image_model_dir(architecture), task, out, name="tiny-" + architecture, **kwargs)
             cache[key] = out
         return cache[key]
 

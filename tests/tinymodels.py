@@ -145,3 +145,27 @@ def build_tiny_image_model(directory: Path, architecture: str = "vit", *, seed: 
     model.eval().save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+def build_tiny_clip_model(directory: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random CLIP (text and vision towers) with the tiny WordPiece tokenizer and a CLIP
+    image processor (shorter edge to 32, center crop 32x32): zero-shot image classification."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    directory = Path(directory)
+    build_tokenizer(directory)
+    config_file = directory / "tokenizer_config.json"  # CLIP's forward takes no token_type_ids
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
+                                       "model_input_names": ["input_ids", "attention_mask"]}), encoding="utf-8")
+    vocab = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=64, pad_token_id=vocab.index("[PAD]"),
+                bos_token_id=vocab.index("[CLS]"), eos_token_id=vocab.index("[SEP]"))  # pooled at [SEP]
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2)
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model.eval().save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory

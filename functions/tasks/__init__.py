@@ -27,7 +27,7 @@ from ..inputs import IMAGE, QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
 
 # The modules that register tasks, imported on first use. Each is small and imports only what the
 # image ships; a module whose engine is heavy imports it lazily.
-_MODULES = ("embeddings", "classification", "tokens", "qa", "image_classification")
+_MODULES = ("embeddings", "classification", "tokens", "qa", "image_classification", "zero_shot_image")
 
 # OpenAI-shaped routes a task may serve besides POST /models/{name}/predict.
 EMBEDDINGS_ROUTE = "embeddings"  # POST /v1/embeddings
