@@ -9,9 +9,15 @@ import numpy as np
 
 from functions.tasknames import QUESTION_ANSWERING
 
-from . import measure, parity
+from . import measure, parity, vision
 from .samples import Sample
 from .source import Source
+
+
+def checks_for(task: str):
+    """The module holding ``task``'s samples and parity checks: export/vision.py for image tasks,
+    export/samples.py + export/parity.py for text (gather_samples, gate_thresholds, compare, gate)."""
+    return vision if vision.is_image_task(task) else parity
 
 
 class Evaluator:
@@ -22,13 +28,17 @@ class Evaluator:
         self.src, self.samples, self.gate, self.threads = src, samples, gate, threads
         self.provider = provider
         self.tokenizer = tokenizer
-        self.encoded = parity.encode(tokenizer, samples)
+        self.checks = checks_for(src.task)
+        if self.checks is vision:  # image models: pixel values from the runtime's own preprocessing
+            self.encoded = vision.encode(samples, src.runtime.image, tokenizer, src.runtime.pad_token_id)
+        else:
+            self.encoded = parity.encode(tokenizer, samples)
         self.calibration = tuple(e.feeds for e in self.encoded)
 
     @cached_property
     def reference(self):
         """The PyTorch model's outputs, computed on first use (loading torch is the slow part)."""
-        return parity.run_torch(self.src.path, self.src.task, self.encoded)
+        return self.checks.run_torch(self.src.path, self.src.task, self.encoded)
 
     def run(self, path: Path):
         """(session, raw outputs per sample); raises when the graph cannot run on this host."""
@@ -36,10 +46,10 @@ class Evaluator:
         return session, parity.run_onnx(session, self.encoded)
 
     def metrics(self, outputs) -> dict[str, float]:
-        return parity.compare(self.src.task, self.src.runtime, self.samples, self.encoded, self.reference, outputs)
+        return self.checks.compare(self.src.task, self.src.runtime, self.samples, self.encoded, self.reference, outputs)
 
     def passes(self, metrics: dict[str, float]) -> bool:
-        return bool(metrics) and parity.gate(self.src.task, metrics, self.gate)
+        return bool(metrics) and self.checks.gate(self.src.task, metrics, self.gate)
 
     def drift(self, outputs) -> float:
         """Mean (1 - cosine) of raw outputs to the reference: a smooth score for ranking, where agreement is too coarse."""
@@ -51,6 +61,8 @@ class Evaluator:
         return float(np.mean(scores))
 
     def feed(self, input_names: list[str]) -> dict[str, np.ndarray]:
+        if self.checks is vision:  # every image becomes the same shape: time the first
+            return {n: self.encoded[0].feeds[n] for n in input_names}
         pair = "The answer is in this context sentence." if self.src.task == QUESTION_ANSWERING else None
         return measure.latency_feed(self.tokenizer, input_names, pair)
 

@@ -15,15 +15,15 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from functions.manifest import (MODEL_FILE, TOKENIZER_FILE, Candidate, Manifest, Parity, Quantization,
-                                describe_files)
+from functions.manifest import (MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, Candidate, Manifest, Parity,
+                                Quantization, describe_files)
 from functions.spec import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TARGETS
 from functions.tasknames import QUESTION_ANSWERING, resolve_task
 
 from . import candidates as registry
-from . import convert, measure, mixed, parity
+from . import convert, measure, mixed, vision
 from .errors import ConversionError, ExportError, OutputError, ParityGateError
-from .evaluate import Evaluator
+from .evaluate import Evaluator, checks_for
 from .progress import Progress, Tracker
 from .report import candidates_table
 from .samples import gather_samples
@@ -56,7 +56,8 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
     if target == "gpu" and architecture != "x86_64":
         raise ExportError("the gpu target runs on x86_64 only", hint="drop --architecture arm64 for gpu models")
     strategy = parse_strategy(strategy)
-    gate = parity.gate_thresholds(task, _merge_thresholds(thresholds))
+    checks = checks_for(task)  # export/vision.py for image tasks, export/parity.py + samples.py for text
+    gate = checks.gate_thresholds(task, _merge_thresholds(thresholds))
     out = Path(out).expanduser().absolute()
     _check_output(out, overwrite)
     names = registry.preset(quantization, architecture, target)
@@ -73,12 +74,17 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
 
     with tracker.step("load", str(source)):
         src = inspect_source(source, task, max_tokens=max_tokens)
-        samples = gather_samples(task, eval_file)
+        samples = vision.gather_samples(task, eval_file) if checks is vision else gather_samples(task, eval_file)
     with tempfile.TemporaryDirectory(prefix="modelfn-export-") as tmp:
         work = Path(tmp)
         with tracker.step("export", f"Optimum ONNX export, opset {opset}"):
-            tokenizer, pad_id = convert.build_tokenizer(src, work / TOKENIZER_FILE)
-            src = replace(src, runtime=replace(src.runtime, pad_token_id=pad_id))
+            tokenizer, companions = None, []
+            if src.runtime.image is None or vision.has_text_tower(task):
+                tokenizer, pad_id = convert.build_tokenizer(src, work / TOKENIZER_FILE)
+                src = replace(src, runtime=replace(src.runtime, pad_token_id=pad_id))
+                companions.append(work / TOKENIZER_FILE)
+            if src.runtime.image is not None:  # image models ship their processor config
+                companions.append(vision.copy_preprocessor(src.path, work / PREPROCESSOR_FILE))
             raw = convert.export_onnx(src, work, opset=opset)
         with tracker.step("optimize", "portable transformer fusions"):
             fp32 = convert.save_single_file(convert.optimize_onnx(raw, src, work / "optimized.onnx"),
@@ -106,7 +112,7 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             tracker.warn("validate", choice.reason)
         chosen = next(c for c in table if c.name == choice.name)
         with tracker.step("write", str(out)):
-            manifest = _write(out, overwrite, rows[choice.name]["path"], work / TOKENIZER_FILE, tracker, dict(
+            manifest = _write(out, overwrite, rows[choice.name]["path"], companions, tracker, dict(
                 name=name or out.name, task=task, architecture=architecture, target=target,
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
                                           strategy=strategy, candidates=tuple(table)),
@@ -202,7 +208,8 @@ def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s
             for n, r in rows.items()]
 
 
-def _write(out: Path, overwrite: bool, model: Path, tokenizer: Path, tracker: Tracker, fields: dict) -> Manifest:
+def _write(out: Path, overwrite: bool, model: Path, companions: list[Path], tracker: Tracker,
+           fields: dict) -> Manifest:
     """Stage the bundle beside ``out`` and rename it into place; on any failure remove the stage."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +219,8 @@ def _write(out: Path, overwrite: bool, model: Path, tokenizer: Path, tracker: Tr
     old = None
     try:
         shutil.copyfile(model, stage / MODEL_FILE)
-        shutil.copyfile(tokenizer, stage / TOKENIZER_FILE)
+        for companion in companions:  # tokenizer.json and/or an image model's preprocessor_config.json
+            shutil.copyfile(companion, stage / companion.name)
         inputs, outputs, opset = convert.graph_io(stage / MODEL_FILE)
         manifest = Manifest(inputs=inputs, outputs=outputs, opset=opset, files=describe_files(stage),
                             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from functions.manifest import RuntimeConfig
-from functions.tasknames import (FEATURE_EXTRACTION, QUESTION_ANSWERING, TEXT_CLASSIFICATION,
-                                 TOKEN_CLASSIFICATION)
+from functions.tasknames import (FEATURE_EXTRACTION, IMAGE_CLASSIFICATION, QUESTION_ANSWERING, TEXT_CLASSIFICATION,
+                                 TOKEN_CLASSIFICATION, ZERO_SHOT_IMAGE_CLASSIFICATION)
 
 from .errors import ExportError, SourceError, TaskMismatchError
 
@@ -24,7 +24,10 @@ _HEAD_SUFFIX = {
     TEXT_CLASSIFICATION: "ForSequenceClassification",
     TOKEN_CLASSIFICATION: "ForTokenClassification",
     QUESTION_ANSWERING: "ForQuestionAnswering",
+    IMAGE_CLASSIFICATION: "ForImageClassification",
+    ZERO_SHOT_IMAGE_CLASSIFICATION: "CLIPModel",  # both towers and the learned logit scale
 }
+_CLASSIFIERS = (TEXT_CLASSIFICATION, IMAGE_CLASSIFICATION)
 _POOLING_KEYS = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
                  ("pooling_mode_max_tokens", "max"))
 
@@ -62,13 +65,17 @@ def inspect_source(path: str | Path, task: str, *, max_tokens: int | None = None
     if not isinstance(config, dict):
         raise SourceError(f"{root}/config.json is not a JSON object")
     _check_task(root, config, task)
+    from .vision import image_processing, is_image_task
+
     runtime = RuntimeConfig(
         max_length=_max_length(root, config, max_tokens),
         pooling=_pooling(root)[0] if task == FEATURE_EXTRACTION else "none",
         normalize=_pooling(root)[1] if task == FEATURE_EXTRACTION else False,
-        labels=_labels(config) if task in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION) else (),
-        multi_label=task == TEXT_CLASSIFICATION and config.get("problem_type") == "multi_label_classification",
+        labels=_labels(config) if task in (*_CLASSIFIERS, TOKEN_CLASSIFICATION) else (),
+        multi_label=task in _CLASSIFIERS and config.get("problem_type") == "multi_label_classification",
         pad_token_id=_pad_token_id(root, config),
+        # image models: the image processor's steps (read with transformers, so only for them)
+        image=image_processing(root) if is_image_task(task) else None,
     )
     return Source(path=root, task=task, config=config, runtime=runtime)
 
@@ -85,7 +92,9 @@ def _check_task(root: Path, config: dict[str, Any], task: str) -> None:
 
 
 def _max_length(root: Path, config: dict[str, Any], max_tokens: int | None) -> int:
-    positions = int(config.get("max_position_embeddings") or 512)
+    # two-tower models (CLIP) keep the text positions in text_config
+    positions = int(config.get("max_position_embeddings") or (config.get("text_config") or {}).get(
+        "max_position_embeddings") or 512)
     if max_tokens is not None:
         if max_tokens < 8 or max_tokens > positions:
             raise ExportError(f"max_tokens {max_tokens} is outside 8..{positions}, the model's position range")

@@ -10,6 +10,9 @@ MODEL_VERSION = "MODELFN_MODEL_VERSION"
 MAX_BATCH = "MODELFN_MAX_BATCH"
 MAX_TOKENS = "MODELFN_MAX_TOKENS"
 TRUNCATE = "MODELFN_TRUNCATE"
+# Image inputs: the most compressed bytes and decoded pixels one image may have (checked before decoding).
+MAX_IMAGE_BYTES = "MODELFN_MAX_IMAGE_BYTES"
+MAX_IMAGE_PIXELS = "MODELFN_MAX_IMAGE_PIXELS"
 # Log request text (off by default: requests may carry personal data).
 LOG_INPUTS = "MODELFN_LOG_INPUTS"
 # ONNX Runtime intra-op threads (default: the CPUs this process may use).

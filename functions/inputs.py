@@ -8,22 +8,48 @@ from typing import Any, Callable
 
 from .errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 
+# What an image input may be (decoding and limits come with the model: functions/images.py, which
+# imports numpy and Pillow only in image models' functions).
+IMAGE_WANTS = "a PNG, JPEG, WebP, GIF, BMP or TIFF image"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image as the request carried it (raw bytes, or base64 text) and where it was."""
+
+    data: bytes | str
+    where: str
+
 # The kinds of ``inputs`` a task takes; each task names one (functions/tasks).
 TEXT = "text"  # a string, or a list of strings
 QUESTION_CONTEXT = "question-context"  # {"question", "context"}, or a list of them
 TEXT_OR_PAIR = "text-or-pair"  # a string, {"text", "text_pair"}, or a list of either
+IMAGE = "image"  # base64 image bytes, or a list of them; or the raw image as the whole body
 
 _JSON_TYPES = ("application/json",)
 
 
-def check_content_type(content_type: str | None) -> None:
+def _media(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def check_content_type(content_type: str | None, *, raw_media: tuple[str, ...] = ()) -> None:
     """JSON only; a missing header is taken as JSON (API Gateway test events often omit it)."""
     if not content_type:
         return
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = _media(content_type)
     if media in _JSON_TYPES or (media.startswith("application/") and media.endswith("+json")):
         return
-    raise UnsupportedMediaType(f"content type {media!r} is not supported", hint="send application/json")
+    raise UnsupportedMediaType(f"content type {media!r} is not supported",
+                               hint="send " + " or ".join(("application/json",) + raw_media))
+
+
+def is_raw_media(content_type: str | None, raw_media: tuple[str, ...]) -> bool:
+    """Whether the body is one raw input (e.g. an image/png body) rather than JSON."""
+    if not content_type or not raw_media:
+        return False
+    media = _media(content_type)
+    return any(media == m or (m.endswith("/*") and media.startswith(m[:-1])) for m in raw_media)
 
 
 def parse_json(body: bytes) -> dict:
@@ -73,13 +99,24 @@ def _text_or_pair(value: Any, where: str) -> str | tuple[str, str]:
     return _text(value, where)
 
 
+def _image(value: Any, where: str) -> ImageInput:
+    # Only the type here: size limits and decoding come with the model (functions/images.py).
+    if not isinstance(value, (str, bytes)):
+        raise BadRequest(f"{where} must be a base64-encoded image string, got {_kind(value)}")
+    if not (value.strip() if isinstance(value, str) else value):
+        raise BadRequest(f"{where} is empty")
+    return ImageInput(value, where)
+
+
 @dataclass(frozen=True)
 class InputKind:
-    """One kind of ``inputs``: how an item is checked, what a caller is told to send, its schema."""
+    """One kind of ``inputs``: how an item is checked, what a caller is told to send, its schema, and
+    the media types (ranges like ``image/*``) whose body is itself one input, sent without JSON."""
 
     check: Callable[[Any, str], Any]
     wants: str
     item_schema: dict
+    raw_media: tuple[str, ...] = ()
 
     @property
     def schema(self) -> dict:
@@ -96,6 +133,9 @@ INPUT_KINDS: dict[str, InputKind] = {
     TEXT_OR_PAIR: InputKind(_text_or_pair, "a string, an object {text, text_pair} or a list of either", {
         "oneOf": [_STRING, {"type": "object", "required": ["text"],
                             "properties": {"text": _STRING, "text_pair": _STRING}}]}),
+    IMAGE: InputKind(_image, "a base64-encoded image or a list of them", {
+        "type": "string", "format": "byte", "description": "base64 (or a data: URL) of " + IMAGE_WANTS},
+        raw_media=("image/*", "application/octet-stream")),
 }
 
 
@@ -127,6 +167,18 @@ def parse_predict(data: dict) -> tuple[Any, dict]:
     if not isinstance(params, dict):
         raise BadRequest(f"\"parameters\" must be an object, got {_kind(params)}")
     return data.get("inputs"), params
+
+
+def read_predict_body(kind: str, content_type: str | None, body: bytes) -> tuple[Any, dict]:
+    """The ``inputs`` and ``parameters`` of a predict request: a raw body of one of the kind's media
+    types is the single input (no parameters), anything else must be the JSON request shape."""
+    raw_media = INPUT_KINDS[kind].raw_media
+    if is_raw_media(content_type, raw_media):
+        if not body:
+            raise BadRequest("request body is empty", hint=f"send {INPUT_KINDS[kind].wants}")
+        return body, {}
+    check_content_type(content_type, raw_media=raw_media)
+    return parse_predict(parse_json(body))
 
 
 def check_model_name(requested: str, served: str) -> None:

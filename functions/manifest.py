@@ -1,6 +1,7 @@
 """The model bundle's manifest: one typed record, written by export, read by runtime and registry.
 
-A bundle is a directory holding ``model.onnx``, ``tokenizer.json`` and ``manifest.json``. The
+A bundle is a directory holding ``model.onnx``, ``tokenizer.json`` (image models:
+``preprocessor_config.json``) and ``manifest.json``. The
 manifest carries everything the runtime needs to serve the model (``runtime``), what was done to
 build it (``quantization``, ``parity``, ``tools``) and the sha256 and size of every other file
 (``files``). Nothing else parses manifest JSON: call :func:`read_manifest` / :meth:`Manifest.write`.
@@ -20,6 +21,9 @@ from .errors import BundleError
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+# image tasks: the model's preprocessor_config.json, shipped instead of tokenizer.json (the runtime
+# reads the steps from the manifest's runtime.image; the file keeps the bundle usable by other tools).
+PREPROCESSOR_FILE = "preprocessor_config.json"
 # text-generation bundles: onnxruntime-genai's config (next to model.onnx and its model.onnx.data)
 # and the chat template taken from the model's tokenizer config (absent for base models).
 GENAI_CONFIG_FILE = "genai_config.json"
@@ -45,6 +49,32 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class ImageProcessing:
+    """image tasks: how a decoded RGB image becomes ``pixel_values``, read at export from the model's
+    image processor. Steps in transformers' order: resize, center crop, rescale, normalize."""
+
+    height: int = 0  # resize to exactly height x width when both are set ...
+    width: int = 0
+    shortest_edge: int = 0  # ... else the shorter edge to this, aspect ratio kept
+    crop_height: int = 0  # then a center crop (0: none)
+    crop_width: int = 0
+    resample: int = 2  # PIL filter: 2 bilinear, 3 bicubic
+    rescale_factor: float = 0.0  # 0: pixels are not rescaled
+    mean: tuple[float, ...] = ()  # empty: no normalization
+    std: tuple[float, ...] = ()
+    processor: str = ""  # the transformers class the steps were read from
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ImageProcessing":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("mean", "std"):
+            if name in values:
+                values[name] = tuple(float(v) for v in values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """What the runtime needs beyond the graph and the tokenizer."""
 
@@ -64,6 +94,8 @@ class RuntimeConfig:
     bos_token_id: int | None = None
     context_length: int = 0
     chat_template: str = ""
+    # image tasks: the image processor's steps (None for text models, which ship tokenizer.json).
+    image: ImageProcessing | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RuntimeConfig":
@@ -72,6 +104,8 @@ class RuntimeConfig:
         for name in ("labels", "eos_token_ids"):
             if name in values:
                 values[name] = tuple(values[name])
+        if isinstance(values.get("image"), dict):
+            values["image"] = ImageProcessing.from_dict(values["image"])
         return cls(**values)
 
 

@@ -19,7 +19,8 @@ from tokenizers import Encoding, Tokenizer
 from .errors import BundleError, Unprocessable
 from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest
 
-_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what feed() makes from encodings
+_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
 # Chosen by bench/runtime_bench.py (see bench/runtime.md, "session options"): the arena keeps
 # freed buffers for reuse, which trades peak RSS for allocation time per request.
@@ -50,7 +51,7 @@ class Limits:
 
 
 class LoadedModel:
-    """A bundle made ready to serve: manifest, session, tokenizer, request limits."""
+    """A bundle made ready to serve: manifest, session, tokenizer (None for image models), request limits."""
 
     def __init__(self, bundle_dir: str | Path, *, threads: int, max_batch: int, max_tokens: int | None,
                  truncate: bool, manifest: Manifest | None = None,
@@ -58,7 +59,10 @@ class LoadedModel:
         root = Path(bundle_dir)
         self.bundle_dir = root
         self.manifest = manifest or read_manifest(root)
-        for name in (MODEL_FILE, TOKENIZER_FILE):
+        # Image models take pixel values the task computes (functions/images.py); a tokenizer only
+        # when they also have a text tower (CLIP).
+        text = self.manifest.runtime.image is None or TOKENIZER_FILE in self.manifest.files
+        for name in (MODEL_FILE, TOKENIZER_FILE) if text else (MODEL_FILE,):
             if not (root / name).is_file():
                 raise BundleError(f"{root} is not a model bundle: {name} is missing",
                                   hint="re-export or re-fetch the bundle")
@@ -73,8 +77,9 @@ class LoadedModel:
             raise BundleError(f"model.onnx has no input {missing[0]!r} that the manifest names",
                               hint="the bundle is inconsistent; re-export it")
         self.input_dtypes = {n: _DTYPES.get(graph_inputs[n].type, np.int64) for n in self.manifest.inputs}
+        self.token_dtypes = {n: d for n, d in self.input_dtypes.items() if n in _TOKEN_INPUTS}
         self.output_names = list(self.manifest.outputs)
-        self.tokenizer = self._load_tokenizer(root / TOKENIZER_FILE, self.limits.max_tokens)
+        self.tokenizer = self._load_tokenizer(root / TOKENIZER_FILE, self.limits.max_tokens) if text else None
         # Question answering reconfigures truncation (stride, only_second) per request; a separate
         # tokenizer and a lock keep that from leaking into concurrent plain encodes.
         self._pair_tokenizer: Tokenizer | None = None
@@ -123,8 +128,8 @@ class LoadedModel:
         return [enc, *enc.overflowing]
 
     def feed(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
-        """The graph's inputs for a batch, padded to the longest encoding."""
-        names = self.input_dtypes
+        """The graph's token inputs for a batch, padded to the longest encoding."""
+        names = self.token_dtypes
         if len(encodings) == 1:
             enc = encodings[0]
             columns = {"input_ids": [enc.ids], "attention_mask": [enc.attention_mask], "token_type_ids": [enc.type_ids]}

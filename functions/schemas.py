@@ -19,10 +19,14 @@ def _body(schema: dict) -> dict:
 
 
 def predict(task: Task) -> dict:
+    kind = INPUT_KINDS[task.inputs]
     schema = {"type": "object", "required": ["inputs"], "properties": {
-        "inputs": INPUT_KINDS[task.inputs].schema,
+        "inputs": kind.schema,
         "parameters": {"type": "object", "properties": task.params_schema}}}
-    return {"requestBody": _body(schema), "responses": _ERRORS}
+    body = _body(schema)
+    for media in kind.raw_media:  # e.g. an image/png body: the raw input itself, default parameters
+        body["content"][media] = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": body, "responses": _ERRORS}
 
 
 EMBEDDINGS = {

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 from .errors import NotFound
-from .inputs import check_content_type, check_model_name, parse_items, parse_json, parse_predict
+from .inputs import check_content_type, check_model_name, parse_items, parse_json, read_predict_body
 from .manifest import read_manifest
 from .model import LoadedModel
 from .settings import Settings
@@ -94,9 +94,8 @@ class ModelService:
 
     def predict(self, name: str, content_type: str | None, body: bytes) -> Answer:
         check_model_name(name, self.name)
-        check_content_type(content_type)
         task, model = self.task, self.model
-        inputs, raw_params = parse_predict(parse_json(body))
+        inputs, raw_params = read_predict_body(task.inputs, content_type, body)
         params = task.parse_params(raw_params)
         items, single = parse_items(inputs, task.inputs, model.limits.max_batch)
         prepared = task.preprocess(model, items, params)

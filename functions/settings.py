@@ -113,3 +113,22 @@ class Settings:
             log_inputs=env_flag(env.LOG_INPUTS, False),
             threads=threads if threads is not None else (env_threads or available_cpus()),
         )
+
+
+# Lambda's synchronous payload limit is 6 MB, so a larger image can only reach the ASGI tier; 40
+# megapixels (a 48 MP phone photo downscaled once) decodes to 120 MB of RGB.
+DEFAULT_MAX_IMAGE_BYTES = 8 << 20
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+
+    @classmethod
+    def resolve(cls) -> "ImageLimits":
+        """$MODELFN_MAX_IMAGE_BYTES / $MODELFN_MAX_IMAGE_PIXELS, else the defaults; read per request
+        (two environment lookups), so only image tasks pay for them."""
+        return cls(max_bytes=_env_int(env.MAX_IMAGE_BYTES, 1, 1 << 31) or DEFAULT_MAX_IMAGE_BYTES,
+                   max_pixels=_env_int(env.MAX_IMAGE_PIXELS, 1, 1 << 31) or DEFAULT_MAX_IMAGE_PIXELS)

@@ -8,6 +8,8 @@ FEATURE_EXTRACTION = "feature-extraction"
 TEXT_CLASSIFICATION = "text-classification"
 TOKEN_CLASSIFICATION = "token-classification"
 QUESTION_ANSWERING = "question-answering"
+IMAGE_CLASSIFICATION = "image-classification"
+ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"  # CLIP: images against caller-given labels
 TEXT_GENERATION = "text-generation"  # decoder-only LMs, served by onnxruntime-genai
 
 

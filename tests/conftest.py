@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tinymodels import build_tiny_model
+from tests.tinymodels import build_tiny_clip_model, build_tiny_image_model, build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,41 @@ def tiny_bundle(tmp_path_factory, tiny_model_dir):
             out = tmp_path_factory.mktemp("bundle-" + task) / "bundle"
             export_bundle(source, task, out, name="tiny-" + task.split("-")[0],
                           **{k: v for k, v in kwargs.items() if k not in ("multi_label",)})
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_image_model_dir(tmp_path_factory):
+    """Factory: "vit" or "convnext" -> a Hugging Face directory with a tiny random image classifier;
+    "clip" -> a tiny random CLIP (zero-shot image classification)."""
+    cache: dict[str, Path] = {}
+
+    def make(architecture: str) -> Path:
+        if architecture not in cache:
+            folder = tmp_path_factory.mktemp("hf-" + architecture) / "model"
+            cache[architecture] = (build_tiny_clip_model(folder) if architecture == "clip"
+                                   else build_tiny_image_model(folder, architecture))
+        return cache[architecture]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_image_bundle(tmp_path_factory, tiny_image_model_dir):
+    """Factory: architecture (+ export options) -> an exported image-classification bundle."""
+    cache: dict[tuple, Path] = {}
+
+    def make(architecture: str, **kwargs) -> Path:
+        from export.exporter import export_bundle
+
+        key = (architecture, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("bundle-" + architecture) / "bundle"
+            task = "zero-shot-image-classification" if architecture == "clip" else "image-classification"
+            export_bundle(tiny_image_model_dir(architecture), task, out, name="tiny-" + architecture, **kwargs)
             cache[key] = out
         return cache[key]
 

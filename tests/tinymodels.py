@@ -110,3 +110,62 @@ def build_tiny_model(directory: Path, task: str, *, seed: int = 0, multi_label: 
         }), encoding="utf-8")
         (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}), encoding="utf-8")
     return directory
+
+
+IMAGE_LABELS = ("cat", "dog", "bird", "fish", "car", "tree", "house")
+
+
+def build_tiny_image_model(directory: Path, architecture: str = "vit", *, seed: int = 0, shortest_edge: int = 32,
+                           crop_pct: float = 0.875) -> Path:
+    """Save a tiny random image classifier (``vit`` or ``convnext``) with its preprocessor_config.json.
+
+    ViT takes 32x32 images (patches of 8); ConvNeXt any size, its processor resizing the shorter edge
+    to ``shortest_edge / crop_pct`` and center-cropping (or, from 384 up, resizing to a square).
+    """
+    import torch
+    from transformers import (ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor, ViTConfig,
+                              ViTForImageClassification, ViTImageProcessor)
+
+    directory = Path(directory)
+    labels = dict(enumerate(IMAGE_LABELS))
+    common = dict(id2label=labels, label2id={v: k for k, v in labels.items()}, num_labels=len(labels))
+    torch.manual_seed(seed)
+    if architecture == "vit":
+        config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
+        model = ViTForImageClassification(config)
+        processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    elif architecture == "convnext":
+        config = ConvNextConfig(num_channels=3, patch_size=4, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
+                                **common)
+        model = ConvNextForImageClassification(config)
+        processor = ConvNextImageProcessor(size={"shortest_edge": shortest_edge}, crop_pct=crop_pct)
+    else:
+        raise ValueError(architecture)
+    model.eval().save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_clip_model(directory: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random CLIP (text and vision towers) with the tiny WordPiece tokenizer and a CLIP
+    image processor (shorter edge to 32, center crop 32x32): zero-shot image classification."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    directory = Path(directory)
+    build_tokenizer(directory)
+    config_file = directory / "tokenizer_config.json"  # CLIP's forward takes no token_type_ids
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
+                                       "model_input_names": ["input_ids", "attention_mask"]}), encoding="utf-8")
+    vocab = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=64, pad_token_id=vocab.index("[PAD]"),
+                bos_token_id=vocab.index("[CLS]"), eos_token_id=vocab.index("[SEP]"))  # pooled at [SEP]
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2)
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model.eval().save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory

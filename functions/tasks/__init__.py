@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import UnknownTaskError
-from ..inputs import QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
+from ..inputs import IMAGE, QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
 
 # The modules that register tasks, imported on first use. Each is small and imports only what the
 # image ships; a module whose engine is heavy imports it lazily.
-_MODULES = ("embeddings", "classification", "tokens", "qa", "generation")
+_MODULES = ("embeddings", "classification", "tokens", "qa", "generation", "image_classification",
+            "zero_shot_image")
 
 # OpenAI-shaped routes a task may serve besides POST /models/{name}/predict.
 EMBEDDINGS_ROUTE = "embeddings"  # POST /v1/embeddings
@@ -138,4 +139,5 @@ def get_task(name: str) -> Task:
 
 
 __all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "resolve_task", "task_names", "chunked_feeds",
-           "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR"]
+           "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE", "TEXT", "QUESTION_CONTEXT",
+           "TEXT_OR_PAIR", "IMAGE"]

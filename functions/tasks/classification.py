@@ -37,6 +37,16 @@ def _preprocess(model, items: list, params: dict) -> Prepared:
     return encode_texts(model, items)
 
 
+def label_scores(model, outputs: list[dict], function: str | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(scores (rows, labels), label names) from the first output's logits, as transformers' classification
+    pipelines score them: ``function`` None is sigmoid for multi-label or one-label models, else softmax."""
+    logits = np.concatenate([out[model.output_names[0]] for out in outputs]).astype(np.float32)
+    if function is None:
+        function = "sigmoid" if model.manifest.runtime.multi_label or logits.shape[-1] == 1 else "softmax"
+    scores = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda x: x}[function](logits)
+    return scores, _labels(model, logits.shape[-1])
+
+
 def _labels(model, count: int) -> tuple[str, ...]:
     labels = model.manifest.runtime.labels
     return labels if len(labels) == count else tuple(f"LABEL_{i}" for i in range(count))
@@ -49,13 +59,7 @@ def _labels(model, count: int) -> tuple[str, ...]:
                          "function_to_apply": {"enum": list(FUNCTIONS)}},
           sample={"inputs": "I love this movie", "parameters": {"top_k": 2}})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
-    logits = np.concatenate([out[model.output_names[0]] for out in outputs]).astype(np.float32)
-    runtime = model.manifest.runtime
-    function = params["function_to_apply"]
-    if function is None:
-        function = "sigmoid" if runtime.multi_label or logits.shape[-1] == 1 else "softmax"
-    scores = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda x: x}[function](logits)
-    labels = _labels(model, logits.shape[-1])
+    scores, labels = label_scores(model, outputs, params["function_to_apply"])
     top_k = params["top_k"]
     results = []
     for row in scores:

@@ -28,6 +28,7 @@ EXCLUDED = frozenset({"huggingface-hub"})
 # Only the cold-start fetch of large bundles needs an S3 client; the AWS base image ships boto3
 # but the stand-in does not, so it is pinned explicitly when a model is fetched.
 FETCH_EXTRA = ("boto3",)
+# Image models decode requests with Pillow (functions/images.py); text models' images do not ship it.
 
 _MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
 
@@ -61,8 +62,9 @@ def runtime_roots(extra: str = "runtime") -> list[str]:
 
 
 def task_requirements(task: str) -> tuple[str, ...]:
-    """What a model of ``task`` needs in its image beyond the runtime extra."""
-    extra = TASK_EXTRAS.get(task)
+    """What a model of ``task`` needs in its image beyond the runtime extra (Pillow only for models
+    that decode images, onnxruntime-genai only for generative ones)."""
+    extra = TASK_EXTRAS.get(task) or ("image" if takes_images(task) else None)
     if extra is None:
         return ()
     roots = tuple(r for r in runtime_roots(extra) if canonicalize_name(r) != "modelfn")
@@ -90,6 +92,14 @@ def target_environment(python_version: str, architecture: str) -> dict[str, str]
         platform_python_implementation="CPython",
     )
     return env
+
+
+def takes_images(task: str) -> bool:
+    """Whether a model of ``task`` decodes images at run time (the task registry's input kind)."""
+    from functions.inputs import IMAGE
+    from functions.tasks import get_task
+
+    return get_task(task).inputs == IMAGE
 
 
 def pinned_requirements(python_version: str, architecture: str, *, fetch: bool = False,

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--models-file", default=defaults.MODELS_FILE, help="default: %(default)s")
     p.add_argument("--out", help="bundle directory (default with NAME: .modelfn/bundles/NAME)")
     p.add_argument("--source", help="Hugging Face model directory or installed package shipping one")
-    p.add_argument("--task", help="feature-extraction, text-classification, token-classification, question-answering")
+    p.add_argument("--task", help="feature-extraction, text-classification, token-classification, question-answering, "
+                                   "image-classification, zero-shot-image-classification")
     p.add_argument("--target", choices=TARGETS)
     p.add_argument("--architecture", help="x86_64 or arm64 (the function's Architectures)")
     p.add_argument("--quantization", choices=QUANTIZATIONS)

@@ -9,7 +9,9 @@ proxy to its function's live alias; a gpu model's routes call its SageMaker endp
 
 from __future__ import annotations
 
+from functions.inputs import INPUT_KINDS
 from functions.routes import ROUTES, model_routes
+from functions.tasks import get_task
 
 from ._names import API_ID, FUNCTION_ALIAS, NO_VALUE, STAGE_NAME, Deployment, get_att, if_, ref, sub
 from ._sagemaker import endpoint_name, inference_component_name, invoke_role_id
@@ -133,6 +135,18 @@ def _sagemaker_operation(method: str, path: str, deployment: Deployment) -> dict
     }
 
 
+def binary_media_types(deployments: list[Deployment]) -> list[str]:
+    """Media types the REST API passes through as bytes (base64 in the event, which the handler
+    decodes): the raw bodies the deployed tasks' input kinds take, e.g. image/* for image models.
+    Without them API Gateway would read an image body as UTF-8 text and corrupt it."""
+    found: list[str] = []
+    for deployment in deployments:
+        for media in INPUT_KINDS[get_task(deployment.spec.task).inputs].raw_media:
+            if media not in found:
+                found.append(media)
+    return found
+
+
 def _operation(method: str, path: str, deployment: Deployment) -> dict:
     if deployment.is_gpu:
         return _sagemaker_operation(method, path, deployment)
@@ -159,7 +173,8 @@ def definition_body(deployments: list[Deployment]) -> dict:
     paths: dict[str, dict] = {}
     for method, path, deployment in routes(deployments):
         paths.setdefault(path, {})[method] = _operation(method, path, deployment)
-    return {
+    binary = binary_media_types(deployments)
+    return {**({"x-amazon-apigateway-binary-media-types": binary} if binary else {}),
         "openapi": "3.0.1",
         "info": {"title": sub("${AWS::StackName}-modelfn"), "version": "1.0"},
         "paths": paths,

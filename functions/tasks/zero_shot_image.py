@@ -1,0 +1,68 @@
+"""zero-shot-image-classification: CLIP-style models score images against labels the caller names.
+
+``{"inputs": <base64 image or list>, "parameters": {"candidate_labels": [...], "hypothesis_template":
+"This is a photo of {}."}}``; each label becomes a sentence for the text tower, each image goes
+through functions/images.py, and one run of the two-tower graph gives image x label logits. Each
+image is answered, as transformers' pipeline answers, with every label and its softmax score, best
+first (a single image with one list, a list of images with one list each).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BadRequest
+from ..images import read_pixels
+from ..settings import ImageLimits
+from ..tasknames import ZERO_SHOT_IMAGE_CLASSIFICATION
+from . import IMAGE, Prepared, register
+from .classification import softmax
+from .image_classification import SAMPLE_PNG
+from .params import MISSING, check_known, get_str_list
+
+DEFAULT_TEMPLATE = "This is a photo of {}."  # the pipeline's default
+MAX_LABELS = 64
+
+
+def _params(raw: dict) -> dict:
+    check_known(raw, ("candidate_labels", "hypothesis_template"))
+    labels = get_str_list(raw, "candidate_labels", MISSING)
+    if labels is MISSING or not labels:
+        raise BadRequest("parameters.candidate_labels is required: a non-empty list of label strings")
+    if len(labels) > MAX_LABELS:
+        raise BadRequest(f"parameters.candidate_labels has {len(labels)} labels; at most {MAX_LABELS}")
+    if not all(label.strip() for label in labels):
+        raise BadRequest("parameters.candidate_labels has an empty label")
+    template = raw.get("hypothesis_template", DEFAULT_TEMPLATE)
+    if not isinstance(template, str) or "{}" not in template:
+        raise BadRequest("parameters.hypothesis_template must be a string with {} where the label goes")
+    return {"candidate_labels": labels, "hypothesis_template": template}
+
+
+def _preprocess(model, items: list, params: dict) -> Prepared:
+    steps, limits = model.manifest.runtime.image, ImageLimits.resolve()
+    pixels = next(n for n in model.manifest.inputs if n not in model.token_dtypes)
+    # str.replace, not format: a label or template with other braces stays literal text.
+    texts = [params["hypothesis_template"].replace("{}", label, 1) for label in params["candidate_labels"]]
+    encodings = model.encode(texts)
+    text_feed = model.feed(encodings)
+    rows = [read_pixels(item, steps, limits) for item in items]
+    size = model.limits.max_batch
+    feeds = [{pixels: np.stack(rows[i:i + size]), **text_feed} for i in range(0, len(rows), size)]
+    return Prepared(feeds=feeds, encodings=encodings, tokens=sum(len(e.ids) for e in encodings))
+
+
+@register(ZERO_SHOT_IMAGE_CLASSIFICATION, inputs=IMAGE, parse_params=_params, preprocess=_preprocess,
+          synonyms=("zero-shot-image", "clip"),
+          params_schema={"candidate_labels": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                              "maxItems": MAX_LABELS},
+                         "hypothesis_template": {"type": "string", "default": DEFAULT_TEMPLATE}},
+          sample={"inputs": SAMPLE_PNG, "parameters": {"candidate_labels": ["a gradient", "a cat", "a car"]}})
+def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
+    logits = np.concatenate([out["logits_per_image"] for out in outputs]).astype(np.float32)
+    labels = params["candidate_labels"]
+    results = []
+    for row in softmax(logits):
+        order = np.argsort(-row, kind="stable")
+        results.append([{"score": float(row[i]), "label": labels[i]} for i in order])
+    return results
