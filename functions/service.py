@@ -14,15 +14,16 @@ holds them to that.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from .embeddings import EmbeddingsService
 from .errors import NotFound
 from .inputs import check_content_type, check_model_name, parse_items, parse_json, parse_predict
 from .model import LoadedModel
 from .settings import Settings
-from .tasks import get_task
+from .tasks import Prepared, get_task
 
 
 class Answer(NamedTuple):
@@ -32,6 +33,28 @@ class Answer(NamedTuple):
     payload: Any
     batch: int | None = None
     tokens: int | None = None
+
+
+@dataclass
+class Pending:
+    """A request parsed and tokenized, waiting for the session: what a batch scheduler queues.
+
+    ``prepared.feeds`` are the request's own feeds; a scheduler that ran its rows inside larger
+    batches passes the feeds it actually ran (the request's rows of each batch) to :meth:`finish`
+    with the matching outputs, so post-processing sees a consistent (feed, output) pair either way.
+    """
+
+    prepared: Prepared
+    _finish: Callable[[Prepared, list[dict]], Answer]
+
+    def finish(self, outputs: list[dict], feeds: list[dict] | None = None) -> Answer:
+        """Post-process the outputs of ``feeds`` (default: the request's own feeds) into the answer."""
+        prepared = self.prepared if feeds is None else replace(self.prepared, feeds=feeds)
+        return self._finish(prepared, outputs)
+
+    def run(self, model: LoadedModel) -> Answer:
+        """Run the request's own feeds inline and answer (Lambda and the plain ASGI app)."""
+        return self.finish([model.run(feed) for feed in self.prepared.feeds])
 
 
 class ModelService:
@@ -50,17 +73,19 @@ class ModelService:
     @classmethod
     def load(cls, bundle_dir: str | Path | None = None, *, name: str | None = None, version: str | None = None,
              max_batch: int | None = None, max_tokens: int | None = None,
-             truncate: bool | None = None) -> "ModelService":
+             truncate: bool | None = None, provider: str = "cpu", max_rows: int | None = None) -> "ModelService":
         """Load the bundle (session + tokenizer) once.
 
         Each setting resolves as: this argument, then its MODELFN_* environment variable, then the
         default (bundle: $LAMBDA_TASK_ROOT/model or ./model; name: the manifest's; max_batch 32;
-        max_tokens: the bundle's max_length; truncate: true). Raises BundleError for a bad bundle.
+        max_tokens: the bundle's max_length; truncate: true). ``provider`` and ``max_rows``: see
+        LoadedModel (Lambda keeps the defaults). Raises BundleError for a bad bundle.
         """
         settings = Settings.resolve(bundle_dir, name=name, version=version, max_batch=max_batch,
                                     max_tokens=max_tokens, truncate=truncate)
         model = LoadedModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
-                            max_tokens=settings.max_tokens, truncate=settings.truncate)
+                            max_tokens=settings.max_tokens, truncate=settings.truncate, provider=provider,
+                            max_rows=max_rows)
         return cls(model, settings)
 
     @property
@@ -68,25 +93,53 @@ class ModelService:
         return self.settings.log_inputs
 
     def predict(self, name: str, content_type: str | None, body: bytes) -> Answer:
+        return self.begin_predict(name, content_type, body).run(self.model)
+
+    def begin_predict(self, name: str, content_type: str | None, body: bytes) -> Pending:
+        """predict up to the session: parsed, validated and tokenized."""
         check_model_name(name, self.name)
         check_content_type(content_type)
+        return self.begin_predict_json(parse_json(body))
+
+    def begin_predict_json(self, data: dict) -> Pending:
+        """:meth:`begin_predict` for a body already decoded (and its route already checked)."""
         task, model = self.task, self.model
-        inputs, raw_params = parse_predict(parse_json(body))
+        inputs, raw_params = parse_predict(data)
         params = task.parse_params(raw_params)
         items, single = parse_items(inputs, task.inputs, model.limits.max_batch)
         prepared = task.preprocess(model, items, params)
-        outputs = [model.run(feed) for feed in prepared.feeds]
-        results = task.postprocess(model, prepared, outputs, params)
-        shaped = task.shape(results, single, params) if task.shape else (results[0] if single else results)
-        return Answer(200, shaped, len(items), prepared.tokens)
+
+        def finish(prepared: Prepared, outputs: list[dict]) -> Answer:
+            results = task.postprocess(model, prepared, outputs, params)
+            shaped = task.shape(results, single, params) if task.shape else (results[0] if single else results)
+            return Answer(200, shaped, len(items), prepared.tokens)
+
+        return Pending(prepared, finish)
 
     def embeddings(self, content_type: str | None, body: bytes) -> Answer:
+        return self.begin_embeddings(content_type, body).run(self.model)
+
+    def begin_embeddings(self, content_type: str | None, body: bytes) -> Pending:
+        """embeddings up to the session: parsed, validated and tokenized."""
+        self._check_embeddings()
+        check_content_type(content_type)
+        return self.begin_embeddings_json(parse_json(body))
+
+    def begin_embeddings_json(self, data: dict) -> Pending:
+        """:meth:`begin_embeddings` for a body already decoded."""
+        self._check_embeddings()
+        prepared, finish = self._embeddings.begin(data)
+
+        def answer(prepared: Prepared, outputs: list[dict]) -> Answer:
+            payload, batch, tokens = finish(prepared, outputs)
+            return Answer(200, payload, batch, tokens)
+
+        return Pending(prepared, answer)
+
+    def _check_embeddings(self) -> None:
         if self._embeddings is None:
             raise NotFound(f"model {self.name!r} is a {self.task.name} model; /v1/embeddings serves embedding models",
                            hint=f"use POST /models/{self.name}/predict")
-        check_content_type(content_type)
-        payload, batch, tokens = self._embeddings.create(parse_json(body))
-        return Answer(200, payload, batch, tokens)
 
     def info(self, name: str) -> Answer:
         check_model_name(name, self.name)
@@ -112,10 +165,11 @@ def _model_info(model: LoadedModel, served: str, settings: Settings) -> dict:
                    "metrics": manifest.parity.metrics, "thresholds": manifest.parity.thresholds,
                    "allowed_drift": manifest.parity.allowed_drift},
         "threads": settings.threads,
+        "provider": model.provider,
     }
     if manifest.task == "feature-extraction":
         info["pooling"], info["normalize"] = runtime.pooling, runtime.normalize
     return info
 
 
-__all__ = ["Answer", "ModelService"]
+__all__ = ["Answer", "ModelService", "Pending"]
