@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .. import observability
 from ..app import build_app
 from ..batching import Batcher, BatchLimits
-from ..errors import BadRequest, BundleError, ModelfnError, NotReady
+from ..errors import BadRequest, BundleError, ModelfnError, NotReady, RequestError
 from ..http import JSON_MEDIA_TYPE, dumps, error_headers, render_error, wrong_method
 from ..inputs import check_content_type, parse_json
 from ..service import ModelService
@@ -134,7 +134,7 @@ class SageMakerApp:
         body = b"".join(chunks)
         try:
             path = self.route_for(_header(scope, b"content-type"), body)
-        except BadRequest as exc:
+        except RequestError as exc:
             await self._error(scope, send, exc)
             return
         replayed = False
@@ -149,7 +149,7 @@ class SageMakerApp:
         await self.app({**scope, "path": path, "raw_path": path.encode()}, replay, send)
 
     def route_for(self, content_type: str | None, body: bytes) -> str:
-        """The regular route an /invocations body stands for; BadRequest if it names none."""
+        """The regular route an /invocations body stands for; a RequestError (400, 415) if it names none."""
         check_content_type(content_type)
         data = parse_json(body)
         for key, route in INVOCATION_ROUTES:

@@ -49,7 +49,7 @@ def wait_until_ready(url: str, timeout: float = 120, proc: subprocess.Popen | No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             if httpx.get(url + "/ping", timeout=2).status_code == 200:
                 return
@@ -59,8 +59,9 @@ def wait_until_ready(url: str, timeout: float = 120, proc: subprocess.Popen | No
     raise RuntimeError(f"{url}/ping never answered 200")
 
 
-def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """A server subprocess (this interpreter, this checkout on PYTHONPATH); its output goes to a pipe."""
+def start_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A server subprocess (this interpreter, this checkout on PYTHONPATH) logging to ``log``: a file,
+    not a pipe, which a chatty server would fill and then block on."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
