@@ -17,19 +17,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import observability
-from .adapters.sagemaker import SageMakerApp
-from .batching import BatchLimits
-from .bundle import locate_bundle
+from typing import TYPE_CHECKING
+
 from .errors import ModelfnError
-from .service import ModelService
 from .settings import PROVIDER_CHOICES, ServerSettings
 
+if TYPE_CHECKING:
+    from .adapters.sagemaker import SageMakerApp
+    from .service import ModelService
 
-def build_app(settings: ServerSettings, *, name: str | None = None, version: str | None = None) -> SageMakerApp:
+
+def build_app(settings: ServerSettings, *, name: str | None = None, version: str | None = None) -> "SageMakerApp":
     """The server's ASGI app; the bundle is located and loaded once the server listens."""
+    # Imported here: `modelfn --help` imports this module for its options and must stay instant.
+    from . import observability
+    from .adapters.sagemaker import SageMakerApp
+    from .batching import BatchLimits
+    from .bundle import locate_bundle
+    from .service import ModelService
 
-    def load() -> ModelService:
+    def load() -> "ModelService":
         bundle = locate_bundle(settings.bundle_dir)
         service = ModelService.load(bundle, name=name, version=version, provider=settings.provider,
                                     max_rows=settings.max_batch_requests)

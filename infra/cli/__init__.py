@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "infra.cli.registry_cmd",
     "infra.cli.build_cmd",
     "infra.cli.quickstart_cmd",
+    "infra.cli.serve_cmd",
 )
 
 

@@ -59,9 +59,9 @@ def wait_until_ready(url: str, timeout: float = 120, proc: subprocess.Popen | No
     raise RuntimeError(f"{url}/ping never answered 200")
 
 
-def start_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_process(args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> subprocess.Popen:
     """A server subprocess (this interpreter, this checkout on PYTHONPATH) logging to ``log``: a file,
     not a pipe, which a chatty server would fill and then block on."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, *args], cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
