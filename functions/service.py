@@ -9,7 +9,9 @@ Each method takes what the route carries (path parameter, Content-Type header, r
 returns an :class:`Answer`, or raises a RequestError that functions.http.render_error turns into
 the error body. The adapters (functions/handler.py for API Gateway events, functions/app.py for
 ASGI) only route, call and encode, so both answer identically; tests/functions/test_adapters.py
-holds them to that.
+holds them to that. predict and embeddings are also split at the session for the GPU server's
+batch scheduler (functions/batching.py): ``begin_predict`` / ``begin_embeddings`` parse, validate
+and tokenize into a :class:`Pending`; ``Pending.finish`` post-processes the outputs of its run.
 """
 
 from __future__ import annotations
