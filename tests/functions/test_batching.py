@@ -162,25 +162,34 @@ def test_question_answering_windows_map_back_when_split_across_batches(services)
 
 
 def test_a_batch_takes_the_oldest_request_and_the_closest_lengths(services):
-    service = services("feature-extraction")
-    model = service.model
-    widths = [10, 60, 11, 58, 12]  # words; + [CLS] [SEP]
-    batcher = Batcher(model, BatchLimits(max_batch_tokens=3 * 14, max_batch_requests=8))
+    from functions.tasks import encode_texts
+
+    model = services("feature-extraction").model
+    gate, shapes = threading.Event(), []
+
+    def run(feed):
+        shapes.append(feed["input_ids"].shape)
+        if not gate.wait(60):
+            raise RuntimeError("test gate never opened")
+        return model.run(feed)
 
     async def plan():
-        loop = asyncio.get_running_loop()
-        from functions.batching import _Entry
+        batcher = Batcher(model, BatchLimits(max_batch_tokens=3 * 14, max_batch_requests=8), run=run)
+        first = asyncio.ensure_future(batcher.submit(encode_texts(model, [text(3)])))
+        while not shapes:  # the session is busy with the first request while the others queue
+            await asyncio.sleep(0.01)
+        words = [10, 60, 11, 58, 12]  # + [CLS] and [SEP]: 12, 62, 13, 60, 14 tokens, oldest first
+        rest = [asyncio.ensure_future(batcher.submit(encode_texts(model, [text(n)]))) for n in words]
+        while batcher.snapshot()["queued"] < len(words):
+            await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        await batcher.stop()
 
-        from functions.tasks import encode_texts
-
-        batcher._queue = [_Entry(encode_texts(model, [text(w)]), loop.create_future(), i) for i, w in enumerate(widths)]
-        first = [e.width for e in batcher._next_batch()]
-        second = [e.width for e in batcher._next_batch()]
-        return first, second, [e.width for e in batcher._queue]
-
-    first, second, left = asyncio.run(plan())
-    assert first == [12, 13, 14]  # the oldest (10 words) with the two nearest; the 60s would pad it 5x
-    assert second == [62] and left == [60]  # two 60s exceed 42 padded tokens together; each alone does too
+    asyncio.run(plan())
+    # The oldest (12 tokens) with the two nearest lengths fills the 42-token budget exactly; each
+    # long one alone exceeds it, so they run alone, the older first.
+    assert shapes == [(1, 5), (3, 14), (1, 62), (1, 60)]
 
 
 def test_a_request_over_the_budget_runs_alone_on_its_own_feeds(services):

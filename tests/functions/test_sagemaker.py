@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from functions.adapters.sagemaker import SageMakerApp
-from functions.errors import BundleError, ConfigError
+from functions.errors import ConfigError
 from functions.providers import CPU, CUDA, TENSORRT, choose_provider, session_providers
 from functions.service import ModelService
 from functions.settings import SAGEMAKER_MODEL_DIR, ServerSettings
@@ -109,8 +109,10 @@ def test_embeddings_body_on_a_classifier_is_the_services_404(classifier):
 def test_every_regular_route_is_served_too(embed_server):
     info = httpx.get(embed_server + "/models/embed").json()
     assert info["name"] == "embed" and info["provider"] == CPU
+    before = httpx.get(embed_server + "/health").json()["batching"]["requests"]
+    assert httpx.post(embed_server + "/v1/embeddings", json={"input": "counted"}).status_code == 200
     health = httpx.get(embed_server + "/health").json()
-    assert health["status"] == "ok" and health["batching"]["batches"] >= 1
+    assert health["status"] == "ok" and health["batching"]["requests"] == before + 1
     paths = httpx.get(embed_server + "/openapi.json").json()["paths"]
     assert {"/models/{name}/predict", "/v1/embeddings", "/models/{name}", "/health"} <= set(paths)
     assert httpx.get(embed_server + "/models/other").status_code == 404
