@@ -13,14 +13,15 @@ For local serving (``uvicorn --factory functions.app:create_app``), the OpenAPI 
 endpoint. Lambda does not run this app: functions/handler.py routes API Gateway events to the same
 ModelService directly and builds this app only to answer /openapi.json. Errors render through
 functions.http.render_error in both. Compute runs inline on the event loop, as a Lambda
-environment serves one request at a time and a thread hop would cost more than it buys.
+environment serves one request at a time and a thread hop would cost more than it buys; the GPU
+server passes a functions.batching.Batcher, which runs the session on a thread of its own.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,8 +30,11 @@ from starlette.responses import Response, StreamingResponse
 
 from . import observability, schemas
 from .errors import BadRequest, RequestError
-from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, render_error, status_error
+from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, error_headers, render_error, status_error
 from .service import Answer, ModelService
+
+if TYPE_CHECKING:
+    from .batching import Batcher
 
 
 def create_app(bundle_dir: str | Path | None = None, *, name: str | None = None, version: str | None = None,
@@ -43,8 +47,13 @@ def create_app(bundle_dir: str | Path | None = None, *, name: str | None = None,
     return build_app(service)
 
 
-def build_app(service: ModelService) -> FastAPI:
-    """The FastAPI app over an already loaded service."""
+def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> FastAPI:
+    """The FastAPI app over an already loaded service.
+
+    With a ``batcher`` (the GPU server, functions/adapters/sagemaker.py) predict and embeddings run
+    through its token-budget batches, off the event loop, and /health shows its counters; without
+    one they run inline, as on Lambda.
+    """
     served, task = service.name, service.task
     # No slash redirects: the Lambda adapter answers 404 for "/health/", and so must this app.
     app = FastAPI(title=f"modelfn: {served}", version=service.version or "unversioned",
@@ -59,11 +68,19 @@ def build_app(service: ModelService) -> FastAPI:
     @app.post("/models/{name}/predict", summary="Run the model (Hugging Face inference request shape)",
               openapi_extra=schemas.predict(task))
     async def predict(name: str, request: Request):
-        return _respond(request, service.predict(name, request.headers.get("content-type"), await request.body()))
+        content_type = request.headers.get("content-type")
+        if batcher is not None:
+            return _respond(request, await batcher.serve(
+                request, lambda body: service.begin_predict(name, content_type, body)))
+        return _respond(request, service.predict(name, content_type, await request.body()))
 
     @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings", openapi_extra=schemas.EMBEDDINGS)
     async def create_embeddings(request: Request):
-        return _respond(request, service.embeddings(request.headers.get("content-type"), await request.body()))
+        content_type = request.headers.get("content-type")
+        if batcher is not None:
+            return _respond(request, await batcher.serve(
+                request, lambda body: service.begin_embeddings(content_type, body)))
+        return _respond(request, service.embeddings(content_type, await request.body()))
 
     @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completions (text-generation models)",
               openapi_extra=schemas.CHAT_COMPLETIONS)
@@ -85,7 +102,10 @@ def build_app(service: ModelService) -> FastAPI:
 
     @app.get("/health", summary="Liveness", openapi_extra=schemas.HEALTH)
     async def health(request: Request):
-        return _respond(request, service.health())
+        answer = service.health()
+        if batcher is not None:
+            answer = answer._replace(payload={**answer.payload, "batching": batcher.snapshot()})
+        return _respond(request, answer)
 
     return app
 
@@ -110,6 +130,7 @@ async def _render(request: Request, exc: Exception) -> Response:
         where = ".".join(str(p) for p in first.get("loc", ()))
         exc = BadRequest(f"{where}: {first.get('msg', 'invalid value')}")
     status, payload = render_error(exc)
+    headers = headers or error_headers(exc)
     request.scope.setdefault("modelfn", {})["error_code"] = payload["error"]["code"]
     return Response(dumps(payload), status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
 

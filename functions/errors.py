@@ -10,7 +10,9 @@
         ├── MethodNotAllowed     405
         ├── PayloadTooLarge      413
         ├── UnsupportedMediaType 415
-        └── Unprocessable        422
+        ├── Unprocessable        422
+        ├── TooManyRequests      429 (the GPU server's queue is full; Retry-After)
+        └── NotReady             503 (the GPU server is still loading its model; Retry-After)
 
 export/ and infra/ add their own subclasses (ExportError, RegistryError, ...). The CLI maps
 ``exit_code`` to the process status and the HTTP layer maps ``status`` to the response, each in
@@ -51,6 +53,8 @@ class RequestError(ModelfnError):
 
     status = 400
     code = "bad_request"
+    # Seconds after which a retry may succeed, sent as Retry-After (429/503); None: no header.
+    retry_after: int | None = None
 
 
 class BadRequest(RequestError):
@@ -75,3 +79,24 @@ class UnsupportedMediaType(RequestError):
 
 class Unprocessable(RequestError):
     status, code = 422, "unprocessable_entity"
+
+
+class TooManyRequests(RequestError):
+    """More requests in flight than the server admits; the caller should retry after ``retry_after`` s."""
+
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class NotReady(RequestError):
+    """The server is up but its model is not loaded and warmed yet (the one 5xx a RequestError carries:
+    nothing is wrong with the request, and a retry after ``retry_after`` s may succeed)."""
+
+    status, code = 503, "not_ready"
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after

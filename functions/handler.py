@@ -12,7 +12,7 @@ init phase, which SAM local and the Runtime Interface Emulator also run at start
 cannot be loaded does not fail the import: every request is answered with the error (a 500 in the
 usual shape) and loading is retried, so a broken image is diagnosable from its responses and logs.
 
-If the bundle directory does not exist and MODELFN_REGISTRY_URI is set, the bundle is fetched from
+If the bundle directory is absent or empty and MODELFN_REGISTRY_URI is set, the bundle is fetched from
 the registry (MODELFN_MODEL_NAME, MODELFN_MODEL_VERSION) into MODELFN_FETCH_DIR first.
 """
 
@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import constants as env
 from . import observability
-from .errors import BadRequest, BundleError, ConfigError, ModelfnError, RequestError
+from .bundle import locate_bundle
+from .errors import BadRequest, BundleError, ModelfnError, RequestError
 from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, no_route, render_error, wrong_method
 from .service import Answer, ModelService
 from .settings import default_bundle_dir
@@ -39,18 +38,7 @@ _openapi_schema: dict | None = None
 
 
 def _bundle_dir() -> Path:
-    bundle = default_bundle_dir()
-    registry = os.environ.get(env.REGISTRY_URI)
-    if bundle.exists() or not registry:
-        return bundle
-    name, version = os.environ.get(env.MODEL_NAME), os.environ.get(env.MODEL_VERSION)
-    if not name or not version or not version.isdigit():
-        raise ConfigError(f"{env.REGISTRY_URI} is set but {env.MODEL_NAME} / {env.MODEL_VERSION} are not",
-                          hint="the generated template sets both")
-    from .fetch import fetch_bundle  # only functions that fetch at cold start pay for boto3
-
-    dest = Path(os.environ.get(env.FETCH_DIR) or "/tmp/modelfn") / name / version
-    return fetch_bundle(registry, name, int(version), dest)
+    return locate_bundle(default_bundle_dir())
 
 
 def _load() -> ModelService | None:

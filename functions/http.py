@@ -26,7 +26,7 @@ SSE_DONE = "data: [DONE]\n\n"  # OpenAI's end-of-stream event
 
 # Status -> code for statuses a framework produces without a RequestError (FastAPI's routing).
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-              415: "unsupported_media_type", 422: "unprocessable_entity"}
+              415: "unsupported_media_type", 422: "unprocessable_entity", 429: "too_many_requests"}
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -58,6 +58,12 @@ def render_error(exc: BaseException) -> tuple[int, dict]:
     return status, {"error": {"code": code, "message": message}}
 
 
+def error_headers(exc: BaseException) -> dict[str, str] | None:
+    """Headers an error answer carries besides its body: Retry-After for 429 and 503."""
+    retry_after = getattr(exc, "retry_after", None) if isinstance(exc, RequestError) else None
+    return {"retry-after": str(retry_after)} if retry_after is not None else None
+
+
 def no_route() -> NotFound:
     return NotFound("no such route")
 
@@ -77,4 +83,5 @@ def status_error(status: int, message: str) -> RequestError:
     return err
 
 
-__all__ = ["JSON_MEDIA_TYPE", "EVENT_STREAM_MEDIA_TYPE", "SSE_DONE", "sse_event", "HTTP_CODES", "dumps", "render_error", "no_route", "wrong_method", "status_error"]
+__all__ = ["JSON_MEDIA_TYPE", "EVENT_STREAM_MEDIA_TYPE", "SSE_DONE", "sse_event", "HTTP_CODES", "dumps", "render_error",
+           "error_headers", "no_route", "wrong_method", "status_error"]

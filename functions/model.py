@@ -18,6 +18,7 @@ from tokenizers import Encoding, Tokenizer
 
 from .errors import BundleError, Unprocessable
 from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest
+from .providers import GPU_PROVIDERS, choose_provider, session_providers
 
 _TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what feed() makes from encodings
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
@@ -51,11 +52,17 @@ class Limits:
 
 
 class LoadedModel:
-    """A bundle made ready to serve: manifest, session, tokenizer (None for image models), request limits."""
+    """A bundle made ready to serve: manifest, session, tokenizer (None for image
+    models), request limits.
+
+    ``provider`` is auto, tensorrt, cuda or cpu (the default, and Lambda's); ``max_rows`` is the most
+    rows one run may carry (default ``max_batch``; the GPU server's batches may be larger), which
+    TensorRT's optimization profile must cover. ``self.provider`` is the provider the session got.
+    """
 
     def __init__(self, bundle_dir: str | Path, *, threads: int, max_batch: int, max_tokens: int | None,
                  truncate: bool, manifest: Manifest | None = None,
-                 options: ort.SessionOptions | None = None):
+                 options: ort.SessionOptions | None = None, provider: str = "cpu", max_rows: int | None = None):
         root = Path(bundle_dir)
         self.bundle_dir = root
         self.manifest = manifest or read_manifest(root)
@@ -69,8 +76,13 @@ class LoadedModel:
         runtime = self.manifest.runtime
         limit = min(max_tokens, runtime.max_length) if max_tokens else runtime.max_length
         self.limits = Limits(max_batch=max_batch, max_tokens=limit, truncate=truncate)
+        providers = session_providers(choose_provider(provider), inputs=list(self.manifest.inputs),
+                                      max_rows=max(max_rows or max_batch, max_batch), max_tokens=limit)
         self.session = ort.InferenceSession(str(root / MODEL_FILE), sess_options=options or session_options(threads),
-                                            providers=["CPUExecutionProvider"])
+                                            providers=providers)
+        self.provider: str = self.session.get_providers()[0]
+        # On a GPU, IO binding copies each input to the device once and each output back once.
+        self._io_binding = self.provider in GPU_PROVIDERS
         graph_inputs = {i.name: i for i in self.session.get_inputs()}
         missing = [n for n in self.manifest.inputs if n not in graph_inputs]
         if missing:
@@ -151,13 +163,23 @@ class LoadedModel:
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The named outputs; RuntimeError (a server fault, 500) if any float output is not finite."""
-        outputs = self.session.run(self.output_names, feed)
+        outputs = self._run_bound(feed) if self._io_binding else self.session.run(self.output_names, feed)
         for array in outputs:
             # One reduction: NaN/inf propagate through the sum. Answering them would put null
             # (orjson) or invalid JSON on the wire instead of reporting the model fault.
             if array.dtype.kind == "f" and not math.isfinite(array.sum()):
                 raise RuntimeError("the model produced non-finite outputs")
         return dict(zip(self.output_names, outputs))
+
+    def _run_bound(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self.output_names:
+            # Left on the device by the run, copied to the host once below (post-processing is numpy).
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
 
     # -- tokenizer facts the post-processing needs --------------------------------------
     def decode_tokens(self, tokens: list[str]) -> str:

@@ -11,13 +11,14 @@ little-endian float32 bytes, base64-encoded, as the OpenAI client expects.
 from __future__ import annotations
 
 import base64
+from typing import Callable
 
 import numpy as np
 
 from .errors import BadRequest, NotFound
 from .inputs import parse_items
 from .tasknames import FEATURE_EXTRACTION
-from .tasks import get_task
+from .tasks import Prepared, get_task
 from .tasks.embeddings import l2_normalize, sentence_vectors
 
 _FIELDS = ("input", "model", "encoding_format", "dimensions", "user")
@@ -34,6 +35,11 @@ class OpenAIEmbeddings:
 
     def create(self, data: dict) -> tuple[dict, int, int]:
         """(response body, batch size, token count) for a request body."""
+        prepared, finish = self.begin(data)
+        return finish(prepared, [self.model.run(f) for f in prepared.feeds])
+
+    def begin(self, data: dict) -> tuple[Prepared, Callable[[Prepared, list[dict]], tuple[dict, int, int]]]:
+        """The request validated and tokenized, and the function that answers it from its outputs."""
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
             raise BadRequest(f"unknown field {unknown[0]!r}", hint="fields: " + ", ".join(_FIELDS))
@@ -53,18 +59,20 @@ class OpenAIEmbeddings:
                                        or dimensions < 1):
             raise BadRequest(f"dimensions must be a positive integer, got {dimensions!r}")
 
-        prepared = self.task.preprocess(self.model, items, self._params)
-        vectors = sentence_vectors(self.model, prepared, [self.model.run(f) for f in prepared.feeds])
-        if dimensions is not None:
-            full = vectors.shape[1]
-            if dimensions > full:
-                raise BadRequest(f"dimensions must be an integer from 1 to {full}, got {dimensions!r}")
-            vectors = l2_normalize(vectors[:, :dimensions])
-        data_out = [{"object": "embedding", "index": i, "embedding": self._encode(v, fmt)}
-                    for i, v in enumerate(vectors)]
-        usage = {"prompt_tokens": prepared.tokens, "total_tokens": prepared.tokens}
-        body = {"object": "list", "data": data_out, "model": self.name, "usage": usage}
-        return body, len(items), prepared.tokens
+        def finish(prepared: Prepared, outputs: list[dict]) -> tuple[dict, int, int]:
+            vectors = sentence_vectors(self.model, prepared, outputs)
+            if dimensions is not None:
+                full = vectors.shape[1]
+                if dimensions > full:
+                    raise BadRequest(f"dimensions must be an integer from 1 to {full}, got {dimensions!r}")
+                vectors = l2_normalize(vectors[:, :dimensions])
+            data_out = [{"object": "embedding", "index": i, "embedding": self._encode(v, fmt)}
+                        for i, v in enumerate(vectors)]
+            usage = {"prompt_tokens": prepared.tokens, "total_tokens": prepared.tokens}
+            body = {"object": "list", "data": data_out, "model": self.name, "usage": usage}
+            return body, len(items), prepared.tokens
+
+        return self.task.preprocess(self.model, items, self._params), finish
 
     @staticmethod
     def _encode(vector: np.ndarray, fmt: str):

@@ -16,22 +16,26 @@ served as ``text/event-stream``: each string it yields is one server-sent event.
 encode, so both answer identically; tests/functions/test_adapters.py and
 tests/functions/test_generation_adapters.py hold them to that. A text-generation bundle is served
 by a functions.generation.GenerationModel (onnxruntime-genai) in place of the encoder LoadedModel.
+predict and embeddings are also split at the session for the GPU server's batch scheduler
+(functions/batching.py): ``begin_predict`` / ``begin_embeddings`` parse, validate and tokenize into
+a :class:`Pending`; ``Pending.finish`` post-processes the outputs of its run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from .errors import NotFound
-from .inputs import check_content_type, check_model_name, parse_items, parse_json, read_predict_body
+from .inputs import check_content_type, check_model_name, parse_items, parse_json, parse_predict, read_predict_body
 from .manifest import read_manifest
 from .model import LoadedModel
 from .settings import Settings
 from .tasknames import TEXT_GENERATION
 from .openai import OpenAIEmbeddings
-from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, get_task
+from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, Prepared, get_task
 
 
 class Answer(NamedTuple):
@@ -42,6 +46,28 @@ class Answer(NamedTuple):
     batch: int | None = None
     tokens: int | None = None
     stream: Iterator[str] | None = None  # server-sent events, sent as they are produced
+
+
+@dataclass
+class Pending:
+    """A request parsed and tokenized, waiting for the session: what a batch scheduler queues.
+
+    ``prepared.feeds`` are the request's own feeds; a scheduler that ran its rows inside larger
+    batches passes the feeds it actually ran (the request's rows of each batch) to :meth:`finish`
+    with the matching outputs, so post-processing sees a consistent (feed, output) pair either way.
+    """
+
+    prepared: Prepared
+    _finish: Callable[[Prepared, list[dict]], Answer]
+
+    def finish(self, outputs: list[dict], feeds: list[dict] | None = None) -> Answer:
+        """Post-process the outputs of ``feeds`` (default: the request's own feeds) into the answer."""
+        prepared = self.prepared if feeds is None else replace(self.prepared, feeds=feeds)
+        return self._finish(prepared, outputs)
+
+    def run(self, model: LoadedModel) -> Answer:
+        """Run the request's own feeds inline and answer (Lambda and the plain ASGI app)."""
+        return self.finish([model.run(feed) for feed in self.prepared.feeds])
 
 
 class ModelService:
@@ -68,12 +94,13 @@ class ModelService:
     @classmethod
     def load(cls, bundle_dir: str | Path | None = None, *, name: str | None = None, version: str | None = None,
              max_batch: int | None = None, max_tokens: int | None = None,
-             truncate: bool | None = None) -> "ModelService":
+             truncate: bool | None = None, provider: str = "cpu", max_rows: int | None = None) -> "ModelService":
         """Load the bundle (session + tokenizer) once.
 
         Each setting resolves as: this argument, then its MODELFN_* environment variable, then the
         default (bundle: $LAMBDA_TASK_ROOT/model or ./model; name: the manifest's; max_batch 32;
-        max_tokens: the bundle's max_length; truncate: true). Raises BundleError for a bad bundle.
+        max_tokens: the bundle's max_length; truncate: true). ``provider`` and ``max_rows``: see
+        LoadedModel (Lambda keeps the defaults). Raises BundleError for a bad bundle.
         """
         settings = Settings.resolve(bundle_dir, name=name, version=version, max_batch=max_batch,
                                     max_tokens=max_tokens, truncate=truncate)
@@ -85,7 +112,8 @@ class ModelService:
                                     max_tokens=settings.max_tokens, manifest=manifest)
             return cls(model, settings)
         model = LoadedModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
-                            max_tokens=settings.max_tokens, truncate=settings.truncate, manifest=manifest)
+                            max_tokens=settings.max_tokens, truncate=settings.truncate, provider=provider,
+                            max_rows=max_rows, manifest=manifest)
         return cls(model, settings)
 
     @property
@@ -93,24 +121,55 @@ class ModelService:
         return self.settings.log_inputs
 
     def predict(self, name: str, content_type: str | None, body: bytes) -> Answer:
+        return self.begin_predict(name, content_type, body).run(self.model)
+
+    def begin_predict(self, name: str, content_type: str | None, body: bytes) -> Pending:
+        """predict up to the session: parsed, validated and tokenized. The body is JSON, or for a task
+        whose input kind takes raw media (an image model), the media itself."""
         check_model_name(name, self.name)
+        return self._begin_predict(*read_predict_body(self.task.inputs, content_type, body))
+
+    def begin_predict_json(self, data: dict) -> Pending:
+        """:meth:`begin_predict` for a body already decoded (and its route already checked)."""
+        return self._begin_predict(*parse_predict(data))
+
+    def _begin_predict(self, inputs: Any, raw_params: dict) -> Pending:
         task, model = self.task, self.model
-        inputs, raw_params = read_predict_body(task.inputs, content_type, body)
         params = task.parse_params(raw_params)
         items, single = parse_items(inputs, task.inputs, model.limits.max_batch)
         prepared = task.preprocess(model, items, params)
-        outputs = [model.run(feed) for feed in prepared.feeds]
-        results = task.postprocess(model, prepared, outputs, params)
-        shaped = task.shape(results, single, params) if task.shape else (results[0] if single else results)
-        return Answer(200, shaped, len(items), prepared.tokens)
+
+        def finish(prepared: Prepared, outputs: list[dict]) -> Answer:
+            results = task.postprocess(model, prepared, outputs, params)
+            shaped = task.shape(results, single, params) if task.shape else (results[0] if single else results)
+            return Answer(200, shaped, len(items), prepared.tokens)
+
+        return Pending(prepared, finish)
 
     def embeddings(self, content_type: str | None, body: bytes) -> Answer:
+        return self.begin_embeddings(content_type, body).run(self.model)
+
+    def begin_embeddings(self, content_type: str | None, body: bytes) -> Pending:
+        """embeddings up to the session: parsed, validated and tokenized."""
+        self._check_embeddings()
+        check_content_type(content_type)
+        return self.begin_embeddings_json(parse_json(body))
+
+    def begin_embeddings_json(self, data: dict) -> Pending:
+        """:meth:`begin_embeddings` for a body already decoded."""
+        self._check_embeddings()
+        prepared, finish = self._embeddings.begin(data)
+
+        def answer(prepared: Prepared, outputs: list[dict]) -> Answer:
+            payload, batch, tokens = finish(prepared, outputs)
+            return Answer(200, payload, batch, tokens)
+
+        return Pending(prepared, answer)
+
+    def _check_embeddings(self) -> None:
         if self._embeddings is None:
             raise NotFound(f"model {self.name!r} is a {self.task.name} model; /v1/embeddings serves embedding models",
                            hint=f"use POST /models/{self.name}/predict")
-        check_content_type(content_type)
-        payload, batch, tokens = self._embeddings.create(parse_json(body))
-        return Answer(200, payload, batch, tokens)
 
     def chat_completions(self, content_type: str | None, body: bytes) -> Answer:
         """OpenAI chat completions (text-generation models with a chat template)."""
@@ -173,6 +232,7 @@ def _model_info(model: LoadedModel, served: str, settings: Settings) -> dict:
                    "metrics": manifest.parity.metrics, "thresholds": manifest.parity.thresholds,
                    "allowed_drift": manifest.parity.allowed_drift},
         "threads": settings.threads,
+        "provider": model.provider,
     }
     if manifest.task == "feature-extraction":
         info["pooling"], info["normalize"] = runtime.pooling, runtime.normalize
@@ -181,4 +241,4 @@ def _model_info(model: LoadedModel, served: str, settings: Settings) -> dict:
     return info
 
 
-__all__ = ["Answer", "ModelService"]
+__all__ = ["Answer", "ModelService", "Pending"]

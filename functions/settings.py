@@ -132,3 +132,53 @@ class ImageLimits:
         (two environment lookups), so only image tasks pay for them."""
         return cls(max_bytes=_env_int(env.MAX_IMAGE_BYTES, 1, 1 << 31) or DEFAULT_MAX_IMAGE_BYTES,
                    max_pixels=_env_int(env.MAX_IMAGE_PIXELS, 1, 1 << 31) or DEFAULT_MAX_IMAGE_PIXELS)
+
+
+# SageMaker unpacks the model's ModelDataUrl here; the GPU server's bundle unless told otherwise.
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The GPU container server's own settings (the model's are :class:`Settings`)."""
+
+    bundle_dir: Path
+    port: int
+    max_batch_tokens: int
+    max_batch_requests: int
+    max_concurrent_requests: int
+    provider: str  # one of PROVIDER_CHOICES
+    drain_timeout_s: int
+
+    @classmethod
+    def resolve(cls, bundle_dir: str | os.PathLike[str] | None = None, *, port: int | None = None,
+                max_batch_tokens: int | None = None, max_batch_requests: int | None = None,
+                max_concurrent_requests: int | None = None, provider: str | None = None,
+                drain_timeout_s: int | None = None) -> "ServerSettings":
+        """Argument, then environment variable, then default (bundle: $MODELFN_BUNDLE_DIR, else
+        /opt/ml/model; port 8080; 16384 tokens, 256 rows, 512 requests; provider auto; drain 25 s)."""
+        provider = (provider or os.environ.get(env.PROVIDER) or "auto").strip().lower()
+        if provider not in PROVIDER_CHOICES:
+            raise ConfigError(f"execution provider {provider!r} is not one of {', '.join(PROVIDER_CHOICES)}",
+                              hint=f"set {env.PROVIDER} or --provider")
+
+        def pick(value: int | None, name: str, lo: int, hi: int, default: int) -> int:
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                    raise ConfigError(f"{name.removeprefix('MODELFN_').lower()} must be an integer from {lo} to {hi}, "
+                                      f"got {value!r}")
+                return value
+            found = _env_int(name, lo, hi)
+            return default if found is None else found
+
+        explicit = bundle_dir if bundle_dir is not None else os.environ.get(env.BUNDLE_DIR)
+        return cls(
+            bundle_dir=Path(explicit) if explicit else SAGEMAKER_MODEL_DIR,
+            port=pick(port, env.SAGEMAKER_BIND_TO_PORT, 1, 65535, 8080),
+            max_batch_tokens=pick(max_batch_tokens, env.MAX_BATCH_TOKENS, 8, 1 << 24, 16384),
+            max_batch_requests=pick(max_batch_requests, env.MAX_BATCH_REQUESTS, 1, 1 << 16, 256),
+            max_concurrent_requests=pick(max_concurrent_requests, env.MAX_CONCURRENT_REQUESTS, 1, 1 << 20, 512),
+            provider=provider,
+            drain_timeout_s=pick(drain_timeout_s, env.DRAIN_TIMEOUT_S, 0, 3600, 25),
+        )

@@ -14,6 +14,7 @@ REGISTRY = "./.modelfn/registry"
 BUNDLES_DIR = Path(".modelfn") / "bundles"
 BUILD_DIR = Path(".modelfn") / "build"
 QUICKSTART_DIR = Path(".modelfn") / "quickstart"
+PULLED_DIR = Path(".modelfn") / "pulled"  # registry versions `modelfn serve` pulled
 WHEELHOUSE = Path(".wheelhouse")
 # The AWS Lambda Python base image's Python; the podman stand-in runs 3.11 (MODELFN_IMAGE_PYTHON).
 IMAGE_PYTHON = "3.12"

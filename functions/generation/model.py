@@ -43,6 +43,8 @@ class GenerationModel:
 
         root = Path(bundle_dir)
         self.bundle_dir = root
+        # onnxruntime-genai's CPU package here; the GPU image's CUDA package is named in genai_config.
+        self.provider = "CPUExecutionProvider"
         self.manifest = manifest or read_manifest(root)
         for name in (MODEL_FILE, GENAI_CONFIG_FILE, TOKENIZER_FILE):
             if not (root / name).is_file():

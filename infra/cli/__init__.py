@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "infra.cli.quickstart_cmd",
     "infra.cli.endpoints_cmd",
     "infra.cli.call_cmd",
+    "infra.cli.serve_cmd",
 )
 
 
