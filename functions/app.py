@@ -27,6 +27,7 @@ from starlette.responses import Response
 from . import observability, schemas
 from .errors import BadRequest, RequestError
 from .http import JSON_MEDIA_TYPE, dumps, render_error, status_error
+from .inputs import check_body_size
 from .service import Answer, ModelService
 
 
@@ -56,11 +57,13 @@ def build_app(service: ModelService) -> FastAPI:
     @app.post("/models/{name}/predict", summary="Run the model (Hugging Face inference request shape)",
               openapi_extra=schemas.predict(task.name))
     async def predict(name: str, request: Request):
-        return _respond(request, service.predict(name, request.headers.get("content-type"), await request.body()))
+        body = await read_body(request, service.max_body_bytes)
+        return _respond(request, service.predict(name, request.headers.get("content-type"), body))
 
     @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings", openapi_extra=schemas.EMBEDDINGS)
     async def create_embeddings(request: Request):
-        return _respond(request, service.embeddings(request.headers.get("content-type"), await request.body()))
+        body = await read_body(request, service.max_body_bytes)
+        return _respond(request, service.embeddings(request.headers.get("content-type"), body))
 
     @app.get("/models/{name}", summary="What this function serves", openapi_extra=schemas.INFO)
     async def model_info(name: str, request: Request):
@@ -71,6 +74,20 @@ def build_app(service: ModelService) -> FastAPI:
         return _respond(request, service.health())
 
     return app
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past ``limit`` bytes: by its Content-Length before reading
+    anything, else while streaming it, so an oversized body is never held in memory whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isascii() and declared.strip().isdigit():
+        check_body_size(int(declared.strip()[:32]), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        check_body_size(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _respond(request: Request, answer: Answer) -> Response:

@@ -10,6 +10,8 @@ MODEL_VERSION = "MODELFN_MODEL_VERSION"
 MAX_BATCH = "MODELFN_MAX_BATCH"
 MAX_TOKENS = "MODELFN_MAX_TOKENS"
 TRUNCATE = "MODELFN_TRUNCATE"
+# Largest request body in bytes (default 6 MB, Lambda's synchronous payload limit); 413 past it.
+MAX_BODY_BYTES = "MODELFN_MAX_BODY_BYTES"
 # Log request text (off by default: requests may carry personal data).
 LOG_INPUTS = "MODELFN_LOG_INPUTS"
 # ONNX Runtime intra-op threads (default: the CPUs this process may use).

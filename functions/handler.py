@@ -30,6 +30,7 @@ from . import constants as env
 from . import observability
 from .errors import BadRequest, BundleError, ConfigError, ModelfnError, RequestError
 from .http import JSON_MEDIA_TYPE, dumps, no_route, render_error, wrong_method
+from .inputs import check_body_size
 from .service import Answer, ModelService
 from .settings import default_bundle_dir
 
@@ -107,10 +108,13 @@ class _Request:
                     return candidate
         return value
 
-    def body(self) -> bytes:
+    def body(self, limit: int | None = None) -> bytes:
+        """The raw body; 413 past ``limit`` bytes, decided from the event's length before decoding."""
         raw = self.event.get("body")
         if not raw:
             return b""
+        if limit is not None:  # base64 carries 3 bytes per 4 characters; UTF-8 at least 1 per character
+            check_body_size(len(raw) // 4 * 3 if self.event.get("isBase64Encoded") else len(raw), limit)
         if self.event.get("isBase64Encoded"):
             try:
                 return base64.b64decode(raw, validate=True)
@@ -135,8 +139,9 @@ def _openapi(service: ModelService, match: re.Match, request: _Request) -> Answe
 Route = Callable[[ModelService, re.Match, _Request], Answer]
 _ROUTES: tuple[tuple[str, re.Pattern, Route], ...] = (
     ("POST", re.compile(r"/models/(?P<name>[^/]+)/predict"),
-     lambda s, m, r: s.predict(m["name"], r.header("content-type"), r.body())),
-    ("POST", re.compile(r"/v1/embeddings"), lambda s, m, r: s.embeddings(r.header("content-type"), r.body())),
+     lambda s, m, r: s.predict(m["name"], r.header("content-type"), r.body(s.max_body_bytes))),
+    ("POST", re.compile(r"/v1/embeddings"),
+     lambda s, m, r: s.embeddings(r.header("content-type"), r.body(s.max_body_bytes))),
     ("GET", re.compile(r"/models/(?P<name>[^/]+)"), lambda s, m, r: s.info(m["name"])),
     ("GET", re.compile(r"/health"), lambda s, m, r: s.health()),
     ("GET", re.compile(r"/openapi\.json"), _openapi),
@@ -159,12 +164,15 @@ def _dispatch(service: ModelService, request: _Request) -> Answer:
 # -- the handler -------------------------------------------------------------------------------
 def _handle(event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
-    is_proxy = isinstance(event, dict) and isinstance(event.get("requestContext"), dict)
-    fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
+    fields: dict[str, Any] = {}
     method = path = "-"
     batch = tokens = error_code = None
     request = None
+    # Everything that reads the event, logging included, is inside the try: a handler that raises
+    # is a Lambda function error, which the deployment's canary alarm counts as a failed release.
     try:
+        is_proxy = isinstance(event, dict) and isinstance(event.get("requestContext"), dict)
+        fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
         service = _service or _load()
         if service is None:
             raise _load_error or BundleError("model could not be loaded")
@@ -183,14 +191,17 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
         status, payload = render_error(exc)
         error_code = payload["error"]["code"]
         body = dumps(payload)
-    logged = None
-    if _service is not None and _service.log_inputs and request is not None:
-        try:
-            logged = request.body()
-        except RequestError:
-            logged = None
-    observability.record_request(method=method, path=path, status=status, started=started, fields=fields,
-                                 batch=batch, tokens=tokens, error_code=error_code, body=logged)
+    try:
+        logged = None
+        if _service is not None and _service.log_inputs and request is not None:
+            try:
+                logged = request.body(_service.max_body_bytes)
+            except RequestError:
+                logged = None
+        observability.record_request(method=method, path=path, status=status, started=started, fields=fields,
+                                     batch=batch, tokens=tokens, error_code=error_code, body=logged)
+    except Exception:  # noqa: BLE001 - a log line that cannot be written must not fail the request
+        pass
     headers = {"content-type": JSON_MEDIA_TYPE}  # a new dict: callers may mutate the response
     if status == 405:
         headers["allow"] = _allowed(path)

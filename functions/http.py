@@ -27,6 +27,7 @@ HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 4
               415: "unsupported_media_type", 422: "unprocessable_entity"}
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 
 
 def dumps(payload: Any) -> str:
@@ -36,7 +37,12 @@ def dumps(payload: Any) -> str:
     LoadedModel.run rejects non-finite model outputs, and json would raise ValueError for them.
     """
     if orjson is not None:
-        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+        try:
+            return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+        except orjson.JSONEncodeError:
+            # A lone surrogate or an int past 64 bits (in an error message, a path): the stdlib
+            # spells both, and ASCII escapes keep the text encodable as UTF-8.
+            return _encode_ascii(payload)
     return _encode(payload)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -21,8 +22,26 @@ def check_content_type(content_type: str | None) -> None:
     raise UnsupportedMediaType(f"content type {media!r} is not supported", hint="send application/json")
 
 
+# No request shape nests deeper than a few levels; 32 leaves room and keeps every later walk,
+# repr and error message far from Python's recursion limit.
+MAX_JSON_DEPTH = 32
+# A \\uD800-\\uDFFF escape: the only way a lone surrogate gets into a str that json.loads returns.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_body_size(size: int, limit: int) -> None:
+    """413 for a body over ``limit`` bytes; adapters call it before reading or decoding the rest."""
+    if size > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes",
+                              hint="send fewer or shorter inputs per request")
+
+
+def _no_constant(name: str):
+    raise BadRequest(f"request body is not valid JSON: {name} is not a JSON number")
+
+
 def parse_json(body: bytes) -> dict:
-    """The request body as a JSON object."""
+    """The request body as a JSON object: strict JSON (no NaN/Infinity), valid Unicode, bounded depth."""
     if not body:
         raise BadRequest("request body is empty", hint="send a JSON object")
     try:
@@ -30,12 +49,49 @@ def parse_json(body: bytes) -> dict:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:  # an integer literal past Python's 4300-digit int conversion limit
+        raise BadRequest("request body has an integer with too many digits") from None
+    surrogates_possible = _SURROGATE_ESCAPE.search(text) is not None
+    # Counting brackets is one fast C pass; only a body that could nest too deep is walked for it.
+    if surrogates_possible or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        _check_structure(data, surrogates_possible)
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, got {_kind(data)}")
     return data
+
+
+def _check_structure(data: Any, surrogates_possible: bool) -> None:
+    """Depth bound and, when an escape could have made one, no lone surrogates (the tokenizer and
+    the UTF-8 encoder of the answer would fail on them far from here). Iterative: no recursion."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list, str)))
+            if isinstance(value, dict) and surrogates_possible:
+                stack.extend((k, depth) for k in value)
+        elif surrogates_possible and isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadRequest(f"request body has an unpaired surrogate escape ({value[exc.start]!a})",
+                                 hint="send valid Unicode text") from None
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A caller's value for an error message: its repr, cut short (a body may be megabytes)."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    text = repr(value) if not isinstance(value, (dict, list)) or len(value) < 64 else f"<{_kind(value)}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _kind(value: Any) -> str:
@@ -97,7 +153,7 @@ def parse_predict(data: dict) -> tuple[Any, dict]:
     """The ``inputs`` and ``parameters`` of a Hugging Face inference request."""
     unknown = sorted(set(data) - {"inputs", "parameters", "options"})
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}", hint="send {\"inputs\": ..., \"parameters\": {...}}")
+        raise BadRequest(f"unknown field {shown(unknown[0])}", hint="send {\"inputs\": ..., \"parameters\": {...}}")
     params = data.get("parameters") or {}
     if not isinstance(params, dict):
         raise BadRequest(f"\"parameters\" must be an object, got {_kind(params)}")
@@ -106,4 +162,4 @@ def parse_predict(data: dict) -> tuple[Any, dict]:
 
 def check_model_name(requested: str, served: str) -> None:
     if requested != served:
-        raise NotFound(f"no model named {requested!r} here", hint=f"this function serves {served!r}")
+        raise NotFound(f"no model named {shown(requested)} here", hint=f"this function serves {served!r}")

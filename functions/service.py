@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from .embeddings import EmbeddingsService
 from .errors import NotFound
-from .inputs import check_content_type, check_model_name, parse_items, parse_json, parse_predict
+from .inputs import check_body_size, check_content_type, check_model_name, parse_items, parse_json, parse_predict
 from .model import LoadedModel
 from .settings import Settings
 from .tasks import get_task
@@ -67,9 +67,15 @@ class ModelService:
     def log_inputs(self) -> bool:
         return self.settings.log_inputs
 
+    @property
+    def max_body_bytes(self) -> int:
+        """Adapters refuse a larger body (413) before reading or decoding it; predict and embeddings check again."""
+        return self.settings.max_body_bytes
+
     def predict(self, name: str, content_type: str | None, body: bytes) -> Answer:
         check_model_name(name, self.name)
         check_content_type(content_type)
+        check_body_size(len(body), self.max_body_bytes)
         task, model = self.task, self.model
         inputs, raw_params = parse_predict(parse_json(body))
         params = task.parse_params(raw_params)
@@ -85,6 +91,7 @@ class ModelService:
             raise NotFound(f"model {self.name!r} is a {self.task.name} model; /v1/embeddings serves embedding models",
                            hint=f"use POST /models/{self.name}/predict")
         check_content_type(content_type)
+        check_body_size(len(body), self.max_body_bytes)
         payload, batch, tokens = self._embeddings.create(parse_json(body))
         return Answer(200, payload, batch, tokens)
 
