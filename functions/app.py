@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from . import observability, schemas
 from .errors import BadRequest, RequestError
-from .http import JSON_MEDIA_TYPE, dumps, render_error, status_error
+from .http import JSON_MEDIA_TYPE, dumps, error_headers, render_error, status_error
 from .inputs import check_body_size
 from .service import Answer, ModelService
 
@@ -108,6 +108,7 @@ async def _render(request: Request, exc: Exception) -> Response:
         exc = BadRequest(f"{where}: {first.get('msg', 'invalid value')}")
     status, payload = render_error(exc)
     request.scope.setdefault("modelfn", {})["error_code"] = payload["error"]["code"]
+    headers = {**(headers or {}), **error_headers(exc)} or None
     return Response(dumps(payload), status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
 
 
@@ -148,7 +149,8 @@ class ErrorMiddleware:
                 raise
             code, payload = render_error(exc)
             status["code"], state["error_code"] = code, payload["error"]["code"]
-            await Response(dumps(payload), status_code=code, media_type=JSON_MEDIA_TYPE)(scope, receive, send)
+            await Response(dumps(payload), status_code=code, media_type=JSON_MEDIA_TYPE,
+                           headers=error_headers(exc) or None)(scope, receive, send)
         observability.record_request(method=scope["method"], path=scope["path"], status=status["code"],
                                      started=started, fields=fields, batch=state.get("batch"),
                                      tokens=state.get("tokens"), error_code=state.get("error_code"),

@@ -19,6 +19,8 @@ THREADS = "MODELFN_THREADS"
 # Large bundles are fetched at cold start from the registry instead of baked into the image.
 REGISTRY_URI = "MODELFN_REGISTRY_URI"
 FETCH_DIR = "MODELFN_FETCH_DIR"  # default /tmp/modelfn
+# Seconds a cold-start fetch waits on one registry socket read (default 5) before retrying once.
+FETCH_TIMEOUT = "MODELFN_FETCH_TIMEOUT_S"
 # Build time (`modelfn build`): the Python of the image's base and the base image itself; the podman
 # stand-in base runs Python 3.11 where the AWS base runs 3.12.
 IMAGE_PYTHON = "MODELFN_IMAGE_PYTHON"

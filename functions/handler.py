@@ -9,8 +9,10 @@ FastAPI app (functions/app.py), so both answer the same statuses and bodies.
 
 The service (ONNX session, tokenizer) is built when this module is imported, i.e. in the Lambda
 init phase, which SAM local and the Runtime Interface Emulator also run at start. A bundle that
-cannot be loaded does not fail the import: every request is answered with the error (a 500 in the
-usual shape) and loading is retried, so a broken image is diagnosable from its responses and logs.
+cannot be loaded does not fail the import: every request is answered with the error (a 503
+``model_unavailable`` with Retry-After) and loading is retried with exponential backoff (1 s doubling
+to 60 s), so a broken image is diagnosable from its responses and logs and a registry that comes
+back is picked up without a redeploy.
 
 If the bundle directory does not exist and MODELFN_REGISTRY_URI is set, the bundle is fetched from
 the registry (MODELFN_MODEL_NAME, MODELFN_MODEL_VERSION) into MODELFN_FETCH_DIR first.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 import time
@@ -29,7 +32,7 @@ from typing import Any, Callable
 from . import constants as env
 from . import observability
 from .errors import BadRequest, BundleError, ConfigError, ModelfnError, RequestError
-from .http import JSON_MEDIA_TYPE, dumps, no_route, render_error, wrong_method
+from .http import JSON_MEDIA_TYPE, dumps, error_headers, no_route, render_error, wrong_method
 from .inputs import check_body_size
 from .service import Answer, ModelService
 from .settings import default_bundle_dir
@@ -37,6 +40,12 @@ from .settings import default_bundle_dir
 _service: ModelService | None = None
 _load_error: ModelfnError | None = None
 _openapi_schema: dict | None = None
+# After a failed load the next attempt waits 1, 2, 4 ... up to 60 s: a registry that is down is not
+# hammered by every request, and each request in between is answered 503 with Retry-After at once.
+LOAD_BACKOFF_S, LOAD_BACKOFF_MAX_S = 1.0, 60.0
+_failures = 0
+_next_attempt = 0.0
+_clock: Callable[[], float] = time.monotonic  # tests replace it to step through the backoff
 
 
 def _bundle_dir() -> Path:
@@ -45,29 +54,47 @@ def _bundle_dir() -> Path:
     if bundle.exists() or not registry:
         return bundle
     name, version = os.environ.get(env.MODEL_NAME), os.environ.get(env.MODEL_VERSION)
-    if not name or not version or not version.isdigit():
+    if not name or not version or not (version.isascii() and version.isdigit()):
         raise ConfigError(f"{env.REGISTRY_URI} is set but {env.MODEL_NAME} / {env.MODEL_VERSION} are not",
                           hint="the generated template sets both")
-    from .fetch import fetch_bundle  # only functions that fetch at cold start pay for boto3
+    from .fetch import (COLD_START_CONNECT_TIMEOUT_S, COLD_START_MAX_ATTEMPTS, COLD_START_READ_TIMEOUT_S,
+                        clean_staging, fetch_bundle)  # only functions that fetch at cold start pay for boto3
 
     dest = Path(os.environ.get(env.FETCH_DIR) or "/tmp/modelfn") / name / version
-    return fetch_bundle(registry, name, int(version), dest)
+    clean_staging(dest)  # left by a process killed mid-fetch in this environment; nothing else fetches here
+    read_timeout = float(os.environ.get(env.FETCH_TIMEOUT) or COLD_START_READ_TIMEOUT_S)
+    options = {"connect_timeout": min(COLD_START_CONNECT_TIMEOUT_S, read_timeout), "read_timeout": read_timeout,
+               "max_attempts": COLD_START_MAX_ATTEMPTS}
+    return fetch_bundle(registry, name, int(version), dest, client_options=options, replace_invalid=True)
 
 
 def _load() -> ModelService | None:
-    global _service, _load_error
+    global _service, _load_error, _failures, _next_attempt
     if _service is None:
+        now = _clock()
+        if _load_error is not None and now < _next_attempt:
+            return None  # backing off: the request is answered with the last error
         try:
             _service = ModelService.load(_bundle_dir())
             observability.set_model(_service.name, _service.version)
-            _load_error = None
-        except ModelfnError as exc:
-            _load_error = exc
-            observability.log("ERROR", "model bundle could not be loaded", error=str(exc))
+            _load_error, _failures = None, 0
         except Exception as exc:  # noqa: BLE001 - keep the environment alive to report it
-            _load_error = BundleError(f"model could not be loaded: {type(exc).__name__}: {exc}")
-            observability.exception("model bundle could not be loaded")
+            if isinstance(exc, ModelfnError):
+                _load_error = exc
+                observability.log("ERROR", "model bundle could not be loaded", error=str(exc))
+            else:
+                _load_error = BundleError(f"model could not be loaded: {type(exc).__name__}: {exc}")
+                observability.exception("model bundle could not be loaded")
+            _failures += 1
+            _next_attempt = now + min(LOAD_BACKOFF_S * 2 ** (_failures - 1), LOAD_BACKOFF_MAX_S)
     return _service
+
+
+def _unavailable() -> ModelfnError:
+    """The load error for this request, telling the caller when the next load attempt is due."""
+    error = _load_error or BundleError("model could not be loaded")
+    error.retry_after = max(1, math.ceil(_next_attempt - _clock()))
+    return error
 
 
 # -- the event ---------------------------------------------------------------------------------
@@ -166,7 +193,7 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     fields: dict[str, Any] = {}
     method = path = "-"
-    batch = tokens = error_code = None
+    batch = tokens = error_code = retry_after = None
     request = None
     # Everything that reads the event, logging included, is inside the try: a handler that raises
     # is a Lambda function error, which the deployment's canary alarm counts as a failed release.
@@ -175,7 +202,7 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
         fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
         service = _service or _load()
         if service is None:
-            raise _load_error or BundleError("model could not be loaded")
+            raise _unavailable()
         if not is_proxy:
             raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
         try:
@@ -191,6 +218,7 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
         status, payload = render_error(exc)
         error_code = payload["error"]["code"]
         body = dumps(payload)
+        retry_after = error_headers(exc).get("retry-after")
     try:
         logged = None
         if _service is not None and _service.log_inputs and request is not None:
@@ -205,6 +233,8 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
     headers = {"content-type": JSON_MEDIA_TYPE}  # a new dict: callers may mutate the response
     if status == 405:
         headers["allow"] = _allowed(path)
+    elif retry_after is not None:
+        headers["retry-after"] = retry_after
     return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
 
 

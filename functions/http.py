@@ -4,7 +4,8 @@ Framework-free on purpose: the Lambda adapter (functions/handler.py) and the Fas
 (functions/app.py) both render through :func:`render_error` and :func:`dumps`, so a caller sees the
 same status and body whichever serves it. Every answer that is not a success has the body
 ``{"error": {"code", "message"}}``: RequestError subclasses carry their status and code; a bundle
-or configuration fault is a 500 ``model_unavailable``; anything else is a 500 whose body says only
+or configuration fault is a 503 ``model_unavailable`` (with Retry-After when the error knows
+when to try again); anything else is a 500 whose body says only
 that the fault was logged.
 """
 
@@ -50,11 +51,17 @@ def render_error(exc: BaseException) -> tuple[int, dict]:
     """(status, body) for any exception; the only function that renders errors."""
     if isinstance(exc, RequestError):
         status, code, message = exc.status, exc.code, str(exc)
-    elif isinstance(exc, ModelfnError):  # a bundle or config fault on our side, not the caller's
-        status, code, message = 500, "model_unavailable", str(exc)
+    elif isinstance(exc, ModelfnError):  # a bundle, registry or config fault on our side: try later
+        status, code, message = 503, "model_unavailable", str(exc)
     else:
         status, code, message = 500, "internal_error", "internal error; the details are in the function's logs"
     return status, {"error": {"code": code, "message": message}}
+
+
+def error_headers(exc: BaseException) -> dict[str, str]:
+    """Headers an error answer carries: Retry-After when the error says when to try again."""
+    retry_after = getattr(exc, "retry_after", None)
+    return {"retry-after": str(int(retry_after))} if isinstance(retry_after, (int, float)) else {}
 
 
 def no_route() -> NotFound:
@@ -76,4 +83,4 @@ def status_error(status: int, message: str) -> RequestError:
     return err
 
 
-__all__ = ["JSON_MEDIA_TYPE", "HTTP_CODES", "dumps", "render_error", "no_route", "wrong_method", "status_error"]
+__all__ = ["JSON_MEDIA_TYPE", "HTTP_CODES", "dumps", "render_error", "error_headers", "no_route", "wrong_method", "status_error"]
