@@ -38,11 +38,16 @@ class EmbeddingsService:
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
             raise BadRequest(f"unknown field {shown(unknown[0])}", hint="fields: " + ", ".join(_FIELDS))
-        requested = data.get("model")
+        requested, user = data.get("model"), data.get("user")
+        if requested is not None and not isinstance(requested, str):
+            raise BadRequest(f"model must be a string, got {shown(requested)}")
+        if user is not None and not isinstance(user, str):
+            raise BadRequest(f"user must be a string, got {shown(user)}")
         if requested is not None and requested != self.name:
             raise NotFound(f"no model named {shown(requested)} here", hint=f"this function serves {self.name!r}")
-        fmt = data.get("encoding_format") or "float"
-        if fmt not in ("float", "base64"):
+        fmt = data.get("encoding_format")
+        fmt = "float" if fmt is None else fmt
+        if not isinstance(fmt, str) or fmt not in ("float", "base64"):
             raise BadRequest(f"encoding_format must be \"float\" or \"base64\", got {shown(fmt)}")
         raw = data.get("input")
         if isinstance(raw, list) and raw and all(isinstance(x, (int, list)) and not isinstance(x, bool) for x in raw):

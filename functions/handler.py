@@ -86,7 +86,8 @@ def _load() -> ModelService | None:
                 _load_error = BundleError(f"model could not be loaded: {type(exc).__name__}: {exc}")
                 observability.exception("model bundle could not be loaded")
             _failures += 1
-            _next_attempt = now + min(LOAD_BACKOFF_S * 2 ** (_failures - 1), LOAD_BACKOFF_MAX_S)
+            # Counted from the end of the attempt: a slow failure (timeouts) still leaves the full wait.
+            _next_attempt = _clock() + min(LOAD_BACKOFF_S * 2 ** (_failures - 1), LOAD_BACKOFF_MAX_S)
     return _service
 
 

@@ -99,10 +99,18 @@ def _kind(value: Any) -> str:
             type(None): "null"}.get(type(value), "a number")
 
 
+# Whitespace as JSON Schema (ECMA-262) regexes and Python's both spell it: a text is refused as
+# empty when it holds nothing else. The OpenAPI schema's pattern is the complement, character for
+# character (str.strip() would also strip \x1c-\x1f and \x85, which a schema validator keeps).
+WHITESPACE = "\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = f"[^{WHITESPACE}]"
+_NOT_BLANK = re.compile(NOT_BLANK)
+
+
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{where} must be a string, got {_kind(value)}")
-    if not value.strip():
+    if _NOT_BLANK.search(value) is None:
         raise BadRequest(f"{where} is empty")
     return value
 
@@ -154,9 +162,14 @@ def parse_predict(data: dict) -> tuple[Any, dict]:
     unknown = sorted(set(data) - {"inputs", "parameters", "options"})
     if unknown:
         raise BadRequest(f"unknown field {shown(unknown[0])}", hint="send {\"inputs\": ..., \"parameters\": {...}}")
-    params = data.get("parameters") or {}
-    if not isinstance(params, dict):
+    params = data.get("parameters")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):  # false, 0, "" and [] too: each is a caller's mistake
         raise BadRequest(f"\"parameters\" must be an object, got {_kind(params)}")
+    options = data.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest(f"\"options\" must be an object, got {_kind(options)}")
     return data.get("inputs"), params
 
 

@@ -43,10 +43,10 @@ def get_choice(params: dict, name: str, default: Any, choices: tuple[str, ...]) 
     value = params.get(name, MISSING)
     if value is MISSING or value is None:
         return default
-    key = value.lower() if isinstance(value, str) else value
-    if key not in choices:
+    # Exact spelling, as the OpenAPI schema's enum says (a case-folded match would accept more).
+    if not isinstance(value, str) or value not in choices:
         raise BadRequest(f"parameters.{name} must be one of {', '.join(choices)}, got {shown(value)}")
-    return key
+    return value
 
 
 def get_str_list(params: dict, name: str, default: Any) -> Any:
