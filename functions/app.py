@@ -31,6 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from . import observability, schemas
 from .errors import BadRequest, RequestError
 from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, error_headers, render_error, status_error
+from .inputs import check_body_size
 from .service import Answer, ModelService
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> Fas
         if batcher is not None:
             return _respond(request, await batcher.serve(
                 request, lambda body: service.begin_predict(name, content_type, body)))
-        return _respond(request, service.predict(name, content_type, await request.body()))
+        return _respond(request, service.predict(name, content_type, await read_body(request, service.max_body_bytes)))
 
     @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings", openapi_extra=schemas.EMBEDDINGS)
     async def create_embeddings(request: Request):
@@ -80,17 +81,19 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> Fas
         if batcher is not None:
             return _respond(request, await batcher.serve(
                 request, lambda body: service.begin_embeddings(content_type, body)))
-        return _respond(request, service.embeddings(content_type, await request.body()))
+        return _respond(request, service.embeddings(content_type, await read_body(request, service.max_body_bytes)))
 
     @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completions (text-generation models)",
               openapi_extra=schemas.CHAT_COMPLETIONS)
     async def chat_completions(request: Request):
-        return _respond(request, service.chat_completions(request.headers.get("content-type"), await request.body()))
+        body = await read_body(request, service.max_body_bytes)
+        return _respond(request, service.chat_completions(request.headers.get("content-type"), body))
 
     @app.post("/v1/completions", summary="OpenAI-compatible completions (text-generation models)",
               openapi_extra=schemas.COMPLETIONS)
     async def completions(request: Request):
-        return _respond(request, service.completions(request.headers.get("content-type"), await request.body()))
+        body = await read_body(request, service.max_body_bytes)
+        return _respond(request, service.completions(request.headers.get("content-type"), body))
 
     @app.get("/v1/models", summary="OpenAI-compatible model list", openapi_extra=schemas.MODELS)
     async def list_models(request: Request):
@@ -108,6 +111,20 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> Fas
         return _respond(request, answer)
 
     return app
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past ``limit`` bytes: by its Content-Length before reading
+    anything, else while streaming it, so an oversized body is never held in memory whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isascii() and declared.strip().isdigit():
+        check_body_size(int(declared.strip()[:32]), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        check_body_size(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _respond(request: Request, answer: Answer) -> Response:
@@ -130,8 +147,8 @@ async def _render(request: Request, exc: Exception) -> Response:
         where = ".".join(str(p) for p in first.get("loc", ()))
         exc = BadRequest(f"{where}: {first.get('msg', 'invalid value')}")
     status, payload = render_error(exc)
-    headers = headers or error_headers(exc)
     request.scope.setdefault("modelfn", {})["error_code"] = payload["error"]["code"]
+    headers = {**(headers or {}), **error_headers(exc)} or None
     return Response(dumps(payload), status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
 
 
@@ -172,7 +189,8 @@ class ErrorMiddleware:
                 raise
             code, payload = render_error(exc)
             status["code"], state["error_code"] = code, payload["error"]["code"]
-            await Response(dumps(payload), status_code=code, media_type=JSON_MEDIA_TYPE)(scope, receive, send)
+            await Response(dumps(payload), status_code=code, media_type=JSON_MEDIA_TYPE,
+                           headers=error_headers(exc) or None)(scope, receive, send)
         observability.record_request(method=scope["method"], path=scope["path"], status=status["code"],
                                      started=started, fields=fields, batch=state.get("batch"),
                                      tokens=state.get("tokens"), error_code=state.get("error_code"),

@@ -27,13 +27,19 @@ def locate_bundle(bundle_dir: Path) -> Path:
     if not registry or not _is_empty(bundle_dir):
         return bundle_dir
     name, version = os.environ.get(env.MODEL_NAME), os.environ.get(env.MODEL_VERSION)
-    if not name or not version or not version.isdigit():
+    if not name or not version or not (version.isascii() and version.isdigit()):
         raise ConfigError(f"{env.REGISTRY_URI} is set but {env.MODEL_NAME} / {env.MODEL_VERSION} are not",
                           hint="the generated template sets both")
-    from .fetch import fetch_bundle  # only functions that fetch at start pay for boto3
+    from .fetch import (COLD_START_CONNECT_TIMEOUT_S, COLD_START_MAX_ATTEMPTS, COLD_START_READ_TIMEOUT_S,
+                        clean_staging, fetch_bundle)  # only functions that fetch at start pay for boto3
 
     dest = Path(os.environ.get(env.FETCH_DIR) or "/tmp/modelfn") / name / version
-    return fetch_bundle(registry, name, int(version), dest)
+    clean_staging(dest)  # left by a process killed mid-fetch in this environment; nothing else fetches here
+    # Bounded: a registry that does not answer must not hold a cold start for minutes.
+    read_timeout = float(os.environ.get(env.FETCH_TIMEOUT) or COLD_START_READ_TIMEOUT_S)
+    options = {"connect_timeout": min(COLD_START_CONNECT_TIMEOUT_S, read_timeout), "read_timeout": read_timeout,
+               "max_attempts": COLD_START_MAX_ATTEMPTS}
+    return fetch_bundle(registry, name, int(version), dest, client_options=options, replace_invalid=True)
 
 
 __all__ = ["locate_bundle"]

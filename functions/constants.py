@@ -13,6 +13,8 @@ TRUNCATE = "MODELFN_TRUNCATE"
 # Image inputs: the most compressed bytes and decoded pixels one image may have (checked before decoding).
 MAX_IMAGE_BYTES = "MODELFN_MAX_IMAGE_BYTES"
 MAX_IMAGE_PIXELS = "MODELFN_MAX_IMAGE_PIXELS"
+# Largest request body in bytes (default 6 MB, Lambda's synchronous payload limit); 413 past it.
+MAX_BODY_BYTES = "MODELFN_MAX_BODY_BYTES"
 # Log request text (off by default: requests may carry personal data).
 LOG_INPUTS = "MODELFN_LOG_INPUTS"
 # ONNX Runtime intra-op threads (default: the CPUs this process may use).
@@ -33,6 +35,8 @@ MAX_CONCURRENT_REQUESTS = "MODELFN_MAX_CONCURRENT_REQUESTS"
 PROVIDER = "MODELFN_PROVIDER"
 # Seconds a SIGTERM'd server waits for in-flight requests before it exits (SageMaker kills at 30 s).
 DRAIN_TIMEOUT_S = "MODELFN_DRAIN_TIMEOUT_S"
+# Seconds a cold-start fetch waits on one registry socket read (default 5) before retrying once.
+FETCH_TIMEOUT = "MODELFN_FETCH_TIMEOUT_S"
 # Build time (`modelfn build`): the Python of the image's base and the base image itself; the podman
 # stand-in base runs Python 3.11 where the AWS base runs 3.12.
 IMAGE_PYTHON = "MODELFN_IMAGE_PYTHON"

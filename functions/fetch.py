@@ -25,10 +25,10 @@ from typing import Any
 
 from .constants import AWS_ENDPOINT_URL
 from .errors import BundleError
-from .manifest import MANIFEST_FILE, Manifest, read_manifest, verify_bundle
+from .manifest import MANIFEST_FILE, Manifest, sha256_file, verify_bundle
 
 __all__ = [
-    "FetchError", "fetch_bundle", "make_s3_client", "parse_registry_uri", "s3_failure", "safe_file_name",
+    "FetchError", "clean_staging", "fetch_bundle", "make_s3_client", "parse_registry_uri", "s3_failure", "safe_file_name",
     "version_prefix",
 ]
 
@@ -36,7 +36,16 @@ __all__ = [
 # for the throttling and 5xx answers real S3 gives under load.
 _CONNECT_TIMEOUT_S = 3
 _READ_TIMEOUT_S = 60
-_MAX_ATTEMPTS = 3
+_MAX_ATTEMPTS = 4  # in all, the first included (botocore's total_max_attempts)
+# At cold start a request is waiting: a registry that does not answer must fail it within seconds
+# (then the handler backs off and answers 503), not hold it for minutes. The read timeout is per
+# socket read, so large files still download at any speed that keeps bytes coming.
+COLD_START_CONNECT_TIMEOUT_S = 2
+COLD_START_READ_TIMEOUT_S = 5
+COLD_START_MAX_ATTEMPTS = 2
+# A file whose digest does not match is downloaded once more (a torn transfer), then refused.
+_INTEGRITY_ATTEMPTS = 2
+STAGING_MARKER = ".partial-"
 
 
 class FetchError(BundleError):
@@ -71,17 +80,20 @@ def safe_file_name(name: str) -> bool:
             and all(part not in ("", ".", "..") and not part.startswith(".") for part in path.parts))
 
 
-def make_s3_client(endpoint_url: str | None = None) -> Any:
-    """A boto3 S3 client with short connect timeouts; endpoint from the argument, then AWS_ENDPOINT_URL."""
+def make_s3_client(endpoint_url: str | None = None, *, connect_timeout: float = _CONNECT_TIMEOUT_S,
+                   read_timeout: float = _READ_TIMEOUT_S, max_attempts: int = _MAX_ATTEMPTS) -> Any:
+    """A boto3 S3 client with short connect timeouts; endpoint from the argument, then AWS_ENDPOINT_URL.
+
+    ``max_attempts`` counts every try of a request, the first included."""
     import boto3
     from botocore.config import Config
 
     endpoint_url = endpoint_url or os.environ.get(AWS_ENDPOINT_URL) or None
     session = boto3.session.Session()
     config = Config(
-        connect_timeout=_CONNECT_TIMEOUT_S,
-        read_timeout=_READ_TIMEOUT_S,
-        retries={"max_attempts": _MAX_ATTEMPTS, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
         max_pool_connections=32,
     )
     return session.client("s3", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
@@ -167,12 +179,34 @@ class _S3Reader:
                           missing=missing) is not missing
 
 
-def _reader(registry_uri: str, s3_client: Any, endpoint_url: str | None):
+def _reader(registry_uri: str, s3_client: Any, endpoint_url: str | None, client_options: dict | None):
     kind, where, prefix = parse_registry_uri(registry_uri)
     if kind == "local":
         return _LocalReader(where)
     endpoint = endpoint_url or os.environ.get(AWS_ENDPOINT_URL) or None
-    return _S3Reader(where, prefix, s3_client or make_s3_client(endpoint), endpoint)
+    return _S3Reader(where, prefix, s3_client or make_s3_client(endpoint, **(client_options or {})), endpoint)
+
+
+def clean_staging(dest: str | os.PathLike[str]) -> list[Path]:
+    """Remove staging directories that interrupted fetches into ``dest`` left behind; the removed paths.
+
+    Only for a caller that owns ``dest``'s directory and knows no fetch into it is running: the
+    runtime at cold start (one process per execution environment; a process killed mid-fetch, by a
+    timeout or out of memory, is restarted in the same environment with the same /tmp).
+    """
+    dest = Path(dest)
+    removed = []
+    for leftover in dest.parent.glob(f".{dest.name}{STAGING_MARKER}*") if dest.parent.is_dir() else ():
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover)
+    return removed
+
+
+def _file_ok(path: Path, entry) -> bool:
+    try:
+        return path.stat().st_size == entry.size and sha256_file(path) == entry.sha256
+    except OSError:
+        return False
 
 
 def _already_there(dest: Path, manifest_bytes: bytes) -> bool:
@@ -187,17 +221,20 @@ def _already_there(dest: Path, manifest_bytes: bytes) -> bool:
 
 
 def fetch_bundle(registry_uri: str, name: str, version: int, dest: str | os.PathLike[str], *,
-                 s3_client: Any = None, endpoint_url: str | None = None) -> Path:
+                 s3_client: Any = None, endpoint_url: str | None = None, client_options: dict | None = None,
+                 replace_invalid: bool = False) -> Path:
     """Download version ``version`` of model ``name`` into ``dest`` and return ``dest``.
 
     The files land in a sibling temporary directory, are checked against the manifest's sha256
     and size, and only then is the directory renamed to ``dest``: a reader never sees a partial
-    or unverified bundle. An existing ``dest`` holding this exact version is returned as is; any
-    other non-empty ``dest`` is refused.
+    or unverified bundle. A file that fails its check is downloaded once more, then refused
+    (``integrity``). An existing ``dest`` holding this exact version is returned as is; any other
+    non-empty ``dest`` is refused, or with ``replace_invalid`` (a caller that owns it) removed.
+    ``client_options`` (connect_timeout, read_timeout, max_attempts) shape an S3 client made here.
     """
     dest = Path(dest)
     label = f"model {name!r} version {version}"
-    reader = _reader(registry_uri, s3_client, endpoint_url)
+    reader = _reader(registry_uri, s3_client, endpoint_url, client_options)
     prefix = version_prefix(name, version)
     manifest_bytes = reader.read(prefix + MANIFEST_FILE)
     if manifest_bytes is None:
@@ -210,28 +247,39 @@ def fetch_bundle(registry_uri: str, name: str, version: int, dest: str | os.Path
     if _already_there(dest, manifest_bytes):
         return dest
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise FetchError(f"destination {dest} already exists and does not hold {label}", kind="destination",
-                         hint="remove it or choose another directory")
+        if not replace_invalid:
+            raise FetchError(f"destination {dest} already exists and does not hold {label}", kind="destination",
+                             hint="remove it or choose another directory")
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        else:
+            dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:12]}"
+    staging = dest.parent / f".{dest.name}{STAGING_MARKER}{uuid.uuid4().hex[:12]}"
     staging.mkdir()
     try:
-        for file_name in sorted(manifest.files):
+        for file_name in manifest.files:
             if not safe_file_name(file_name):
                 raise FetchError(f"{label}: manifest lists an unsafe file name {file_name!r}", kind="integrity")
-            target = staging / file_name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not reader.download(prefix + file_name, target):
-                raise FetchError(f"{label}: file {file_name} is missing from the registry", kind="integrity",
-                                 hint="the version is partial; push it again")
+        pending = sorted(manifest.files)
         (staging / MANIFEST_FILE).write_bytes(manifest_bytes)
-        try:
-            verify_bundle(staging, read_manifest(staging))
-        except FetchError:
-            raise
-        except BundleError as exc:
-            raise FetchError(f"{label}: {exc.message}", kind="integrity",
-                             hint="the stored copy is corrupted; push the bundle again") from None
+        for attempt in range(_INTEGRITY_ATTEMPTS):
+            for file_name in pending:
+                target = staging / file_name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not reader.download(prefix + file_name, target):
+                    raise FetchError(f"{label}: file {file_name} is missing from the registry", kind="integrity",
+                                     hint="the version is partial; push it again")
+            try:
+                verify_bundle(staging, manifest)
+                break
+            except BundleError as exc:
+                if attempt + 1 == _INTEGRITY_ATTEMPTS:
+                    raise FetchError(f"{label}: {exc.message}", kind="integrity",
+                                     hint="the stored copy is corrupted; push the bundle again") from None
+            # A torn transfer is fetched once more, only the files that failed; a stored corruption
+            # fails the same way again and is refused above.
+            pending = [f for f in pending if not _file_ok(staging / f, manifest.files[f])]
         try:
             os.rename(staging, dest)  # onto a missing or empty directory: atomic on POSIX
         except OSError:

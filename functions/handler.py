@@ -9,8 +9,10 @@ FastAPI app (functions/app.py), so both answer the same statuses and bodies.
 
 The service (ONNX session, tokenizer) is built when this module is imported, i.e. in the Lambda
 init phase, which SAM local and the Runtime Interface Emulator also run at start. A bundle that
-cannot be loaded does not fail the import: every request is answered with the error (a 500 in the
-usual shape) and loading is retried, so a broken image is diagnosable from its responses and logs.
+cannot be loaded does not fail the import: every request is answered with the error (a 503
+``model_unavailable`` with Retry-After) and loading is retried with exponential backoff (1 s doubling
+to 60 s), so a broken image is diagnosable from its responses and logs and a registry that comes
+back is picked up without a redeploy.
 
 If the bundle directory is absent or empty and MODELFN_REGISTRY_URI is set, the bundle is fetched from
 the registry (MODELFN_MODEL_NAME, MODELFN_MODEL_VERSION) into MODELFN_FETCH_DIR first.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import time
 from pathlib import Path
@@ -28,13 +31,20 @@ from typing import Any, Callable
 from . import observability
 from .bundle import locate_bundle
 from .errors import BadRequest, BundleError, ModelfnError, RequestError
-from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, no_route, render_error, wrong_method
+from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, error_headers, no_route, render_error, wrong_method
+from .inputs import check_body_size
 from .service import Answer, ModelService
 from .settings import default_bundle_dir
 
 _service: ModelService | None = None
 _load_error: ModelfnError | None = None
 _openapi_schema: dict | None = None
+# After a failed load the next attempt waits 1, 2, 4 ... up to 60 s: a registry that is down is not
+# hammered by every request, and each request in between is answered 503 with Retry-After at once.
+LOAD_BACKOFF_S, LOAD_BACKOFF_MAX_S = 1.0, 60.0
+_failures = 0
+_next_attempt = 0.0
+_clock: Callable[[], float] = time.monotonic  # tests replace it to step through the backoff
 
 
 def _bundle_dir() -> Path:
@@ -42,19 +52,33 @@ def _bundle_dir() -> Path:
 
 
 def _load() -> ModelService | None:
-    global _service, _load_error
+    global _service, _load_error, _failures, _next_attempt
     if _service is None:
+        now = _clock()
+        if _load_error is not None and now < _next_attempt:
+            return None  # backing off: the request is answered with the last error
         try:
             _service = ModelService.load(_bundle_dir())
             observability.set_model(_service.name, _service.version)
-            _load_error = None
-        except ModelfnError as exc:
-            _load_error = exc
-            observability.log("ERROR", "model bundle could not be loaded", error=str(exc))
+            _load_error, _failures = None, 0
         except Exception as exc:  # noqa: BLE001 - keep the environment alive to report it
-            _load_error = BundleError(f"model could not be loaded: {type(exc).__name__}: {exc}")
-            observability.exception("model bundle could not be loaded")
+            if isinstance(exc, ModelfnError):
+                _load_error = exc
+                observability.log("ERROR", "model bundle could not be loaded", error=str(exc))
+            else:
+                _load_error = BundleError(f"model could not be loaded: {type(exc).__name__}: {exc}")
+                observability.exception("model bundle could not be loaded")
+            _failures += 1
+            # Counted from the end of the attempt: a slow failure (timeouts) still leaves the full wait.
+            _next_attempt = _clock() + min(LOAD_BACKOFF_S * 2 ** (_failures - 1), LOAD_BACKOFF_MAX_S)
     return _service
+
+
+def _unavailable() -> ModelfnError:
+    """The load error for this request, telling the caller when the next load attempt is due."""
+    error = _load_error or BundleError("model could not be loaded")
+    error.retry_after = max(1, math.ceil(_next_attempt - _clock()))
+    return error
 
 
 # -- the event ---------------------------------------------------------------------------------
@@ -95,10 +119,13 @@ class _Request:
                     return candidate
         return value
 
-    def body(self) -> bytes:
+    def body(self, limit: int | None = None) -> bytes:
+        """The raw body; 413 past ``limit`` bytes, decided from the event's length before decoding."""
         raw = self.event.get("body")
         if not raw:
             return b""
+        if limit is not None:  # base64 carries 3 bytes per 4 characters; UTF-8 at least 1 per character
+            check_body_size(len(raw) // 4 * 3 if self.event.get("isBase64Encoded") else len(raw), limit)
         if self.event.get("isBase64Encoded"):
             try:
                 return base64.b64decode(raw, validate=True)
@@ -123,11 +150,13 @@ def _openapi(service: ModelService, match: re.Match, request: _Request) -> Answe
 Route = Callable[[ModelService, re.Match, _Request], Answer]
 _ROUTES: tuple[tuple[str, re.Pattern, Route], ...] = (
     ("POST", re.compile(r"/models/(?P<name>[^/]+)/predict"),
-     lambda s, m, r: s.predict(m["name"], r.header("content-type"), r.body())),
-    ("POST", re.compile(r"/v1/embeddings"), lambda s, m, r: s.embeddings(r.header("content-type"), r.body())),
+     lambda s, m, r: s.predict(m["name"], r.header("content-type"), r.body(s.max_body_bytes))),
+    ("POST", re.compile(r"/v1/embeddings"),
+     lambda s, m, r: s.embeddings(r.header("content-type"), r.body(s.max_body_bytes))),
     ("POST", re.compile(r"/v1/chat/completions"),
-     lambda s, m, r: s.chat_completions(r.header("content-type"), r.body())),
-    ("POST", re.compile(r"/v1/completions"), lambda s, m, r: s.completions(r.header("content-type"), r.body())),
+     lambda s, m, r: s.chat_completions(r.header("content-type"), r.body(s.max_body_bytes))),
+    ("POST", re.compile(r"/v1/completions"),
+     lambda s, m, r: s.completions(r.header("content-type"), r.body(s.max_body_bytes))),
     ("GET", re.compile(r"/v1/models"), lambda s, m, r: s.models()),
     ("GET", re.compile(r"/models/(?P<name>[^/]+)"), lambda s, m, r: s.info(m["name"])),
     ("GET", re.compile(r"/health"), lambda s, m, r: s.health()),
@@ -151,16 +180,19 @@ def _dispatch(service: ModelService, request: _Request) -> Answer:
 # -- the handler -------------------------------------------------------------------------------
 def _handle(event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
-    is_proxy = isinstance(event, dict) and isinstance(event.get("requestContext"), dict)
-    fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
+    fields: dict[str, Any] = {}
     method = path = "-"
-    batch = tokens = error_code = None
+    batch = tokens = error_code = retry_after = None
     request = None
     media_type = JSON_MEDIA_TYPE
+    # Everything that reads the event, logging included, is inside the try: a handler that raises
+    # is a Lambda function error, which the deployment's canary alarm counts as a failed release.
     try:
+        is_proxy = isinstance(event, dict) and isinstance(event.get("requestContext"), dict)
+        fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
         service = _service or _load()
         if service is None:
-            raise _load_error or BundleError("model could not be loaded")
+            raise _unavailable()
         if not is_proxy:
             raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
         try:
@@ -181,17 +213,23 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
         status, payload = render_error(exc)
         error_code = payload["error"]["code"]
         body, media_type = dumps(payload), JSON_MEDIA_TYPE
-    logged = None
-    if _service is not None and _service.log_inputs and request is not None:
-        try:
-            logged = request.body()
-        except RequestError:
-            logged = None
-    observability.record_request(method=method, path=path, status=status, started=started, fields=fields,
-                                 batch=batch, tokens=tokens, error_code=error_code, body=logged)
+        retry_after = error_headers(exc).get("retry-after")
+    try:
+        logged = None
+        if _service is not None and _service.log_inputs and request is not None:
+            try:
+                logged = request.body(_service.max_body_bytes)
+            except RequestError:
+                logged = None
+        observability.record_request(method=method, path=path, status=status, started=started, fields=fields,
+                                     batch=batch, tokens=tokens, error_code=error_code, body=logged)
+    except Exception:  # noqa: BLE001 - a log line that cannot be written must not fail the request
+        pass
     headers = {"content-type": media_type}  # a new dict: callers may mutate the response
     if status == 405:
         headers["allow"] = _allowed(path)
+    elif retry_after is not None:
+        headers["retry-after"] = retry_after
     return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
 
 

@@ -4,7 +4,8 @@ Framework-free on purpose: the Lambda adapter (functions/handler.py) and the Fas
 (functions/app.py) both render through :func:`render_error` and :func:`dumps`, so a caller sees the
 same status and body whichever serves it. Every answer that is not a success has the body
 ``{"error": {"code", "message"}}``: RequestError subclasses carry their status and code; a bundle
-or configuration fault is a 500 ``model_unavailable``; anything else is a 500 whose body says only
+or configuration fault is a 503 ``model_unavailable`` (with Retry-After when the error knows
+when to try again); anything else is a 500 whose body says only
 that the fault was logged.
 """
 
@@ -29,6 +30,7 @@ HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 4
               415: "unsupported_media_type", 422: "unprocessable_entity", 429: "too_many_requests"}
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 
 
 def dumps(payload: Any) -> str:
@@ -38,7 +40,12 @@ def dumps(payload: Any) -> str:
     LoadedModel.run rejects non-finite model outputs, and json would raise ValueError for them.
     """
     if orjson is not None:
-        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+        try:
+            return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+        except orjson.JSONEncodeError:
+            # A lone surrogate or an int past 64 bits (in an error message, a path): the stdlib
+            # spells both, and ASCII escapes keep the text encodable as UTF-8.
+            return _encode_ascii(payload)
     return _encode(payload)
 
 
@@ -51,17 +58,17 @@ def render_error(exc: BaseException) -> tuple[int, dict]:
     """(status, body) for any exception; the only function that renders errors."""
     if isinstance(exc, RequestError):
         status, code, message = exc.status, exc.code, str(exc)
-    elif isinstance(exc, ModelfnError):  # a bundle or config fault on our side, not the caller's
-        status, code, message = 500, "model_unavailable", str(exc)
+    elif isinstance(exc, ModelfnError):  # a bundle, registry or config fault on our side: try later
+        status, code, message = 503, "model_unavailable", str(exc)
     else:
         status, code, message = 500, "internal_error", "internal error; the details are in the function's logs"
     return status, {"error": {"code": code, "message": message}}
 
 
-def error_headers(exc: BaseException) -> dict[str, str] | None:
-    """Headers an error answer carries besides its body: Retry-After for 429 and 503."""
-    retry_after = getattr(exc, "retry_after", None) if isinstance(exc, RequestError) else None
-    return {"retry-after": str(retry_after)} if retry_after is not None else None
+def error_headers(exc: BaseException) -> dict[str, str]:
+    """Headers an error answer carries: Retry-After when the error says when to try again."""
+    retry_after = getattr(exc, "retry_after", None)
+    return {"retry-after": str(int(retry_after))} if isinstance(retry_after, (int, float)) else {}
 
 
 def no_route() -> NotFound:

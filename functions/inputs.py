@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -52,8 +53,26 @@ def is_raw_media(content_type: str | None, raw_media: tuple[str, ...]) -> bool:
     return any(media == m or (m.endswith("/*") and media.startswith(m[:-1])) for m in raw_media)
 
 
+# No request shape nests deeper than a few levels; 32 leaves room and keeps every later walk,
+# repr and error message far from Python's recursion limit.
+MAX_JSON_DEPTH = 32
+# A \\uD800-\\uDFFF escape: the only way a lone surrogate gets into a str that json.loads returns.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_body_size(size: int, limit: int) -> None:
+    """413 for a body over ``limit`` bytes; adapters call it before reading or decoding the rest."""
+    if size > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes",
+                              hint="send fewer or shorter inputs per request")
+
+
+def _no_constant(name: str):
+    raise BadRequest(f"request body is not valid JSON: {name} is not a JSON number")
+
+
 def parse_json(body: bytes) -> dict:
-    """The request body as a JSON object."""
+    """The request body as a JSON object: strict JSON (no NaN/Infinity), valid Unicode, bounded depth."""
     if not body:
         raise BadRequest("request body is empty", hint="send a JSON object")
     try:
@@ -61,12 +80,49 @@ def parse_json(body: bytes) -> dict:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:  # an integer literal past Python's 4300-digit int conversion limit
+        raise BadRequest("request body has an integer with too many digits") from None
+    surrogates_possible = _SURROGATE_ESCAPE.search(text) is not None
+    # Counting brackets is one fast C pass; only a body that could nest too deep is walked for it.
+    if surrogates_possible or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        _check_structure(data, surrogates_possible)
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, got {_kind(data)}")
     return data
+
+
+def _check_structure(data: Any, surrogates_possible: bool) -> None:
+    """Depth bound and, when an escape could have made one, no lone surrogates (the tokenizer and
+    the UTF-8 encoder of the answer would fail on them far from here). Iterative: no recursion."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list, str)))
+            if isinstance(value, dict) and surrogates_possible:
+                stack.extend((k, depth) for k in value)
+        elif surrogates_possible and isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadRequest(f"request body has an unpaired surrogate escape ({value[exc.start]!a})",
+                                 hint="send valid Unicode text") from None
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A caller's value for an error message: its repr, cut short (a body may be megabytes)."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    text = repr(value) if not isinstance(value, (dict, list)) or len(value) < 64 else f"<{_kind(value)}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _kind(value: Any) -> str:
@@ -74,10 +130,18 @@ def _kind(value: Any) -> str:
             type(None): "null"}.get(type(value), "a number")
 
 
+# Whitespace as JSON Schema (ECMA-262) regexes and Python's both spell it: a text is refused as
+# empty when it holds nothing else. The OpenAPI schema's pattern is the complement, character for
+# character (str.strip() would also strip \x1c-\x1f and \x85, which a schema validator keeps).
+WHITESPACE = "\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = f"[^{WHITESPACE}]"
+_NOT_BLANK = re.compile(NOT_BLANK)
+
+
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{where} must be a string, got {_kind(value)}")
-    if not value.strip():
+    if _NOT_BLANK.search(value) is None:
         raise BadRequest(f"{where} is empty")
     return value
 
@@ -124,7 +188,8 @@ class InputKind:
         return {"oneOf": [self.item_schema, {"type": "array", "items": self.item_schema, "minItems": 1}]}
 
 
-_STRING = {"type": "string"}
+# A text must hold a non-whitespace character, exactly as _text checks it.
+_STRING = {"type": "string", "minLength": 1, "pattern": NOT_BLANK}
 INPUT_KINDS: dict[str, InputKind] = {
     TEXT: InputKind(_text, "a string or a list of strings", _STRING),
     QUESTION_CONTEXT: InputKind(_qa, "an object {question, context} or a list of them", {
@@ -132,7 +197,7 @@ INPUT_KINDS: dict[str, InputKind] = {
         "properties": {"question": _STRING, "context": _STRING}}),
     TEXT_OR_PAIR: InputKind(_text_or_pair, "a string, an object {text, text_pair} or a list of either", {
         "oneOf": [_STRING, {"type": "object", "required": ["text"],
-                            "properties": {"text": _STRING, "text_pair": _STRING}}]}),
+                            "properties": {"text": _STRING, "text_pair": {"oneOf": [_STRING, {"type": "null"}]}}}]}),
     IMAGE: InputKind(_image, "a base64-encoded image or a list of them", {
         "type": "string", "format": "byte", "description": "base64 (or a data: URL) of " + IMAGE_WANTS},
         raw_media=("image/*", "application/octet-stream")),
@@ -162,10 +227,15 @@ def parse_predict(data: dict) -> tuple[Any, dict]:
     """The ``inputs`` and ``parameters`` of a Hugging Face inference request."""
     unknown = sorted(set(data) - {"inputs", "parameters", "options"})
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}", hint="send {\"inputs\": ..., \"parameters\": {...}}")
-    params = data.get("parameters") or {}
-    if not isinstance(params, dict):
+        raise BadRequest(f"unknown field {shown(unknown[0])}", hint="send {\"inputs\": ..., \"parameters\": {...}}")
+    params = data.get("parameters")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):  # false, 0, "" and [] too: each is a caller's mistake
         raise BadRequest(f"\"parameters\" must be an object, got {_kind(params)}")
+    options = data.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest(f"\"options\" must be an object, got {_kind(options)}")
     return data.get("inputs"), params
 
 
@@ -183,4 +253,4 @@ def read_predict_body(kind: str, content_type: str | None, body: bytes) -> tuple
 
 def check_model_name(requested: str, served: str) -> None:
     if requested != served:
-        raise NotFound(f"no model named {requested!r} here", hint=f"this function serves {served!r}")
+        raise NotFound(f"no model named {shown(requested)} here", hint=f"this function serves {served!r}")

@@ -44,11 +44,24 @@ def session_options(threads: int, *, cpu_mem_arena: bool = CPU_MEM_ARENA,
     return opts
 
 
+# No tokenizer modelfn serves spends more than this many characters of ordinary text on one token
+# (English averages ~4-5). A text is cut to max_tokens * this before tokenizing: the cut keeps
+# more than max_tokens tokens, so truncation answers exactly as on the whole text, and a
+# multi-megabyte text costs a slice instead of seconds of tokenizing. Only text averaging more
+# characters per token than this (long whitespace runs, words of hundreds of letters) is affected.
+MAX_CHARS_PER_TOKEN = 32
+
+
 @dataclass(frozen=True)
 class Limits:
     max_batch: int
     max_tokens: int
     truncate: bool
+
+    @property
+    def max_chars(self) -> int:
+        """Characters of one text read before tokenizing (see MAX_CHARS_PER_TOKEN)."""
+        return self.max_tokens * MAX_CHARS_PER_TOKEN
 
 
 class LoadedModel:
@@ -111,6 +124,7 @@ class LoadedModel:
     # -- per request ---------------------------------------------------------------------
     def encode(self, texts: Sequence[str] | Sequence[tuple[str, str]]) -> list[Encoding]:
         """Tokenize with the configured limit; answer 422 for over-long texts when truncation is off."""
+        texts = [self._bounded(item, i) for i, item in enumerate(texts)]
         if len(texts) == 1:
             item = texts[0]
             encs = [self.tokenizer.encode(*item) if isinstance(item, tuple) else self.tokenizer.encode(item)]
@@ -123,6 +137,19 @@ class LoadedModel:
                         f"inputs[{i}] is longer than the limit of {self.limits.max_tokens} tokens",
                         hint="shorten the text or deploy the model with truncate: true")
         return encs
+
+    def _bounded(self, item: str | tuple[str, str], index: int) -> str | tuple[str, str]:
+        """The text (or pair) cut to ``max_chars`` per text; past it without truncation, a 422."""
+        limit = self.limits.max_chars
+        parts = item if isinstance(item, tuple) else (item,)
+        if all(len(part) <= limit for part in parts):
+            return item
+        if not self.limits.truncate:
+            raise Unprocessable(f"inputs[{index}] is longer than {limit} characters, past the limit of "
+                                f"{self.limits.max_tokens} tokens",
+                                hint="shorten the text or deploy the model with truncate: true")
+        cut = tuple(part[:limit] for part in parts)
+        return cut if isinstance(item, tuple) else cut[0]
 
     def encode_pair_spans(self, question: str, context: str, *, max_length: int, stride: int) -> list[Encoding]:
         """Question + context, the context split into overlapping windows (question answering)."""

@@ -72,10 +72,10 @@ def begin(context: Any = None, correlation_id: str | None = None) -> dict[str, A
     fields: dict[str, Any] = {"cold_start": _cold}
     _cold = False
     if context is not None:
-        fields["function_name"] = getattr(context, "function_name", None)
-        fields["function_request_id"] = getattr(context, "aws_request_id", None)
+        fields["function_name"] = _clip(getattr(context, "function_name", None))
+        fields["function_request_id"] = _clip(getattr(context, "aws_request_id", None))
     if correlation_id is not None:
-        fields["correlation_id"] = correlation_id
+        fields["correlation_id"] = _clip(correlation_id)
     return fields
 
 
@@ -90,9 +90,26 @@ def _now() -> tuple[str, int]:
     return f"{_second[1]}.{ms % 1000:03d}Z", ms
 
 
+_MAX_FIELD = 1024  # a logged path, method or id is cut here: callers choose them, log lines must stay lines
+_safe_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=repr).encode
+
+
+def _clip(value: Any, limit: int = _MAX_FIELD) -> Any:
+    """A caller-chosen value as a bounded string (None stays None); never raises."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = f"<{type(value).__name__}>"
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
 def _write(record: dict) -> None:
+    try:
+        line = _encode(record)
+    except Exception:  # noqa: BLE001 - lone surrogates, huge ints: ASCII escapes always encode
+        line = _safe_encode(record)
     out = sys.stdout  # looked up per call so redirected output (tests, wrappers) sees the lines
-    out.write(_encode(record) + "\n")
+    out.write(line + "\n")
     out.flush()  # the environment may be frozen right after the response
 
 
@@ -133,7 +150,7 @@ def record_request(*, method: str, path: str, status: int, started: float, field
     record = {"level": "ERROR" if status >= 500 else "INFO", "message": "request", "timestamp": stamp, **_base}
     if fields:
         record.update(fields)
-    record.update(method=method, path=path, status=status, latency_ms=round(latency_ms, 3))
+    record.update(method=_clip(method, 32), path=_clip(path), status=status, latency_ms=round(latency_ms, 3))
     if batch is not None:
         record["batch_size"], record["tokens"] = batch, tokens
     if error_code is not None:

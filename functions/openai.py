@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import BadRequest, NotFound
-from .inputs import parse_items
+from .inputs import parse_items, shown
 from .tasknames import FEATURE_EXTRACTION
 from .tasks import Prepared, get_task
 from .tasks.embeddings import l2_normalize, sentence_vectors
@@ -32,6 +32,10 @@ class OpenAIEmbeddings:
         self.name = served_name
         self.task = get_task(FEATURE_EXTRACTION)
         self._params = self.task.parse_params({})  # the bundle's own pooling and normalization
+        # The vector width, from the graph's output shape when it is static (always for exported
+        # encoders), so a `dimensions` past it is refused before inference.
+        width = model.session.get_outputs()[0].shape[-1] if hasattr(model, "session") else None
+        self.dimension: int | None = width if isinstance(width, int) else None
 
     def create(self, data: dict) -> tuple[dict, int, int]:
         """(response body, batch size, token count) for a request body."""
@@ -42,13 +46,18 @@ class OpenAIEmbeddings:
         """The request validated and tokenized, and the function that answers it from its outputs."""
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
-            raise BadRequest(f"unknown field {unknown[0]!r}", hint="fields: " + ", ".join(_FIELDS))
-        requested = data.get("model")
+            raise BadRequest(f"unknown field {shown(unknown[0])}", hint="fields: " + ", ".join(_FIELDS))
+        requested, user = data.get("model"), data.get("user")
+        if requested is not None and not isinstance(requested, str):
+            raise BadRequest(f"model must be a string, got {shown(requested)}")
+        if user is not None and not isinstance(user, str):
+            raise BadRequest(f"user must be a string, got {shown(user)}")
         if requested is not None and requested != self.name:
-            raise NotFound(f"no model named {requested!r} here", hint=f"this function serves {self.name!r}")
-        fmt = data.get("encoding_format") or "float"
-        if fmt not in ("float", "base64"):
-            raise BadRequest(f"encoding_format must be \"float\" or \"base64\", got {fmt!r}")
+            raise NotFound(f"no model named {shown(requested)} here", hint=f"this function serves {self.name!r}")
+        fmt = data.get("encoding_format")
+        fmt = "float" if fmt is None else fmt
+        if not isinstance(fmt, str) or fmt not in ("float", "base64"):
+            raise BadRequest(f"encoding_format must be \"float\" or \"base64\", got {shown(fmt)}")
         raw = data.get("input")
         if isinstance(raw, list) and raw and all(isinstance(x, (int, list)) and not isinstance(x, bool) for x in raw):
             raise BadRequest("token-id arrays are not supported as input", hint="send strings")
@@ -56,15 +65,16 @@ class OpenAIEmbeddings:
         dimensions = data.get("dimensions")
         # Checked before the model runs: a request bound for a 400 should not cost an inference.
         if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
-                                       or dimensions < 1):
-            raise BadRequest(f"dimensions must be a positive integer, got {dimensions!r}")
+                                       or dimensions < 1 or (self.dimension and dimensions > self.dimension)):
+            raise BadRequest(f"dimensions must be an integer from 1 to {self.dimension or 'the vector width'}, "
+                             f"got {shown(dimensions)}")
 
         def finish(prepared: Prepared, outputs: list[dict]) -> tuple[dict, int, int]:
             vectors = sentence_vectors(self.model, prepared, outputs)
             if dimensions is not None:
                 full = vectors.shape[1]
                 if dimensions > full:
-                    raise BadRequest(f"dimensions must be an integer from 1 to {full}, got {dimensions!r}")
+                    raise BadRequest(f"dimensions must be an integer from 1 to {full}, got {shown(dimensions)}")
                 vectors = l2_normalize(vectors[:, :dimensions])
             data_out = [{"object": "embedding", "index": i, "embedding": self._encode(v, fmt)}
                         for i, v in enumerate(vectors)]

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from .inputs import INPUT_KINDS, TEXT
 from .tasks import Task
+from .tasks.params import choice_schema
 
+# What functions/inputs and the tasks' parse_params accept, exactly: unknown fields are refused, null
+# means "the default" where the app says so; each task's parameters are declared by its module.
+# tests/functions/test_fuzz.py holds the app to this schema in both directions.
 _ERROR = {"description": "The caller's mistake (4xx) or a server fault (5xx)",
           "content": {"application/json": {"schema": {
               "type": "object", "properties": {"error": {"type": "object", "properties": {
                   "code": {"type": "string"}, "message": {"type": "string"}}}}}}}}
-_ERRORS = {str(s): _ERROR for s in (400, 404, 413, 415, 422, 500)}
+_ERRORS = {str(s): _ERROR for s in (400, 404, 413, 415, 422, 500, 503)}
 
 
 def _body(schema: dict) -> dict:
@@ -20,9 +24,10 @@ def _body(schema: dict) -> dict:
 
 def predict(task: Task) -> dict:
     kind = INPUT_KINDS[task.inputs]
-    schema = {"type": "object", "required": ["inputs"], "properties": {
+    schema = {"type": "object", "required": ["inputs"], "additionalProperties": False, "properties": {
         "inputs": kind.schema,
-        "parameters": {"type": "object", "properties": task.params_schema}}}
+        "parameters": {"type": ["object", "null"], "properties": task.params_schema, "additionalProperties": False},
+        "options": {"type": ["object", "null"], "description": "accepted for Hugging Face clients; ignored"}}}
     body = _body(schema)
     for media in kind.raw_media:  # e.g. an image/png body: the raw input itself, default parameters
         body["content"][media] = {"schema": {"type": "string", "format": "binary"}}
@@ -30,10 +35,12 @@ def predict(task: Task) -> dict:
 
 
 EMBEDDINGS = {
-    "requestBody": _body({"type": "object", "required": ["input"], "properties": {
-        "input": INPUT_KINDS[TEXT].schema, "model": {"type": "string"},
-        "encoding_format": {"enum": ["float", "base64"]}, "dimensions": {"type": "integer", "minimum": 1},
-        "user": {"type": "string"}}}),
+    "requestBody": _body({"type": "object", "required": ["input"], "additionalProperties": False, "properties": {
+        "input": INPUT_KINDS[TEXT].schema, "model": {"type": ["string", "null"]},
+        "encoding_format": choice_schema("float", "base64"),
+        "dimensions": {"type": ["integer", "null"], "minimum": 1,
+                       "description": "at most the model's vector width (see GET /models/{name})"},
+        "user": {"type": ["string", "null"]}}}),
     "responses": _ERRORS,
 }
 INFO = {"responses": {"404": _ERROR}}

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 from .errors import NotFound
-from .inputs import check_content_type, check_model_name, parse_items, parse_json, parse_predict, read_predict_body
+from .inputs import (check_body_size, check_content_type, check_model_name, parse_items, parse_json, parse_predict,
+                     read_predict_body)
 from .manifest import read_manifest
 from .model import LoadedModel
 from .settings import Settings
@@ -120,6 +121,11 @@ class ModelService:
     def log_inputs(self) -> bool:
         return self.settings.log_inputs
 
+    @property
+    def max_body_bytes(self) -> int:
+        """Adapters refuse a larger body (413) before reading or decoding it; predict and embeddings check again."""
+        return self.settings.max_body_bytes
+
     def predict(self, name: str, content_type: str | None, body: bytes) -> Answer:
         return self.begin_predict(name, content_type, body).run(self.model)
 
@@ -127,6 +133,7 @@ class ModelService:
         """predict up to the session: parsed, validated and tokenized. The body is JSON, or for a task
         whose input kind takes raw media (an image model), the media itself."""
         check_model_name(name, self.name)
+        check_body_size(len(body), self.max_body_bytes)
         return self._begin_predict(*read_predict_body(self.task.inputs, content_type, body))
 
     def begin_predict_json(self, data: dict) -> Pending:
@@ -153,6 +160,7 @@ class ModelService:
         """embeddings up to the session: parsed, validated and tokenized."""
         self._check_embeddings()
         check_content_type(content_type)
+        check_body_size(len(body), self.max_body_bytes)
         return self.begin_embeddings_json(parse_json(body))
 
     def begin_embeddings_json(self, data: dict) -> Pending:
@@ -175,12 +183,14 @@ class ModelService:
         """OpenAI chat completions (text-generation models with a chat template)."""
         generation = self._generation_routes("/v1/chat/completions")
         check_content_type(content_type)
+        check_body_size(len(body), self.max_body_bytes)
         return _generated(generation.chat(parse_json(body)))
 
     def completions(self, content_type: str | None, body: bytes) -> Answer:
         """OpenAI (legacy) completions of a raw prompt (text-generation models)."""
         generation = self._generation_routes("/v1/completions")
         check_content_type(content_type)
+        check_body_size(len(body), self.max_body_bytes)
         return _generated(generation.completions(parse_json(body)))
 
     def models(self) -> Answer:

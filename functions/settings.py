@@ -16,6 +16,8 @@ from .errors import ConfigError
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+# Lambda refuses synchronous payloads over 6 MB; the ASGI app and the GPU server hold the same line.
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 
 
 def env_flag(name: str, default: bool = False) -> bool:
@@ -94,6 +96,7 @@ class Settings:
     truncate: bool
     log_inputs: bool
     threads: int
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @classmethod
     def resolve(cls, bundle_dir: str | os.PathLike[str] | None = None, *, name: str | None = None,
@@ -103,6 +106,7 @@ class Settings:
         env_batch = _env_int(env.MAX_BATCH, 1, 4096)
         env_tokens = _env_int(env.MAX_TOKENS, 8, 1 << 20)
         env_threads = _env_int(env.THREADS, 1, 1024)
+        env_body = _env_int(env.MAX_BODY_BYTES, 1024, 1 << 30)
         return cls(
             bundle_dir=Path(bundle_dir) if bundle_dir is not None else default_bundle_dir(),
             name=name or os.environ.get(env.MODEL_NAME) or None,
@@ -112,6 +116,7 @@ class Settings:
             truncate=truncate if truncate is not None else env_flag(env.TRUNCATE, True),
             log_inputs=env_flag(env.LOG_INPUTS, False),
             threads=threads if threads is not None else (env_threads or available_cpus()),
+            max_body_bytes=env_body or DEFAULT_MAX_BODY_BYTES,
         )
 
 

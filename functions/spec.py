@@ -22,8 +22,9 @@ DEFAULT_INSTANCE_TYPE = "ml.g6.xlarge"
 _GPU_FIELDS = ("instance_type", "min_instances", "max_instances", "target_invocations", "scale_to_zero")
 ARCHITECTURES = ("x86_64", "arm64")
 QUANTIZATIONS = ("int8", "fp16", "none")
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
-_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline ("m\n" is not a name).
+_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?")
+_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 # Parity thresholds per metric; a model may override any of them.
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -114,7 +115,7 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: models[{index}] must be a mapping, got {type(raw).__name__}")
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise _field_error(path, str(name or f"#{index}"), "name",
                            "must be URL-safe: lowercase letters, digits and '-', 1-48 characters")
     known = {f.name for f in fields(ModelSpec)}
@@ -139,7 +140,7 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     if quant == "fp16" and target != "gpu":
         raise _field_error(path, name, "quantization", "fp16 is for the gpu target; use int8 or none on lambda")
     alias = raw.get("alias", "prod")
-    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
         raise _field_error(path, name, "alias", f"must be letters, digits, '-' or '_', got {alias!r}")
     truncate = raw.get("truncate", True)
     if not isinstance(truncate, bool):

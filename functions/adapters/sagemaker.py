@@ -10,7 +10,7 @@
 
 The server starts listening before the model is loaded (SageMaker polls /ping while it loads);
 until then every other route answers 503 ``not_ready`` with Retry-After. A bundle that cannot be
-loaded keeps /ping at 503 and answers the load error (500 ``model_unavailable``), as the Lambda
+loaded keeps /ping at 503 and answers the load error (503 ``model_unavailable``), as the Lambda
 handler does, so the failure is visible in responses and logs. Shutdown (SIGTERM) is uvicorn's:
 it stops accepting, lets in-flight requests finish within the drain timeout, then the lifespan
 shutdown stops the batcher (functions/serve.py).

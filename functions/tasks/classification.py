@@ -11,7 +11,7 @@ import numpy as np
 
 from ..tasknames import TEXT_CLASSIFICATION
 from . import TEXT_OR_PAIR, Prepared, encode_texts, register
-from .params import MISSING, check_known, get_choice, get_int
+from .params import MISSING, check_known, choice_schema, get_choice, get_int, int_schema
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 
@@ -55,8 +55,8 @@ def _labels(model, count: int) -> tuple[str, ...]:
 @register(TEXT_CLASSIFICATION, inputs=TEXT_OR_PAIR, parse_params=_params, preprocess=_preprocess,
           shape=lambda results, single, params: _shape(results, single, params),
           synonyms=("sentiment-analysis", "sequence-classification"),
-          params_schema={"top_k": {"type": ["integer", "null"], "minimum": 1},
-                         "function_to_apply": {"enum": list(FUNCTIONS)}},
+          params_schema={"top_k": int_schema(1, 100_000, nullable=True),
+                         "function_to_apply": choice_schema(*FUNCTIONS)},
           sample={"inputs": "I love this movie", "parameters": {"top_k": 2}})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
     scores, labels = label_scores(model, outputs, params["function_to_apply"])

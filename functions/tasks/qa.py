@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BadRequest
+from ..errors import BadRequest, PayloadTooLarge
+from ..model import MAX_CHARS_PER_TOKEN
 from ..tasknames import QUESTION_ANSWERING
 from . import QUESTION_CONTEXT, Prepared, chunked_feeds, register
-from .params import check_known, get_bool, get_int
+from .params import check_known, get_bool, get_int, int_schema
+
+
+# Windows one request may run (over all its questions): a long context costs one model row per
+# window, so an unbounded one would cost seconds and gigabytes. 64 windows of the default 384
+# tokens cover ~16k tokens of context.
+MAX_WINDOWS = 64
 
 
 def _params(raw: dict) -> dict:
@@ -36,11 +43,21 @@ def _preprocess(model, items: list, params: dict) -> Prepared:
     stride = params["doc_stride"] if params["doc_stride"] is not None else min(max_seq_len // 2, 128)
     if stride > max_seq_len:
         raise BadRequest(f"parameters.doc_stride ({stride}) is larger than max_seq_len ({max_seq_len})")
+    # Before tokenizing: contexts whose characters could not fit MAX_WINDOWS windows even at the
+    # generous characters-per-token bound are refused by their length alone.
+    step = max(max_seq_len - stride, 1)
+    max_chars = MAX_WINDOWS * step * MAX_CHARS_PER_TOKEN
+    if sum(len(question) + len(context) for question, context in items) > max_chars:
+        raise PayloadTooLarge(f"contexts are longer than {max_chars} characters in all; a request runs at most "
+                              f"{MAX_WINDOWS} windows of {max_seq_len} tokens", hint="send shorter contexts")
     spans, owners = [], []
     for i, (question, context) in enumerate(items):
         for enc in model.encode_pair_spans(question, context, max_length=max_seq_len, stride=stride):
             spans.append(enc)
             owners.append(i)
+        if len(spans) > MAX_WINDOWS:
+            raise PayloadTooLarge(f"contexts need more than {MAX_WINDOWS} windows of {max_seq_len} tokens",
+                                  hint="send shorter contexts or raise parameters.max_seq_len")
     return Prepared(feeds=chunked_feeds(model, spans), encodings=spans,
                     tokens=sum(len(e.ids) for e in spans), extra=(items, owners))
 
@@ -112,8 +129,8 @@ def _shape(results: list, single: bool, params: dict):
 
 @register(QUESTION_ANSWERING, inputs=QUESTION_CONTEXT, parse_params=_params, preprocess=_preprocess, shape=_shape,
           synonyms=("qa",),
-          params_schema={"top_k": {"type": "integer", "minimum": 1}, "doc_stride": {"type": "integer"},
-                         "max_answer_len": {"type": "integer", "minimum": 1}, "max_seq_len": {"type": "integer"},
+          params_schema={"top_k": int_schema(1, 1000), "doc_stride": int_schema(0, 1 << 16),
+                         "max_answer_len": int_schema(1, 1 << 16), "max_seq_len": int_schema(8, 1 << 16),
                          "handle_impossible_answer": {"type": "boolean"}, "align_to_words": {"type": "boolean"}},
           sample={"inputs": {"question": "What is the capital of France?",
                              "context": "Paris is the capital of France."}})

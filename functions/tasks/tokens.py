@@ -13,7 +13,7 @@ import numpy as np
 from ..tasknames import TOKEN_CLASSIFICATION
 from . import TEXT, Prepared, encode_texts, register
 from .classification import softmax
-from .params import check_known, get_choice, get_str_list
+from .params import check_known, choice_schema, get_choice, get_str_list
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
@@ -120,8 +120,8 @@ def entities_for(model, text: str, enc, logits: np.ndarray, strategy: str, ignor
 
 
 @register(TOKEN_CLASSIFICATION, inputs=TEXT, parse_params=_params, preprocess=_preprocess, synonyms=("ner",),
-          params_schema={"aggregation_strategy": {"enum": list(STRATEGIES)},
-                         "ignore_labels": {"type": "array", "items": {"type": "string"}}},
+          params_schema={"aggregation_strategy": choice_schema(*STRATEGIES),
+                         "ignore_labels": {"type": ["array", "null"], "items": {"type": "string"}}},
           sample={"inputs": "John lives in Paris", "parameters": {"aggregation_strategy": "simple"}})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
     logits = [row for out in outputs for row in out[model.output_names[0]]]

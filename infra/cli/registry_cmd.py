@@ -1,4 +1,4 @@
-"""`modelfn registry ...`: push, list, show, promote, rollback, history, pull, verify, delete.
+"""`modelfn registry ...`: push, list, show, promote, unalias, rollback, history, pull, verify, delete.
 
 The registry is ``--registry URI``, else models.yaml's ``registry`` when the file exists, else
 ./.modelfn/registry. Errors are ModelfnError subclasses rendered by the dispatcher: exit 2 for
@@ -13,6 +13,13 @@ import os
 import sys
 
 from .. import defaults
+
+
+def _version_number(text: str) -> int:
+    """A version argument: ASCII digits only (int() would also take "١", "+1", " 1" and "1_0")."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid version {text!r}: a positive number such as 3")
+    return int(text)
 
 
 def _registry_uri(args) -> str:
@@ -91,10 +98,17 @@ def _show(args) -> int:
 
 
 def _promote(args) -> int:
-    state = _open(args).promote(args.name, args.alias, args.version, reason=args.reason)
+    state = _open(args).promote(args.name, args.alias, args.version, reason=args.reason, force=args.force)
     last = state.history[-1]
     _out(args, state.to_dict(), f"{args.name}: {args.alias} -> version {state.version}"
          + (f" (was {last.previous})" if last.previous is not None else ""))
+    return 0
+
+
+def _unalias(args) -> int:
+    _open(args).unalias(args.name, args.alias)
+    _out(args, {"name": args.name, "alias": args.alias, "removed": True},
+         f"{args.name}: alias {args.alias} removed (its record is kept under removed-aliases/)")
     return 0
 
 
@@ -171,13 +185,18 @@ def register(subparsers) -> None:
     p.add_argument("ref")
     p = add("promote", _promote, "point an alias at a version")
     p.add_argument("name")
-    p.add_argument("version", type=int)
+    p.add_argument("version", type=_version_number)
     p.add_argument("--alias", default="prod")
     p.add_argument("--reason", default="")
+    p.add_argument("--force", action="store_true",
+                   help="repair a corrupted alias record: set it aside and start a new history here")
+    p = add("unalias", _unalias, "remove an alias (also a corrupted one; its record is set aside)")
+    p.add_argument("name")
+    p.add_argument("--alias", default="prod")
     p = add("rollback", _rollback, "point an alias back at its previous version")
     p.add_argument("name")
     p.add_argument("--alias", default="prod")
-    p.add_argument("--to", type=int, default=None, metavar="VERSION")
+    p.add_argument("--to", type=_version_number, default=None, metavar="VERSION")
     p.add_argument("--reason", default="")
     p = add("history", _history, "the promotions and rollbacks of an alias")
     p.add_argument("name")
@@ -188,7 +207,7 @@ def register(subparsers) -> None:
     p.add_argument("dest")
     p = add("verify", _verify, "check stored versions against their manifests")
     p.add_argument("name")
-    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--version", type=_version_number, default=None)
     p = add("delete", _delete, "delete a version no alias points to")
     p.add_argument("name")
-    p.add_argument("version", type=int)
+    p.add_argument("version", type=_version_number)

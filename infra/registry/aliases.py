@@ -18,20 +18,38 @@ from .errors import AlreadyExists, Conflict, IntegrityError, PreconditionFailed
 from .records import AliasState, HistoryEntry, alias_key
 from .store import ObjectStore
 
-__all__ = ["read_alias", "update_alias", "rollback_target"]
+__all__ = ["REPAIR_HINT", "read_alias", "update_alias", "rollback_target"]
 
 _ATTEMPTS = 200
 _BACKOFF_BASE_S = 0.01
 _BACKOFF_CAP_S = 0.5
 
 
+REPAIR_HINT = ("remove it with `modelfn registry unalias {name} --alias {alias}`, or re-point it with "
+               "`modelfn registry promote {name} VERSION --alias {alias} --force`")
+
+
+def _version(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"version {value!r} is not a positive integer")
+    return value
+
+
 def _parse(name: str, alias: str, data: bytes) -> AliasState:
     try:
         doc = json.loads(data)
-        return AliasState(name=name, alias=alias, version=int(doc["version"]),
-                          history=tuple(HistoryEntry.from_dict(h) for h in doc["history"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"alias {alias!r} of model {name!r} is unreadable: {exc!r}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("history"), list):
+            raise ValueError("not an object with a history list")
+        if not all(isinstance(h, dict) for h in doc["history"]):
+            raise ValueError("a history entry is not an object")
+        history = tuple(HistoryEntry.from_dict(h) for h in doc["history"])
+        for entry in history:
+            _version(entry.version)
+        return AliasState(name=name, alias=alias, version=_version(doc.get("version")), history=history)
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        why = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise IntegrityError(f"alias {alias!r} of model {name!r} is corrupted: {why}",
+                             hint=REPAIR_HINT.format(name=name, alias=alias)) from None
 
 
 def read_alias(store: ObjectStore, name: str, alias: str) -> tuple[AliasState, str] | None:

@@ -10,28 +10,34 @@ from functions.manifest import MANIFEST_FILE, Manifest
 
 from .errors import RegistryError
 
-__all__ = ["AliasState", "HistoryEntry", "PushResult", "VerifyResult", "VersionInfo"]
+__all__ = ["AliasState", "HistoryEntry", "PushResult", "VerifyResult", "VersionInfo", "is_version_number"]
 
 # The same rules as models.yaml (functions/spec.py): names are URL-safe, aliases are simple words.
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
-_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline ("m\n" is not a name).
+_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?")
+_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 RESERVED_REFS = ("latest",)
 
 CLAIM_FILE = ".claim"
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise RegistryError(f"invalid model name {name!r}",
                             hint="lowercase letters, digits and '-', 1-48 characters")
     return name
 
 
 def check_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS_RE.match(alias) or alias in RESERVED_REFS or alias.isdigit():
+    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias) or alias in RESERVED_REFS or alias.isdigit():
         raise RegistryError(f"invalid alias {alias!r}",
                             hint="letters, digits, '-' or '_', not a number and not 'latest'")
     return alias
+
+
+def is_version_number(ref: object) -> bool:
+    """A version number as text: ASCII digits only (str.isdigit also takes "١" and "１")."""
+    return isinstance(ref, str) and ref.isascii() and ref.isdigit()
 
 
 def model_prefix(name: str) -> str:

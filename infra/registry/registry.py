@@ -7,24 +7,28 @@ Layout under the root (``s3://bucket/prefix`` or a local directory)::
     models/<name>/versions/<n>/manifest.json   written last: version n exists once it does
     models/<name>/digests/<sha256>.json        content digest -> version, for idempotent pushes
     models/<name>/aliases/<alias>.json         current version + append-only history, CAS only
+    models/<name>/removed-aliases/<alias>-<time>-<id>.json   records set aside by unalias / promote --force
 """
 
 from __future__ import annotations
 
 import tempfile
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from functions.errors import BundleError
 from functions.fetch import FetchError, fetch_bundle, parse_registry_uri
-from functions.manifest import Manifest
+from functions.manifest import Manifest, read_manifest
 
 from . import versions as _versions
 from .aliases import read_alias, rollback_target, update_alias
+from .external import external_data_problems
 from .errors import Conflict, IntegrityError, NotFound, PreconditionFailed, RegistryError, from_fetch_error
 from .records import (AliasState, HistoryEntry, PushResult, VerifyResult, VersionInfo, alias_key, aliases_prefix,
-                      check_alias, check_name, claim_key, digest_key, manifest_key, version_key)
+                      check_alias, check_name, claim_key, digest_key, is_version_number, manifest_key,
+                      version_key)
 from .s3store import S3Store
 from .store import LocalStore, ObjectStore
 
@@ -74,7 +78,10 @@ class Registry:
         states = {}
         for child in self.store.children(aliases_prefix(name)):
             if child.endswith(".json"):
-                found = read_alias(self.store, name, child[: -len(".json")])
+                try:
+                    found = read_alias(self.store, name, child[: -len(".json")])
+                except IntegrityError:
+                    continue  # a corrupt alias must not hide the versions; resolving it names the fault
                 if found is not None:
                     states[found[0].alias] = found[0]
         return states
@@ -82,7 +89,7 @@ class Registry:
     def resolve(self, name: str, ref: int | str) -> int:
         """A version number for ``ref``: a number, "latest", or an alias name."""
         complete = self._require_model(name)
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if (isinstance(ref, int) and not isinstance(ref, bool)) or is_version_number(ref):
             if int(ref) not in complete:
                 raise NotFound(f"model {name!r} has no version {int(ref)}", hint=f"versions: {_listing(complete)}")
             return int(ref)
@@ -143,10 +150,18 @@ class Registry:
                             time=self._now(), reason=reason, action=action)
 
     def promote(self, name: str, alias: str, version: int | str, *, actor: str | None = None,
-                reason: str = "") -> AliasState:
-        """Point ``alias`` at ``version`` and record it in the alias history."""
+                reason: str = "", force: bool = False) -> AliasState:
+        """Point ``alias`` at ``version`` and record it in the alias history.
+
+        ``force`` repairs a corrupted alias record: it is set aside (see :meth:`unalias`) and the
+        alias starts a new history at ``version``. A readable alias is moved as usual."""
         check_alias(alias)
         number = self.resolve(name, version)
+        if force:
+            try:
+                read_alias(self.store, name, alias)
+            except IntegrityError:
+                self.unalias(name, alias)
         state = update_alias(self.store, name, alias, lambda current: self._entry(
             name, number, current.version if current else None, actor, reason, "promote"))
         return self._settled(name, alias, state)
@@ -168,6 +183,24 @@ class Registry:
             return self._entry(name, number, current.version, actor, reason, "rollback")
 
         return self._settled(name, alias, update_alias(self.store, name, alias, entry))
+
+    def unalias(self, name: str, alias: str) -> None:
+        """Remove an alias, readable or corrupted; its record is kept under ``models/<name>/removed-aliases/``.
+
+        The repair path for an alias record nobody can read: promote cannot move it, show cannot
+        resolve it. Deployments that name the alias fail to build until it is promoted again."""
+        check_name(name)
+        check_alias(alias)
+        found = self.store.get(alias_key(name, alias))
+        if found is None:
+            raise NotFound(f"model {name!r} has no alias {alias!r}", hint=f"aliases: {_listing(self._aliases(name))}")
+        stamp = self._now().replace(":", "").replace("+", "Z")
+        self.store.put_new(f"models/{name}/removed-aliases/{alias}-{stamp}-{uuid.uuid4().hex[:8]}.json", found[0])
+        try:
+            self.store.delete(alias_key(name, alias), if_match=found[1])
+        except PreconditionFailed:
+            raise Conflict(f"alias {alias!r} of model {name!r} changed while it was being removed",
+                           hint="look at it again and retry") from None
 
     def _settled(self, name: str, alias: str, state: AliasState) -> AliasState:
         """Undo an alias move whose version a concurrent delete removed after the move's own check.
@@ -239,6 +272,10 @@ class Registry:
             return fetch_bundle(self.uri, name, number, dest, s3_client=getattr(self.store, "client", None),
                                 endpoint_url=getattr(self.store, "endpoint_url", None))
         except FetchError as exc:
+            if exc.kind == "integrity" and not self.store.exists(manifest_key(name, number)):
+                # Files vanished because a delete removed the version while we read it (delete hides
+                # the manifest first): that is "not found", not a corrupted registry.
+                raise NotFound(f"model {name!r} version {number} was deleted while it was being read") from None
             raise from_fetch_error(exc) from None
 
     def pull(self, name: str, ref: int | str, dest: str | Path) -> Path:
@@ -252,10 +289,17 @@ class Registry:
         for number in numbers:
             with tempfile.TemporaryDirectory(prefix="modelfn-verify-") as tmp:
                 try:
-                    self._fetch(name, number, Path(tmp) / "bundle")
+                    fetched = self._fetch(name, number, Path(tmp) / "bundle")
+                    problems = external_data_problems(fetched, read_manifest(fetched))
+                    if problems:
+                        raise IntegrityError(f"model {name!r} version {number}: {problems[0]}")
                     results.append(VerifyResult(name, number, True))
                 except IntegrityError as exc:
                     results.append(VerifyResult(name, number, False, str(exc)))
+                except NotFound:
+                    if version is not None:
+                        raise
+                    # deleted since the listing: nothing left to verify
         return results
 
 

@@ -25,14 +25,15 @@ import json
 import socket
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from functions.fetch import safe_file_name
-from functions.manifest import MANIFEST_FILE, Manifest, verify_bundle
+from functions.manifest import MANIFEST_FILE, Manifest, read_manifest, verify_bundle
 
 from .errors import AlreadyExists, IntegrityError, PreconditionFailed, RegistryError
-from .records import PushResult, claim_key, digest_key, manifest_key, version_key, versions_prefix
+from .external import external_data_problems
+from .records import PushResult, claim_key, digest_key, is_version_number, manifest_key, version_key, versions_prefix
 from .store import ObjectStore
 
 __all__ = ["content_digest", "default_actor", "push_bundle", "read_record", "version_numbers"]
@@ -75,7 +76,7 @@ def read_record(store: ObjectStore, key: str) -> tuple[dict, str] | None:
 
 def version_numbers(store: ObjectStore, name: str) -> list[int]:
     """Every number claimed under the model, complete or not, ascending."""
-    return sorted(int(c) for c in store.children(versions_prefix(name)) if c.isdigit())
+    return sorted(int(c) for c in store.children(versions_prefix(name)) if is_version_number(c))
 
 
 def _claim(store: ObjectStore, name: str, record: dict) -> int:
@@ -145,14 +146,35 @@ def find_by_digest(store: ObjectStore, name: str, digest: str) -> int | None:
     return number if store.exists(manifest_key(name, number)) else None
 
 
+def _refuse_links(bundle: Path, file_names: list[str]) -> None:
+    """Every stored file is a regular file inside the bundle: a symlink (of the file or of a folder on
+    its way) would upload whatever it points at, secrets included."""
+    root = bundle.resolve()
+    for file_name in file_names:
+        path = bundle
+        for part in PurePosixPath(file_name).parts:
+            path = path / part
+            if path.is_symlink():
+                raise RegistryError(f"bundle {bundle}: {file_name} is or passes through a symlink "
+                                    f"({path.relative_to(bundle)})", hint="copy the real file into the bundle")
+        if not path.resolve().is_relative_to(root) or (path.exists() and not path.is_file()):
+            raise RegistryError(f"bundle {bundle}: {file_name} is not a regular file inside the bundle")
+
+
 def push_bundle(store: ObjectStore, name: str, bundle_dir: str | Path, *, actor: str | None,
                 now: Callable[[], str], wait_s: float = DEDUP_WAIT_S) -> PushResult:
     bundle = Path(bundle_dir)
-    manifest = verify_bundle(bundle)  # never store a bundle that is already broken
+    manifest = read_manifest(bundle)
     for file_name in manifest.files:
         if not safe_file_name(file_name) or file_name == MANIFEST_FILE:
             raise RegistryError(f"bundle {bundle}: file name {file_name!r} cannot be stored",
                                 hint="file names must be relative, without '..' or leading dots")
+    _refuse_links(bundle, [*manifest.files, MANIFEST_FILE])
+    verify_bundle(bundle, manifest)  # never store a bundle that is already broken
+    problems = external_data_problems(bundle, manifest)
+    if problems:
+        raise RegistryError(f"bundle {bundle}: {problems[0]}", hint="re-export the bundle; external data "
+                            "must sit inside it and be listed in manifest.json")
     digest = content_digest(manifest)
     existing = find_by_digest(store, name, digest)
     if existing is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -37,9 +38,11 @@ def load_handler(monkeypatch):
         monkeypatch.setenv("MODELFN_BUNDLE_DIR", str(bundle_dir))
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
-        import functions.handler as module
-
-        return importlib.reload(module)
+        # The handler loads its bundle when imported: the first import in a process is the load,
+        # later ones reload; importing and then reloading would load twice (order-dependent tests).
+        if "functions.handler" not in sys.modules:
+            return importlib.import_module("functions.handler")
+        return importlib.reload(sys.modules["functions.handler"])
 
     return load
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,14 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from infra.emulator import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +26,7 @@ def server(gen_bundle):
 
     from functions.app import create_app
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(gen_bundle("llama"), name="tiny"), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="off")
     server = uvicorn.Server(config)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -86,24 +84,25 @@ def test_request_text_is_logged_only_when_asked(load_handler, embed_bundle, caps
 
 def test_missing_bundle_is_reported_not_crashed(load_handler, tmp_path):
     module = load_handler(tmp_path / "nowhere")
-    status, body, _ = call(module.handler, load_event("minilm-health-v2"))
-    assert status == 500 and body["error"]["code"] == "model_unavailable"
+    status, body, headers = call(module.handler, load_event("minilm-health-v2"))
+    assert status == 503 and body["error"]["code"] == "model_unavailable" and headers["retry-after"]
     assert "manifest.json is missing" in body["error"]["message"]
 
 
-def test_missing_bundle_is_fetched_from_the_registry(load_handler, embed_bundle, tmp_path, monkeypatch):
-    calls = []
+def test_missing_bundle_is_fetched_from_the_registry(load_handler, embed_bundle, tmp_path):
+    # A real registry (a directory) and the real fetch: no stand-in module that a reload could bypass
+    # or double-count, so the test passes alone and in any order.
+    from infra.registry import open_registry
 
-    def fetch_bundle(registry_uri, name, version, dest):
-        calls.append((registry_uri, name, version, str(dest)))
-        return embed_bundle
-
-    monkeypatch.setitem(sys.modules, "functions.fetch", types.SimpleNamespace(fetch_bundle=fetch_bundle))
-    module = load_handler(tmp_path / "absent", MODELFN_REGISTRY_URI="s3://bucket/reg", MODELFN_MODEL_NAME="minilm",
-                          MODELFN_MODEL_VERSION="7", MODELFN_FETCH_DIR=tmp_path / "fetch")
+    registry = tmp_path / "registry"
+    open_registry(str(registry)).push("minilm", embed_bundle)
+    module = load_handler(tmp_path / "absent", MODELFN_REGISTRY_URI=registry, MODELFN_MODEL_NAME="minilm",
+                          MODELFN_MODEL_VERSION="1", MODELFN_FETCH_DIR=tmp_path / "fetch")
     status, body, _ = call(module.handler, load_event("minilm-info-v1"))
-    assert status == 200 and body["version"] == "7"
-    assert calls == [("s3://bucket/reg", "minilm", 7, str(tmp_path / "fetch" / "minilm" / "7"))]
+    assert status == 200 and body["version"] == "1"
+    fetched = tmp_path / "fetch" / "minilm" / "1"
+    assert module._load().model.bundle_dir == fetched
+    assert (fetched / "model.onnx").read_bytes() == (embed_bundle / "model.onnx").read_bytes()
 
 
 def test_non_api_gateway_event_is_a_400(handler, lambda_context):

@@ -131,7 +131,7 @@ def test_a_bundle_that_cannot_load_keeps_ping_503_and_says_why(tmp_path):
         ping = httpx.get(url + "/ping")
         assert ping.status_code == 503 and ping.json() == {"status": "failed"}
         answer = httpx.post(url + "/invocations", json={"inputs": "x"})
-        assert answer.status_code == 500 and answer.json()["error"]["code"] == "model_unavailable"
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_unavailable"
         assert "manifest.json is missing" in answer.json()["error"]["message"]
 
 
@@ -173,7 +173,7 @@ def test_a_corrupted_registry_file_is_refused_at_start(registry_with_embedder, t
         while httpx.get(url + "/ping").json()["status"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.05)
         answer = httpx.post(url + "/invocations", json={"inputs": "x"})
-        assert answer.status_code == 500 and "tokenizer.json" in answer.json()["error"]["message"]
+        assert answer.status_code == 503 and "tokenizer.json" in answer.json()["error"]["message"]
 
 
 # -- the serve process and SIGTERM ------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.integration.samlocal import BASE_IMAGE, ROOT
+from infra.emulator import free_port
 
 pytestmark = [
     pytest.mark.slow, pytest.mark.containers,
@@ -63,8 +64,6 @@ def gpu_image(tmp_path_factory, engine, cuda_standin, image_python, gpu_bundle) 
     return IMAGE
 
 
-def _free_port() -> int:
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,7 +82,7 @@ def _call(url: str, body: bytes | None = None, timeout: float = 60) -> tuple[int
 def test_gpu_image_answers_ping_and_invocations_inside_a_container(engine, gpu_image, gpu_bundle):
     from functions.service import ModelService
 
-    port = _free_port()
+    port = free_port()
     # SageMaker starts the container as `docker run IMAGE serve`.
     container = engine.containers.run(gpu_image, command=["serve"], detach=True, network_mode="host",
                                       environment={"SAGEMAKER_BIND_TO_PORT": str(port)})
