@@ -84,10 +84,17 @@ def get_task(name: str) -> Task:
                                hint="served tasks: " + ", ".join(sorted(TASKS))) from None
 
 
+def parity_module(name: str):
+    """The task's module: its PARITY_* declarations, parity_samples() and parity_metrics() (used by export)."""
+    import sys
+
+    return sys.modules[get_task(name).postprocess.__module__]
+
+
 def _load_all() -> None:
     # Import for the registration side effect, once; each module is small and numpy-only.
     if len(TASKS) < len(SUPPORTED_TASKS):
         from . import classification, embeddings, qa, tokens  # noqa: F401
 
 
-__all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "chunked_feeds", "encode_texts", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR"]
+__all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "parity_module", "chunked_feeds", "encode_texts", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR"]
