@@ -1,7 +1,7 @@
 """Choosing one candidate from the measured table, deterministically.
 
-Candidates whose batch-1 latency differs from the fastest's by less than the timing noise (the
-larger interquartile range of the two, at least ``TIE_FRACTION``) are tied: noise on a shared
+Candidates whose batch-1 latency differs from the fastest's by less than the timing noise (1.5
+interquartile ranges of their round-by-round time ratio, at least ``TIE_FRACTION``) are tied: noise on a shared
 machine must not flip the choice between runs. Ties go to the more accurate candidate (its gated
 metrics, means by their lower bound), then the smaller file, then the name.
 
@@ -23,7 +23,8 @@ from .errors import ExportError
 from .measure import paired_ratio
 
 STRATEGIES = ("fastest-passing", "smallest-passing")
-TIE_FRACTION = 0.05
+TIE_FRACTION = 0.10
+NOISE_IQRS = 1.5  # a difference counts once it exceeds 1.5 interquartile ranges (about two standard deviations)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ def noise(a: Candidate, b: Candidate) -> float:
     floor = TIE_FRACTION * min(a.latency_ms, b.latency_ms)
     if a.latency_rounds_ms and len(a.latency_rounds_ms) == len(b.latency_rounds_ms):
         _, spread = paired_ratio(a.latency_rounds_ms, b.latency_rounds_ms)
-        return max(spread * b.latency_ms, floor)
-    return max(a.latency_spread_ms, b.latency_spread_ms, floor)
+        return max(NOISE_IQRS * spread * b.latency_ms, floor)
+    return max(NOISE_IQRS * max(a.latency_spread_ms, b.latency_spread_ms), floor)
 
 
 def _gap(a: Candidate, b: Candidate) -> float:

@@ -155,3 +155,33 @@ def test_choice_is_the_same_in_three_exports(tiny_model_dir, tmp_path):
         assert q.host_cpu_features == q.host_cpu_features and all(c.latency_spread_ms >= 0 for c in q.candidates)
         assert manifest.parity.worst and manifest.parity.classes.get("short")
     assert len(set(chosen)) == 1, chosen
+
+
+def _timed(name, rounds, mean_cosine, size=100, **kw):
+    from functions.manifest import Candidate
+
+    ordered = sorted(rounds)
+    return Candidate(name=name, size_bytes=size, latency_ms=ordered[len(ordered) // 2], passed=True,
+                     metrics={"mean_cosine": mean_cosine, "mean_cosine_lcb95": mean_cosine},
+                     latency_rounds_ms=tuple(rounds), latency_spread_ms=ordered[-3] - ordered[2], **kw)
+
+
+def test_paired_rounds_separate_real_speed_from_shared_load_and_ties_go_to_the_more_accurate():
+    from export.search import choose
+
+    load = [1.0, 3.0, 1.5, 4.0, 1.2, 2.5, 1.0, 3.5, 1.1]  # a neighbour's load slows whole rounds
+    fp32 = _timed("fp32", [10 * x for x in load], 1.0, size=400)
+    fast = _timed("int8-a", [6 * x for x in load], 0.995)  # 0.6x fp32 in every round
+    near = _timed("int8-b", [6.2 * x * (1 + 0.04 * (-1) ** i) for i, x in enumerate(load)], 0.998)
+    # raw spreads are huge, but round by round int8-a is 40% faster than fp32: not a tie
+    pick = choose([fp32, fast], "fastest-passing", requested="int8", timed_here=True, gated=("mean_cosine",))
+    assert pick.name == "int8-a"
+    # int8-b is within the noise of int8-a and more accurate: it wins, and the reason says why
+    pick = choose([fp32, fast, near], "fastest-passing", requested="int8", timed_here=True, gated=("mean_cosine",))
+    assert pick.name == "int8-b" and "tied with int8-a" in pick.reason
+    # a candidate tuned for VNNI is never chosen automatically, however fast
+    vnni = _timed("int8-vnni", [3 * x for x in load], 0.999, requires_cpu=("avx512_vnni",))
+    pick = choose([fp32, fast, vnni], "fastest-passing", requested="int8", timed_here=True, gated=("mean_cosine",))
+    assert pick.name == "int8-a"
+    fixed = choose([fp32, fast, vnni], "fixed:int8-vnni", requested="int8", timed_here=True)
+    assert fixed.name == "int8-vnni" and "avx512_vnni" in fixed.reason
