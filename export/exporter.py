@@ -194,8 +194,9 @@ def _score(evaluator: Evaluator, path: Path, note: str = "") -> tuple[object, di
 def _search(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, names: tuple[str, ...], work: Path,
             budget_s: float, tracker: Tracker) -> None:
     """Mixed precision from the first dynamic int8 candidate of the preset that fails the gate (deterministic)."""
+    # from a candidate an automatic choice may take: a VNNI-tuned base would give VNNI-tuned steps
     base = next((n for n in names if n.startswith("int8-dynamic-per-channel") and n in sessions
-                 and not evaluator.passes(rows[n]["metrics"])), None)
+                 and not registry.requires_cpu(n) and not evaluator.passes(rows[n]["metrics"])), None)
     if base is None or "fp32" not in sessions:
         return
     tracker.info("validate", f"search: ranking node groups by sensitivity under {base} ({budget_s:.0f}s budget)")
