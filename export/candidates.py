@@ -55,6 +55,20 @@ SEARCH_EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Candidates whose numerics assume an instruction set: ONNX Runtime's u8s8 int8 kernels are exact
+# with VNNI but can saturate on AVX2-only CPUs (the VNNI preset skips reduce_range), so the parity
+# measured on one host need not hold on another. Export never picks them automatically (export/search.py).
+REQUIRES_CPU: dict[str, tuple[str, ...]] = {
+    "int8-dynamic-per-channel-avx512vnni": ("avx512_vnni",),
+    "int8-dynamic-per-tensor-avx512vnni": ("avx512_vnni",),
+}
+
+
+def requires_cpu(name: str) -> tuple[str, ...]:
+    """The instruction sets candidate ``name`` assumes (mixed-precision variants inherit their base's)."""
+    return REQUIRES_CPU.get(name) or (("avx512_vnni",) if "avx512vnni" in name else ())
+
+
 def preset(quantization: str, architecture: str, target: str) -> tuple[str, ...]:
     """Candidate names export tries for a function (fp32 always comes first: it is the fallback)."""
     if quantization == "none":
@@ -176,4 +190,4 @@ def _fp16(fp32: Path, out: Path, ctx: BuildContext) -> Path:
     return out
 
 
-__all__ = ["FP32", "PRESETS", "SEARCH_EXTRAS", "REGISTRY", "BuildContext", "build", "preset", "register"]
+__all__ = ["FP32", "PRESETS", "REQUIRES_CPU", "requires_cpu", "SEARCH_EXTRAS", "REGISTRY", "BuildContext", "build", "preset", "register"]

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from functions.model import run_rows, sequence_outputs
 from functions.tasknames import QUESTION_ANSWERING
 
 from . import measure, parity, vision
 from .samples import Sample
 from .source import Source
+
+QA_CONTEXT = "The answer is in this context sentence."
 
 
 def checks_for(task: str):
@@ -21,19 +24,32 @@ def checks_for(task: str):
 
 
 class Evaluator:
-    """Parity metrics, a continuous drift score and side-by-side latency for candidate graphs of one model."""
+    """Parity (alone and in mixed batches), a continuous drift score and side-by-side latency for candidate graphs."""
 
     def __init__(self, src: Source, samples: list[Sample], tokenizer, gate: dict[str, float], threads: int,
-                 provider: str = measure.CPU_PROVIDER):
-        self.src, self.samples, self.gate, self.threads = src, samples, gate, threads
+                 calibration: list[Sample] = (), provider: str = measure.CPU_PROVIDER):
+        self.src, self.gate, self.threads = src, gate, threads
         self.provider = provider
         self.tokenizer = tokenizer
         self.checks = checks_for(src.task)
         if self.checks is vision:  # image models: pixel values from the runtime's own preprocessing
+            self.samples = samples
             self.encoded = vision.encode(samples, src.runtime.image, tokenizer, src.runtime.pad_token_id)
-        else:
-            self.encoded = parity.encode(tokenizer, samples)
-        self.calibration = tuple(e.feeds for e in self.encoded)
+            self.calibration = tuple(e.feeds for e in self.encoded)
+            self.batches = []
+            return
+        # Inputs the tokenizer maps to the same ids (e.g. two scripts it does not cover, both all
+        # [UNK]) are one input to the model: keep the first, so no input counts twice.
+        seen, kept, encoded = set(), [], []
+        for sample, enc in zip(samples, parity.encode(tokenizer, samples)):
+            key = (tuple(enc.encoding.ids), tuple(enc.encoding.type_ids))
+            if key not in seen:
+                seen.add(key)
+                kept.append(sample)
+                encoded.append(enc)
+        self.samples, self.encoded = kept, encoded
+        self.calibration = tuple(e.feeds for e in parity.encode(tokenizer, list(calibration)))
+        self.batches = parity.mixed_batches(len(self.encoded))
 
     @cached_property
     def reference(self):
@@ -41,12 +57,24 @@ class Evaluator:
         return self.checks.run_torch(self.src.path, self.src.task, self.encoded)
 
     def run(self, path: Path):
-        """(session, raw outputs per sample); raises when the graph cannot run on this host."""
+        """(session, raw outputs per sample alone); raises when the graph cannot run on this host."""
         session = measure.session(path, self.threads, self.provider)
         return session, parity.run_onnx(session, self.encoded)
 
+    def batch_consistency(self, session, alone) -> float:
+        """Min over samples of the cosine between each one's outputs alone and inside a mixed padded batch."""
+        batched = parity.run_onnx_batched(session, self.encoded, self.src.runtime.pad_token_id, self.batches)
+        return float(parity.batch_consistency(alone, batched).min())
+
+    def assess(self, outputs) -> parity.Assessment:
+        columns = parity.compare(self.src.task, self.src.runtime, self.samples, self.encoded, self.reference, outputs)
+        return parity.assess(self.src.task, self.samples, columns)
+
     def metrics(self, outputs) -> dict[str, float]:
-        return self.checks.compare(self.src.task, self.src.runtime, self.samples, self.encoded, self.reference, outputs)
+        if self.checks is vision:
+            return self.checks.compare(self.src.task, self.src.runtime, self.samples, self.encoded, self.reference,
+                                       outputs)
+        return self.assess(outputs).metrics
 
     def passes(self, metrics: dict[str, float]) -> bool:
         return bool(metrics) and self.checks.gate(self.src.task, metrics, self.gate)
@@ -63,14 +91,44 @@ class Evaluator:
     def feed(self, input_names: list[str]) -> dict[str, np.ndarray]:
         if self.checks is vision:  # every image becomes the same shape: time the first
             return {n: self.encoded[0].feeds[n] for n in input_names}
-        pair = "The answer is in this context sentence." if self.src.task == QUESTION_ANSWERING else None
+        pair = QA_CONTEXT if self.src.task == QUESTION_ANSWERING else None
         return measure.latency_feed(self.tokenizer, input_names, pair)
+
+    def batch_feed(self, input_names: list[str]) -> dict[str, np.ndarray]:
+        """measure.BATCH_TEXTS as one padded batch, the way the runtime feeds a list (images: the first
+        sample's pixels, eight times)."""
+        if self.checks is vision:
+            return {n: np.repeat(self.encoded[0].feeds[n], len(measure.BATCH_TEXTS), axis=0) for n in input_names}
+        pair = QA_CONTEXT if self.src.task == QUESTION_ANSWERING else None
+        samples = [Sample(text=t, pair=pair) for t in measure.BATCH_TEXTS]
+        return parity.pad_batch(parity.encode(self.tokenizer, samples), input_names, self.src.runtime.pad_token_id)
 
     def latency(self, sessions: dict[str, object], *, budget_s: float, rounds: int = 9) -> dict[str, float]:
         if not sessions:
             return {}
         feed = self.feed([i.name for i in next(iter(sessions.values())).get_inputs()])
         return measure.measure_latency(sessions, feed, rounds=rounds, budget_s=budget_s)
+
+    def timings(self, sessions: dict[str, object], one_row: set[str], *, budget_s: float,
+                rounds: int = 11) -> dict[str, tuple[measure.Timing, measure.Timing]]:
+        """(batch 1, batch of 8) timings per session, each run as it would be served: the names in
+        ``one_row`` take the batch one row per call (functions.model.run_rows), the rest in one call."""
+        if not sessions:
+            return {}
+        names = [i.name for i in next(iter(sessions.values())).get_inputs()]
+        single, batch = self.feed(names), self.batch_feed(names)
+        calls, batch_calls = {}, {}
+        for name, s in sessions.items():
+            calls[name] = lambda s=s: s.run(None, single)
+            if name in one_row:
+                axes = sequence_outputs(s)
+                batch_calls[name] = lambda s=s, axes=axes: run_rows(s, None, batch, axes)
+            else:
+                batch_calls[name] = lambda s=s: s.run(None, batch)
+        # batch 1 gets most of the budget and rounds: it decides the choice; the batch column informs it
+        one = measure.time_calls(calls, rounds=rounds, budget_s=budget_s * 0.7)
+        many = measure.time_calls(batch_calls, rounds=max(3, rounds // 2), budget_s=budget_s * 0.3)
+        return {n: (one[n], many[n]) for n in sessions}
 
 
 __all__ = ["Evaluator"]

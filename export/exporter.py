@@ -18,16 +18,16 @@ from pathlib import Path
 from functions.manifest import (MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, Candidate, Manifest, Parity,
                                 Quantization, describe_files)
 from functions.spec import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TARGETS
-from functions.tasknames import QUESTION_ANSWERING, resolve_task
+from functions.tasknames import resolve_task
 
 from . import candidates as registry
-from . import convert, measure, mixed, vision
+from . import convert, measure, mixed, parity, vision
 from .errors import ConversionError, ExportError, OutputError, ParityGateError
 from .evaluate import Evaluator, checks_for
 from .progress import Progress, Tracker
 from .report import candidates_table
-from .samples import gather_samples
-from .search import choose, host_architecture, parse_strategy
+from .samples import calibration_samples, gather_samples
+from .search import choose, host_architecture, ineligible, parse_strategy
 from .source import inspect_source
 
 TOOLS = ("optimum", "optimum-onnx", "onnxruntime", "onnx", "torch", "transformers", "tokenizers", "modelfn")
@@ -74,7 +74,10 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
 
     with tracker.step("load", str(source)):
         src = inspect_source(source, task, max_tokens=max_tokens)
-        samples = vision.gather_samples(task, eval_file) if checks is vision else gather_samples(task, eval_file)
+        if checks is vision:
+            samples, calibration = vision.gather_samples(task, eval_file), ()
+        else:
+            samples, calibration = gather_samples(task, eval_file), calibration_samples(task)
     with tempfile.TemporaryDirectory(prefix="modelfn-export-") as tmp:
         work = Path(tmp)
         with tracker.step("export", f"Optimum ONNX export, opset {opset}"):
@@ -90,18 +93,18 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             fp32 = convert.save_single_file(convert.optimize_onnx(raw, src, work / "optimized.onnx"),
                                             work / "fp32.onnx")
         with tracker.step("quantize", ", ".join(names)):
-            evaluator = Evaluator(src, samples, tokenizer, gate, threads, measure.gate_provider(target))
+            evaluator = Evaluator(src, samples, tokenizer, gate, threads, calibration, measure.gate_provider(target))
             ctx = registry.BuildContext(workdir=work / "candidates", calibration=evaluator.calibration)
             built = {n: _build(n, fp32, ctx, required=n == registry.FP32) for n in names}
-        with tracker.step("validate", f"{len(samples)} samples on {evaluator.provider}, "
-                                      f"batch-1 latency with {threads} threads"):
+        with tracker.step("validate", f"{len(evaluator.samples)} samples on {evaluator.provider}, alone and in mixed "
+                          f"batches of {parity.BATCH_SIZE}, latency at batch 1 and {parity.BATCH_SIZE} with {threads} threads"):
             rows, sessions = _validate(evaluator, built, tracker, latency_budget_s)
             timed_here = target != "gpu" and architecture == host_architecture()
             if searching and timed_here:
                 _search(evaluator, rows, sessions, names, work, search_budget_s, tracker)
-            table = _table(evaluator, rows, sessions, latency_budget_s)
+            table = _table(evaluator, rows, sessions, latency_budget_s, timed_here)
         choice = choose(table, strategy, requested=quantization, timed_here=timed_here,
-                        preference=names[1:] + names[:1])
+                        preference=names[1:] + names[:1], gated=checks.gated(task))
         shown = candidates_table(table, chosen=choice.name, thresholds=gate)
         if not choice.passed and not allow_drift:
             raise ParityGateError(f"parity gate failed: {choice.reason}; nothing written", table=shown,
@@ -115,11 +118,14 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             manifest = _write(out, overwrite, rows[choice.name]["path"], companions, tracker, dict(
                 name=name or out.name, task=task, architecture=architecture, target=target,
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
-                                          strategy=strategy, candidates=tuple(table)),
+                                          strategy=strategy, candidates=tuple(table),
+                                          host_cpu_features=measure.cpu_features()),
                 parity=Parity(metrics=dict(chosen.metrics), thresholds=gate, passed=choice.passed,
-                              samples=len(samples), allowed_drift=allow_drift and not choice.passed,
+                              samples=len(evaluator.samples), allowed_drift=allow_drift and not choice.passed,
+                              classes=parity.classes(evaluator.samples), worst=chosen.worst,
                               provider=evaluator.provider),
-                runtime=src.runtime, tools=tool_versions(), source=str(src.path),
+                runtime=replace(src.runtime, one_row_per_run=chosen.one_row_per_run), tools=tool_versions(),
+                source=str(src.path),
             ))
     return manifest
 
@@ -166,27 +172,44 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 def _validate(evaluator: Evaluator, built: dict[str, Path | str], tracker: Tracker,
               budget_s: float) -> tuple[dict[str, dict], dict[str, object]]:
-    """Parity of every built candidate; returns rows (path, metrics, note) and the sessions that ran."""
+    """Parity of every built candidate; returns rows (path, metrics, note, worst, one_row) and the sessions that ran."""
     rows, sessions = {}, {}
     for name, path in built.items():
         if isinstance(path, str):  # the build failed; the message is the note
             rows[name] = dict(path=None, metrics={}, note=path)
             continue
         try:
-            sessions[name], outputs = evaluator.run(path)
+            sessions[name], rows[name] = _score(evaluator, path)
         except Exception as exc:  # e.g. fp16 kernels missing on this CPU: recorded, never chosen
             rows[name] = dict(path=path, metrics={}, note=f"cannot run here: {type(exc).__name__}")
             continue
-        rows[name] = dict(path=path, metrics=evaluator.metrics(outputs), note="")
         tracker.info("validate", f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name]["metrics"].items()))
     return rows, sessions
+
+
+def _score(evaluator: Evaluator, path: Path, note: str = "") -> tuple[object, dict]:
+    """(session, row) for one candidate graph: parity alone, and whether its rows depend on batch-mates."""
+    session, outputs = evaluator.run(path)
+    if evaluator.checks is vision:  # image tasks: agreement on the synthetic images (export/vision.py)
+        return session, dict(path=path, metrics=evaluator.metrics(outputs), note=note, worst=(), one_row=False)
+    assessed = evaluator.assess(outputs)
+    consistency = evaluator.batch_consistency(session, outputs)
+    # A graph whose answers move with the batch is served one row per call: then every input gets
+    # exactly the answer the gate scored alone.
+    one_row = consistency < parity.BATCH_INDEPENDENCE
+    if one_row:
+        note = "; ".join(filter(None, [note, f"rows depend on batch-mates (cosine {consistency:.4f} alone vs "
+                                             "in a batch): served one row per call"]))
+    metrics = {**assessed.metrics, "batch_min_cosine": consistency}
+    return session, dict(path=path, metrics=metrics, note=note, worst=assessed.worst, one_row=one_row)
 
 
 def _search(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, names: tuple[str, ...], work: Path,
             budget_s: float, tracker: Tracker) -> None:
     """Mixed precision from the first dynamic int8 candidate of the preset that fails the gate (deterministic)."""
+    # from a candidate an automatic choice may take: a VNNI-tuned base would give VNNI-tuned steps
     base = next((n for n in names if n.startswith("int8-dynamic-per-channel") and n in sessions
-                 and not evaluator.passes(rows[n]["metrics"])), None)
+                 and not registry.requires_cpu(n) and not evaluator.passes(rows[n]["metrics"])), None)
     if base is None or "fp32" not in sessions:
         return
     tracker.info("validate", f"search: ranking node groups by sensitivity under {base} ({budget_s:.0f}s budget)")
@@ -194,18 +217,30 @@ def _search(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, names: 
     if ranking:
         tracker.info("validate", "search: most sensitive " + ", ".join(f"{g} {s:.2e}" for g, s in ranking[:5]))
     for step in steps:
-        rows[step.name] = dict(path=step.path, metrics=step.metrics, note="fp32 groups: " + ", ".join(step.excluded))
-        sessions[step.name] = measure.session(step.path, evaluator.threads)
+        sessions[step.name], rows[step.name] = _score(evaluator, step.path, "fp32 groups: " + ", ".join(step.excluded))
         tracker.info("validate", f"{step.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in step.metrics.items())
                      + f", {step.latency_ms:.2f} ms vs fp32 {step.fp32_latency_ms:.2f} ms")
 
 
-def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s: float) -> list[Candidate]:
-    latency = evaluator.latency(sessions, budget_s=budget_s)
-    return [Candidate(name=n, size_bytes=r["path"].stat().st_size if r["path"] else 0,
-                      latency_ms=round(latency.get(n, 0.0), 4), metrics={k: round(v, 6) for k, v in r["metrics"].items()},
-                      passed=evaluator.passes(r["metrics"]), note=r["note"])
-            for n, r in rows.items()]
+def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s: float,
+           timed_here: bool) -> list[Candidate]:
+    timings = evaluator.timings(sessions, {n for n, r in rows.items() if r.get("one_row")}, budget_s=budget_s)
+    table = []
+    for n, r in rows.items():
+        one, batch = timings.get(n, (None, None))
+        table.append(Candidate(
+            name=n, size_bytes=r["path"].stat().st_size if r["path"] else 0,
+            latency_ms=round(one.median_ms, 4) if one else 0.0,
+            metrics={k: round(v, 6) for k, v in r["metrics"].items()},
+            passed=evaluator.passes(r["metrics"]), note=r["note"],
+            latency_spread_ms=round(one.spread_ms, 4) if one else 0.0,
+            latency_rounds_ms=tuple(round(t, 4) for t in one.rounds) if one else (),
+            batch_latency_ms=round(batch.median_ms, 4) if batch else 0.0,
+            one_row_per_run=bool(r.get("one_row")), requires_cpu=registry.requires_cpu(n),
+            worst=tuple(r.get("worst", ()))))
+    fp32 = next((c for c in table if c.name == registry.FP32), None)
+    return [replace(c, note="; ".join(filter(None, [c.note, ineligible(c, fp32, timed_here=timed_here)])))
+            for c in table]
 
 
 def _write(out: Path, overwrite: bool, model: Path, companions: list[Path], tracker: Tracker,

@@ -1,8 +1,9 @@
-"""Latency of candidate graphs at batch 1, measured side by side.
+"""Latency of candidate graphs, measured side by side with repeats and a spread.
 
 The machine is shared, so candidates are timed round-robin (the order rotates every round) and
-each gets the median of its rounds: background load slows every candidate alike instead of
-whichever happened to run during it.
+each gets the median of its rounds and their interquartile range: background load slows every
+candidate alike instead of whichever happened to run during it, and the spread says how far
+apart two candidates must be before the difference is more than noise (export/search.py).
 """
 
 from __future__ import annotations
@@ -10,11 +11,24 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 LATENCY_TEXT = "How do I reset my password if I no longer have access to the email address on my account?"
+# A batch as a caller sends one: eight texts of different lengths (the runtime pads to the longest).
+BATCH_TEXTS = (LATENCY_TEXT, "ok", "Where is the nearest train station?", "Thanks!",
+               "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm afternoon sun.",
+               "Is this covered by the warranty?", "Please cancel my order", "Serverless functions start cold, "
+               "load their model once and then answer many requests until they are recycled.")
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    spread_ms: float  # interquartile range of the rounds
+    rounds: tuple[float, ...]  # per-call milliseconds of each round, in round order (paired across candidates)
 
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -58,31 +72,69 @@ def latency_feed(tokenizer, input_names: list[str], pair: str | None = None) -> 
 def measure_latency(sessions: dict[str, object], feed: dict[str, np.ndarray], *, rounds: int = 9,
                     budget_s: float = 20.0, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Median per-call milliseconds for each session, interleaved; stops early when ``budget_s`` runs out."""
-    names = list(sessions)
+    calls = {n: (lambda s=s: s.run(None, feed)) for n, s in sessions.items()}
+    return {n: t.median_ms for n, t in time_calls(calls, rounds=rounds, budget_s=budget_s, clock=clock).items()}
+
+
+def time_calls(calls: dict[str, Callable[[], object]], *, rounds: int = 9, budget_s: float = 20.0,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
+    """Median and interquartile range of per-call milliseconds for each callable, interleaved round-robin;
+    stops early (after at least 3 rounds) when ``budget_s`` runs out."""
+    names = list(calls)
     if not names:
         return {}
     for name in names:  # warm-up: first runs allocate arenas and pick kernels
         for _ in range(3):
-            sessions[name].run(None, feed)
-    # size each round so it takes ~30 ms for the slowest candidate
+            calls[name]()
+    # size each round so it takes ~30 ms for the first candidate (fp32: the slowest, usually)
     start = clock()
-    sessions[names[0]].run(None, feed)
+    calls[names[0]]()
     one = max(clock() - start, 1e-5)
-    calls = int(min(max(0.03 / one, 3), 200))
+    repeat = int(min(max(0.03 / one, 3), 200))
     samples: dict[str, list[float]] = {n: [] for n in names}
     deadline = clock() + budget_s
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            run = sessions[name].run
+            run = calls[name]
             t0 = clock()
-            for _ in range(calls):
-                run(None, feed)
-            samples[name].append((clock() - t0) * 1000.0 / calls)
+            for _ in range(repeat):
+                run()
+            samples[name].append((clock() - t0) * 1000.0 / repeat)
         if r >= 2 and clock() > deadline:
             break
-    return {n: statistics.median(v) for n, v in samples.items()}
+    out = {}
+    for n, v in samples.items():
+        q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else (v[0], v[0], v[0])
+        out[n] = Timing(statistics.median(v), q3 - q1, tuple(v))
+    return out
 
 
-__all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "LATENCY_TEXT", "gate_provider", "latency_feed", "measure_latency",
-           "session"]
+def paired_ratio(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float]:
+    """Median and interquartile range of a's time over b's time round by round: load that slows both
+    in a round cancels out, so this is far steadier than comparing the two medians."""
+    ratios = [x / y for x, y in zip(a, b) if y > 0]
+    if len(ratios) < 2:
+        return (ratios[0] if ratios else float("nan")), 0.0
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, q3 - q1
+
+
+def cpu_features() -> tuple[str, ...]:
+    """The build host's instruction-set flags that int8 kernels depend on (Linux /proc/cpuinfo; () elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    wanted = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve")
+    return tuple(f for f in wanted if f in flags)
+
+
+__all__ = ["BATCH_TEXTS", "CPU_PROVIDER", "CUDA_PROVIDER", "LATENCY_TEXT", "Timing", "cpu_features", "gate_provider",
+           "latency_feed", "measure_latency", "paired_ratio", "session", "time_calls"]

@@ -1,12 +1,14 @@
-"""The parity gate: does a candidate ONNX model answer like the original PyTorch model?
+"""The parity gate: does a candidate ONNX model answer like the original PyTorch model, for every input, as served?
 
-Every sample is run one at a time (batch 1, no padding), tokenized by the very tokenizer.json the
-bundle ships, so the comparison sees exactly what the runtime will feed. Outputs are reduced to
-what a caller receives (pooled embeddings, label probabilities, tags, answer spans) before they are
-compared: drift that does not change an answer is not drift a user can see.
+Every sample is tokenized by the very tokenizer.json the bundle ships and run alone (batch 1, no
+padding), and again in mixed batches of ``BATCH_SIZE`` padded to their longest row, the way the
+runtime serves a list. What is compared, per sample, is what a caller receives (pooled embeddings,
+label probabilities, tags, answer spans); each task module in functions/tasks/ declares that
+comparison (``parity_metrics``), its metrics and which of them the gate holds to a threshold.
 
-Gated metrics: feature-extraction mean_cosine and min_cosine; every other task ``agreement`` (top-1
-label, token tag, or exact answer span). The rest (max_prob_gap, accuracy) are recorded only.
+Decisions carry their uncertainty: a mean is judged by the lower bound of its 95% bootstrap
+interval (fixed seed, so the same outputs always give the same bound), a minimum is the worst
+case over the whole set, and the worst inputs are kept with their class for the report.
 """
 
 from __future__ import annotations
@@ -19,51 +21,90 @@ from typing import Any
 
 import numpy as np
 
-from functions.manifest import RuntimeConfig
-from functions.tasks.classification import sigmoid, softmax
-from functions.tasks.embeddings import l2_normalize
-from functions.tasks.embeddings import pool as runtime_pool
+from functions.model import sequence_outputs
 from functions.tasknames import FEATURE_EXTRACTION, QUESTION_ANSWERING, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
+from functions.tasks import parity_module
+from functions.tasks.parity import cosine_rows
 
 from .samples import Sample
 
-GATED: dict[str, tuple[str, ...]] = {
-    FEATURE_EXTRACTION: ("mean_cosine", "min_cosine"),
-    TEXT_CLASSIFICATION: ("agreement",),
-    TOKEN_CLASSIFICATION: ("agreement",),
-    QUESTION_ANSWERING: ("agreement",),
-}
-MAX_ANSWER_TOKENS = 15  # the runtime's default max_answer_len (functions/tasks/qa.py)
+BATCH_SIZE = 8  # rows per mixed batch in the batch-independence check (and the batch latency)
+BATCH_INDEPENDENCE = 0.9999  # min cosine between an input's answer alone and in a batch: float noise only
+LCB_SUFFIX = "_lcb95"
+BOOTSTRAP_RESAMPLES = 1000
+WORST = 5  # worst inputs kept per candidate
 
 
 @dataclass(frozen=True)
 class Encoded:
     feeds: dict[str, np.ndarray]  # every tensor the graph might take, shape (1, L)
-    special: np.ndarray  # (L,) 1 where the tokenizer added a special token
-    sequence_ids: np.ndarray  # (L,) 0 first text, 1 second text, -1 special
+    encoding: Any  # the tokenizers.Encoding (attention/special masks, sequence ids, offsets)
 
 
 def encode(tokenizer, samples: list[Sample]) -> list[Encoded]:
     out = []
     for sample in samples:
         enc = tokenizer.encode(sample.text, sample.pair) if sample.pair is not None else tokenizer.encode(sample.text)
-        ids = np.asarray(enc.ids, dtype=np.int64)[None, :]
         feeds = {
-            "input_ids": ids,
-            "attention_mask": np.asarray(enc.attention_mask, dtype=np.int64)[None, :],
-            "token_type_ids": np.asarray(enc.type_ids, dtype=np.int64)[None, :],
+            "input_ids": np.asarray([enc.ids], dtype=np.int64),
+            "attention_mask": np.asarray([enc.attention_mask], dtype=np.int64),
+            "token_type_ids": np.asarray([enc.type_ids], dtype=np.int64),
         }
-        seq = np.asarray([-1 if s is None else s for s in enc.sequence_ids], dtype=np.int64)
-        out.append(Encoded(feeds=feeds, special=np.asarray(enc.special_tokens_mask, dtype=np.int64), sequence_ids=seq))
+        out.append(Encoded(feeds=feeds, encoding=enc))
     return out
+
+
+def gated(task: str) -> tuple[str, ...]:
+    return tuple(parity_module(task).PARITY_GATED)
 
 
 # -- running the models --------------------------------------------------------------------------------
 
 def run_onnx(session, encoded: list[Encoded]) -> list[list[np.ndarray]]:
+    """Raw outputs per sample, each sample alone."""
     names = [i.name for i in session.get_inputs()]
     return [[np.asarray(o, dtype=np.float32) for o in session.run(None, {n: e.feeds[n] for n in names})]
             for e in encoded]
+
+
+def mixed_batches(count: int, size: int = BATCH_SIZE, seed: int = 0) -> list[list[int]]:
+    """Sample indices shuffled (fixed seed) into batches: long and short inputs end up side by side."""
+    order = np.random.default_rng(seed).permutation(count).tolist()
+    return [order[i:i + size] for i in range(0, count, size)]
+
+
+def pad_batch(encoded: list[Encoded], names: list[str], pad_id: int) -> dict[str, np.ndarray]:
+    """Feeds for several samples, right-padded to the longest as the runtime pads (functions/model.py)."""
+    width = max(e.feeds["input_ids"].shape[1] for e in encoded)
+    out = {}
+    for n in names:
+        fill = pad_id if n == "input_ids" else 0
+        out[n] = np.full((len(encoded), width), fill, dtype=np.int64)
+        for row, e in enumerate(encoded):
+            out[n][row, :e.feeds[n].shape[1]] = e.feeds[n][0]
+    return out
+
+
+def run_onnx_batched(session, encoded: list[Encoded], pad_id: int,
+                     batches: list[list[int]] | None = None) -> list[list[np.ndarray]]:
+    """Raw outputs per sample when run inside mixed padded batches, cut back to each sample's own tokens."""
+    names = [i.name for i in session.get_inputs()]
+    token_axis = sequence_outputs(session)
+    results: list[list[np.ndarray] | None] = [None] * len(encoded)
+    for batch in batches or mixed_batches(len(encoded)):
+        outputs = session.run(None, pad_batch([encoded[i] for i in batch], names, pad_id))
+        for row, i in enumerate(batch):
+            length = encoded[i].feeds["input_ids"].shape[1]
+            results[i] = [np.asarray(o[row:row + 1, :length] if tok else o[row:row + 1], dtype=np.float32)
+                          for o, tok in zip(outputs, token_axis)]
+    return results  # type: ignore[return-value]
+
+
+def batch_consistency(alone: list[list[np.ndarray]], batched: list[list[np.ndarray]]) -> np.ndarray:
+    """Per sample, cosine between its raw outputs alone and in a batch (1.0: the batch changed nothing)."""
+    a = [np.concatenate([o.ravel() for o in outs]) for outs in alone]
+    b = [np.concatenate([o.ravel() for o in outs]) for outs in batched]
+    return np.asarray([float(cosine_rows(x[None], y[None])[0]) for x, y in zip(a, b)])
 
 
 def run_torch(source_dir: Path, task: str, encoded: list[Encoded]) -> list[list[np.ndarray]]:
@@ -83,98 +124,110 @@ def run_torch(source_dir: Path, task: str, encoded: list[Encoded]) -> list[list[
     with quiet():
         model = cls.from_pretrained(str(source_dir), local_files_only=True).eval()
     accepted = set(inspect.signature(model.forward).parameters)
-    results = []
+    # Samples of the same length run together: no padding, so each row is its batch-1 answer up to
+    # float noise, and a few hundred samples cost a few dozen calls instead of one each.
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(encoded):
+        groups.setdefault(e.feeds["input_ids"].shape[1], []).append(i)
+    results: list[list[np.ndarray] | None] = [None] * len(encoded)
     with torch.inference_mode():
-        for e in encoded:
-            feeds = {k: torch.from_numpy(v) for k, v in e.feeds.items() if k in accepted}
-            out = model(**feeds)
-            if task == FEATURE_EXTRACTION:
-                results.append([out.last_hidden_state.float().numpy()])
-            elif task == QUESTION_ANSWERING:
-                results.append([out.start_logits.float().numpy(), out.end_logits.float().numpy()])
-            else:
-                results.append([out.logits.float().numpy()])
-    return results
+        for members in groups.values():
+            for start in range(0, len(members), 32):
+                rows = members[start:start + 32]
+                feeds = {k: torch.from_numpy(np.concatenate([encoded[i].feeds[k] for i in rows]))
+                         for k in encoded[rows[0]].feeds if k in accepted}
+                out = model(**feeds)
+                if task == FEATURE_EXTRACTION:
+                    tensors = [out.last_hidden_state]
+                elif task == QUESTION_ANSWERING:
+                    tensors = [out.start_logits, out.end_logits]
+                else:
+                    tensors = [out.logits]
+                arrays = [t.float().numpy() for t in tensors]
+                for row, i in enumerate(rows):
+                    results[i] = [a[row:row + 1] for a in arrays]
+    return results  # type: ignore[return-value]
 
 
-# -- reducing outputs to answers -----------------------------------------------------------------------
+# -- comparing: per-sample columns from the task, then statistics --------------------------------------
 
-def pool(hidden: np.ndarray, mask: np.ndarray, runtime: RuntimeConfig) -> np.ndarray:
-    """Sentence vectors exactly as the runtime makes them (functions/tasks/embeddings.py)."""
-    vec = runtime_pool(hidden, mask, runtime.pooling)
-    return l2_normalize(vec) if runtime.normalize else vec
-
-
-def _probs(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    return sigmoid(logits) if multi_label else softmax(logits)
+@dataclass(frozen=True)
+class Assessment:
+    metrics: dict[str, float]
+    worst: tuple[dict, ...]  # {"text", "kind", "score"}, worst first
 
 
-def best_span(start: np.ndarray, end: np.ndarray, context: np.ndarray) -> tuple[int, int]:
-    """Highest start+end score over spans inside the context, at most MAX_ANSWER_TOKENS long."""
-    idx = np.flatnonzero(context)
-    if idx.size == 0:
-        return (-1, -1)
-    s, e = start[idx], end[idx]
-    scores = s[:, None] + e[None, :]
-    i, j = np.indices(scores.shape)
-    scores = np.where((j >= i) & (j - i < MAX_ANSWER_TOKENS), scores, -np.inf)
-    a, b = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    return int(idx[a]), int(idx[b])
+def compare(task: str, runtime, samples: list[Sample], encoded: list[Encoded],
+            reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-sample columns of ``candidate`` against ``reference``, as the task module compares them."""
+    return parity_module(task).parity_metrics(runtime, samples, [e.encoding for e in encoded], reference, candidate)
 
 
-def compare(task: str, runtime: RuntimeConfig, samples: list[Sample], encoded: list[Encoded],
-            reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict[str, float]:
-    """Per-task metrics of ``candidate`` against ``reference`` (both raw graph outputs per sample)."""
-    if task == FEATURE_EXTRACTION:
-        cos = []
-        for e, ref, cand in zip(encoded, reference, candidate):
-            mask = e.feeds["attention_mask"]
-            a, b = pool(ref[0], mask, runtime)[0], pool(cand[0], mask, runtime)[0]
-            cos.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)))
-        return {"mean_cosine": float(np.mean(cos)), "min_cosine": float(np.min(cos))}
-    if task == TEXT_CLASSIFICATION:
-        agree, gaps, correct, labelled = [], [], 0, 0
-        for s, ref, cand in zip(samples, reference, candidate):
-            p, q = _probs(ref[0][0], runtime.multi_label), _probs(cand[0][0], runtime.multi_label)
-            if runtime.multi_label:
-                agree.append(bool(np.array_equal(p > 0.5, q > 0.5)))
-                predicted = {runtime.labels[i] if i < len(runtime.labels) else str(i) for i in np.flatnonzero(q > 0.5)}
-            else:
-                agree.append(int(np.argmax(p)) == int(np.argmax(q)))
-                top = int(np.argmax(q))
-                predicted = {runtime.labels[top] if top < len(runtime.labels) else str(top)}
-            gaps.append(float(np.max(np.abs(p - q))))
-            if s.label is not None:
-                labelled += 1
-                correct += s.label in predicted
-        metrics = {"agreement": float(np.mean(agree)), "max_prob_gap": float(np.max(gaps))}
-        if labelled:
-            metrics["accuracy"] = correct / labelled
-        return metrics
-    if task == TOKEN_CLASSIFICATION:
-        same = total = 0
-        for e, ref, cand in zip(encoded, reference, candidate):
-            keep = e.special == 0
-            same += int((ref[0][0].argmax(-1)[keep] == cand[0][0].argmax(-1)[keep]).sum())
-            total += int(keep.sum())
-        return {"agreement": same / total if total else 1.0}
-    if task == QUESTION_ANSWERING:
-        exact = []
-        for e, ref, cand in zip(encoded, reference, candidate):
-            context = e.sequence_ids == 1
-            exact.append(best_span(ref[0][0], ref[1][0], context) == best_span(cand[0][0], cand[1][0], context))
-        return {"agreement": float(np.mean(exact))}
-    raise ValueError(task)
+def lower_bound(values: np.ndarray, weights: np.ndarray | None = None, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                seed: int = 0) -> float:
+    """2.5th percentile of the bootstrap distribution of the (weighted) mean: a one-sided 97.5% lower bound."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()) if values.size else float("nan")
+    idx = np.random.default_rng(seed).integers(0, values.size, size=(resamples, values.size))
+    means = (values[idx] * weights[idx]).sum(1) / np.maximum(weights[idx].sum(1), 1e-12)
+    return float(np.percentile(means, 2.5))
+
+
+def _label(sample: Sample, width: int = 60) -> str:
+    text = sample.text if sample.pair is None else f"{sample.text} | {sample.pair}"
+    text = " ".join(text.split()) or repr(sample.text)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def assess(task: str, samples: list[Sample], columns: dict[str, np.ndarray], *, worst: int = WORST) -> Assessment:
+    """Aggregate metrics (means with their lower bound, minima, maxima) and the worst inputs."""
+    module = parity_module(task)
+    weights = columns.get("weight")
+    metrics: dict[str, float] = {}
+    for metric, (column, reduction) in module.PARITY_METRICS.items():
+        values = np.asarray(columns[column], dtype=np.float64)
+        keep = ~np.isnan(values)
+        if not keep.any():
+            continue
+        v, w = values[keep], (weights[keep] if weights is not None else None)
+        if reduction == "mean":
+            metrics[metric] = float(np.average(v, weights=w))
+            if metric in module.PARITY_GATED:
+                metrics[metric + LCB_SUFFIX] = lower_bound(v, w)
+        elif reduction == "min":
+            metrics[metric] = float(v.min())
+        else:
+            metrics[metric] = float(v.max())
+    score = np.asarray(columns[module.PARITY_SCORE], dtype=np.float64)
+    order = np.argsort(score, kind="stable")[:worst]
+    listed = tuple({"text": _label(samples[i]), "kind": samples[i].kind, "score": round(float(score[i]), 4)}
+                   for i in order)
+    return Assessment(metrics, listed)
+
+
+def judged(task: str, metric: str, metrics: dict[str, float]) -> float:
+    """The value a threshold on ``metric`` is held against: a mean's lower bound, a minimum as is."""
+    return metrics.get(metric + LCB_SUFFIX, metrics.get(metric, float("-inf")))
 
 
 def gate(task: str, metrics: dict[str, float], thresholds: dict[str, float]) -> bool:
-    return all(metrics.get(m, float("-inf")) >= thresholds[m] for m in GATED[task] if m in thresholds)
+    return all(judged(task, m, metrics) >= thresholds[m] for m in gated(task) if m in thresholds)
 
 
 def gate_thresholds(task: str, thresholds: dict[str, Any]) -> dict[str, float]:
     """The thresholds that apply to ``task`` (others, e.g. cosine for a classifier, are dropped)."""
-    return {m: float(thresholds[m]) for m in GATED[task] if m in thresholds}
+    return {m: float(thresholds[m]) for m in gated(task) if m in thresholds}
 
 
-__all__ = ["GATED", "Encoded", "best_span", "compare", "encode", "gate", "gate_thresholds", "pool",
-           "run_onnx", "run_torch"]
+def classes(samples: list[Sample]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[s.kind] = counts.get(s.kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+__all__ = ["Assessment", "BATCH_INDEPENDENCE", "BATCH_SIZE", "Encoded", "assess", "batch_consistency", "classes",
+           "compare", "encode", "gate", "gate_thresholds", "gated", "judged", "lower_bound", "mixed_batches",
+           "pad_batch", "run_onnx", "run_onnx_batched", "run_torch"]

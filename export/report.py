@@ -14,22 +14,45 @@ def human_size(size: int) -> str:
 
 
 def candidates_table(candidates: tuple[Candidate, ...] | list[Candidate], *, chosen: str = "",
-                     thresholds: dict[str, float] | None = None) -> str:
-    """One row per candidate: size, batch-1 latency, speed-up over fp32, each metric, gate result."""
+                     thresholds: dict[str, float] | None = None, worst: int = 3) -> str:
+    """One row per candidate: size, batch-1 latency with its spread, batch-of-8 latency as served,
+    speed-up over fp32, each metric (a threshold shown on the value it is judged by: a mean's lower
+    bound), gate result; then each candidate's ``worst`` inputs with their class."""
     thresholds = thresholds or {}
-    metrics = sorted({m for c in candidates for m in c.metrics}, key=lambda m: (m not in thresholds, m))
+    names = {m for c in candidates for m in c.metrics}
+
+    def judged_by(m: str) -> str | None:  # which threshold this column is held to
+        base = m.removesuffix("_lcb95")
+        if base in thresholds and (m.endswith("_lcb95") or base + "_lcb95" not in names):
+            return base
+        return None
+
+    metrics = sorted(names, key=lambda m: (judged_by(m) is None, m))
     fp32 = next((c.latency_ms for c in candidates if c.name == "fp32"), 0.0)
-    header = ["", "candidate", "size", "ms@b1", "vs fp32"] + [
-        f"{m}>={thresholds[m]:g}" if m in thresholds else m for m in metrics] + ["gate", "note"]
+    header = ["", "candidate", "size", "ms@b1", "±", "ms@b8", "vs fp32"] + [
+        f"{m}>={thresholds[judged_by(m)]:g}" if judged_by(m) else m for m in metrics] + ["gate", "note"]
     rows = [header]
     for c in candidates:
         speed = f"{fp32 / c.latency_ms:.2f}x" if fp32 and c.latency_ms > 0 else "-"
         rows.append(["*" if c.name == chosen else "", c.name, human_size(c.size_bytes),
-                     f"{c.latency_ms:.3f}" if c.latency_ms > 0 else "-", speed]
+                     f"{c.latency_ms:.3f}" if c.latency_ms > 0 else "-",
+                     f"{c.latency_spread_ms:.3f}" if c.latency_ms > 0 else "-",
+                     (f"{c.batch_latency_ms:.2f}" + ("r" if c.one_row_per_run else "")) if c.batch_latency_ms > 0 else "-",
+                     speed]
                     + [f"{c.metrics[m]:.4f}" if m in c.metrics else "-" for m in metrics]
                     + ["pass" if c.passed else "FAIL", c.note])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    if any(c.one_row_per_run for c in candidates):
+        lines.append("(ms@b8 r: served one row per call, because the rows depend on their batch-mates)")
+    listed = [c for c in candidates if c.worst]
+    if listed and worst:
+        lines.append("")
+        lines.append("worst inputs per candidate (score: the task's per-input parity, lowest first; [class]):")
+        width = max(len(c.name) for c in listed)
+        for c in listed:
+            for i, w in enumerate(c.worst[:worst]):
+                lines.append(f"  {c.name if i == 0 else '':<{width}}  {w['score']:.4f}  [{w['kind']}]  {w['text']}")
     return "\n".join(lines)
 
 

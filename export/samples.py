@@ -1,65 +1,36 @@
-"""The texts the parity gate runs: a built-in set that provokes the usual quantization failures, plus the user's own.
+"""The inputs the parity gate runs: the task's built-in set (declared by its module in functions/tasks/), plus the user's own.
 
-The built-in set is chosen for coverage, not realism: ordinary sentences, one long enough to be
-truncated, non-ASCII scripts, a near-empty input and a long repetitive one (degenerate attention
-patterns are where int8 drifts most).
+The built-in sets are generated in code (functions/tasks/parity.py), deterministic, a few hundred
+inputs spanning length, scripts, casing, digits, punctuation, code, repetition and near-empty
+texts, each tagged with its class. Static quantization calibrates on the ``calibration`` split,
+which shares no input with the ``eval`` split the gate scores.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from functions.tasknames import QUESTION_ANSWERING, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
+from functions.tasknames import QUESTION_ANSWERING, TEXT_CLASSIFICATION
+from functions.tasks import parity_module
+from functions.tasks.parity import CALIBRATION, EVAL, ParitySample
 
 from .errors import ExportError
 
-
-@dataclass(frozen=True)
-class Sample:
-    text: str
-    pair: str | None = None  # QA: the context that goes with ``text`` (the question)
-    label: str | None = None  # text-classification: expected label, for accuracy
+Sample = ParitySample
+USER = "user"  # the class of every --eval-file input
 
 
-_LONG = ("Serverless functions start cold, load their model once and then answer many requests. " * 40).strip()
-
-BUILTIN_TEXTS: tuple[str, ...] = (
-    "The quick brown fox jumps over the lazy dog.",
-    "I loved this movie, the acting was wonderful and the story kept me hooked.",
-    "This was a terrible experience and I will never go back.",
-    "How do I reset my password if I no longer have access to my email?",
-    "Paris is the capital of France and its largest city.",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "東京は日本の首都です。",
-    "Café, naïve, résumé — accents and em dashes “quoted”.",
-    "ok",
-    ".",
-    "a",
-    "the the the the the the the the the the the the the the the the the the the the the the the the",
-    "data " * 120,
-    _LONG,
-)
-
-BUILTIN_QA: tuple[tuple[str, str], ...] = (
-    ("What is the capital of France?", "Paris is the capital of France and its largest city."),
-    ("Who wrote the report?", "The report was written by Mary Smith in London last year."),
-    ("When does the function start?", "A serverless function starts cold when the first request arrives."),
-    ("Where is the river?", "The river runs through Berlin, the capital city of Germany."),
-    ("What does the model serve?", _LONG),
-    ("Wo liegt München?", "München liegt in Bayern, im Süden von Deutschland."),
-    ("?", "ok"),
-    ("What is repeated?", "data " * 120),
-    ("Which fruit is red?", "An apple is red and a banana is yellow."),
-    ("How fast is it?", "It answers in about two milliseconds at batch size one."),
-)
+def builtin_samples(task: str, split: str = EVAL) -> list[Sample]:
+    """The task's built-in parity set (``split``: eval or calibration), as its task module declares it."""
+    return list(parity_module(task).parity_samples(split))
 
 
-def builtin_samples(task: str) -> list[Sample]:
-    if task == QUESTION_ANSWERING:
-        return [Sample(text=q, pair=c) for q, c in BUILTIN_QA]
-    return [Sample(text=t) for t in BUILTIN_TEXTS]
+def calibration_samples(task: str) -> list[Sample]:
+    return builtin_samples(task, CALIBRATION)
+
+
+BUILTIN_TEXTS: tuple[str, ...] = tuple(s.text for s in builtin_samples("feature-extraction"))
 
 
 def load_eval_file(path: str | Path, task: str) -> list[Sample]:
@@ -84,14 +55,14 @@ def load_eval_file(path: str | Path, task: str) -> list[Sample]:
         if task == QUESTION_ANSWERING:
             if not isinstance(row.get("question"), str) or not isinstance(row.get("context"), str):
                 raise ExportError(f"{path}:{number}: question-answering needs string fields 'question' and 'context'")
-            samples.append(Sample(text=row["question"], pair=row["context"]))
+            samples.append(Sample(text=row["question"], pair=row["context"], kind=USER))
             continue
         if not isinstance(row.get("text"), str):
             raise ExportError(f"{path}:{number}: needs a string field 'text'")
         label = row.get("label")
         if label is not None and task != TEXT_CLASSIFICATION:
             label = None  # labels only score classification; other tasks compare against the original
-        samples.append(Sample(text=row["text"], label=None if label is None else str(label)))
+        samples.append(Sample(text=row["text"], label=None if label is None else str(label), kind=USER))
     if not samples:
         raise ExportError(f"eval file {path} holds no samples")
     return samples
@@ -104,4 +75,4 @@ def gather_samples(task: str, eval_file: str | Path | None = None) -> list[Sampl
     return samples
 
 
-__all__ = ["BUILTIN_QA", "BUILTIN_TEXTS", "Sample", "builtin_samples", "gather_samples", "load_eval_file"]
+__all__ = ["BUILTIN_TEXTS", "USER", "Sample", "builtin_samples", "calibration_samples", "gather_samples", "load_eval_file"]

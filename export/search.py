@@ -1,7 +1,14 @@
 """Choosing one candidate from the measured table, deterministically.
 
-Latencies within ``TIE_FRACTION`` of the fastest count as a tie (timing noise on a shared machine
-must not flip the choice between runs); ties go to the smaller file, then to the name.
+Candidates whose batch-1 latency differs from the fastest's by less than the timing noise (1.5
+interquartile ranges of their round-by-round time ratio, at least ``TIE_FRACTION``) are tied: noise on a shared
+machine must not flip the choice between runs. Ties go to the more accurate candidate (its gated
+metrics, means by their lower bound), then the smaller file, then the name.
+
+Automatic strategies never pick a candidate whose numerics assume an instruction set the target
+may lack (``requires_cpu``, e.g. the VNNI preset: Lambda does not promise VNNI, and without it
+ONNX Runtime's u8s8 kernels can saturate), nor one that must run one row per call when that makes
+a batch slower than fp32 runs it. ``fixed:NAME`` still can, and its reason says so.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from functions.manifest import Candidate
 
 from .candidates import FP32
 from .errors import ExportError
+from .measure import paired_ratio
 
 STRATEGIES = ("fastest-passing", "smallest-passing")
-TIE_FRACTION = 0.05
+TIE_FRACTION = 0.10
+NOISE_IQRS = 1.5  # a difference counts once it exceeds 1.5 interquartile ranges (about two standard deviations)
 
 
 @dataclass(frozen=True)
@@ -37,16 +46,53 @@ def host_architecture() -> str:
     return {"amd64": "x86_64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def _fastest(pool: list[Candidate]) -> Candidate:
-    best = min(c.latency_ms for c in pool)
-    tied = [c for c in pool if c.latency_ms <= best * (1 + TIE_FRACTION)]
-    return min(tied, key=lambda c: (c.size_bytes, c.name))
+def noise(a: Candidate, b: Candidate) -> float:
+    """Milliseconds two candidates' batch-1 latencies must differ by before one counts as faster: the
+    spread of their round-by-round ratio when both were timed in the same rounds (load common to a
+    round cancels), else the larger of their spreads; never under ``TIE_FRACTION``."""
+    floor = TIE_FRACTION * min(a.latency_ms, b.latency_ms)
+    if a.latency_rounds_ms and len(a.latency_rounds_ms) == len(b.latency_rounds_ms):
+        _, spread = paired_ratio(a.latency_rounds_ms, b.latency_rounds_ms)
+        return max(NOISE_IQRS * spread * b.latency_ms, floor)
+    return max(NOISE_IQRS * max(a.latency_spread_ms, b.latency_spread_ms), floor)
+
+
+def _gap(a: Candidate, b: Candidate) -> float:
+    """How many milliseconds slower ``a`` is than ``b`` (paired by round when possible)."""
+    if a.latency_rounds_ms and len(a.latency_rounds_ms) == len(b.latency_rounds_ms):
+        ratio, _ = paired_ratio(a.latency_rounds_ms, b.latency_rounds_ms)
+        return (ratio - 1.0) * b.latency_ms
+    return a.latency_ms - b.latency_ms
+
+
+def _accuracy(c: Candidate, gated: tuple[str, ...]) -> tuple[float, ...]:
+    return tuple(c.metrics.get(m + "_lcb95", c.metrics.get(m, float("-inf"))) for m in gated)
+
+
+def _fastest(pool: list[Candidate], gated: tuple[str, ...] = ()) -> Candidate:
+    best = min(pool, key=lambda c: (c.latency_ms, c.name))
+    tied = [c for c in pool if _gap(c, best) <= noise(c, best)]
+    return min(tied, key=lambda c: (tuple(-v for v in _accuracy(c, gated)), c.size_bytes, c.name))
+
+
+def ineligible(c: Candidate, fp32: Candidate | None, *, timed_here: bool = True) -> str:
+    """Why an automatic strategy will not pick ``c`` ("" when it may). Speed is only weighed when
+    ``timed_here`` (latency measured on the target's own architecture)."""
+    if c.requires_cpu:
+        return (f"tuned for {'+'.join(c.requires_cpu)}, which the target CPU may lack (parity and speed "
+                "measured here need not hold there): not chosen automatically")
+    if (timed_here and c.one_row_per_run and fp32 is not None and c.batch_latency_ms > 0 and fp32.batch_latency_ms > 0
+            and c.batch_latency_ms > fp32.batch_latency_ms):
+        return (f"rows depend on batch-mates; run one row per call a batch of 8 takes {c.batch_latency_ms:.2f} ms "
+                f"vs fp32 {fp32.batch_latency_ms:.2f} ms: not worth it")
+    return ""
 
 
 def choose(candidates: list[Candidate], strategy: str, *, requested: str, timed_here: bool,
-           preference: tuple[str, ...] = ()) -> Choice:
+           preference: tuple[str, ...] = (), gated: tuple[str, ...] = ()) -> Choice:
     """Pick per ``strategy``. ``timed_here`` is False when latency was not measured on the target's hardware:
-    then the first passing candidate in ``preference`` order wins and the reason says why."""
+    then the first passing candidate in ``preference`` order wins and the reason says why. ``gated``
+    names the metrics that decide which of several tied candidates is the more accurate."""
     strategy = parse_strategy(strategy)
     by_name = {c.name: c for c in candidates}
     if strategy.startswith("fixed:"):
@@ -55,29 +101,34 @@ def choose(candidates: list[Candidate], strategy: str, *, requested: str, timed_
             raise ExportError(f"strategy {strategy}: no candidate {name!r} was built",
                               hint="candidates: " + ", ".join(by_name))
         c = by_name[name]
-        return Choice(name, f"fixed by strategy{'' if c.passed else ' (fails the parity gate)'}", False, c.passed)
-    passing = [c for c in candidates if c.passed]
+        caveat = f"; {ineligible(c, by_name.get(FP32)).split(':')[0]}" if ineligible(c, by_name.get(FP32)) else ""
+        return Choice(name, f"fixed by strategy{'' if c.passed else ' (fails the parity gate)'}{caveat}", False,
+                      c.passed)
+    passing = [c for c in candidates if c.passed and not ineligible(c, by_name.get(FP32), timed_here=timed_here)]
     quantized = [c for c in passing if c.name != FP32]
     if not passing:
         return Choice(FP32, "no candidate passes the parity gate", requested != "none", False)
     if requested != "none" and not quantized:
         return Choice(FP32, f"fell back to fp32: no {requested} candidate passes the parity gate", True, True)
     if not timed_here:
-        pick = next(by_name[n] for n in preference if n in by_name and by_name[n].passed)
+        pick = next(c for n in preference for c in passing if c.name == n)
         return Choice(pick.name, f"latency cannot be measured for the target architecture on this "
                       f"{host_architecture()} host; first passing candidate in preset order "
                       f"({', '.join(preference)}); others were checked for parity only", False, True)
     if strategy == "smallest-passing":
         pick = min(passing, key=lambda c: (c.size_bytes, c.latency_ms, c.name))
         return Choice(pick.name, f"smallest passing candidate ({pick.size_bytes} bytes)", False, True)
-    pick = _fastest(passing)
-    fastest = min(passing, key=lambda c: c.latency_ms)
-    tie = "" if pick is fastest else f"; within {TIE_FRACTION:.0%} of {fastest.name}, smaller file wins"
+    pick = _fastest(passing, gated)
+    fastest = min(passing, key=lambda c: (c.latency_ms, c.name))
+    tie = "" if pick is fastest else (f"; tied with {fastest.name} ({fastest.latency_ms:.3f} ms) within the timing "
+                                      f"noise ({noise(pick, fastest):.3f} ms), the more accurate wins")
     fp32 = by_name.get(FP32)
     speed = f", {fp32.latency_ms / pick.latency_ms:.2f}x fp32" if fp32 and pick.latency_ms > 0 else ""
     if pick.name == FP32 and requested != "none":
         return Choice(FP32, f"fp32 is the fastest passing candidate: no {requested} candidate beat it{tie}", False, True)
-    return Choice(pick.name, f"fastest passing candidate ({pick.latency_ms:.3f} ms at batch 1{speed}{tie})", False, True)
+    rows = "; served one row per call (rows depend on batch-mates)" if pick.one_row_per_run else ""
+    return Choice(pick.name, f"fastest passing candidate ({pick.latency_ms:.3f} ± {pick.latency_spread_ms:.3f} ms "
+                  f"at batch 1{speed}{tie}){rows}", False, True)
 
 
-__all__ = ["Choice", "STRATEGIES", "TIE_FRACTION", "choose", "host_architecture", "parse_strategy"]
+__all__ = ["Choice", "STRATEGIES", "TIE_FRACTION", "choose", "host_architecture", "ineligible", "noise", "parse_strategy"]

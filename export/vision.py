@@ -118,6 +118,7 @@ class ImageSample:
     name: str
     data: bytes  # encoded PNG/JPEG bytes, decoded by the runtime's code
     label: str | None = None  # expected label, for accuracy
+    kind: str = "image"  # the class it is reported under (built-in synthetic images, or the user's)
 
 
 def _encode(array: np.ndarray | Any, fmt: str = "PNG", mode: str | None = None) -> bytes:
@@ -277,19 +278,29 @@ def compare(task: str, runtime: RuntimeConfig, samples: list[ImageSample], encod
             reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict[str, float]:
     """Label agreement and probability drift (over ZERO_SHOT_TEXTS for two-tower models, whose first
     output is the image x text logits): an image classifier's answers are text-classification's."""
-    from . import parity
+    from functions.tasks import parity_module
 
-    return parity.compare(TEXT_CLASSIFICATION, runtime, samples, encoded, reference, candidate)
+    columns = parity_module(TEXT_CLASSIFICATION).parity_metrics(runtime, samples, [None] * len(encoded),
+                                                                 reference, candidate)
+    metrics = {"agreement": float(np.mean(columns["agreement"])), "max_prob_gap": float(np.max(columns["prob_gap"]))}
+    correct = columns["correct"][~np.isnan(columns["correct"])]
+    if correct.size:
+        metrics["accuracy"] = float(np.mean(correct))
+    return metrics
 
 
 def gate(task: str, metrics: dict[str, float], thresholds: dict[str, float]) -> bool:
     return all(metrics.get(m, float("-inf")) >= thresholds[m] for m in GATED[task] if m in thresholds)
 
 
+def gated(task: str) -> tuple[str, ...]:
+    return GATED[task]
+
+
 def gate_thresholds(task: str, thresholds: dict[str, Any]) -> dict[str, float]:
     return {m: float(thresholds[m]) for m in GATED[task] if m in thresholds}
 
 
-__all__ = ["GATED", "SUPPORTED", "Encoded", "ImageSample", "builtin_samples", "compare", "copy_preprocessor",
+__all__ = ["GATED", "gated", "SUPPORTED", "Encoded", "ImageSample", "builtin_samples", "compare", "copy_preprocessor",
            "encode", "gate", "gate_thresholds", "gather_samples", "image_processing", "is_image_task",
            "load_eval_file", "run_torch"]

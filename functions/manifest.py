@@ -96,6 +96,9 @@ class RuntimeConfig:
     chat_template: str = ""
     # image tasks: the image processor's steps (None for text models, which ship tokenizer.json).
     image: ImageProcessing | None = None
+    # Run a batch one row per session.run: set by export for graphs whose rows depend on their
+    # batch-mates (dynamic int8 scales activations per batch), so an input's answer never does.
+    one_row_per_run: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RuntimeConfig":
@@ -119,6 +122,12 @@ class Candidate:
     metrics: dict[str, float]
     passed: bool
     note: str = ""
+    latency_spread_ms: float = 0.0  # interquartile range of the timing rounds at batch 1
+    latency_rounds_ms: tuple[float, ...] = ()  # each round's per-call time, rounds interleaved across candidates
+    batch_latency_ms: float = 0.0  # one batch of 8 mixed-length inputs, run as it would be served
+    one_row_per_run: bool = False  # rows depend on batch-mates: served one row per session.run
+    requires_cpu: tuple[str, ...] = ()  # instruction sets its numerics (and measured parity) assume
+    worst: tuple[dict, ...] = ()  # the inputs furthest from the original: {"text", "kind", "score"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Candidate":
@@ -129,6 +138,12 @@ class Candidate:
             metrics={k: float(v) for k, v in data.get("metrics", {}).items()},
             passed=bool(data["passed"]),
             note=data.get("note", ""),
+            latency_spread_ms=float(data.get("latency_spread_ms", 0.0)),
+            latency_rounds_ms=tuple(float(x) for x in data.get("latency_rounds_ms", ())),
+            batch_latency_ms=float(data.get("batch_latency_ms", 0.0)),
+            one_row_per_run=bool(data.get("one_row_per_run", False)),
+            requires_cpu=tuple(data.get("requires_cpu", ())),
+            worst=tuple(dict(w) for w in data.get("worst", ())),
         )
 
 
@@ -139,6 +154,9 @@ class Quantization:
     reason: str
     strategy: str = "fastest-passing"
     candidates: tuple[Candidate, ...] = ()
+    # The build host's CPU features that int8 kernels depend on (from /proc/cpuinfo flags), since
+    # the latencies above were measured there.
+    host_cpu_features: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Quantization":
@@ -148,6 +166,7 @@ class Quantization:
             reason=data.get("reason", ""),
             strategy=data.get("strategy", "fastest-passing"),
             candidates=tuple(Candidate.from_dict(c) for c in data.get("candidates", ())),
+            host_cpu_features=tuple(data.get("host_cpu_features", ())),
         )
 
 
@@ -164,6 +183,8 @@ class Parity:
     # The ONNX Runtime execution provider the gate ran the bundle on: CUDA for a gpu bundle exported
     # on a machine with a GPU, else CPU (manifests before this field were all gated on CPU).
     provider: str = "CPUExecutionProvider"
+    classes: dict[str, int] = field(default_factory=dict)  # samples per class ("short", "cjk", "user", ...)
+    worst: tuple[dict, ...] = ()  # the chosen candidate's worst inputs: {"text", "kind", "score"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Parity":
@@ -175,6 +196,8 @@ class Parity:
             allowed_drift=bool(data.get("allowed_drift", False)),
             reference=data.get("reference", "pytorch"),
             provider=data.get("provider", "CPUExecutionProvider"),
+            classes={k: int(v) for k, v in data.get("classes", {}).items()},
+            worst=tuple(dict(w) for w in data.get("worst", ())),
         )
 
 

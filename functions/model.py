@@ -52,6 +52,36 @@ def session_options(threads: int, *, cpu_mem_arena: bool = CPU_MEM_ARENA,
 MAX_CHARS_PER_TOKEN = 32
 
 
+def sequence_outputs(session) -> list[bool]:
+    """For each graph output, whether its axis 1 is the token axis (a symbolic dimension, not a fixed size)."""
+    return [len(o.shape) >= 2 and not isinstance(o.shape[1], int) for o in session.get_outputs()]
+
+
+def run_rows(session, output_names: list[str], feed: dict[str, np.ndarray], token_axis: list[bool]) -> list[np.ndarray]:
+    """Run a padded batch one row per call, each row cut to its own length, and re-pad the outputs.
+
+    For graphs whose answer for a row depends on the other rows (dynamic int8 quantization scales
+    activations over the whole batch, padding included): each row then gets exactly its batch-1 answer.
+    """
+    count, width = next(iter(feed.values())).shape[:2]
+    mask = feed.get("attention_mask")  # the runtime pads on the right: a row's length is its mask's sum
+    lengths = mask.sum(axis=1) if mask is not None else np.full(count, width)
+    rows = []
+    for i, length in enumerate(lengths.tolist()):
+        length = max(int(length), 1)
+        rows.append(session.run(output_names, {n: v[i:i + 1, :length] for n, v in feed.items()}))
+    outputs = []
+    for j, is_tokens in enumerate(token_axis):
+        parts = [r[j] for r in rows]
+        if is_tokens:
+            padded = np.zeros((len(parts), width) + parts[0].shape[2:], dtype=parts[0].dtype)
+            for i, part in enumerate(parts):
+                padded[i, :part.shape[1]] = part[0]
+            parts = [padded]
+        outputs.append(np.concatenate(parts))
+    return outputs
+
+
 @dataclass(frozen=True)
 class Limits:
     max_batch: int
@@ -104,6 +134,10 @@ class LoadedModel:
         self.input_dtypes = {n: _DTYPES.get(graph_inputs[n].type, np.int64) for n in self.manifest.inputs}
         self.token_dtypes = {n: d for n, d in self.input_dtypes.items() if n in _TOKEN_INPUTS}
         self.output_names = list(self.manifest.outputs)
+        # Bundles whose rows depend on their batch-mates (export measured it) run one row per call.
+        self.one_row_per_run = bool(getattr(runtime, "one_row_per_run", False))
+        axes = dict(zip([o.name for o in self.session.get_outputs()], sequence_outputs(self.session)))
+        self._token_axis = [axes.get(n, False) for n in self.output_names]
         self.tokenizer = self._load_tokenizer(root / TOKENIZER_FILE, self.limits.max_tokens) if text else None
         # Question answering reconfigures truncation (stride, only_second) per request; a separate
         # tokenizer and a lock keep that from leaking into concurrent plain encodes.
@@ -190,7 +224,11 @@ class LoadedModel:
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The named outputs; RuntimeError (a server fault, 500) if any float output is not finite."""
-        outputs = self._run_bound(feed) if self._io_binding else self.session.run(self.output_names, feed)
+        rows = len(next(iter(feed.values()))) if feed else 0
+        if self.one_row_per_run and rows > 1:
+            outputs = run_rows(self.session, self.output_names, feed, self._token_axis)
+        else:
+            outputs = self._run_bound(feed) if self._io_binding else self.session.run(self.output_names, feed)
         for array in outputs:
             # One reduction: NaN/inf propagate through the sum. Answering them would put null
             # (orjson) or invalid JSON on the wire instead of reporting the model fault.

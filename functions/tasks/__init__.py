@@ -138,6 +138,13 @@ def get_task(name: str) -> Task:
     return TASKS[resolve_task(name)]
 
 
-__all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "resolve_task", "task_names", "chunked_feeds",
-           "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE", "TEXT", "QUESTION_CONTEXT",
-           "TEXT_OR_PAIR", "IMAGE"]
+def parity_module(name: str):
+    """The task's module: its PARITY_* declarations, parity_samples() and parity_metrics() (used by export)."""
+    import sys
+
+    return sys.modules[get_task(name).postprocess.__module__]
+
+
+__all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "resolve_task", "task_names", "parity_module",
+           "chunked_feeds", "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE", "TEXT",
+           "QUESTION_CONTEXT", "TEXT_OR_PAIR", "IMAGE"]

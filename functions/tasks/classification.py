@@ -79,3 +79,38 @@ def _shape(results: list, single: bool, params: dict):
     if single and params["top_k"] is MISSING:
         return results
     return results[0] if single else results
+
+
+# -- parity: how export compares a candidate graph with the original (functions/tasks/parity.py) ---------
+
+PARITY_METRICS = {"agreement": ("agreement", "mean"), "max_prob_gap": ("prob_gap", "max"),
+                  "accuracy": ("correct", "mean")}
+PARITY_GATED = ("agreement",)
+PARITY_SCORE = "score"
+
+
+def parity_samples(split: str = "eval") -> list:
+    """The built-in texts plus sentiment texts with gold labels. Labels score ``accuracy`` only for
+    models whose labels are named positive/negative; otherwise the original model's own answers are
+    the labels (``agreement``)."""
+    from .parity import sentiment_samples, text_samples
+
+    return text_samples(split) + sentiment_samples(split)
+
+
+def parity_metrics(runtime, samples: list, encodings: list, reference: list, candidate: list) -> dict:
+    """Per sample: same top label (multi-label: same label set), largest probability gap, gold correctness."""
+    names = {label.lower(): i for i, label in enumerate(runtime.labels)}
+    agree, gaps, correct = [], [], []
+    for sample, ref, cand in zip(samples, reference, candidate):
+        f = sigmoid if runtime.multi_label else softmax
+        p, q = f(ref[0][0].astype(np.float64)), f(cand[0][0].astype(np.float64))
+        chosen = set(np.flatnonzero(q > 0.5)) if runtime.multi_label else {int(np.argmax(q))}
+        agree.append(float(np.array_equal(p > 0.5, q > 0.5) if runtime.multi_label
+                           else int(np.argmax(p)) == int(np.argmax(q))))
+        gaps.append(float(np.max(np.abs(p - q))))
+        gold = names.get((sample.label or "").lower())
+        correct.append(float(gold in chosen) if gold is not None else np.nan)
+    agree_arr, gap_arr = np.asarray(agree), np.asarray(gaps)
+    return {"agreement": agree_arr, "prob_gap": gap_arr, "correct": np.asarray(correct),
+            "score": agree_arr - gap_arr}

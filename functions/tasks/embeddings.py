@@ -91,3 +91,31 @@ def _rows(model, outputs: list[dict]):
         hidden = out[model.output_names[0]]
         for row in range(hidden.shape[0]):
             yield row, hidden
+
+
+# -- parity: how export compares a candidate graph with the original (functions/tasks/parity.py) ---------
+
+PARITY_METRICS = {"mean_cosine": ("cosine", "mean"), "min_cosine": ("cosine", "min")}
+PARITY_GATED = ("mean_cosine", "min_cosine")
+PARITY_SCORE = "cosine"  # per-sample column the worst inputs are ranked by (lowest first)
+
+
+def parity_samples(split: str = "eval") -> list:
+    """The built-in texts (functions.tasks.parity.text_samples)."""
+    from .parity import text_samples
+
+    return text_samples(split)
+
+
+def parity_metrics(runtime, samples: list, encodings: list, reference: list, candidate: list) -> dict:
+    """Per-sample cosine of the sentence vectors a caller gets (pooled as the bundle's runtime config says)."""
+    from .parity import cosine_rows
+
+    def vector(hidden: np.ndarray, enc) -> np.ndarray:
+        if hidden.ndim == 2:  # the graph pools itself
+            return hidden[0]
+        return pool(hidden, np.asarray([enc.attention_mask]), runtime.pooling)[0]
+
+    ref = np.stack([vector(r[0], e) for r, e in zip(reference, encodings)])
+    cand = np.stack([vector(c[0], e) for c, e in zip(candidate, encodings)])
+    return {"cosine": cosine_rows(ref, cand)}

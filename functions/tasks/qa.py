@@ -145,3 +145,46 @@ def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) ->
         n = len(enc.ids)
         per_item[owner].append((enc, s[:n], e[:n]))
     return [answers_for(context, per_item[i], params) for i, (_, context) in enumerate(items)]
+
+
+# -- parity: how export compares a candidate graph with the original (functions/tasks/parity.py) ---------
+
+PARITY_METRICS = {"agreement": ("agreement", "mean"), "accuracy": ("correct", "mean")}
+PARITY_GATED = ("agreement",)
+PARITY_SCORE = "agreement"
+PARITY_MAX_ANSWER_TOKENS = 15  # the default max_answer_len above
+
+
+def parity_samples(split: str = "eval") -> list:
+    """Generated question/context pairs whose answer is known (``label``), plus odd ones without."""
+    from .parity import qa_samples
+
+    return qa_samples(split)
+
+
+def best_span(start: np.ndarray, end: np.ndarray, context: np.ndarray,
+              max_answer_len: int = PARITY_MAX_ANSWER_TOKENS) -> tuple[int, int]:
+    """Highest start+end score over spans inside the context (a boolean mask), at most ``max_answer_len`` tokens."""
+    idx = np.flatnonzero(context)
+    if idx.size == 0:
+        return (-1, -1)
+    scores = start[idx][:, None] + end[idx][None, :]
+    i, j = np.indices(scores.shape)
+    scores = np.where((j >= i) & (j - i < max_answer_len), scores, -np.inf)
+    a, b = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return int(idx[a]), int(idx[b])
+
+
+def parity_metrics(runtime, samples: list, encodings: list, reference: list, candidate: list) -> dict:
+    """Per sample: the same best answer span as the original; ``correct`` where a gold answer is known."""
+    exact, correct = [], []
+    for sample, enc, ref, cand in zip(samples, encodings, reference, candidate):
+        context = np.asarray([s == 1 for s in enc.sequence_ids])
+        span = best_span(cand[0][0], cand[1][0], context)
+        exact.append(float(best_span(ref[0][0], ref[1][0], context) == span))
+        if sample.label is None or span[0] < 0:
+            correct.append(np.nan if sample.label is None else 0.0)
+            continue
+        text = (sample.pair or "")[enc.offsets[span[0]][0]:enc.offsets[span[1]][1]]
+        correct.append(float(text.strip(" .,?!") == sample.label))
+    return {"agreement": np.asarray(exact), "correct": np.asarray(correct)}

@@ -128,3 +128,30 @@ def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) ->
     return [entities_for(model, text, enc, row[:len(enc.ids)], params["aggregation_strategy"],
                          params["ignore_labels"])
             for text, enc, row in zip(prepared.extra, prepared.encodings, logits)]
+
+
+# -- parity: how export compares a candidate graph with the original (functions/tasks/parity.py) ---------
+
+PARITY_METRICS = {"agreement": ("agreement", "mean")}
+PARITY_GATED = ("agreement",)
+PARITY_SCORE = "agreement"
+
+
+def parity_samples(split: str = "eval") -> list:
+    """The built-in texts plus entity-dense sentences; tags are the original model's own (no gold tags)."""
+    from .parity import entity_samples, text_samples
+
+    return text_samples(split) + entity_samples(split)
+
+
+def parity_metrics(runtime, samples: list, encodings: list, reference: list, candidate: list) -> dict:
+    """Per sample: the share of its (non-special) tokens tagged as the original tags them; ``weight``
+    is the token count, so the mean is over tokens."""
+    agree, weight = [], []
+    for enc, ref, cand in zip(encodings, reference, candidate):
+        keep = np.asarray(enc.special_tokens_mask) == 0
+        total = int(keep.sum())
+        same = int((ref[0][0].argmax(-1)[keep] == cand[0][0].argmax(-1)[keep]).sum())
+        agree.append(same / total if total else 1.0)
+        weight.append(float(max(total, 1)))
+    return {"agreement": np.asarray(agree), "weight": np.asarray(weight)}

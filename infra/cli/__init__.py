@@ -15,6 +15,7 @@ from functions.errors import ModelfnError
 # module -> it defines register(subparsers); each subparser sets `func(args) -> int`.
 _COMMAND_MODULES = (
     "infra.cli.export_cmd",
+    "infra.cli.eval_cmd",
     "infra.cli.registry_cmd",
     "infra.cli.build_cmd",
     "infra.cli.quickstart_cmd",

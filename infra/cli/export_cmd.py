@@ -151,13 +151,20 @@ def summary(manifest, out: Path, timings: dict[str, float]) -> str:
         lines.append(f"size      fp32 {human_size(fp32.size_bytes)} -> {q.chosen} {human_size(chosen.size_bytes)}"
                      f" ({ratio:.1f}x smaller)")
         if chosen.latency_ms > 0 and fp32.latency_ms > 0:
-            lines.append(f"latency   {chosen.latency_ms:.2f} ms per call at batch 1 "
-                         f"(fp32 {fp32.latency_ms:.2f} ms, {fp32.latency_ms / chosen.latency_ms:.2f}x)")
+            lines.append(f"latency   {chosen.latency_ms:.2f} ± {chosen.latency_spread_ms:.2f} ms per call at batch 1 "
+                         f"(fp32 {fp32.latency_ms:.2f} ± {fp32.latency_spread_ms:.2f} ms, "
+                         f"{fp32.latency_ms / chosen.latency_ms:.2f}x); batch of 8 {chosen.batch_latency_ms:.2f} ms "
+                         f"(fp32 {fp32.batch_latency_ms:.2f} ms)"
+                         + (", one row per call" if chosen.one_row_per_run else ""))
     gate = "  ".join(f"{m} {v:.4f}" + (f" (>= {p.thresholds[m]:g})" if m in p.thresholds else "")
                      for m, v in sorted(p.metrics.items()))
     verdict = "PASS" if p.passed else "DRIFT ALLOWED" if p.allowed_drift else "FAIL"
     lines.append(f"parity    {gate}  {verdict} on {p.samples} samples vs {p.reference}")
+    if p.classes:
+        lines.append("samples   " + ", ".join(f"{k} {v}" for k, v in p.classes.items()))
     lines.append(f"chosen    {q.chosen}: {q.reason}")
+    if q.host_cpu_features:
+        lines.append(f"host      measured on a CPU with {' '.join(q.host_cpu_features)}")
     lines.append(f"time      {sum(timings.values()):.1f}s (" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()) + ")")
     lines.append("")
     lines.append(candidates_table(q.candidates, chosen=q.chosen, thresholds=p.thresholds))

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from export.search import ineligible
 from functions.manifest import Manifest, read_manifest, verify_bundle
 from infra.cli import main
 
@@ -49,7 +50,9 @@ def test_export_with_flags_prints_summary_with_the_chosen_candidate(tiny_model_d
     manifest = read_manifest(out_dir)
     assert manifest.quantization.strategy == "smallest-passing"
     assert "int8-static-qdq" not in {c.name for c in manifest.quantization.candidates}  # search off: base preset
-    passing = [c for c in manifest.quantization.candidates if c.passed]
+    table = manifest.quantization.candidates
+    fp32 = next(c for c in table if c.name == "fp32")
+    passing = [c for c in table if c.passed and not ineligible(c, fp32)]  # VNNI-tuned ones are never automatic
     assert manifest.quantization.chosen == min(passing, key=lambda c: (c.size_bytes, c.latency_ms, c.name)).name
     marked = [line for line in out.splitlines() if line.startswith("*")]
     assert len(marked) == 1 and manifest.quantization.chosen in marked[0]
@@ -73,7 +76,8 @@ def test_eval_file_texts_and_labels_join_the_parity_set(tiny_model_dir, tiny_bun
     assert code == 0, capsys.readouterr().err
     parity = read_manifest(out).parity
     assert parity.samples == builtin.samples + len(rows)
-    assert "accuracy" in parity.metrics and "accuracy" not in builtin.metrics
+    assert parity.classes["user"] == len(rows) and "user" not in builtin.classes
+    assert "accuracy" in parity.metrics  # the built-in sentiment texts carry gold labels too
     assert 0.0 <= parity.metrics["accuracy"] <= 1.0 and parity.metrics["agreement"] >= 0.99
 
 

@@ -45,7 +45,7 @@ def test_greedy_exclusion_keeps_the_sensitive_group_in_fp32(sensitive_model, tmp
     plain = [c for n, c in table.items() if n.startswith("int8-") and "mixed" not in n]
     assert plain and not any(c.passed for c in plain)  # every whole-graph int8 scheme breaks this model
     mixed = [c for n, c in table.items() if "mixed" in n]
-    assert mixed and mixed[0].note == "fp32 groups: L1.ffn-in" and mixed[0].passed
+    assert mixed and mixed[0].note.startswith("fp32 groups: L1.ffn-in") and mixed[0].passed
     assert manifest.quantization.chosen == mixed[0].name  # smaller than fp32, and it passes
     ranking = next(e.message for e in events if e.message.startswith("search: most sensitive"))
     assert ranking.split("most sensitive ")[1].startswith("L1.ffn-in ")

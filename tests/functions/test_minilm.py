@@ -38,3 +38,26 @@ def test_minilm_matches_sentence_transformers(minilm_bundle):
     pair = np.array(client.post("/models/minilm/predict", json={"inputs": SENTENCES[:2]}).json())
     expected = pair[:, :128] / np.linalg.norm(pair[:, :128], axis=1, keepdims=True)
     np.testing.assert_allclose(short, expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_minilm_answers_an_input_alike_alone_and_in_mixed_batches(minilm_bundle, load_handler):
+    """The issue's case: "ok" alone, next to one other short text, next to seven sentences."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from functions.app import create_app
+    from tests.functions.conftest import call
+    from tests.functions.eventfiles import make_event
+
+    batches = [["ok"], ["ok", "thanks"], ["ok"] + SENTENCES + ["Where is the station?", "I lost my keys again."]]
+    client = TestClient(create_app(minilm_bundle, max_tokens=256))
+    handler = load_handler(minilm_bundle, MODELFN_MAX_TOKENS="256").handler
+    for ask in (lambda b: client.post("/models/minilm/predict", json={"inputs": b}).json(),
+                lambda b: call(handler, make_event("POST", "/models/minilm/predict", {"inputs": b}))[1],
+                lambda b: [d["embedding"] for d in client.post("/v1/embeddings", json={"input": b}).json()["data"]]):
+        vectors = [np.asarray(ask(b)[0]) for b in batches]
+        for v in vectors[1:]:
+            cosine = float(v @ vectors[0] / (np.linalg.norm(v) * np.linalg.norm(vectors[0])))
+            assert cosine >= 0.9999, (cosine, json.dumps(batches))
