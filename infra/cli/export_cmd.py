@@ -154,7 +154,10 @@ def summary(manifest, out: Path, timings: dict[str, float]) -> str:
         ratio = fp32.size_bytes / chosen.size_bytes if chosen.size_bytes else 0
         lines.append(f"size      fp32 {human_size(fp32.size_bytes)} -> {q.chosen} {human_size(chosen.size_bytes)}"
                      f" ({ratio:.1f}x smaller)")
-        if chosen.latency_ms > 0 and fp32.latency_ms > 0:
+        if chosen.latency_ms > 0 and fp32.latency_ms > 0 and manifest.task == "text-generation":
+            lines.append(f"decode    {1000 / chosen.latency_ms:.1f} tokens/s greedy "
+                         f"(fp32 {1000 / fp32.latency_ms:.1f} tokens/s, {fp32.latency_ms / chosen.latency_ms:.2f}x)")
+        elif chosen.latency_ms > 0 and fp32.latency_ms > 0:
             lines.append(f"latency   {chosen.latency_ms:.2f} ms per call at batch 1 "
                          f"(fp32 {fp32.latency_ms:.2f} ms, {fp32.latency_ms / chosen.latency_ms:.2f}x)")
     gate = "  ".join(f"{m} {v:.4f}" + (f" (>= {p.thresholds[m]:g})" if m in p.thresholds else "")
