@@ -58,7 +58,7 @@ import sys, time
 t0 = float(sys.argv[1])
 import torch, transformers
 torch.set_num_threads(%d)
-model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[2], torch_dtype=torch.float32).eval()
+model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32).eval()
 tokenizer = transformers.AutoTokenizer.from_pretrained(sys.argv[2])
 ids = tokenizer(sys.argv[3], add_special_tokens=False, return_tensors="pt").input_ids
 with torch.inference_mode():
@@ -143,7 +143,7 @@ def main() -> int:
     prompts = [tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
 
     genai = _genai_model(bundle)
-    reference = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), torch_dtype=torch.float32).eval()
+    reference = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
     _genai_run(genai, prompts[0]), _torch_run(reference, prompts[0])  # warm-up
     runs = {"bundle": [], "transformers": []}
     for _ in range(ROUNDS):

@@ -51,7 +51,7 @@ def torch_reference(hf_dir: Path, prompt_ids: list[list[int]], *, eos_ids: tuple
     if threads:
         torch.set_num_threads(threads)
     with quiet():
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), torch_dtype=torch.float32).eval()
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
     continuations, log_probs = [], []
     with torch.inference_mode(), quiet():
         for ids in prompt_ids:

