@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.errors import ExportError, ParityGateError, SourceError
+from export.errors import ExportError, SourceError
 from export.exporter import export_bundle
 from export.generation import candidates
 from export.generation.source import inspect_generation_source, locate
