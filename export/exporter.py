@@ -18,7 +18,7 @@ from pathlib import Path
 from functions.manifest import (MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, Candidate, Manifest, Parity,
                                 Quantization, describe_files)
 from functions.spec import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TARGETS
-from functions.tasknames import resolve_task
+from functions.tasknames import TEXT_GENERATION, resolve_task
 
 from . import candidates as registry
 from . import convert, measure, mixed, parity, vision
@@ -35,12 +35,12 @@ DEFAULT_THREADS = 2  # what a 2048 MB Lambda function gets
 
 
 def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str | None = None,
-                  target: str = "lambda", architecture: str = "x86_64", quantization: str = "int8",
+                  target: str = "lambda", architecture: str = "x86_64", quantization: str | None = None,
                   thresholds: dict[str, float] | None = None, eval_file: str | Path | None = None,
-                  allow_drift: bool = False, strategy: str = "fastest-passing", max_tokens: int | None = None,
+                  allow_drift: bool = False, strategy: str | None = None, max_tokens: int | None = None,
                   progress: Progress | None = None, overwrite: bool = False, threads: int | None = None,
                   opset: int = convert.DEFAULT_OPSET, latency_budget_s: float = 20.0,
-                  search_budget_s: float = 90.0) -> Manifest:
+                  search_budget_s: float = 90.0, context_length: int | None = None) -> Manifest:
     """Export ``source`` for ``task`` into the bundle directory ``out`` and return its manifest.
 
     Raises an ExportError subclass (one line) on bad input, ParityGateError (exit 3, with the
@@ -48,14 +48,26 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
     receives export.progress.ProgressEvent objects. With ``quantization="int8"`` and
     ``search_budget_s > 0`` the preset is widened (per-tensor, other weight-only blocks, static
     QDQ) and mixed precision is searched when a dynamic int8 candidate fails the gate.
+    ``quantization`` and ``strategy`` default per task: int8 and fastest-passing for encoders.
+    text-generation goes to export.generation (``context_length`` caps its KV cache; ``max_tokens``
+    and the search budget do not apply there).
     """
     task = resolve_task(task)
     _check_choice("target", target, TARGETS)
     _check_choice("architecture", architecture, ARCHITECTURES)
-    _check_choice("quantization", quantization, QUANTIZATIONS)
+    if task == TEXT_GENERATION:
+        from .generation import export_generation
+
+        return export_generation(source, out, name=name, target=target, architecture=architecture,
+                                 quantization=quantization, thresholds=thresholds, eval_file=eval_file,
+                                 allow_drift=allow_drift, strategy=strategy, progress=progress, overwrite=overwrite,
+                                 threads=threads or min(DEFAULT_THREADS, os.cpu_count() or 1),
+                                 context_length=context_length)
+    quantization = quantization or "int8"
+    _check_choice("quantization", quantization, tuple(q for q in QUANTIZATIONS if q != "int4"))
     if target == "gpu" and architecture != "x86_64":
         raise ExportError("the gpu target runs on x86_64 only", hint="drop --architecture arm64 for gpu models")
-    strategy = parse_strategy(strategy)
+    strategy = parse_strategy(strategy or "fastest-passing")
     checks = checks_for(task)  # export/vision.py for image tasks, export/parity.py + samples.py for text
     gate = checks.gate_thresholds(task, _merge_thresholds(thresholds))
     out = Path(out).expanduser().absolute()
@@ -115,7 +127,8 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             tracker.warn("validate", choice.reason)
         chosen = next(c for c in table if c.name == choice.name)
         with tracker.step("write", str(out)):
-            manifest = _write(out, overwrite, rows[choice.name]["path"], companions, tracker, dict(
+            files = {MODEL_FILE: rows[choice.name]["path"], **{c.name: c for c in companions}}
+            manifest = write_bundle(out, overwrite, files, tracker, dict(
                 name=name or out.name, task=task, architecture=architecture, target=target,
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
                                           strategy=strategy, candidates=tuple(table),
@@ -243,9 +256,12 @@ def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s
             for c in table]
 
 
-def _write(out: Path, overwrite: bool, model: Path, companions: list[Path], tracker: Tracker,
-           fields: dict) -> Manifest:
-    """Stage the bundle beside ``out`` and rename it into place; on any failure remove the stage."""
+def write_bundle(out: Path, overwrite: bool, files: dict[str, Path], tracker: Tracker, fields: dict,
+                 graph: tuple[tuple[str, ...], tuple[str, ...], int] | None = None) -> Manifest:
+    """Copy ``files`` (bundle name -> path) into a stage beside ``out``, add the manifest, rename it into place.
+
+    ``graph`` is (inputs, outputs, opset) when the caller knows them; otherwise they are read from
+    model.onnx. On any failure the stage is removed and ``out`` is left as it was."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -253,10 +269,9 @@ def _write(out: Path, overwrite: bool, model: Path, companions: list[Path], trac
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     old = None
     try:
-        shutil.copyfile(model, stage / MODEL_FILE)
-        for companion in companions:  # tokenizer.json and/or an image model's preprocessor_config.json
-            shutil.copyfile(companion, stage / companion.name)
-        inputs, outputs, opset = convert.graph_io(stage / MODEL_FILE)
+        for name, path in files.items():
+            shutil.copyfile(path, stage / name)
+        inputs, outputs, opset = graph or convert.graph_io(stage / MODEL_FILE)
         manifest = Manifest(inputs=inputs, outputs=outputs, opset=opset, files=describe_files(stage),
                             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields)
         manifest.write(stage)
@@ -287,4 +302,4 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-__all__ = ["export_bundle", "tool_versions"]
+__all__ = ["export_bundle", "tool_versions", "write_bundle"]

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownTaskError
-from .tasknames import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, QUESTION_ANSWERING, resolve_task
+from .tasknames import (FEATURE_EXTRACTION, QUESTION_ANSWERING, TEXT_CLASSIFICATION, TEXT_GENERATION,
+                        TOKEN_CLASSIFICATION, resolve_task)
 
 DEFAULT_MODELS_FILE = "models.yaml"
 DEFAULT_REGISTRY = "./.modelfn/registry"
@@ -21,7 +22,7 @@ TARGETS = ("lambda", "gpu")
 DEFAULT_INSTANCE_TYPE = "ml.g6.xlarge"
 _GPU_FIELDS = ("instance_type", "min_instances", "max_instances", "target_invocations", "scale_to_zero")
 ARCHITECTURES = ("x86_64", "arm64")
-QUANTIZATIONS = ("int8", "fp16", "none")
+QUANTIZATIONS = ("int8", "int4", "fp16", "none")  # int4: text-generation only
 # fullmatch, not match with "$": "$" also matches before a trailing newline ("m\n" is not a name).
 _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?")
 _ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -32,6 +33,16 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "min_cosine": 0.97,
     "agreement": 0.99,
 }
+# text-generation's gate (export/generation/parity.py): minimums, except max_kl_mean, a maximum of
+# the mean KL divergence (nats). Set between good and bad candidates measured on SmolLM2-135M-Instruct
+# (32 prompts x 32 tokens): int4 block 32 (answers intact) top-1 0.69-0.74, KL 0.41-0.44, greedy 0.18-0.24;
+# int4 block 128 ("Le Grand Jestam" for the capital of France) top-1 0.61, KL 0.71, greedy 0.12; fp32 1.0, 0.0, 0.97.
+GENERATION_THRESHOLDS: dict[str, float] = {
+    "top1_agreement": 0.65,
+    "greedy_match": 0.15,
+    "max_kl_mean": 0.55,
+}
+MAX_CONTEXT_LENGTH = 131072
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class ModelSpec:
     max_instances: int = 2
     target_invocations: int = 100  # per instance per minute, the target tracking goal
     scale_to_zero: bool = False  # opt-in: no instance (and no cost) when idle, minutes to the first answer
+    context_length: int = 0  # text-generation: prompt + new tokens (sizes the KV cache); 0 = the model's own
 
     def source_dir(self) -> Path:
         return resolve_source(self.source, model=self.name)
@@ -75,10 +87,15 @@ class ModelsFile:
 
 
 def resolve_source(source: str, *, model: str = "") -> Path:
-    """A local Hugging Face model directory, or an installed package shipping one (under ``model/``)."""
+    """A local Hugging Face model directory, or an installed package shipping one (under ``model/``).
+
+    For text-generation a ``.gguf`` file, or a package shipping one, is a source too (the path of
+    the file is returned; export converts it)."""
     where = f"model {model!r}: " if model else ""
     path = Path(os.path.expanduser(source))
     if path.exists():
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return path
         if not path.is_dir():
             raise ConfigError(f"{where}source {source} is a file, not a model directory")
         return path
@@ -93,6 +110,9 @@ def resolve_source(source: str, *, model: str = "") -> Path:
             for candidate in (pkg_dir / "model", pkg_dir):
                 if (candidate / "config.json").is_file():
                     return candidate
+            ggufs = sorted(pkg_dir.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ggufs[0]
             raise ConfigError(f"{where}package {source} is installed but ships no model directory")
     raise ConfigError(
         f"{where}source {source!r} is neither a directory nor an installed package",
@@ -134,9 +154,14 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     arch = raw.get("architecture", "x86_64")
     if arch not in ARCHITECTURES:
         raise _field_error(path, name, "architecture", f"must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
-    quant = raw.get("quantization", "int8" if target == "lambda" else "fp16")
+    generation = task == TEXT_GENERATION
+    quant = raw.get("quantization", ("int4" if generation else "int8") if target == "lambda" else "fp16")
     if quant not in QUANTIZATIONS:
         raise _field_error(path, name, "quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {quant!r}")
+    if quant == "int4" and not generation:
+        raise _field_error(path, name, "quantization", f"int4 is for {TEXT_GENERATION}; use int8, fp16 or none")
+    if quant == "int8" and generation:
+        raise _field_error(path, name, "quantization", f"{TEXT_GENERATION} uses int4 (the model builder has no int8)")
     if quant == "fp16" and target != "gpu":
         raise _field_error(path, name, "quantization", "fp16 is for the gpu target; use int8 or none on lambda")
     alias = raw.get("alias", "prod")
@@ -145,17 +170,23 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     truncate = raw.get("truncate", True)
     if not isinstance(truncate, bool):
         raise _field_error(path, name, "truncate", f"must be true or false, got {truncate!r}")
-    parity = dict(DEFAULT_THRESHOLDS)
+    known_thresholds = GENERATION_THRESHOLDS if generation else DEFAULT_THRESHOLDS
+    parity = dict(known_thresholds)
     raw_parity = raw.get("parity", {}) or {}
     if not isinstance(raw_parity, dict):
         raise _field_error(path, name, "parity", "must be a mapping of metric to threshold")
     for metric, value in raw_parity.items():
-        if metric not in DEFAULT_THRESHOLDS:
+        if metric not in known_thresholds:
             raise _field_error(path, name, f"parity.{metric}",
-                               "unknown metric; known: " + ", ".join(DEFAULT_THRESHOLDS))
+                               "unknown metric; known: " + ", ".join(known_thresholds))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise _field_error(path, name, f"parity.{metric}", f"must be a number from 0 to 1, got {value!r}")
         parity[metric] = float(value)
+    context_length = raw.get("context_length", 0)
+    if "context_length" in raw and not generation:
+        raise _field_error(path, name, "context_length", f"applies to {TEXT_GENERATION} only")
+    if context_length != 0:
+        context_length = _int(path, name, "context_length", context_length, 16, MAX_CONTEXT_LENGTH)
     gpu = _gpu_fields(raw, path=path, name=name, target=target, architecture=arch, quantization=quant)
     return ModelSpec(
         name=name,
@@ -172,6 +203,7 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
         alias=alias,
         parity=parity,
         **gpu,
+        context_length=context_length,
     )
 
 
@@ -244,7 +276,8 @@ def load_models_file(path: str | os.PathLike[str] = DEFAULT_MODELS_FILE) -> Mode
 
 
 __all__ = [
-    "ARCHITECTURES", "DEFAULT_INSTANCE_TYPE", "DEFAULT_THRESHOLDS", "ModelSpec", "ModelsFile", "QUANTIZATIONS", "TARGETS",
+    "ARCHITECTURES", "DEFAULT_INSTANCE_TYPE", "DEFAULT_THRESHOLDS", "GENERATION_THRESHOLDS", "ModelSpec", "ModelsFile",
+    "QUANTIZATIONS", "TARGETS",
     "load_models_file", "parse_models_file", "resolve_source",
     "FEATURE_EXTRACTION", "TEXT_CLASSIFICATION", "TOKEN_CLASSIFICATION", "QUESTION_ANSWERING",
 ]

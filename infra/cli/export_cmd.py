@@ -28,20 +28,25 @@ def register(subparsers) -> None:
     p.add_argument("name", nargs="?", metavar="NAME", help="model declared in models.yaml")
     p.add_argument("--models-file", default=defaults.MODELS_FILE, help="default: %(default)s")
     p.add_argument("--out", help="bundle directory (default with NAME: .modelfn/bundles/NAME)")
-    p.add_argument("--source", help="Hugging Face model directory or installed package shipping one")
+    p.add_argument("--source", help="Hugging Face model directory or installed package shipping one "
+                                     "(text-generation: also a .gguf file)")
     p.add_argument("--task", help="feature-extraction, text-classification, token-classification, question-answering, "
-                                   "image-classification, zero-shot-image-classification")
+                                   "text-generation, image-classification, zero-shot-image-classification")
     p.add_argument("--target", choices=TARGETS)
     p.add_argument("--architecture", help="x86_64 or arm64 (the function's Architectures)")
     p.add_argument("--quantization", choices=QUANTIZATIONS)
-    p.add_argument("--strategy", default="fastest-passing",
-                   help="fastest-passing (default), smallest-passing or fixed:CANDIDATE")
+    p.add_argument("--strategy",
+                   help="fastest-passing, smallest-passing or fixed:CANDIDATE (default fastest-passing; "
+                        "text-generation on lambda: smallest-passing)")
     p.add_argument("--parity", action="append", default=[], metavar="METRIC=VALUE",
                    help="gate threshold, e.g. min_cosine=0.98 (repeatable; default models.yaml or built-in)")
     p.add_argument("--search-budget-s", type=float,
                    help="seconds for the int8 quantization search (mixed precision); 0 turns it off (default 90)")
-    p.add_argument("--eval-file", help="JSONL of your own texts: {\"text\", \"label\"} or {\"question\", \"context\"}")
+    p.add_argument("--eval-file", help="JSONL of your own texts: {\"text\", \"label\"} or {\"question\", \"context\"}; "
+                                       "text-generation: {\"prompt\"} (raw text) or {\"chat\"} (a user message)")
     p.add_argument("--max-tokens", type=int, help="truncation length (default: models.yaml or the model's own)")
+    p.add_argument("--context-length", type=int,
+                   help="text-generation: prompt + new tokens (default: models.yaml or the model's own)")
     p.add_argument("--threads", type=int, help="threads for latency measurement (default: the function's vCPUs)")
     p.add_argument("--allow-drift", action="store_true", help="write the bundle even when the parity gate fails")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
@@ -60,7 +65,8 @@ def _settings(args) -> dict:
         settings = dict(source=spec.source_dir(), task=spec.task, out=args.out or defaults.BUNDLES_DIR / spec.name,
                         name=spec.name, target=spec.target, architecture=spec.architecture,
                         quantization=spec.quantization, thresholds=dict(spec.parity), max_tokens=spec.max_tokens,
-                        threads=min(6, max(1, math.ceil(spec.memory_mb / LAMBDA_MB_PER_VCPU))))
+                        threads=min(6, max(1, math.ceil(spec.memory_mb / LAMBDA_MB_PER_VCPU))),
+                        context_length=spec.context_length or None)
     else:
         missing = [flag for flag, value in (("--source", args.source), ("--task", args.task), ("--out", args.out))
                    if not value]
@@ -69,7 +75,7 @@ def _settings(args) -> dict:
         from functions.spec import resolve_source
 
         settings = dict(source=resolve_source(args.source), task=args.task, out=args.out)
-    for key in ("target", "architecture", "quantization", "max_tokens", "threads", "search_budget_s"):
+    for key in ("target", "architecture", "quantization", "max_tokens", "threads", "search_budget_s", "context_length"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if args.parity:
@@ -150,7 +156,10 @@ def summary(manifest, out: Path, timings: dict[str, float]) -> str:
         ratio = fp32.size_bytes / chosen.size_bytes if chosen.size_bytes else 0
         lines.append(f"size      fp32 {human_size(fp32.size_bytes)} -> {q.chosen} {human_size(chosen.size_bytes)}"
                      f" ({ratio:.1f}x smaller)")
-        if chosen.latency_ms > 0 and fp32.latency_ms > 0:
+        if chosen.latency_ms > 0 and fp32.latency_ms > 0 and manifest.task == "text-generation":
+            lines.append(f"decode    {1000 / chosen.latency_ms:.1f} tokens/s greedy "
+                         f"(fp32 {1000 / fp32.latency_ms:.1f} tokens/s, {fp32.latency_ms / chosen.latency_ms:.2f}x)")
+        elif chosen.latency_ms > 0 and fp32.latency_ms > 0:
             lines.append(f"latency   {chosen.latency_ms:.2f} ± {chosen.latency_spread_ms:.2f} ms per call at batch 1 "
                          f"(fp32 {fp32.latency_ms:.2f} ± {fp32.latency_spread_ms:.2f} ms, "
                          f"{fp32.latency_ms / chosen.latency_ms:.2f}x); batch of 8 {chosen.batch_latency_ms:.2f} ms "
