@@ -28,10 +28,14 @@ def sam(cwd: Path, *args: str, timeout: int = 300, env: dict | None = None) -> s
 
 
 def modelfn_build(work: Path, registry: str, python: str, *extra: str) -> None:
-    """`modelfn build` of the default models.yaml into ``work`` (template + contexts), then `sam build`."""
+    """`modelfn build` of the default models.yaml's MiniLM into ``work`` (template + contexts)."""
+    import yaml
+
     from infra.cli import main as modelfn
 
-    shutil.copy(ROOT / "models.yaml", work / "models.yaml")
+    declared = yaml.safe_load((ROOT / "models.yaml").read_text())
+    declared["models"] = [m for m in declared["models"] if m["name"] == "minilm"]
+    (work / "models.yaml").write_text(yaml.safe_dump(declared, sort_keys=False))
     code = modelfn(["build", "--models-file", str(work / "models.yaml"), "--registry", registry,
                     "--out", str(work / ".modelfn" / "build"), "--template", str(work / "template.yaml"),
                     "--python-version", python, "--base-image", BASE_IMAGE,
