@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from functions.tasknames import QUESTION_ANSWERING, TEXT_CLASSIFICATION
 from functions.tasks import parity_module
@@ -33,8 +34,9 @@ def calibration_samples(task: str) -> list[Sample]:
 BUILTIN_TEXTS: tuple[str, ...] = tuple(s.text for s in builtin_samples("feature-extraction"))
 
 
-def load_eval_file(path: str | Path, task: str) -> list[Sample]:
-    """JSONL: {"text": ..., "label": ...} per line, or {"question": ..., "context": ...} for question-answering."""
+def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
+    """(line number, value) for every non-blank line of a JSONL eval file; ExportError naming the file
+    (and the line) when it cannot be read or a line is not JSON. Every task's --eval-file reads through it."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -42,14 +44,22 @@ def load_eval_file(path: str | Path, task: str) -> list[Sample]:
         raise ExportError(f"eval file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ExportError(f"eval file {path} cannot be read: {exc}") from None
-    samples: list[Sample] = []
+    rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            rows.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise ExportError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
+    return rows
+
+
+def load_eval_file(path: str | Path, task: str) -> list[Sample]:
+    """JSONL: {"text": ..., "label": ...} per line, or {"question": ..., "context": ...} for question-answering."""
+    path = Path(path)
+    samples: list[Sample] = []
+    for number, row in read_jsonl(path):
         if not isinstance(row, dict):
             raise ExportError(f"{path}:{number}: each line must be a JSON object")
         if task == QUESTION_ANSWERING:

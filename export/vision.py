@@ -12,7 +12,6 @@ labelled eval images).
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -182,21 +181,11 @@ def _encode_array_resized(array: np.ndarray, size: tuple[int, int]):
 
 def load_eval_file(path: str | Path) -> list[ImageSample]:
     """JSONL: {"image": path (relative to the file), "label": optional expected label} per line."""
+    from .samples import read_jsonl
+
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ExportError(f"eval file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExportError(f"eval file {path} cannot be read: {exc}") from None
     samples = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
+    for number, row in read_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("image"), str):
             raise ExportError(f"{path}:{number}: needs a string field 'image' (a file path)")
         image = (path.parent / row["image"]).expanduser()

@@ -9,7 +9,6 @@ runtime renders them) and are encoded without added special tokens, as transform
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,21 +47,11 @@ def builtin_prompts(has_template: bool) -> list[Prompt]:
 
 def load_eval_file(path: str | Path, has_template: bool) -> list[Prompt]:
     """JSONL, one object a line: {"prompt": "..."} (raw text) or {"messages": [...]} / {"chat": "..."} (chat)."""
+    from ..samples import read_jsonl
+
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ExportError(f"eval file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExportError(f"eval file {path} cannot be read: {exc}") from None
     prompts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
+    for number, row in read_jsonl(path):
         text = row.get("chat", row.get("prompt", row.get("text"))) if isinstance(row, dict) else None
         if not isinstance(text, str) or not text.strip():
             raise ExportError(f"{path}:{number}: text-generation needs a non-empty string field 'prompt' or 'chat'")
