@@ -130,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
                     return response["statusCode"], _decode(response.get("body"))
                 _show_calls(call, spec)
         _done(t)
+    encoders = [s for s in specs if s.task != "text-generation"]
+    if encoders:
+        t = _step(f"6. the GPU tier's server (SageMaker contract) on {encoders[0].name}, CPU provider here")
+        _show_gpu_server(encoders[0], versions[encoders[0].name])
+        _done(t)
     print(f"\nquickstart finished in {time.perf_counter() - total:.1f}s. To deploy, on a machine with Docker and "
           "AWS credentials: modelfn build && sam build && sam deploy --guided")
     return 0
@@ -174,10 +179,11 @@ def _decode(body) -> object:
     """A JSON answer, or the text of a server-sent-events answer."""
     if not body:
         return None
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
     try:
-        return json.loads(body)
+        return json.loads(text)
     except ValueError:
-        return body
+        return text
 
 
 def _call_http(base: str, spec) -> None:
@@ -241,7 +247,7 @@ QUESTION = "What is the capital of France?"
 
 def _show_chat(call, spec) -> None:
     """A chat answer (greedy, so it repeats), then the same question streamed as server-sent events."""
-    body = {"model": spec.name, "temperature": 0, "max_tokens": 48,
+    body = {"model": spec.name, "temperature": 0, "max_tokens": 32,
             "messages": [{"role": "user", "content": QUESTION}]}
     started = time.perf_counter()
     status, answer = call("POST", "/v1/chat/completions", body)
@@ -262,3 +268,47 @@ def _show_chat(call, spec) -> None:
     streamed = "".join(p["choices"][0]["delta"].get("content") or "" for p in pieces if p.get("choices"))
     same = "the same text" if streamed == text else "a DIFFERENT text"
     print(f"   POST /v1/chat/completions stream: true -> {status}: {len(pieces)} events ending [DONE], {same}")
+
+
+def _show_gpu_server(spec, version: int) -> None:
+    """`modelfn serve` (what a gpu model's container runs) on the exported bundle: /ping until ready,
+    then /invocations, then SIGTERM, which drains and exits."""
+    import signal
+    import subprocess
+
+    from infra.emulator import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "infra.cli", "serve", spec.name, "--port", str(port),
+                               "--bundle", str(defaults.BUNDLES_DIR / spec.name)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        started, status = time.perf_counter(), None
+        while time.perf_counter() - started < 120 and server.poll() is None:
+            try:
+                with urllib.request.urlopen(base + "/ping", timeout=5) as response:
+                    status = response.status
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.3)
+        if status != 200:
+            print(f"   the server did not become ready: {(server.stderr.read() if server.poll() is not None else '')[-400:]}",
+                  file=sys.stderr)
+            raise SystemExit(1)
+        print(f"   GET /ping -> 200 after {time.perf_counter() - started:.1f}s (503 until loaded and warmed)")
+        request = urllib.request.Request(base + "/invocations", data=json.dumps({"inputs": SENTENCES}).encode(),
+                                         headers={"content-type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        with urllib.request.urlopen(base + f"/models/{spec.name}", timeout=10) as response:
+            provider = json.loads(response.read()).get("provider")
+        print(f"   POST /invocations {{\"inputs\": [3 texts]}} -> {response.status}: {len(answer)} answers, "
+              f"execution provider {provider}")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    print(f"   SIGTERM -> drained and exited ({server.returncode})")
