@@ -6,7 +6,6 @@ and step timings as one JSON object on stdout and nothing else there.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
