@@ -16,14 +16,12 @@ Writes bench/image_classification.md (a section per architecture).
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
