@@ -33,6 +33,7 @@ from .bundle import locate_bundle
 from .errors import BadRequest, BundleError, ModelfnError, RequestError
 from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, error_headers, no_route, render_error, wrong_method
 from .inputs import check_body_size
+from .routes import ROUTES, Route
 from .service import Answer, ModelService
 from .settings import default_bundle_dir
 
@@ -147,19 +148,26 @@ def _openapi(service: ModelService, match: re.Match, request: _Request) -> Answe
     return Answer(200, _openapi_schema)
 
 
-Route = Callable[[ModelService, re.Match, _Request], Answer]
-_ROUTES: tuple[tuple[str, re.Pattern, Route], ...] = (
-    ("POST", re.compile(r"/models/(?P<name>[^/]+)/predict"),
-     lambda s, m, r: s.predict(m["name"], r.header("content-type"), r.body(s.max_body_bytes))),
-    ("POST", re.compile(r"/v1/embeddings"),
-     lambda s, m, r: s.embeddings(r.header("content-type"), r.body(s.max_body_bytes))),
-    ("POST", re.compile(r"/v1/chat/completions"),
-     lambda s, m, r: s.chat_completions(r.header("content-type"), r.body(s.max_body_bytes))),
-    ("POST", re.compile(r"/v1/completions"),
-     lambda s, m, r: s.completions(r.header("content-type"), r.body(s.max_body_bytes))),
-    ("GET", re.compile(r"/v1/models"), lambda s, m, r: s.models()),
-    ("GET", re.compile(r"/models/(?P<name>[^/]+)"), lambda s, m, r: s.info(m["name"])),
-    ("GET", re.compile(r"/health"), lambda s, m, r: s.health()),
+RouteCall = Callable[[ModelService, re.Match, _Request], Answer]
+
+
+def _call(route: Route) -> RouteCall:
+    """The call a table route makes on the service: the model's name from the path, then the
+    content type and body for POST routes (read up to the body limit)."""
+    operation, named, posted = route.operation, route.model_path, route.method == "POST"
+
+    def call(service: ModelService, match: re.Match, request: _Request) -> Answer:
+        args = [match["name"]] if named else []
+        if posted:
+            args += [request.header("content-type"), request.body(service.max_body_bytes)]
+        return getattr(service, operation)(*args)
+
+    return call
+
+
+# The API's routes (functions/routes.py), plus the schema, which only this adapter builds lazily.
+_ROUTES: tuple[tuple[str, re.Pattern, RouteCall], ...] = tuple(
+    (route.method, route.pattern, _call(route)) for route in ROUTES) + (
     ("GET", re.compile(r"/openapi\.json"), _openapi),
 )
 
