@@ -117,15 +117,7 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             table = _table(evaluator, rows, sessions, latency_budget_s, timed_here)
         choice = choose(table, strategy, requested=quantization, timed_here=timed_here,
                         preference=names[1:] + names[:1], gated=checks.gated(task))
-        shown = candidates_table(table, chosen=choice.name, thresholds=gate)
-        if not choice.passed and not allow_drift:
-            raise ParityGateError(f"parity gate failed: {choice.reason}; nothing written", table=shown,
-                                  candidates=tuple(table), hint="see the table; --allow-drift writes it anyway")
-        if not choice.passed:
-            tracker.warn("validate", f"writing {choice.name} despite parity drift (--allow-drift)")
-        elif choice.fell_back:
-            tracker.warn("validate", choice.reason)
-        chosen = next(c for c in table if c.name == choice.name)
+        chosen = enforce_gate(choice, table, gate, allow_drift, tracker)
         with tracker.step("write", str(out)):
             files = {MODEL_FILE: rows[choice.name]["path"], **{c.name: c for c in companions}}
             manifest = write_bundle(out, overwrite, files, tracker, dict(
@@ -141,6 +133,21 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                 source=str(src.path),
             ))
     return manifest
+
+
+def enforce_gate(choice, table: list[Candidate], gate: dict[str, float], allow_drift: bool,
+                 tracker: Tracker) -> Candidate:
+    """The chosen candidate, or ParityGateError (exit 3, the table, nothing written) when it failed the
+    gate and drift is not allowed; warns when drift is allowed or the choice fell back."""
+    if not choice.passed and not allow_drift:
+        raise ParityGateError(f"parity gate failed: {choice.reason}; nothing written",
+                              table=candidates_table(table, chosen=choice.name, thresholds=gate),
+                              candidates=tuple(table), hint="see the table; --allow-drift writes it anyway")
+    if not choice.passed:
+        tracker.warn("validate", f"writing {choice.name} despite parity drift (--allow-drift)")
+    elif choice.fell_back:
+        tracker.warn("validate", choice.reason)
+    return next(c for c in table if c.name == choice.name)
 
 
 def _build(name: str, fp32: Path, ctx, *, required: bool) -> Path | str:
@@ -302,4 +309,4 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-__all__ = ["export_bundle", "tool_versions", "write_bundle"]
+__all__ = ["enforce_gate", "export_bundle", "tool_versions", "write_bundle"]

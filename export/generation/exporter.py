@@ -16,9 +16,8 @@ from functions.manifest import Candidate, Manifest, Parity, Quantization
 from functions.spec import GENERATION_THRESHOLDS
 from functions.tasknames import TEXT_GENERATION
 
-from ..errors import ConversionError, ExportError, ParityGateError
+from ..errors import ConversionError, ExportError
 from ..progress import Progress, Tracker
-from ..report import candidates_table
 from ..search import choose, host_architecture, parse_strategy
 from . import bundle, candidates, measure, parity
 from .prompts import Prompt, builtin_prompts, encode, load_eval_file
@@ -56,7 +55,7 @@ def export_generation(source: str | Path, out: str | Path, *, name: str | None =
     Raises an ExportError subclass (one line) on bad input and ParityGateError (exit 3, with the
     candidate table) when the chosen candidate fails the gate and ``allow_drift`` is off.
     """
-    from ..exporter import _check_choice, _check_output, tool_versions, write_bundle
+    from ..exporter import _check_choice, _check_output, enforce_gate, tool_versions, write_bundle
 
     quantization = quantization or DEFAULT_QUANTIZATION[target]
     _check_choice(f"quantization for {TEXT_GENERATION}", quantization, QUANTIZATIONS)
@@ -112,15 +111,7 @@ def export_generation(source: str | Path, out: str | Path, *, name: str | None =
             table = [_candidate(n, built[n], rows[n], speeds.get(n), gate) for n in names]
         choice = choose(table, strategy, requested=quantization, timed_here=timed_here,
                         preference=names[1:] + names[:1])
-        shown = candidates_table(table, chosen=choice.name, thresholds=gate)
-        if not choice.passed and not allow_drift:
-            raise ParityGateError(f"parity gate failed: {choice.reason}; nothing written", table=shown,
-                                  candidates=tuple(table), hint="see the table; --allow-drift writes it anyway")
-        if not choice.passed:
-            tracker.warn("validate", f"writing {choice.name} despite parity drift (--allow-drift)")
-        elif choice.fell_back:
-            tracker.warn("validate", choice.reason)
-        chosen = next(c for c in table if c.name == choice.name)
+        chosen = enforce_gate(choice, table, gate, allow_drift, tracker)
         model_dir = built[choice.name]
         with tracker.step("write", str(out)):
             bundle.configure_genai(model_dir, src.runtime)

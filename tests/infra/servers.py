@@ -9,14 +9,12 @@ import hmac
 import json
 import re
 import threading
-import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
-import uvicorn
 
-from infra.emulator import free_port
+from tests.functions.servers import serving
 
 TEST_REGION = "us-east-1"
 TEST_KEY_ID = "AKIDMODELFNTEST"
@@ -28,23 +26,9 @@ _AUTH_RE = re.compile(r"^AWS4-HMAC-SHA256 Credential=(?P<cred>[^,]+), SignedHead
 
 @contextmanager
 def serve(app) -> Iterator[str]:
-    """Run an ASGI app under uvicorn on 127.0.0.1; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-                            timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    """Run an ASGI app under uvicorn on 127.0.0.1 (no lifespan, 1 s to shut down); yields its base URL."""
+    with serving(app, lifespan="off", timeout_graceful_shutdown=1) as url:
+        yield url
 
 
 async def _read_body(receive) -> bytes:
