@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main() -> int:
     from export.exporter import export_bundle
     from export.report import candidates_table
-    from functions.spec import resolve_source
+    from export.source import resolve_source
 
     timings: dict[str, float] = {}
 

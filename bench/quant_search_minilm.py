@@ -24,7 +24,7 @@ GOAL = 2.0
 def main(budget_s: float = 150.0) -> int:
     from export.exporter import export_bundle
     from export.report import candidates_table
-    from functions.spec import resolve_source
+    from export.source import resolve_source
 
     messages: list[str] = []
     timings: dict[str, float] = {}

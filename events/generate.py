@@ -94,7 +94,7 @@ def http_event(method: str, path: str, body: dict | None) -> dict:
 def build_events(models_file: str | Path = ROOT / "models.yaml") -> dict[str, dict]:
     """File name -> event, for every model and route."""
     sys.path.insert(0, str(ROOT))
-    from functions.spec import load_models_file
+    from infra.spec import load_models_file
 
     events = {}
     for spec in load_models_file(models_file).models:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from functions.manifest import (MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, Candidate, Manifest, Parity,
                                 Quantization, describe_files)
-from functions.spec import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TARGETS
+from .choices import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TARGETS
 from functions.tasknames import TEXT_GENERATION, resolve_task
 
 from . import candidates as registry

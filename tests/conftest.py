@@ -84,7 +84,7 @@ def tiny_image_bundle(tmp_path_factory, tiny_image_model_dir):
 @pytest.fixture(scope="session")
 def minilm_spec():
     """The default models.yaml's MiniLM declaration."""
-    from functions.spec import load_models_file
+    from infra.spec import load_models_file
 
     return load_models_file(ROOT / "models.yaml").get("minilm")
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from functions.manifest import Candidate, Manifest, Parity, Quantization
-from functions.spec import GENERATION_THRESHOLDS
+from ..choices import GENERATION_THRESHOLDS
 from functions.tasknames import TEXT_GENERATION
 
 from ..errors import ConversionError, ExportError
@@ -32,7 +32,7 @@ MAX_NEW_TOKENS = 32  # reference continuation length per prompt
 
 
 def gate_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
-    """The generation gate's thresholds: defaults from functions.spec, overridden per metric."""
+    """The generation gate's thresholds: defaults from export/choices.py, overridden per metric."""
     merged = dict(GENERATION_THRESHOLDS)
     for metric, value in (thresholds or {}).items():
         if metric not in GENERATION_THRESHOLDS:

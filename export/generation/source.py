@@ -60,7 +60,7 @@ def locate(source: str | Path) -> Path:
     """A Hugging Face directory or a .gguf file for ``source`` (path or installed package name)."""
     path = Path(source).expanduser()
     if not path.exists():
-        from functions.spec import resolve_source
+        from ..source import resolve_source
 
         try:
             path = resolve_source(str(source))

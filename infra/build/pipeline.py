@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from functions.errors import ConfigError
-from functions.spec import load_models_file
+from infra.spec import load_models_file
 
 from ..template import Deployment, generate_template, write_template
 from .context import default_base_image, publish_context, stage_context

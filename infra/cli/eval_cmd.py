@@ -13,7 +13,7 @@ from dataclasses import asdict
 import tempfile
 from pathlib import Path
 
-from functions.spec import DEFAULT_MODELS_FILE
+from infra.spec import DEFAULT_MODELS_FILE
 
 
 def register(subparsers) -> None:
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 def _declared(args):
     """NAME's models.yaml entry and the file's registry, when there is such a file and entry."""
     from functions.errors import ConfigError
-    from functions.spec import load_models_file
+    from infra.spec import load_models_file
 
     if not Path(args.models_file).is_file():
         return None, None

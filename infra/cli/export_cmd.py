@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from functions.errors import ConfigError
-from functions.spec import QUANTIZATIONS, TARGETS
+from export.choices import QUANTIZATIONS, TARGETS
 
 from .. import defaults
 
@@ -58,7 +58,7 @@ def _settings(args) -> dict:
     if args.name and args.source:
         raise ConfigError("give either NAME (from models.yaml) or --source, not both")
     if args.name:
-        from functions.spec import load_models_file
+        from infra.spec import load_models_file
 
         spec = load_models_file(args.models_file).get(args.name)
         settings = dict(source=spec.source_dir(), task=spec.task, out=args.out or defaults.BUNDLES_DIR / spec.name,
@@ -71,7 +71,7 @@ def _settings(args) -> dict:
                    if not value]
         if missing:
             raise ConfigError(f"missing {', '.join(missing)}", hint="give NAME from models.yaml, or --source, --task and --out")
-        from functions.spec import resolve_source
+        from export.source import resolve_source
 
         settings = dict(source=resolve_source(args.source), task=args.task, out=args.out)
     for key in ("target", "architecture", "quantization", "max_tokens", "threads", "search_budget_s", "context_length"):

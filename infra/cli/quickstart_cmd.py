@@ -53,7 +53,7 @@ def _done(started: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from functions.errors import ConfigError
-    from functions.spec import load_models_file
+    from infra.spec import load_models_file
 
     from infra.cli import main as modelfn
     from infra.registry import open_registry

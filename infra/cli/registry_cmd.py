@@ -26,7 +26,7 @@ def _registry_uri(args) -> str:
     if args.registry:
         return args.registry
     if os.path.exists(defaults.MODELS_FILE):
-        from functions.spec import load_models_file
+        from infra.spec import load_models_file
 
         return load_models_file(defaults.MODELS_FILE).registry
     return defaults.REGISTRY

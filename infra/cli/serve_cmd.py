@@ -16,7 +16,7 @@ from pathlib import Path
 
 from functions.errors import ConfigError
 from functions.serve import add_server_options
-from functions.spec import DEFAULT_MODELS_FILE
+from infra.spec import DEFAULT_MODELS_FILE
 
 from .. import defaults
 
@@ -43,7 +43,7 @@ def _declared(args):
     """NAME's models.yaml entry and the file's registry, or (None, None) when there is no such file/entry."""
     if not os.path.exists(args.models_file):
         return None, None
-    from functions.spec import load_models_file
+    from infra.spec import load_models_file
 
     models = load_models_file(args.models_file)
     spec = next((s for s in models.models if s.name == args.name), None)

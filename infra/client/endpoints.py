@@ -151,7 +151,7 @@ def stack_endpoints(stack_name: str, *, region: str | None = None, endpoint_url:
 
 def local_endpoints(base_url: str, models_file: str | os.PathLike[str] = defaults.MODELS_FILE) -> Endpoints:
     """The routes a local server has for the models of ``models_file``, as the task registry says."""
-    from functions.spec import load_models_file
+    from infra.spec import load_models_file
     from functions.tasks import get_task
 
     base = base_url.rstrip("/")

@@ -12,24 +12,24 @@ from .errors import RegistryError
 
 __all__ = ["AliasState", "HistoryEntry", "PushResult", "VerifyResult", "VersionInfo", "is_version_number"]
 
-# The same rules as models.yaml (functions/spec.py): names are URL-safe, aliases are simple words.
+# Names are URL-safe, aliases are simple words; models.yaml (infra/spec.py) checks the same patterns.
 # fullmatch, not match with "$": "$" also matches before a trailing newline ("m\n" is not a name).
-_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?")
-_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?")
+ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 RESERVED_REFS = ("latest",)
 
 CLAIM_FILE = ".claim"
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise RegistryError(f"invalid model name {name!r}",
                             hint="lowercase letters, digits and '-', 1-48 characters")
     return name
 
 
 def check_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias) or alias in RESERVED_REFS or alias.isdigit():
+    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias) or alias in RESERVED_REFS or alias.isdigit():
         raise RegistryError(f"invalid alias {alias!r}",
                             hint="letters, digits, '-' or '_', not a number and not 'latest'")
     return alias

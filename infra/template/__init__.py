@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from functions.errors import ConfigError
-from functions.spec import ModelsFile
+from infra.spec import ModelsFile
 
 from .. import defaults
 from ._api import api_resources, routes

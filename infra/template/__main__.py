@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from functions.errors import ModelfnError
-from functions.spec import load_models_file
+from infra.spec import load_models_file
 
 from . import committed_deployments, generate_template, write_template
 

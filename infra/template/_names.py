@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from functions.spec import ModelSpec
+from infra.spec import ModelSpec
 from functions.tasks import EMBEDDINGS_ROUTE, get_task
 
 FUNCTION_ALIAS = "live"

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from functions.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest, sha256_file, verify_bundle
-from functions.spec import DEFAULT_THRESHOLDS
+from export.choices import DEFAULT_THRESHOLDS
 from export.measure import gate_provider
 from tests.tinymodels import TASKS
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from functions.errors import ConfigError
-from functions.spec import GENERATION_THRESHOLDS, parse_model, resolve_source
+from export.choices import GENERATION_THRESHOLDS
+from export.source import resolve_source
+from infra.spec import parse_model
 
 
 def _needs_smollm2():

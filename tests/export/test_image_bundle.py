@@ -13,7 +13,7 @@ from export.exporter import export_bundle
 from export.vision import builtin_samples, load_eval_file
 from functions.manifest import (MANIFEST_FILE, MODEL_FILE, PREPROCESSOR_FILE, ImageProcessing, read_manifest,
                                 verify_bundle)
-from functions.spec import DEFAULT_THRESHOLDS
+from export.choices import DEFAULT_THRESHOLDS
 from tests.tinymodels import IMAGE_LABELS
 
 pytestmark = pytest.mark.filterwarnings("ignore")

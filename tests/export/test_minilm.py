@@ -10,7 +10,7 @@ import pytest
 from export.report import candidates_table
 from export.samples import BUILTIN_TEXTS
 from functions.manifest import MODEL_FILE, TOKENIZER_FILE, read_manifest, verify_bundle
-from functions.spec import resolve_source
+from export.source import resolve_source
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 

@@ -17,7 +17,7 @@ from functions.manifest import MODEL_FILE
 from tests.functions.conftest import call
 from tests.functions.eventfiles import load_event
 from infra.emulator import free_port
-from tests.registry.conftest import aws_env, moto_endpoint, s3_bucket  # noqa: F401 - fixtures
+from tests.infra.registry.conftest import aws_env, moto_endpoint, s3_bucket  # noqa: F401 - fixtures
 
 HEALTH = "minilm-health-v2"
 

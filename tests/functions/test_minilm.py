@@ -21,7 +21,7 @@ def test_minilm_matches_sentence_transformers(minilm_bundle):
 
     from functions.app import create_app
     from functions.manifest import read_manifest
-    from functions.spec import resolve_source
+    from export.source import resolve_source
 
     client = TestClient(create_app(minilm_bundle, max_tokens=256))
     ours = np.array(client.post("/models/minilm/predict", json={"inputs": SENTENCES}).json())

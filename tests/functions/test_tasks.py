@@ -10,7 +10,7 @@ from functions import schemas, tasks
 from functions.errors import UnknownTaskError
 from functions.inputs import INPUT_KINDS, TEXT
 from functions.manifest import RuntimeConfig
-from functions.spec import ModelSpec
+from infra.spec import ModelSpec
 from functions.tasknames import resolve_task
 from infra.template._names import Deployment
 

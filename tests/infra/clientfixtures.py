@@ -70,7 +70,7 @@ def moto_url():
 def template_outputs(models: list[dict], base_url: str, *, api_key_id: str | None = None) -> dict:
     """The Outputs the real template generator writes for ``models``, resolved to literal values with
     the API at ``base_url`` (what CloudFormation would show after a deploy)."""
-    from functions.spec import parse_models_file
+    from infra.spec import parse_models_file
     from infra.template import committed_deployments, generate_template
 
     models_file = parse_models_file({"registry": "./registry", "models": models})

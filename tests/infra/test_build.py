@@ -167,7 +167,8 @@ def test_gpu_model_gets_a_sagemaker_image_context(tmp_path, tiny_bundle):
     assert "/tmp/wheels/pip-" in dockerfile and "--no-index" in dockerfile
     serve = ctx / "serve"
     assert serve.stat().st_mode & 0o111 and "exec python3 -m functions.serve" in serve.read_text()
-    assert (ctx / "model" / "manifest.json").is_file() and (ctx / "functions" / "spec.py").is_file()
+    assert (ctx / "model" / "manifest.json").is_file() and (ctx / "functions" / "serve.py").is_file()
+    assert not (ctx / "functions" / "spec.py").exists()  # models.yaml parsing is build time (infra/spec.py)
     # The Lambda model next to it keeps its own image and pins.
     lambda_ctx = result.contexts["tiny"]
     assert "uvicorn" not in (lambda_ctx / "requirements.txt").read_text()

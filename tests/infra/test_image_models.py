@@ -4,7 +4,7 @@ APIs are left as they were), and Pillow pinned only into image models' function 
 
 from __future__ import annotations
 
-from functions.spec import parse_models_file
+from infra.spec import parse_models_file
 from infra.build import pinned_requirements
 from infra.build.requirements import takes_images, task_requirements
 from infra.template import Deployment, generate_template, write_template

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from functions.errors import ConfigError
-from functions.spec import load_models_file, parse_models_file
+from infra.spec import load_models_file, parse_models_file
 from infra.template import Deployment, committed_deployments, dump_template, generate_template, write_template
 
 ROOT = Path(__file__).resolve().parents[2]

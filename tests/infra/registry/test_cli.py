@@ -75,7 +75,7 @@ def test_push_promote_rollback_history_pull_verify_delete(cli, bundle, tmp_path)
 
 def test_verify_exits_1_on_corruption(cli, registry, bundle):
     cli("push", "m", str(bundle("a")))
-    from tests.registry.test_faults import _flip_first_byte, _overwrite
+    from tests.infra.registry.test_faults import _flip_first_byte, _overwrite
 
     _overwrite(registry, f"models/m/versions/1/{MODEL_FILE}", _flip_first_byte)
     code, out, err = cli("verify", "m")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from functions.errors import ConfigError
-from functions.spec import DEFAULT_INSTANCE_TYPE, parse_model
+from infra.spec import DEFAULT_INSTANCE_TYPE, parse_model
 
 
 def gpu(**fields):
