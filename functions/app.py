@@ -36,6 +36,7 @@ from .service import Answer, ModelService
 
 if TYPE_CHECKING:
     from .batching import Batcher
+    from .generation.scheduler import GenerationScheduler
 
 
 def create_app(bundle_dir: str | Path | None = None, *, name: str | None = None, version: str | None = None,
@@ -48,12 +49,14 @@ def create_app(bundle_dir: str | Path | None = None, *, name: str | None = None,
     return build_app(service)
 
 
-def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> FastAPI:
+def build_app(service: ModelService, *, batcher: "Batcher | None" = None,
+              generations: "GenerationScheduler | None" = None) -> FastAPI:
     """The FastAPI app over an already loaded service.
 
     With a ``batcher`` (the GPU server, functions/adapters/sagemaker.py) predict and embeddings run
-    through its token-budget batches, off the event loop, and /health shows its counters; without
-    one they run inline, as on Lambda.
+    through its token-budget batches, off the event loop, and /health shows its counters; with
+    ``generations`` (the GPU server with a text-generation model) chat, completions and predict run
+    on its bounded generator pool; without either they run inline, as on Lambda.
     """
     served, task = service.name, service.task
     # No slash redirects: the Lambda adapter answers 404 for "/health/", and so must this app.
@@ -70,6 +73,9 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> Fas
               openapi_extra=schemas.predict(task))
     async def predict(name: str, request: Request):
         content_type = request.headers.get("content-type")
+        if generations is not None:
+            return _respond(request, await generations.serve(
+                request, lambda body: service.predict(name, content_type, body), read=_reader(service)))
         if batcher is not None:
             return _respond(request, await batcher.serve(
                 request, lambda body: service.begin_predict(name, content_type, body)))
@@ -86,14 +92,22 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> Fas
     @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completions (text-generation models)",
               openapi_extra=schemas.CHAT_COMPLETIONS)
     async def chat_completions(request: Request):
+        content_type = request.headers.get("content-type")
+        if generations is not None:
+            return _respond(request, await generations.serve(
+                request, lambda body: service.chat_completions(content_type, body), read=_reader(service)))
         body = await read_body(request, service.max_body_bytes)
-        return _respond(request, service.chat_completions(request.headers.get("content-type"), body))
+        return _respond(request, service.chat_completions(content_type, body))
 
     @app.post("/v1/completions", summary="OpenAI-compatible completions (text-generation models)",
               openapi_extra=schemas.COMPLETIONS)
     async def completions(request: Request):
+        content_type = request.headers.get("content-type")
+        if generations is not None:
+            return _respond(request, await generations.serve(
+                request, lambda body: service.completions(content_type, body), read=_reader(service)))
         body = await read_body(request, service.max_body_bytes)
-        return _respond(request, service.completions(request.headers.get("content-type"), body))
+        return _respond(request, service.completions(content_type, body))
 
     @app.get("/v1/models", summary="OpenAI-compatible model list", openapi_extra=schemas.MODELS)
     async def list_models(request: Request):
@@ -108,9 +122,16 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> Fas
         answer = service.health()
         if batcher is not None:
             answer = answer._replace(payload={**answer.payload, "batching": batcher.snapshot()})
+        if generations is not None:
+            answer = answer._replace(payload={**answer.payload, "generation": generations.snapshot()})
         return _respond(request, answer)
 
     return app
+
+
+def _reader(service: ModelService):
+    """The size-checked body reader of ``service``, for schedulers that read bodies after admission."""
+    return lambda request: read_body(request, service.max_body_bytes)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -132,7 +153,8 @@ def _respond(request: Request, answer: Answer) -> Response:
         state = request.scope.setdefault("modelfn", {})
         state["batch"], state["tokens"] = answer.batch, answer.tokens
     if answer.stream is not None:
-        # Starlette runs a plain iterator in its thread pool, so decoding does not block the loop.
+        # Starlette runs a plain iterator in its thread pool, so decoding does not block the loop (the
+        # generation scheduler hands over an async iterator that decodes on its own pool).
         return StreamingResponse(answer.stream, status_code=answer.status, media_type=EVENT_STREAM_MEDIA_TYPE)
     return Response(dumps(answer.payload), status_code=answer.status, media_type=JSON_MEDIA_TYPE)
 

@@ -74,6 +74,29 @@ class BatchStats:
         return out
 
 
+class Admission:
+    """Requests in flight, bounded: past ``limit`` a request is answered 429 with Retry-After before
+    any work (its body is not even read). Shared by the encoder batcher and the generation scheduler;
+    ``stats.rejected`` counts the refusals."""
+
+    def __init__(self, limit: int, stats):
+        self.limit = limit
+        self.stats = stats
+        self.in_flight = 0
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.in_flight >= self.limit:
+            self.stats.rejected += 1
+            raise TooManyRequests(f"the server is at its limit of {self.limit} requests in flight",
+                                  retry_after=RETRY_AFTER_S, hint=f"retry after {RETRY_AFTER_S} s")
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
 class ClientClosedRequest(RequestError):
     """The client disconnected before its answer was ready; nobody reads this answer (logged as 499)."""
 
@@ -120,7 +143,7 @@ class Batcher:
         self.stats = BatchStats()
         self._run = run or model.run
         self._queue: list[_Entry] = []
-        self._in_flight = 0
+        self._admission = Admission(self.limits.max_concurrent_requests, self.stats)
         self._seq = itertools.count()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -155,22 +178,12 @@ class Batcher:
 
     def snapshot(self) -> dict[str, Any]:
         """The counters, plus requests in flight and waiting now."""
-        return self.stats.snapshot(in_flight=self._in_flight, queued=len(self._queue))
+        return self.stats.snapshot(in_flight=self._admission.in_flight, queued=len(self._queue))
 
     # -- per request -------------------------------------------------------------------------
-    @contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self):
         """Count a request in flight for its whole life; TooManyRequests (429) past the limit."""
-        limit = self.limits.max_concurrent_requests
-        if self._in_flight >= limit:
-            self.stats.rejected += 1
-            raise TooManyRequests(f"the server is at its limit of {limit} requests in flight",
-                                  retry_after=RETRY_AFTER_S, hint=f"retry after {RETRY_AFTER_S} s")
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
+        return self._admission.admit()
 
     async def serve(self, request, begin: Callable[[bytes], Pending]) -> Answer:
         """The whole path of one HTTP request: admit, read the body, begin, batch, finish.
@@ -197,7 +210,7 @@ class Batcher:
         self._wake.set()
         if receive is None:
             return await entry.future
-        watcher = asyncio.ensure_future(_disconnect(receive))
+        watcher = asyncio.ensure_future(client_gone(receive))
         try:
             await asyncio.wait((entry.future, watcher), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -290,7 +303,7 @@ class Batcher:
         return feed, self._run(feed)
 
 
-async def _disconnect(receive: Callable) -> None:
+async def client_gone(receive: Callable) -> None:
     """Returns when the ASGI channel reports the client gone (the request body was read before)."""
     try:
         while True:
@@ -314,4 +327,5 @@ def _width_of(feed: dict) -> int:
     return first.shape[1] if first.ndim > 1 else 1
 
 
-__all__ = ["Batcher", "BatchLimits", "BatchStats", "ClientClosedRequest", "RETRY_AFTER_S", "mixes_requests"]
+__all__ = ["Admission", "Batcher", "BatchLimits", "BatchStats", "ClientClosedRequest", "RETRY_AFTER_S",
+           "client_gone", "mixes_requests"]

@@ -30,6 +30,9 @@ FETCH_DIR = "MODELFN_FETCH_DIR"  # default /tmp/modelfn
 MAX_BATCH_TOKENS = "MODELFN_MAX_BATCH_TOKENS"
 MAX_BATCH_REQUESTS = "MODELFN_MAX_BATCH_REQUESTS"
 MAX_CONCURRENT_REQUESTS = "MODELFN_MAX_CONCURRENT_REQUESTS"
+# Text-generation models on the GPU server: generators decoding at once, each with its own KV cache
+# (functions/generation/scheduler.py). Default: 1 on the CPU provider, 8 on CUDA.
+MAX_CONCURRENT_GENERATIONS = "MODELFN_MAX_CONCURRENT_GENERATIONS"
 # ONNX Runtime execution provider: auto (TensorRT, then CUDA, then CPU: what the machine has), or
 # tensorrt / cuda / cpu to force one. Lambda always runs the CPU provider and ignores it.
 PROVIDER = "MODELFN_PROVIDER"

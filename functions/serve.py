@@ -47,7 +47,7 @@ def build_app(settings: ServerSettings, *, name: str | None = None, version: str
 
     limits = BatchLimits(max_batch_tokens=settings.max_batch_tokens, max_batch_requests=settings.max_batch_requests,
                          max_concurrent_requests=settings.max_concurrent_requests)
-    return SageMakerApp(load, limits)
+    return SageMakerApp(load, limits, generation_slots=settings.generation_slots)
 
 
 def run(settings: ServerSettings, *, host: str = "0.0.0.0", name: str | None = None,
@@ -78,6 +78,8 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-tokens", type=int, help="padded tokens per batch (default 16384)")
     p.add_argument("--max-batch-requests", type=int, help="rows per batch (default 256)")
     p.add_argument("--max-concurrent-requests", type=int, help="requests in flight before 429 (default 512)")
+    p.add_argument("--max-concurrent-generations", type=int,
+                   help="text-generation: generators decoding at once (default 1 on CPU, 8 on a GPU)")
     p.add_argument("--drain-timeout-s", type=int, help="seconds to finish in-flight requests on SIGTERM (default 25)")
 
 
@@ -86,7 +88,8 @@ def settings_from(args: argparse.Namespace, bundle: str | Path | None) -> Server
     return ServerSettings.resolve(bundle, port=args.port, max_batch_tokens=args.max_batch_tokens,
                                   max_batch_requests=args.max_batch_requests,
                                   max_concurrent_requests=args.max_concurrent_requests, provider=args.provider,
-                                  drain_timeout_s=args.drain_timeout_s)
+                                  drain_timeout_s=args.drain_timeout_s,
+                                  max_concurrent_generations=args.max_concurrent_generations)
 
 
 def main(argv: list[str] | None = None) -> int:

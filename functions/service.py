@@ -110,7 +110,7 @@ class ModelService:
             from .generation import GenerationModel
 
             model = GenerationModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
-                                    max_tokens=settings.max_tokens, manifest=manifest)
+                                    max_tokens=settings.max_tokens, manifest=manifest, provider=provider)
             return cls(model, settings)
         model = LoadedModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
                             max_tokens=settings.max_tokens, truncate=settings.truncate, provider=provider,

@@ -142,6 +142,7 @@ class ImageLimits:
 # SageMaker unpacks the model's ModelDataUrl here; the GPU server's bundle unless told otherwise.
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+DEFAULT_GPU_GENERATIONS = 8
 
 
 @dataclass(frozen=True)
@@ -155,12 +156,22 @@ class ServerSettings:
     max_concurrent_requests: int
     provider: str  # one of PROVIDER_CHOICES
     drain_timeout_s: int
+    max_concurrent_generations: int | None = None  # text-generation; None: by provider (see generation_slots)
+
+    def generation_slots(self, provider: str) -> int:
+        """Generators decoding at once: the setting, else 1 on the CPU provider (one decode already
+        uses every core) and 8 on a GPU (each holds a KV cache for the context window; 8 of a
+        2k-token window fit beside a 7B fp16 model on a 24 GB L4)."""
+        if self.max_concurrent_generations is not None:
+            return self.max_concurrent_generations
+        return 1 if provider == "CPUExecutionProvider" else DEFAULT_GPU_GENERATIONS
 
     @classmethod
     def resolve(cls, bundle_dir: str | os.PathLike[str] | None = None, *, port: int | None = None,
                 max_batch_tokens: int | None = None, max_batch_requests: int | None = None,
                 max_concurrent_requests: int | None = None, provider: str | None = None,
-                drain_timeout_s: int | None = None) -> "ServerSettings":
+                drain_timeout_s: int | None = None,
+                max_concurrent_generations: int | None = None) -> "ServerSettings":
         """Argument, then environment variable, then default (bundle: $MODELFN_BUNDLE_DIR, else
         /opt/ml/model; port 8080; 16384 tokens, 256 rows, 512 requests; provider auto; drain 25 s)."""
         provider = (provider or os.environ.get(env.PROVIDER) or "auto").strip().lower()
@@ -186,4 +197,7 @@ class ServerSettings:
             max_concurrent_requests=pick(max_concurrent_requests, env.MAX_CONCURRENT_REQUESTS, 1, 1 << 20, 512),
             provider=provider,
             drain_timeout_s=pick(drain_timeout_s, env.DRAIN_TIMEOUT_S, 0, 3600, 25),
+            # 0 (unset) -> None: chosen by provider once the model is loaded.
+            max_concurrent_generations=pick(max_concurrent_generations, env.MAX_CONCURRENT_GENERATIONS,
+                                            1, 1024, 0) or None,
         )

@@ -25,6 +25,11 @@ BAKE_LIMIT_MB = 200.0
 # newest release on PyPI, built for CUDA 13; over the CPU stand-in of the base it is `onnxruntime`.
 GPU_BASE_IMAGE = "nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04"
 GPU_RUNTIME = "onnxruntime-gpu==1.31.1"
+# Text-generation on GPU images: onnxruntime-genai's CUDA package. 0.18.0 is the first built for CUDA 13
+# (0.12.2's links libcublas.so.12); it needs onnxruntime-gpu>=1.31. Bundles come from the 0.12.2
+# builder (0.18's fails to import with transformers 4.57); the 0.18 runtime serves them with the same
+# greedy tokens (checked on the CPU package). Over the CPU stand-in the CPU package installed here.
+GPU_GENAI_RUNTIME = "onnxruntime-genai-cuda==0.18.0"
 
 
 def image_python(explicit: str | None = None) -> str:

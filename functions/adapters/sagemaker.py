@@ -6,7 +6,9 @@
                         {"inputs": ...} -> /models/{name}/predict, {"input": ...} -> /v1/embeddings,
                         {"messages": ...} -> /v1/chat/completions, {"prompt": ...} -> /v1/completions
     everything else     functions/app.py's routes (predict, embeddings, info, health, openapi),
-                        with predict and embeddings run through functions.batching.Batcher
+                        with predict and embeddings run through functions.batching.Batcher; for a
+                        text-generation model predict, chat and completions run on
+                        functions.generation.scheduler's bounded pool of generators instead
 
 The server starts listening before the model is loaded (SageMaker polls /ping while it loads);
 until then every other route answers 503 ``not_ready`` with Retry-After. A bundle that cannot be
@@ -25,11 +27,13 @@ from typing import Any, Callable
 from .. import observability
 from ..app import build_app
 from ..batching import Batcher, BatchLimits
+from ..generation.scheduler import GenerationLimits, GenerationScheduler
 from ..errors import BadRequest, BundleError, ModelfnError, NotReady, RequestError
 from ..http import JSON_MEDIA_TYPE, dumps, error_headers, no_route, render_error, wrong_method
 from ..inputs import check_content_type, parse_json
 from ..routes import ROUTES
 from ..service import ModelService
+from ..tasknames import TEXT_GENERATION
 
 # Body key -> the route an /invocations body of that shape stands for, first match wins.
 INVOCATION_ROUTES: list[tuple[str, str]] = [
@@ -54,12 +58,14 @@ class SageMakerApp:
     """
 
     def __init__(self, load: Callable[[], ModelService], limits: BatchLimits | None = None, *,
-                 run: Callable[[dict], dict] | None = None):
+                 run: Callable[[dict], dict] | None = None,
+                 generation_slots: Callable[[str], int] = lambda provider: 1):
         self._load = load
         self._limits = limits or BatchLimits()
         self._run = run
+        self._generation_slots = generation_slots  # provider -> generators at once (text-generation)
         self.service: ModelService | None = None
-        self.batcher: Batcher | None = None
+        self.batcher: Batcher | GenerationScheduler | None = None
         self.app: Any = None  # build_app(...) once ready
         self.ready = False
         self.error: ModelfnError | None = None
@@ -86,10 +92,18 @@ class SageMakerApp:
         """Load the service off the event loop, start the batcher, warm up; then /ping answers 200."""
         try:
             service = await asyncio.to_thread(self._load)
-            batcher = Batcher(service.model, self._limits, run=self._run)
-            app = build_app(service, batcher=batcher)
-            await batcher.start()
-            await batcher.warm_up()
+            if service.task.name == TEXT_GENERATION:
+                # A generative answer is a loop of runs: a generator per request, several at once.
+                batcher = GenerationScheduler(GenerationLimits(
+                    max_concurrent_generations=self._generation_slots(service.model.provider),
+                    max_concurrent_requests=self._limits.max_concurrent_requests))
+                app = build_app(service, generations=batcher)
+                await batcher.warm_up(service)
+            else:
+                batcher = Batcher(service.model, self._limits, run=self._run)
+                app = build_app(service, batcher=batcher)
+                await batcher.start()
+                await batcher.warm_up()
         except Exception as exc:  # noqa: BLE001 - keep serving, to report it (as the Lambda handler does)
             self.error = exc if isinstance(exc, ModelfnError) else BundleError(
                 f"model could not be loaded: {type(exc).__name__}: {exc}")
@@ -97,7 +111,7 @@ class SageMakerApp:
             return
         self.service, self.batcher, self.app = service, batcher, app
         self.ready = True
-        observability.log("INFO", "ready", provider=service.model.provider, **self._limits.__dict__)
+        observability.log("INFO", "ready", provider=service.model.provider, **batcher.limits.__dict__)
 
     async def stop(self) -> None:
         """Stop loading (if still under way) and the batcher; called after in-flight requests drained."""

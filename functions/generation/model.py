@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from ..errors import BadRequest, BundleError, NotFound
+from ..errors import BadRequest, BundleError, ConfigError, NotFound
 from ..manifest import (
     GENAI_CONFIG_FILE,
     MODEL_FILE,
@@ -26,6 +26,7 @@ from ..manifest import (
     read_manifest,
 )
 from ..model import Limits
+from ..providers import CPU, CUDA
 from .chat import ChatTemplate
 from .detokenize import IncrementalDecoder
 from .options import SamplingOptions
@@ -34,17 +35,37 @@ from .stops import StopStrings
 STOP, LENGTH = "stop", "length"
 
 
+def generation_provider(choice: str, *, cuda_available: bool) -> str:
+    """The provider a text-generation model runs on for ``choice`` (auto | cuda | cpu).
+
+    onnxruntime-genai's CUDA package (the GPU image's ``onnxruntime-genai-cuda``) reports CUDA
+    available; its CPU package never does. TensorRT is an encoder-session provider only; a forced
+    provider that is absent is a ConfigError, as for encoders.
+    """
+    if choice == "cpu":
+        return CPU
+    if choice == "auto":
+        return CUDA if cuda_available else CPU
+    if choice == "cuda":
+        if not cuda_available:
+            raise ConfigError("execution provider 'cuda' is not available to onnxruntime-genai here",
+                              hint="the GPU image installs onnxruntime-genai-cuda; use --provider auto or cpu")
+        return CUDA
+    raise ConfigError(f"execution provider {choice!r} does not run text-generation models",
+                      hint="use auto, cuda or cpu (onnxruntime-genai has no TensorRT path here)")
+
+
 class GenerationModel:
     """onnxruntime-genai model + tokenizer + chat template of one bundle, loaded once."""
 
     def __init__(self, bundle_dir: str | Path, *, threads: int, max_batch: int, max_tokens: int | None,
-                 manifest: Manifest | None = None):
+                 manifest: Manifest | None = None, provider: str = "cpu"):
         import onnxruntime_genai as og  # encoder functions never load it
 
         root = Path(bundle_dir)
         self.bundle_dir = root
-        # onnxruntime-genai's CPU package here; the GPU image's CUDA package is named in genai_config.
-        self.provider = "CPUExecutionProvider"
+        use_cuda = generation_provider(provider, cuda_available=og.is_cuda_available()) == CUDA
+        self.provider = CUDA if use_cuda else CPU
         self.manifest = manifest or read_manifest(root)
         for name in (MODEL_FILE, GENAI_CONFIG_FILE, TOKENIZER_FILE):
             if not (root / name).is_file():
@@ -64,6 +85,12 @@ class GenerationModel:
         config = og.Config(str(root))
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {
             "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
+        # The provider is chosen here, not by the export: a bundle built for CUDA (`-e cuda` writes
+        # provider options into genai_config.json) must not reach for a GPU on a CPU host, and the
+        # reverse. No provider appended means onnxruntime-genai's CPU execution.
+        config.clear_providers()
+        if use_cuda:
+            config.append_provider("cuda")
         try:
             self._og = og
             self.model = og.Model(config)

@@ -95,7 +95,7 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
             extras = task_requirements(deployment.spec.task)
             if kind == "gpu":
                 # SageMaker brings a bundle that is not baked in (model data): no S3 client in the image.
-                pins = gpu_requirements(settings.python_version, runtime=settings.gpu_runtime)
+                pins = gpu_requirements(settings.python_version, runtime=settings.gpu_runtime, extra=extras)
                 download.update(installer_requirements())
             else:
                 pins = pinned_requirements(settings.python_version, arch, fetch=deployment.fetch, extra=extras)

@@ -140,19 +140,24 @@ def _without_marker(text: str) -> str:
     return text.split(";", 1)[0].strip()
 
 
-def gpu_requirements(python_version: str, *, fetch: bool = False, runtime: str = defaults.GPU_RUNTIME) -> list[str]:
-    """The pins of a GPU image: the Lambda runtime closure plus uvicorn, with ``runtime`` (a pin like
-    ``onnxruntime-gpu==1.31.1``, or ``onnxruntime`` for a CPU stand-in, pinned to the version here)
-    in place of onnxruntime."""
+def gpu_requirements(python_version: str, *, fetch: bool = False, runtime: str = defaults.GPU_RUNTIME,
+                     extra: tuple[str, ...] = ()) -> list[str]:
+    """The pins of a GPU image: the Lambda runtime closure plus uvicorn and the task's ``extra``, with
+    ``runtime`` (a pin like ``onnxruntime-gpu==1.31.1``, or ``onnxruntime`` for a CPU stand-in, pinned
+    to the version here) in place of onnxruntime; with onnxruntime-gpu, a text-generation image's
+    onnxruntime-genai becomes its CUDA package (defaults.GPU_GENAI_RUNTIME)."""
     name, _, version = runtime.partition("==")
     name = canonicalize_name(name.strip())
     if not re.fullmatch(r"onnxruntime(-gpu)?", name):
         raise ConfigError(f"the gpu runtime must be onnxruntime-gpu==VERSION or onnxruntime, got {runtime!r}")
-    base = [p for p in pinned_requirements(python_version, "x86_64", fetch=fetch, extra=GPU_EXTRA)
+    base = [p for p in pinned_requirements(python_version, "x86_64", fetch=fetch, extra=GPU_EXTRA + tuple(extra))
             if not p.startswith("onnxruntime==")]
     if not version:
         version = _installed_version(name)
-    return sorted(base + [f"{name}=={version.strip()}"])
+    pins = base + [f"{name}=={version.strip()}"]
+    if name == "onnxruntime-gpu" and any(p.startswith("onnxruntime-genai==") for p in pins):
+        pins = [p for p in pins if not p.startswith("onnxruntime-genai==")] + [defaults.GPU_GENAI_RUNTIME]
+    return sorted(pins)
 
 
 def installer_requirements() -> list[str]:

@@ -189,6 +189,23 @@ def test_gpu_pins_swap_onnxruntime_for_onnxruntime_gpu():
         gpu_requirements("3.12", runtime="tensorflow==2.0")
 
 
+def test_gpu_pins_carry_the_task_extras_with_the_cuda_generation_runtime():
+    from infra import defaults
+    from infra.build.requirements import gpu_requirements, task_requirements
+
+    generation = gpu_requirements("3.12", extra=task_requirements("text-generation"))
+    assert defaults.GPU_GENAI_RUNTIME in generation and defaults.GPU_RUNTIME in generation
+    assert not any(p.startswith(("onnxruntime-genai==", "onnxruntime==")) for p in generation)
+    assert any(p.startswith("jinja2==") for p in generation)
+    # Over the CPU stand-in of the CUDA base: the CPU packages installed here.
+    standin = gpu_requirements("3.12", runtime="onnxruntime", extra=task_requirements("text-generation"))
+    assert any(p.startswith("onnxruntime-genai==") for p in standin)
+    assert not any(p.startswith(("onnxruntime-genai-cuda", "onnxruntime-gpu")) for p in standin)
+    # An image model's GPU image decodes images too; a text encoder's ships neither extra.
+    assert any(p.startswith("pillow==") for p in gpu_requirements("3.12", extra=task_requirements("image-classification")))
+    assert not any(p.startswith(("pillow==", "onnxruntime-genai")) for p in gpu_requirements("3.12"))
+
+
 def test_gpu_dockerfile_installs_python_only_where_the_base_has_none():
     from infra.build.gpu_image import render_gpu_dockerfile
     from infra.defaults import GPU_BASE_IMAGE as DEFAULT_GPU_BASE_IMAGE

@@ -357,3 +357,20 @@ def test_a_generative_model_gets_the_openai_routes_and_streams_unless_told_not_t
     assert "responseTransferMode" not in embeddings
     assert all(p.get("get", p.get("post"))["security"] == paths["/health"]["get"]["security"] for p in paths.values())
     _lint(write_template(template, tmp_path / "template.yaml"))
+
+
+def test_a_gpu_chat_model_gets_the_openai_routes_on_its_endpoint_buffered():
+    models = parse_models_file({"models": [
+        {"name": "gpu-chat", "source": "x", "task": "text-generation", "target": "gpu"}]})
+    (spec,) = models.models
+    assert spec.quantization == "fp16"
+    built = generate_template(models, [Deployment(spec=spec, version=1, bundle_bytes=300 * 2**20,
+                                                  context=".modelfn/build/gpu-chat")], models.registry)
+    paths = built["Resources"]["Api"]["Properties"]["DefinitionBody"]["paths"]
+    for path in ("/v1/chat/completions", "/v1/completions", "/models/gpu-chat/predict"):
+        integration = paths[path]["post"]["x-amazon-apigateway-integration"]
+        assert integration["uri"]["Fn::Sub"].endswith("endpoints/${AWS::StackName}-gpu-chat/invocations")
+        # InvokeEndpoint answers whole: a stream: true request gets its SSE events in one body.
+        assert "responseTransferMode" not in integration
+        assert integration["requestParameters"]["integration.request.header.X-Amzn-SageMaker-Custom-Attributes"] \
+            == f"'modelfn-route={path}'"

@@ -1,0 +1,222 @@
+"""Text-generation models on the GPU server: the SageMaker contract over a bounded pool of generators
+(functions/generation/scheduler.py), on the CPU provider here and on CUDA where onnxruntime-genai has it."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+
+from functions.adapters.sagemaker import SageMakerApp
+from functions.errors import ConfigError
+from functions.generation.model import generation_provider
+from functions.providers import CPU, CUDA
+from functions.service import ModelService
+from functions.settings import ServerSettings
+from tests.functions.servers import serving, wait_until_ready
+
+CHAT = {"messages": [{"role": "user", "content": "what is the capital of france?"}], "max_tokens": 12,
+        "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def lm(gen_bundle) -> ModelService:
+    return ModelService.load(gen_bundle("llama"), name="tiny-llama", provider="auto")
+
+
+def _lambda_answer(service: ModelService, route: str, body: dict) -> dict:
+    call = service.chat_completions if route == "chat" else service.completions
+    answer = call("application/json", json.dumps(body).encode())
+    assert answer.status == 200
+    return answer.payload
+
+
+def _server(service: ModelService, *, slots: int = 1, max_requests: int = 512):
+    from functions.batching import BatchLimits
+
+    return serving(SageMakerApp(lambda: service, BatchLimits(max_concurrent_requests=max_requests),
+                                generation_slots=lambda provider: slots), lifespan="on")
+
+
+def test_auto_runs_on_the_cpu_here_and_a_forced_provider_must_exist():
+    assert generation_provider("auto", cuda_available=False) == CPU
+    assert generation_provider("auto", cuda_available=True) == CUDA
+    assert generation_provider("cpu", cuda_available=True) == CPU
+    with pytest.raises(ConfigError, match="'cuda' is not available"):
+        generation_provider("cuda", cuda_available=False)
+    with pytest.raises(ConfigError, match="does not run text-generation"):
+        generation_provider("tensorrt", cuda_available=True)
+
+
+def test_generation_slots_come_from_the_setting_else_the_provider(monkeypatch):
+    monkeypatch.delenv("MODELFN_MAX_CONCURRENT_GENERATIONS", raising=False)
+    unset = ServerSettings.resolve("/tmp/b")
+    assert unset.max_concurrent_generations is None
+    assert unset.generation_slots(CPU) == 1 and unset.generation_slots(CUDA) == 8
+    monkeypatch.setenv("MODELFN_MAX_CONCURRENT_GENERATIONS", "3")
+    assert ServerSettings.resolve("/tmp/b").generation_slots(CUDA) == 3
+    assert ServerSettings.resolve("/tmp/b", max_concurrent_generations=5).generation_slots(CPU) == 5
+    monkeypatch.setenv("MODELFN_MAX_CONCURRENT_GENERATIONS", "0")
+    with pytest.raises(ConfigError):
+        ServerSettings.resolve("/tmp/b")
+
+
+def test_chat_on_the_gpu_server_answers_as_lambda_does_through_the_openai_client(lm):
+    from openai import OpenAI
+
+    expected = _lambda_answer(lm, "chat", CHAT)["choices"][0]["message"]["content"]
+    with _server(lm) as url:
+        wait_until_ready(url)
+        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model="tiny-llama", **CHAT)
+        assert reply.choices[0].message.content == expected
+        pieces = [chunk.choices[0].delta.content or "" for chunk in
+                  client.chat.completions.create(model="tiny-llama", stream=True, **CHAT) if chunk.choices]
+        assert "".join(pieces) == expected
+        # SageMaker's /invocations with a chat body, as API Gateway's integration sends it.
+        invoked = httpx.post(url + "/invocations", json=CHAT, timeout=60)
+        assert invoked.status_code == 200
+        assert invoked.json()["choices"][0]["message"]["content"] == expected
+        health = httpx.get(url + "/health").json()["generation"]
+        assert health["requests"] == 3 and health["streams"] == 1 and health["completed"] == 3
+        assert health["running"] == 0 and health["waiting"] == 0 and health["max_concurrent_generations"] == 1
+
+
+def test_requests_beyond_the_slots_wait_and_answers_do_not_depend_on_each_other(lm, monkeypatch):
+    bodies = [{"prompt": prompt, "max_tokens": 8, "temperature": 0}
+              for prompt in ("the quick brown", "paris is", "hello world", "one, two", "serverless")]
+    expected = [_lambda_answer(lm, "completions", body)["choices"][0]["text"] for body in bodies]
+    gate, inside, lock = threading.Event(), [], threading.Lock()
+    real = lm.completions
+
+    def held(content_type, body):
+        with lock:
+            inside.append(1)
+        try:
+            if not gate.wait(60):
+                raise RuntimeError("test gate never opened")
+            return real(content_type, body)
+        finally:
+            with lock:
+                inside.pop()
+
+    with _server(lm, slots=2) as url:
+        wait_until_ready(url)
+        monkeypatch.setattr(lm, "completions", held)
+        results: dict[int, httpx.Response] = {}
+
+        def send(i):
+            results[i] = httpx.post(url + "/v1/completions", json=bodies[i], timeout=60)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        _wait_for(lambda: httpx.get(url + "/health").json()["generation"]["waiting"] == 3)
+        health = httpx.get(url + "/health").json()["generation"]
+        assert health["running"] == 2 and len(inside) == 2  # two generators at once, never more
+        gate.set()
+        for t in threads:
+            t.join(60)
+        assert [results[i].json()["choices"][0]["text"] for i in range(len(bodies))] == expected
+
+
+def test_past_max_concurrent_requests_the_server_answers_429(lm, monkeypatch):
+    gate = threading.Event()
+    real = lm.completions
+    monkeypatch.setattr(lm, "completions", lambda ct, body: (gate.wait(60), real(ct, body))[1])
+    body = {"prompt": "hello", "max_tokens": 2, "temperature": 0}
+    with _server(lm, slots=1, max_requests=2) as url:
+        wait_until_ready(url)
+        first = []
+        threads = [threading.Thread(target=lambda: first.append(httpx.post(url + "/v1/completions", json=body,
+                                                                            timeout=60))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        _wait_for(lambda: httpx.get(url + "/health").json()["generation"]["waiting"] == 1)
+        refused = httpx.post(url + "/v1/completions", json=body, timeout=60)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "too_many_requests"
+        gate.set()
+        for t in threads:
+            t.join(60)
+        assert [r.status_code for r in first] == [200, 200]
+        assert httpx.get(url + "/health").json()["generation"]["rejected"] == 1
+
+
+def test_a_stream_whose_client_leaves_frees_its_generator_for_the_next_request(lm, monkeypatch):
+    left, closed = threading.Event(), threading.Event()
+    real = lm.completions
+
+    def slow_stream(content_type, body):
+        answer = real(content_type, body)
+        if answer.stream is None:
+            return answer
+
+        def pieces():
+            try:
+                for i, piece in enumerate(answer.stream):
+                    if i == 1 and not left.wait(60):  # the second piece waits until the client has left
+                        raise RuntimeError("test gate never opened")
+                    yield piece
+            finally:
+                closed.set()
+
+        return answer._replace(stream=pieces())
+
+    monkeypatch.setattr(lm, "completions", slow_stream)
+    body = {"prompt": "the quick brown", "max_tokens": 50, "temperature": 0, "stream": True}
+    with _server(lm, slots=1) as url:
+        wait_until_ready(url)
+        with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as response:
+            assert response.status_code == 200
+            next(response.iter_lines())  # the first event arrived; now leave
+        left.set()
+        _wait_for(lambda: httpx.get(url + "/health").json()["generation"]["running"] == 0)
+        health = httpx.get(url + "/health").json()["generation"]
+        assert health["abandoned"] == 1 and health["completed"] == 0
+        assert closed.wait(10)  # the generator was closed, not left to the garbage collector
+        # The one slot is free again: a new request is answered.
+        monkeypatch.setattr(lm, "completions", real)
+        again = httpx.post(url + "/v1/completions", json={"prompt": "hello", "max_tokens": 2, "temperature": 0},
+                           timeout=60)
+        assert again.status_code == 200
+
+
+def test_bad_generation_requests_get_the_error_shape_through_the_scheduler(lm):
+    with _server(lm) as url:
+        wait_until_ready(url)
+        bad = httpx.post(url + "/v1/chat/completions", json={"messages": "hi"}, timeout=60)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+        big = httpx.post(url + "/v1/completions", content=b"{" + b" " * (lm.max_body_bytes + 1) + b"}",
+                         headers={"content-type": "application/json"}, timeout=60)
+        assert big.status_code == 413
+        assert httpx.get(url + "/health").json()["generation"]["running"] == 0
+
+
+def _has_cuda_genai() -> bool:
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        return False
+    return bool(og.is_cuda_available())
+
+
+@pytest.mark.skipif(not _has_cuda_genai(), reason="onnxruntime-genai has no CUDA here (the GPU image installs "
+                                                    "onnxruntime-genai-cuda)")
+def test_on_cuda_greedy_answers_equal_the_cpu_ones(gen_bundle, lm):
+    on_gpu = ModelService.load(gen_bundle("llama"), name="tiny-llama", provider="cuda")
+    assert on_gpu.model.provider == CUDA
+    assert _lambda_answer(on_gpu, "chat", CHAT)["choices"][0]["message"]["content"] == \
+        _lambda_answer(lm, "chat", CHAT)["choices"][0]["message"]["content"]
+
+
+def _wait_for(condition, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.02)
