@@ -121,3 +121,34 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"container test skipped but MODELFN_REQUIRE_CONTAINERS=1: {reason}"
+
+
+@pytest.fixture(scope="session")
+def gen_hf_dir(tmp_path_factory):
+    """Factory: family ("llama" | "qwen2") -> a tiny random causal LM saved as a Hugging Face directory."""
+    from tests.genbundles import build_tiny_lm
+
+    cache: dict = {}
+
+    def make(family: str):
+        if family not in cache:
+            cache[family] = build_tiny_lm(tmp_path_factory.mktemp("hf-lm-" + family) / "model", family)
+        return cache[family]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def gen_bundle(tmp_path_factory, gen_hf_dir):
+    """Factory: family -> a text-generation bundle (onnxruntime-genai builder, fp32) of the tiny LM."""
+    from tests.genbundles import build_generation_bundle
+
+    cache: dict = {}
+
+    def make(family: str):
+        if family not in cache:
+            out = tmp_path_factory.mktemp("bundle-lm-" + family) / "bundle"
+            cache[family] = build_generation_bundle(gen_hf_dir(family), out, name="tiny-" + family, family=family)
+        return cache[family]
+
+    return make

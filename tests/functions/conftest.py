@@ -54,34 +54,3 @@ def call(handler, event, context=None) -> tuple[int, object, dict]:
     parsed = json.loads(body) if body else None
     headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
     return response["statusCode"], parsed, headers
-
-
-@pytest.fixture(scope="session")
-def gen_hf_dir(tmp_path_factory):
-    """Factory: family ("llama" | "qwen2") -> a tiny random causal LM saved as a Hugging Face directory."""
-    from tests.genbundles import build_tiny_lm
-
-    cache: dict = {}
-
-    def make(family: str):
-        if family not in cache:
-            cache[family] = build_tiny_lm(tmp_path_factory.mktemp("hf-lm-" + family) / "model", family)
-        return cache[family]
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def gen_bundle(tmp_path_factory, gen_hf_dir):
-    """Factory: family -> a text-generation bundle (onnxruntime-genai builder, fp32) of the tiny LM."""
-    from tests.genbundles import build_generation_bundle
-
-    cache: dict = {}
-
-    def make(family: str):
-        if family not in cache:
-            out = tmp_path_factory.mktemp("bundle-lm-" + family) / "bundle"
-            cache[family] = build_generation_bundle(gen_hf_dir(family), out, name="tiny-" + family, family=family)
-        return cache[family]
-
-    return make

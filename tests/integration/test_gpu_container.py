@@ -64,12 +64,6 @@ def gpu_image(tmp_path_factory, engine, cuda_standin, image_python, gpu_bundle) 
     return IMAGE
 
 
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _call(url: str, body: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
     try:
@@ -88,18 +82,7 @@ def test_gpu_image_answers_ping_and_invocations_inside_a_container(engine, gpu_i
                                       environment={"SAGEMAKER_BIND_TO_PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        status = None
-        while status != 200:
-            try:
-                status, _ = _call(base + "/ping", timeout=5)
-            except OSError:
-                status = None
-            if status != 200:
-                container.reload()
-                assert container.status == "running" and time.monotonic() < deadline, \
-                    container.logs()[-3000:].decode(errors="replace")
-                time.sleep(0.5)
+        _wait_for_ping(container, base)
 
         status, answer = _call(base + "/invocations", json.dumps({"inputs": TEXTS}).encode())
         assert status == 200, answer
@@ -111,3 +94,75 @@ def test_gpu_image_answers_ping_and_invocations_inside_a_container(engine, gpu_i
         assert 400 <= status < 500 and set(answer["error"]) >= {"code", "message"}, answer
     finally:
         container.remove(force=True)
+
+
+GEN_IMAGE = "modelfn-gpu-test:tinylm-v1"
+CHAT = {"messages": [{"role": "user", "content": "what is the capital of france?"}], "max_tokens": 12,
+        "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def gpu_generation_image(tmp_path_factory, engine, cuda_standin, image_python, gen_bundle) -> str:
+    from infra.cli import main as modelfn
+    from infra.registry import open_registry
+
+    import dataclasses
+    import shutil
+
+    from functions.manifest import read_manifest
+
+    work = tmp_path_factory.mktemp("gpu-gen-project")
+    # The fixture's fp32 bundle, declared for the gpu target (fp32 runs on CUDA and, here, on the CPU).
+    bundle = shutil.copytree(gen_bundle("llama"), work / "bundle")
+    dataclasses.replace(read_manifest(bundle), target="gpu").write(bundle)
+    registry = open_registry(str(work / "registry"))
+    registry.promote("tinylm", "prod", registry.push("tinylm", bundle).version)
+    (work / "models.yaml").write_text(yaml.safe_dump({"models": [
+        {"name": "tinylm", "source": "unused-at-build", "task": "text-generation", "target": "gpu",
+         "quantization": "none"}]}))
+    code = modelfn(["build", "--models-file", str(work / "models.yaml"), "--registry", str(work / "registry"),
+                    "--out", str(work / "build"), "--template", str(work / "template.yaml"),
+                    "--python-version", image_python, "--gpu-base-image", cuda_standin,
+                    "--gpu-runtime", "onnxruntime", "--wheelhouse", str(ROOT / ".wheelhouse")])
+    assert code == 0
+    engine.images.build(path=str(work / "build" / "tinylm"), tag=GEN_IMAGE, rm=True, forcerm=True)
+    return GEN_IMAGE
+
+
+def test_gpu_image_of_a_chat_model_answers_invocations_as_the_host_runtime_does(engine, gpu_generation_image,
+                                                                                 gen_bundle):
+    from functions.service import ModelService
+
+    port = free_port()
+    container = engine.containers.run(gpu_generation_image, command=["serve"], detach=True, network_mode="host",
+                                      environment={"SAGEMAKER_BIND_TO_PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_ping(container, base)
+        status, answer = _call(base + "/invocations", json.dumps(CHAT).encode())
+        assert status == 200, answer
+        expected = ModelService.load(gen_bundle("llama"), name="tinylm").chat_completions(
+            "application/json", json.dumps(CHAT).encode()).payload
+        assert answer["choices"][0]["message"] == expected["choices"][0]["message"]
+        assert answer["usage"] == expected["usage"]
+        status, health = _call(base + "/health")
+        assert status == 200 and health["generation"]["completed"] == 1, health
+        status, answer = _call(base + "/invocations", b'{"messages": "hi"}')
+        assert status == 400 and answer["error"]["code"] == "bad_request", answer
+    finally:
+        container.remove(force=True)
+
+
+def _wait_for_ping(container, base: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    status = None
+    while status != 200:
+        try:
+            status, _ = _call(base + "/ping", timeout=5)
+        except OSError:
+            status = None
+        if status != 200:
+            container.reload()
+            assert container.status == "running" and time.monotonic() < deadline, \
+                container.logs()[-3000:].decode(errors="replace")
+            time.sleep(0.5)
