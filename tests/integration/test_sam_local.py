@@ -100,3 +100,17 @@ def test_modelfn_call_and_the_client_through_start_api(project, reference, minil
         capsys.readouterr()
         assert modelfn(["call", "minilm", SENTENCES[0], "--url", api.url, "--timeout", "120"]) == 0
         assert capsys.readouterr().out.startswith("dimension 384, norm 1.0000: [")
+
+
+def test_64_clients_through_start_api_get_no_errors(project, minilm_spec):
+    from infra.local import StartApi
+    from tests.loadgen import record, run_load
+
+    with StartApi(project) as api:
+        # sam local runs one warm container per function and queues the rest: latencies show the queue.
+        result = run_load(f"{api.url}/models/minilm/predict", {"inputs": SENTENCES[:2]}, clients=64, per_client=2,
+                          check=lambda payload: isinstance(payload, list) and len(payload) == 2)
+    assert result.errors == [], result.errors[:5]
+    assert len(result.latencies_ms) == result.requests == 128
+    record("sam local start-api (MiniLM int8, podman, 2 texts)", result,
+           note="one warm container: requests queue behind each other")
