@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from .. import deadline as deadlines
 from ..errors import BadRequest, BundleError, NotFound
 from ..manifest import (
     GENAI_CONFIG_FILE,
@@ -129,6 +130,8 @@ class GenerationModel:
               default_max_tokens: int | None = None) -> Generation:
         """A generation checked against the limits now; decoding starts when it is iterated."""
         budget = self.check_budget(len(prompt_ids), options.max_tokens, default_max_tokens)
+        # Refused while the status can still say so: a stream that has started can only end early.
+        deadlines.current().check(0.0, "generating an answer")
         return Generation(self, prompt_ids, options, budget)
 
     def _generator(self, prompt_ids: list[int], options: SamplingOptions, budget: int):
@@ -149,7 +152,11 @@ class GenerationModel:
 
 class Generation:
     """One request's answer. Iterate for text pieces as they decode (they concatenate to
-    :meth:`text`); after the end, ``finish_reason``, ``completion_tokens`` and ``token_ids`` are set."""
+    :meth:`text`); after the end, ``finish_reason``, ``completion_tokens`` and ``token_ids`` are set.
+
+    It keeps the deadline of the request that created it (functions/deadline.py): decoding stops,
+    with ``finish_reason`` "length", when the next token would not fit in the time left (judged by
+    the previous token's time), and a request with no time left at all is refused (504)."""
 
     def __init__(self, model: GenerationModel, prompt_ids: list[int], options: SamplingOptions, budget: int):
         self.model = model
@@ -160,6 +167,7 @@ class Generation:
         self.finish_reason: str | None = None
         self._pieces: Iterator[str] | None = None
         self._text: list[str] = []
+        self.deadline = deadlines.current()
 
     @property
     def prompt_tokens(self) -> int:
@@ -181,14 +189,20 @@ class Generation:
         return "".join(self._text)
 
     def _decode(self) -> Iterator[str]:
-        model = self.model
+        model, deadline = self.model, self.deadline
+        deadline.check(0.0, "generating an answer")
+        clock, step = deadline.clock, 0.0
         generator = model._generator(self.prompt_ids, self.options, self.max_tokens)
         decoder = IncrementalDecoder(model.tokenizer, self.prompt_ids)
         stops = StopStrings(self.options.stop)
         eos = model.eos_token_ids
         reason = LENGTH
         while not generator.is_done():
+            if self.token_ids and not deadline.fits(step):
+                break  # out of time: the answer ends here, as at max_tokens ("length")
+            started = clock()
             generator.generate_next_token()
+            step = clock() - started
             token = int(generator.get_next_tokens()[0])
             self.token_ids.append(token)
             if token in eos:
