@@ -156,3 +156,16 @@ def test_encoder_timeout_through_the_handler_and_the_configured_budget(load_hand
     service.rate.observe(1, 120.0)
     with pytest.raises(TimedOut):
         service.predict(service.name, "application/json", json.dumps({"inputs": ["x y z"]}).encode())
+
+
+def test_streaming_runtime_loop_answers_504_when_no_time_is_left(load_handler, gen_bundle):
+    from functions.response_stream import stream_answer
+
+    load_handler(gen_bundle("llama"))
+    event = make_event("POST", CHAT, {"messages": USER, "max_tokens": 8, "stream": True})
+    prelude, chunks = stream_answer(event, ShortContext(100))
+    body = json.loads(b"".join(chunks))
+    assert prelude["statusCode"] == 504 and body["error"]["code"] == "timeout"
+    prelude, chunks = stream_answer(event, ShortContext(30_000))
+    events = b"".join(chunks).decode()
+    assert prelude["statusCode"] == 200 and events.endswith("data: [DONE]\n\n")
