@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .errors import TimedOut
 
@@ -41,7 +42,7 @@ class Deadline:
         self.expires_at = None if seconds is None else clock() + seconds
 
     @classmethod
-    def for_request(cls, context: Any = None, budget_ms: int | None = None, clock: Clock = time.monotonic) -> "Deadline":
+    def for_request(cls, context: Any = None, budget_ms: int | None = None, clock: Clock = time.monotonic) -> Deadline:
         """The tighter of the configured budget and the Lambda context's remaining time minus the margin."""
         limits = [budget_ms / 1000] if budget_ms else []
         remaining = getattr(context, "get_remaining_time_in_millis", None)

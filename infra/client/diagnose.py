@@ -59,7 +59,7 @@ def is_not_found(error: APIError) -> bool:
                                             error.api_message.strip().lower() == "forbidden")
 
 
-def probe(client: "Client", url: str) -> Probe:
+def probe(client: Client, url: str) -> Probe:
     """GET ``url`` with the client's auth, once (no retries)."""
     try:
         response = client.http.get(url, timeout=min(client.timeout, PROBE_TIMEOUT_S))
@@ -101,7 +101,7 @@ def _candidates(base: str) -> list[tuple[str, str]]:
     return unique
 
 
-def diagnose_not_found(client: "Client", model: str | None = None) -> str | None:
+def diagnose_not_found(client: Client, model: str | None = None) -> str | None:
     """The likely reason ``client``'s API answered "not found", in one line with the fix; None when the
     API and the model are both there (the route itself was wrong, and the error says so already)."""
     base = client.base_url.rstrip("/")
@@ -131,14 +131,14 @@ def diagnose_not_found(client: "Client", model: str | None = None) -> str | None
             "running at this URL? `modelfn endpoints` prints the deployed ApiUrl")
 
 
-def _served_models(client: "Client", health: Probe) -> list[str]:
+def _served_models(client: Client, health: Probe) -> list[str]:
     if client.endpoints is not None and client.endpoints.models():
         return client.endpoints.models()
     name = health.body.get("model") if isinstance(health.body, dict) else None
     return [name] if isinstance(name, str) and name else []
 
 
-def check_endpoints(client: "Client", models: list[str]) -> tuple[list[str], str | None]:
+def check_endpoints(client: Client, models: list[str]) -> tuple[list[str], str | None]:
     """Probe GET /health and each model's GET /models/{name}: a line per probe, and the diagnosis of
     the first failure (None when all answered)."""
     base = client.base_url.rstrip("/")

@@ -66,7 +66,7 @@ def _chat(service, **fields) -> dict:
 
 # -- the deadline itself ---------------------------------------------------------------------
 def test_deadline_is_the_tighter_of_lambda_time_and_the_budget():
-    clock = lambda: 100.0  # noqa: E731 - a stopped clock
+    clock = lambda: 100.0
     assert Deadline.for_request(ShortContext(2000), None, clock).remaining() == pytest.approx(2.0 - MARGIN_S)
     assert Deadline.for_request(ShortContext(2000), 800, clock).remaining() == pytest.approx(0.8)
     assert Deadline.for_request(ShortContext(60_000), 800, clock).remaining() == pytest.approx(0.8)
@@ -134,9 +134,9 @@ def test_encoder_run_is_refused_when_the_measured_rate_says_it_will_not_fit(enco
     with deadline.scope(Deadline(100.0, TickingClock(1.0))):  # the run reads the clock twice: 1 s measured
         assert encoder_service.predict(name, "application/json", body).status == 200
     assert encoder_service.rate.estimate(units) == pytest.approx(1.0)
-    with deadline.scope(Deadline(0.5, lambda: 0.0)):  # 0.5 s left, 1 s needed
-        with pytest.raises(TimedOut, match="time budget") as refused:
-            encoder_service.predict(name, "application/json", body)
+    # 0.5 s left, 1 s needed
+    with deadline.scope(Deadline(0.5, lambda: 0.0)), pytest.raises(TimedOut, match="time budget") as refused:
+        encoder_service.predict(name, "application/json", body)
     assert (refused.value.status, refused.value.code) == (504, "timeout")
     with deadline.scope(Deadline(1.5, lambda: 0.0)):
         assert encoder_service.predict(name, "application/json", body).status == 200
