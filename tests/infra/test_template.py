@@ -268,10 +268,12 @@ def test_scale_to_zero_is_an_inference_component_that_starts_again_on_demand(tem
 
 def _checkov(path: Path) -> dict:
     """checkov's CloudFormation report on ``path``: failed check ids, and the summary counts."""
-    checkov = os.environ.get("MODELFN_CHECKOV") or (
-        BIN / "checkov" if (BIN / "checkov").exists() else shutil.which("checkov"))
+    # scripts/bootstrap.sh installs it in its own environment inside .venv (it pins an older boto3).
+    own = BIN.parent / "tools" / "checkov" / "bin" / "checkov"
+    checkov = os.environ.get("MODELFN_CHECKOV") or next(
+        (str(c) for c in (own, BIN / "checkov") if c.exists()), None) or shutil.which("checkov")
     if checkov is None:
-        pytest.skip("checkov is not installed (it pins an older boto3, so it lives in its own environment: "
+        pytest.skip("checkov is not installed (scripts/bootstrap.sh puts it in .venv/tools/checkov; or "
                     "`pipx install checkov`, or set MODELFN_CHECKOV to its executable)")
     proc = subprocess.run([str(checkov), "-f", str(path), "--framework", "cloudformation", "--quiet", "--compact",
                            "-o", "json"], capture_output=True, text=True, timeout=600)
