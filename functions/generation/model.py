@@ -79,6 +79,9 @@ class GenerationModel:
         eos = runtime.eos_token_ids or _as_tuple(genai.get("eos_token_id"))
         self.eos_token_ids = frozenset(int(i) for i in eos)
         self.chat_template = self._load_chat_template(root, runtime.chat_template, runtime.bos_token_id)
+        # Seconds per prompt token of the last prefill (the first token's step): what a new prompt is
+        # estimated at against the request's deadline before anything runs.
+        self.prefill_rate = deadlines.RunRate()
 
     def _load_chat_template(self, root: Path, file: str, bos_id: int | None) -> ChatTemplate | None:
         if not file:
@@ -131,7 +134,8 @@ class GenerationModel:
         """A generation checked against the limits now; decoding starts when it is iterated."""
         budget = self.check_budget(len(prompt_ids), options.max_tokens, default_max_tokens)
         # Refused while the status can still say so: a stream that has started can only end early.
-        deadlines.current().check(0.0, "generating an answer")
+        deadlines.current().check(self.prefill_rate.estimate(len(prompt_ids)),
+                                  f"reading the {len(prompt_ids)}-token prompt")
         return Generation(self, prompt_ids, options, budget)
 
     def _generator(self, prompt_ids: list[int], options: SamplingOptions, budget: int):
@@ -203,6 +207,8 @@ class Generation:
             started = clock()
             generator.generate_next_token()
             step = clock() - started
+            if not self.token_ids:  # the first step reads the whole prompt
+                model.prefill_rate.observe(len(self.prompt_ids), step)
             token = int(generator.get_next_tokens()[0])
             self.token_ids.append(token)
             if token in eos:

@@ -113,6 +113,20 @@ def test_streamed_generation_near_its_deadline_closes_the_stream_with_length(gen
     assert plain["usage"]["completion_tokens"] < 40
 
 
+def test_a_prompt_whose_measured_prefill_would_not_fit_is_refused_before_generating(gen_bundle):
+    service = ModelService.load(gen_bundle("llama"))
+    model = service.model
+    with deadline.scope(Deadline(100.0, TickingClock(1.0))):  # the first step reads the clock twice: 1 s
+        first = _chat(service, max_tokens=2)
+    prompt_tokens = first["usage"]["prompt_tokens"]
+    assert model.prefill_rate.estimate(prompt_tokens) == pytest.approx(1.0)
+    with deadline.scope(Deadline(0.9, lambda: 0.0)), pytest.raises(TimedOut, match="token prompt") as refused:
+        _chat(service, max_tokens=2)  # 0.9 s left, 1 s needed to read the prompt
+    assert refused.value.status == 504
+    with deadline.scope(Deadline(1.1, lambda: 0.0)):
+        assert _chat(service, max_tokens=2)["usage"]["completion_tokens"] == 2
+
+
 def test_generation_without_time_left_is_a_504_through_the_handler(load_handler, gen_bundle):
     module = load_handler(gen_bundle("llama"))
     for stream in (False, True):
