@@ -17,6 +17,9 @@ MAX_IMAGE_PIXELS = "MODELFN_MAX_IMAGE_PIXELS"
 MAX_BODY_BYTES = "MODELFN_MAX_BODY_BYTES"
 # Log request text (off by default: requests may carry personal data).
 LOG_INPUTS = "MODELFN_LOG_INPUTS"
+# Per-request time budget in milliseconds (functions/deadline.py). Default: the Lambda function's remaining
+# time minus a margin; set, it caps that (and bounds adapters that have no Lambda context).
+TIME_BUDGET_MS = "MODELFN_TIME_BUDGET_MS"
 # ONNX Runtime intra-op threads (default: the CPUs this process may use).
 THREADS = "MODELFN_THREADS"
 # Lambda response streaming (text-generation functions): "true" runs functions.response_stream as the

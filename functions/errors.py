@@ -12,7 +12,8 @@
         ├── UnsupportedMediaType 415
         ├── Unprocessable        422
         ├── TooManyRequests      429 (the GPU server's queue is full; Retry-After)
-        └── NotReady             503 (the GPU server is still loading its model; Retry-After)
+        ├── NotReady             503 (the GPU server is still loading its model; Retry-After)
+        └── TimedOut             504 (the request would run past its time budget: functions/deadline.py)
 
 export/ and infra/ add their own subclasses (ExportError, RegistryError, ...). The CLI maps
 ``exit_code`` to the process status and the HTTP layer maps ``status`` to the response, each in
@@ -100,3 +101,10 @@ class NotReady(RequestError):
     def __init__(self, message: str, *, retry_after: int, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+class TimedOut(RequestError):
+    """The request would run past its time budget (the function's remaining time or
+    $MODELFN_TIME_BUDGET_MS): answered as a clear 504 before Lambda would kill the function mid-answer."""
+
+    status, code = 504, "timeout"

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import observability
+from . import deadline, observability
 from .bundle import locate_bundle
 from .errors import BadRequest, BundleError, ModelfnError, RequestError
 from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, error_headers, no_route, render_error, wrong_method
@@ -208,12 +208,14 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
         except (AttributeError, TypeError, IndexError) as exc:  # fields of the wrong JSON type
             raise BadRequest("malformed API Gateway proxy event") from exc
         method, path = request.method, request.path
-        answer = _dispatch(service, request)
-        if answer.stream is not None:
-            # A buffered proxy response cannot stream: the whole event stream goes as one body.
-            body, media_type = "".join(answer.stream), EVENT_STREAM_MEDIA_TYPE
-        else:
-            body = dumps(answer.payload)
+        # The request's time budget: Lambda's remaining time less a margin, capped by the setting.
+        with deadline.scope(deadline.Deadline.for_request(context, service.settings.time_budget_ms)):
+            answer = _dispatch(service, request)
+            if answer.stream is not None:
+                # A buffered proxy response cannot stream: the whole event stream goes as one body.
+                body, media_type = "".join(answer.stream), EVENT_STREAM_MEDIA_TYPE
+            else:
+                body = dumps(answer.payload)
         status, batch, tokens = answer.status, answer.batch, answer.tokens
     except Exception as exc:  # noqa: BLE001 - every fault becomes the error shape, never a traceback
         if not isinstance(exc, ModelfnError):

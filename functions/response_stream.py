@@ -62,7 +62,7 @@ def stream_answer(event: Any, context: Any = None) -> tuple[dict, Iterator[bytes
     from . import (
         handler as buffered,  # loads the model bundle (the init phase), as the buffered entry does
     )
-    from . import observability
+    from . import deadline, observability
     from .errors import BadRequest, BundleError, ModelfnError
     from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, render_error
 
@@ -81,7 +81,9 @@ def stream_answer(event: Any, context: Any = None) -> tuple[dict, Iterator[bytes
         except (AttributeError, TypeError, IndexError) as exc:
             raise BadRequest("malformed API Gateway proxy event") from exc
         method, path = request.method, request.path
-        answer = buffered._dispatch(service, request)
+        # The stream's generation keeps this deadline while the body is sent after we return.
+        with deadline.scope(deadline.Deadline.for_request(context, service.settings.time_budget_ms)):
+            answer = buffered._dispatch(service, request)
     except Exception as exc:  # noqa: BLE001 - every fault becomes the error shape, never a traceback
         if not isinstance(exc, ModelfnError):
             observability.exception("unhandled error", fields, path=path)

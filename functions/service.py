@@ -23,11 +23,12 @@ a :class:`Pending`; ``Pending.finish`` post-processes the outputs of its run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
+from .deadline import UNBOUNDED, Deadline, RunRate, current, request_scope
 from .errors import NotFound
 from .inputs import (check_body_size, check_content_type, check_model_name, parse_items, parse_json, parse_predict,
                      read_predict_body)
@@ -60,6 +61,10 @@ class Pending:
 
     prepared: Prepared
     _finish: Callable[[Prepared, list[dict]], Answer]
+    # The request's time budget (functions/deadline.py) and the model's measured run rate, which
+    # :meth:`run` checks before each session run; a batch scheduler keeps its own limits.
+    deadline: Deadline = field(default=UNBOUNDED)
+    rate: RunRate | None = None
 
     def finish(self, outputs: list[dict], feeds: list[dict] | None = None) -> Answer:
         """Post-process the outputs of ``feeds`` (default: the request's own feeds) into the answer."""
@@ -67,8 +72,31 @@ class Pending:
         return self._finish(prepared, outputs)
 
     def run(self, model: LoadedModel) -> Answer:
-        """Run the request's own feeds inline and answer (Lambda and the plain ASGI app)."""
-        return self.finish([model.run(feed) for feed in self.prepared.feeds])
+        """Run the request's own feeds inline and answer (Lambda and the plain ASGI app).
+
+        Before each run its time is estimated from the last measured rate; a run that would not
+        finish within the request's deadline is refused with a 504 instead of being started.
+        """
+        outputs, clock = [], self.deadline.clock
+        for feed in self.prepared.feeds:
+            units = _units(feed)
+            if self.rate is not None:
+                self.deadline.check(self.rate.estimate(units), f"running the model on {units} tokens")
+            started = clock()
+            outputs.append(model.run(feed))
+            if self.rate is not None:
+                self.rate.observe(units, clock() - started)
+        return self.finish(outputs)
+
+
+def _units(feed: dict) -> int:
+    """The work in one feed: its padded token count (rows x length), else its rows (images)."""
+    ids = feed.get("input_ids")
+    if ids is not None:
+        return int(ids.size)
+    first = next(iter(feed.values()), None)
+    shape = getattr(first, "shape", None)
+    return int(shape[0]) if shape else 1
 
 
 class ModelService:
@@ -81,6 +109,7 @@ class ModelService:
         self.name: str = settings.name or model.manifest.name
         self.version = settings.version
         self.openai_routes = self.task.openai_routes(model.manifest.runtime)
+        self.rate = RunRate()  # seconds per token of the last session run: what a new run is estimated at
         self._embeddings = OpenAIEmbeddings(model, self.name) if EMBEDDINGS_ROUTE in self.openai_routes else None
         self._generation = None
         if CHAT_ROUTE in self.openai_routes or COMPLETIONS_ROUTE in self.openai_routes:
@@ -127,7 +156,8 @@ class ModelService:
         return self.settings.max_body_bytes
 
     def predict(self, name: str, content_type: str | None, body: bytes) -> Answer:
-        return self.begin_predict(name, content_type, body).run(self.model)
+        with request_scope(self.settings.time_budget_ms):
+            return self.begin_predict(name, content_type, body).run(self.model)
 
     def begin_predict(self, name: str, content_type: str | None, body: bytes) -> Pending:
         """predict up to the session: parsed, validated and tokenized. The body is JSON, or for a task
@@ -151,10 +181,11 @@ class ModelService:
             shaped = task.shape(results, single, params) if task.shape else (results[0] if single else results)
             return Answer(200, shaped, len(items), prepared.tokens)
 
-        return Pending(prepared, finish)
+        return Pending(prepared, finish, current(), self.rate)
 
     def embeddings(self, content_type: str | None, body: bytes) -> Answer:
-        return self.begin_embeddings(content_type, body).run(self.model)
+        with request_scope(self.settings.time_budget_ms):
+            return self.begin_embeddings(content_type, body).run(self.model)
 
     def begin_embeddings(self, content_type: str | None, body: bytes) -> Pending:
         """embeddings up to the session: parsed, validated and tokenized."""
@@ -172,7 +203,7 @@ class ModelService:
             payload, batch, tokens = finish(prepared, outputs)
             return Answer(200, payload, batch, tokens)
 
-        return Pending(prepared, answer)
+        return Pending(prepared, answer, current(), self.rate)
 
     def _check_embeddings(self) -> None:
         if self._embeddings is None:
@@ -184,14 +215,16 @@ class ModelService:
         generation = self._generation_routes("/v1/chat/completions")
         check_content_type(content_type)
         check_body_size(len(body), self.max_body_bytes)
-        return _generated(generation.chat(parse_json(body)))
+        with request_scope(self.settings.time_budget_ms):  # the generation keeps the deadline it starts under
+            return _generated(generation.chat(parse_json(body)))
 
     def completions(self, content_type: str | None, body: bytes) -> Answer:
         """OpenAI (legacy) completions of a raw prompt (text-generation models)."""
         generation = self._generation_routes("/v1/completions")
         check_content_type(content_type)
         check_body_size(len(body), self.max_body_bytes)
-        return _generated(generation.completions(parse_json(body)))
+        with request_scope(self.settings.time_budget_ms):
+            return _generated(generation.completions(parse_json(body)))
 
     def models(self) -> Answer:
         """OpenAI's model list: the one model this function serves."""

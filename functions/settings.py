@@ -97,6 +97,7 @@ class Settings:
     log_inputs: bool
     threads: int
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    time_budget_ms: int | None = None  # None: only the Lambda context's remaining time bounds a request
 
     @classmethod
     def resolve(cls, bundle_dir: str | os.PathLike[str] | None = None, *, name: str | None = None,
@@ -107,6 +108,7 @@ class Settings:
         env_tokens = _env_int(env.MAX_TOKENS, 8, 1 << 20)
         env_threads = _env_int(env.THREADS, 1, 1024)
         env_body = _env_int(env.MAX_BODY_BYTES, 1024, 1 << 30)
+        env_budget = _env_int(env.TIME_BUDGET_MS, 1, 15 * 60 * 1000)  # Lambda's longest timeout
         return cls(
             bundle_dir=Path(bundle_dir) if bundle_dir is not None else default_bundle_dir(),
             name=name or os.environ.get(env.MODEL_NAME) or None,
@@ -117,6 +119,7 @@ class Settings:
             log_inputs=env_flag(env.LOG_INPUTS, False),
             threads=threads if threads is not None else (env_threads or available_cpus()),
             max_body_bytes=env_body or DEFAULT_MAX_BODY_BYTES,
+            time_budget_ms=env_budget,
         )
 
 

@@ -57,6 +57,8 @@ def gpu_runtime(explicit: str | None = None) -> str:
 # the CLI's own, read by infra.client only.
 SAMCONFIG = "samconfig.toml"
 STACK_NAME = "modelfn"
+# The API Gateway stage the template deploys: deployed URLs end in /prod; local servers have no stage.
+STAGE_NAME = "prod"
 API_KEY_ENV = "MODELFN_API_KEY"  # sent as x-api-key (AuthMode API_KEY)
 URL_ENV = "MODELFN_URL"  # a base URL to call instead of the stack's (a local server)
 CALL_TIMEOUT_S = 60.0  # per request; a Lambda cold start of a large model takes tens of seconds

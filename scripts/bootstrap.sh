@@ -12,6 +12,19 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 
+# checkov (the template security checks in tests/infra/test_template.py) pins an older boto3 and
+# packaging than modelfn's, so it gets its own environment inside .venv, where the test finds it.
+CHECKOV=.venv/tools/checkov
+if [ ! -x "$CHECKOV/bin/checkov" ]; then
+  echo "modelfn: installing checkov into $CHECKOV" >&2
+  if ! { python -m venv "$CHECKOV" && "$CHECKOV/bin/python" -m pip install "checkov==3.3.30"; } \
+       >.venv/checkov-install.log 2>&1; then
+    tail -n 30 .venv/checkov-install.log >&2
+    echo "modelfn: installing checkov failed; the whole log is in .venv/checkov-install.log" >&2
+    exit 1
+  fi
+fi
+
 stamp=.venv/.modelfn-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

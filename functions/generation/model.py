@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from .. import deadline as deadlines
 from ..errors import BadRequest, BundleError, ConfigError, NotFound
 from ..manifest import (
     GENAI_CONFIG_FILE,
@@ -105,6 +106,9 @@ class GenerationModel:
         eos = runtime.eos_token_ids or _as_tuple(genai.get("eos_token_id"))
         self.eos_token_ids = frozenset(int(i) for i in eos)
         self.chat_template = self._load_chat_template(root, runtime.chat_template, runtime.bos_token_id)
+        # Seconds per prompt token of the last prefill (the first token's step): what a new prompt is
+        # estimated at against the request's deadline before anything runs.
+        self.prefill_rate = deadlines.RunRate()
 
     def _load_chat_template(self, root: Path, file: str, bos_id: int | None) -> ChatTemplate | None:
         if not file:
@@ -156,6 +160,9 @@ class GenerationModel:
               default_max_tokens: int | None = None) -> Generation:
         """A generation checked against the limits now; decoding starts when it is iterated."""
         budget = self.check_budget(len(prompt_ids), options.max_tokens, default_max_tokens)
+        # Refused while the status can still say so: a stream that has started can only end early.
+        deadlines.current().check(self.prefill_rate.estimate(len(prompt_ids)),
+                                  f"reading the {len(prompt_ids)}-token prompt")
         return Generation(self, prompt_ids, options, budget)
 
     def _generator(self, prompt_ids: list[int], options: SamplingOptions, budget: int):
@@ -176,7 +183,11 @@ class GenerationModel:
 
 class Generation:
     """One request's answer. Iterate for text pieces as they decode (they concatenate to
-    :meth:`text`); after the end, ``finish_reason``, ``completion_tokens`` and ``token_ids`` are set."""
+    :meth:`text`); after the end, ``finish_reason``, ``completion_tokens`` and ``token_ids`` are set.
+
+    It keeps the deadline of the request that created it (functions/deadline.py): decoding stops,
+    with ``finish_reason`` "length", when the next token would not fit in the time left (judged by
+    the previous token's time), and a request with no time left at all is refused (504)."""
 
     def __init__(self, model: GenerationModel, prompt_ids: list[int], options: SamplingOptions, budget: int):
         self.model = model
@@ -187,6 +198,7 @@ class Generation:
         self.finish_reason: str | None = None
         self._pieces: Iterator[str] | None = None
         self._text: list[str] = []
+        self.deadline = deadlines.current()
 
     @property
     def prompt_tokens(self) -> int:
@@ -208,14 +220,22 @@ class Generation:
         return "".join(self._text)
 
     def _decode(self) -> Iterator[str]:
-        model = self.model
+        model, deadline = self.model, self.deadline
+        deadline.check(0.0, "generating an answer")
+        clock, step = deadline.clock, 0.0
         generator = model._generator(self.prompt_ids, self.options, self.max_tokens)
         decoder = IncrementalDecoder(model.tokenizer, self.prompt_ids)
         stops = StopStrings(self.options.stop)
         eos = model.eos_token_ids
         reason = LENGTH
         while not generator.is_done():
+            if self.token_ids and not deadline.fits(step):
+                break  # out of time: the answer ends here, as at max_tokens ("length")
+            started = clock()
             generator.generate_next_token()
+            step = clock() - started
+            if not self.token_ids:  # the first step reads the whole prompt
+                model.prefill_rate.observe(len(self.prompt_ids), step)
             token = int(generator.get_next_tokens()[0])
             self.token_ids.append(token)
             if token in eos:

@@ -68,27 +68,40 @@ def open_client(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from infra.client.diagnose import diagnose_not_found, is_not_found
+    from infra.client.errors import APIError
+
     request = read_request(args)
     with open_client(args) as client:
-        if client.endpoints is not None and client.endpoints.models() and args.name not in client.endpoints.models():
-            raise ConfigError(f"no model named {args.name!r} in {client.endpoints.source}",
-                              hint="models: " + ", ".join(client.endpoints.models()))
-        if args.task:
-            from functions.tasknames import resolve_task
+        try:
+            return _call(client, args, request)
+        except APIError as exc:
+            # "Not found" for everything usually means a wrong URL, stage or model name: probe and say which.
+            if is_not_found(exc):
+                exc.hint = diagnose_not_found(client, args.name) or exc.hint
+            raise
 
-            task = resolve_task(args.task)  # a synonym names the same task; an unknown one lists them
-        else:
-            task = client.info(args.name).get("task", "")
-        if task == TEXT_GENERATION or "messages" in request:
-            return _chat(client, args, request)
-        inputs = request.get("inputs")
-        answer = client.predict(args.name, inputs, request.get("parameters"))
-        if args.json:
-            print(json.dumps(answer, indent=2, ensure_ascii=False))
-        else:
-            from .answers import render
 
-            print(render(task, inputs, answer))
+def _call(client, args: argparse.Namespace, request: dict) -> int:
+    if client.endpoints is not None and client.endpoints.models() and args.name not in client.endpoints.models():
+        raise ConfigError(f"no model named {args.name!r} in {client.endpoints.source}",
+                          hint="models: " + ", ".join(client.endpoints.models()))
+    if args.task:
+        from functions.tasknames import resolve_task
+
+        task = resolve_task(args.task)  # a synonym names the same task; an unknown one lists them
+    else:
+        task = client.info(args.name).get("task", "")
+    if task == TEXT_GENERATION or "messages" in request:
+        return _chat(client, args, request)
+    inputs = request.get("inputs")
+    answer = client.predict(args.name, inputs, request.get("parameters"))
+    if args.json:
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
+    else:
+        from .answers import render
+
+        print(render(task, inputs, answer))
     return 0
 
 

@@ -49,7 +49,7 @@ _PARAMETERS = {
                              "Description": "Burst of requests the stage accepts"},
     "LogRetentionDays": {"Type": "Number", "Default": 30,
                          "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 180, 365, 731, 1827, 3653],
-                         "Description": "Retention of the API access logs"},
+                         "Description": "Retention of the API access logs and the functions' logs"},
     "CreateRegistryBucket": {"Type": "String", "Default": "false", "AllowedValues": ["true", "false"],
                              "Description": "Create a versioned, encrypted, TLS-only S3 bucket for the model registry"},
     "CreateApiGatewayAccount": {
@@ -57,12 +57,33 @@ _PARAMETERS = {
         "Description": "Set the account-wide API Gateway CloudWatch role access logging needs "
                        "(false when the account already has one)",
     },
+    "ReservedConcurrency": {
+        "Type": "Number", "Default": 0, "MinValue": 0,
+        "Description": "Concurrent executions reserved for (and capping) each model function; 0 leaves them "
+                       "unreserved, in the account's shared pool",
+    },
+    "Tracing": {"Type": "String", "Default": "false", "AllowedValues": ["true", "false"],
+                "Description": "X-Ray tracing of the API stage and the functions (billed per traced request)"},
+    "KmsKeyArn": {
+        "Type": "String", "Default": "",
+        "Description": "ARN of a KMS key for the functions' environment and the log groups (its key policy must "
+                       "allow logs.<region>.amazonaws.com); empty: AWS-managed encryption",
+    },
+    "RegistryAccessLogBucket": {
+        "Type": "String", "Default": "",
+        "Description": "Bucket that receives S3 server access logs of the registry bucket (with "
+                       "CreateRegistryBucket); empty: no access logs",
+    },
 }
 _CONDITIONS = {
     "UseIamAuth": {"Fn::Equals": [ref("AuthMode"), "AWS_IAM"]},
     "UseApiKeyAuth": {"Fn::Equals": [ref("AuthMode"), "API_KEY"]},
     "CreateRegistryBucket": {"Fn::Equals": [ref("CreateRegistryBucket"), "true"]},
     "CreateApiGatewayAccount": {"Fn::Equals": [ref("CreateApiGatewayAccount"), "true"]},
+    "ReserveConcurrency": {"Fn::Not": [{"Fn::Equals": [ref("ReservedConcurrency"), 0]}]},
+    "UseTracing": {"Fn::Equals": [ref("Tracing"), "true"]},
+    "UseKmsKey": {"Fn::Not": [{"Fn::Equals": [ref("KmsKeyArn"), ""]}]},
+    "LogRegistryAccess": {"Fn::Not": [{"Fn::Equals": [ref("RegistryAccessLogBucket"), ""]}]},
 }
 
 
@@ -154,16 +175,18 @@ def generate_template(models_file: ModelsFile, deployments: list[Deployment], re
             resources.update(function_resources(deployment, registry_uri))
     resources.update(api_resources(deployments))
     resources.update(bucket_resources())
-    parameters = dict(_PARAMETERS)
+    parameters, conditions = dict(_PARAMETERS), dict(_CONDITIONS)
     if any(d.is_gpu for d in deployments):
         parameters.update(GPU_PARAMETERS)
+    if all(d.is_gpu for d in deployments):  # no function to reserve concurrency for
+        del parameters["ReservedConcurrency"], conditions["ReserveConcurrency"]
 
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": _description(models_file, deployments),
         "Parameters": parameters,
-        "Conditions": _CONDITIONS,
+        "Conditions": conditions,
         "Resources": resources,
         "Outputs": _outputs(deployments),
     }

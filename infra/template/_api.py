@@ -13,6 +13,7 @@ from functions.inputs import INPUT_KINDS
 from functions.routes import ROUTES, model_routes
 from functions.tasks import get_task
 
+from ._checkov import skips
 from ._names import API_ID, FUNCTION_ALIAS, NO_VALUE, STAGE_NAME, Deployment, get_att, if_, ref, sub
 from ._sagemaker import endpoint_name, inference_component_name, invoke_role_id
 
@@ -220,13 +221,16 @@ def api_resources(deployments: list[Deployment]) -> dict[str, dict]:
             "Properties": {
                 "LogGroupName": sub("/aws/apigateway/${AWS::StackName}-access"),
                 "RetentionInDays": ref("LogRetentionDays"),
+                "KmsKeyId": if_("UseKmsKey", ref("KmsKeyArn"), NO_VALUE),
             },
         },
         API_ID: {
             "Type": "AWS::Serverless::Api",
             "DependsOn": ["ApiGatewayAccountReady"],
+            "Metadata": skips("CKV_AWS_120", "CKV_AWS_73"),
             "Properties": {
                 "StageName": STAGE_NAME,
+                "TracingEnabled": if_("UseTracing", True, False),
                 "OpenApiVersion": "3.0.1",
                 "EndpointConfiguration": {"Type": "REGIONAL"},
                 "DefinitionBody": definition_body(deployments),

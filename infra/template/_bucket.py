@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._names import get_att, sub
+from ._names import NO_VALUE, get_att, if_, ref, sub
 
 BUCKET_ID = "RegistryBucket"
 
@@ -17,6 +17,9 @@ def bucket_resources() -> dict[str, dict]:
             "UpdateReplacePolicy": "Retain",
             "Properties": {
                 "VersioningConfiguration": {"Status": "Enabled"},
+                "LoggingConfiguration": if_("LogRegistryAccess", {
+                    "DestinationBucketName": ref("RegistryAccessLogBucket"), "LogFilePrefix": "modelfn-registry/"},
+                    NO_VALUE),
                 "BucketEncryption": {"ServerSideEncryptionConfiguration": [
                     {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True},
                 ]},

@@ -6,7 +6,8 @@ import math
 
 from functions import constants
 
-from ._names import FUNCTION_ALIAS, Deployment, ref, sub
+from ._checkov import skips
+from ._names import FUNCTION_ALIAS, NO_VALUE, Deployment, if_, ref, sub
 
 # /tmp must hold the fetched bundle plus what ONNX Runtime and Python write; Lambda allows 512-10240 MB.
 _EPHEMERAL_HEADROOM_MB = 512
@@ -59,10 +60,12 @@ def fetch_policy(deployment: Deployment, registry_uri: str) -> dict:
 
 
 def function_resources(deployment: Deployment, registry_uri: str) -> dict[str, dict]:
-    """The function and the alarm that rolls a bad version back during its canary."""
+    """The function, its log group (with the stack's retention) and the alarm that rolls a bad
+    version back during its canary."""
     spec = deployment.spec
     fn_id = deployment.function_id
     alarm_id = f"{deployment.logical_id}ErrorsAlarm"
+    log_id = f"{deployment.logical_id}LogGroup"
     properties: dict = {
         "PackageType": "Image",
         "Description": f"modelfn model {spec.name} ({spec.task}) version {deployment.version}",
@@ -70,6 +73,11 @@ def function_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
         "MemorySize": spec.memory_mb,
         "Timeout": spec.timeout_s,
         "Environment": {"Variables": environment(deployment, registry_uri)},
+        "KmsKeyArn": if_("UseKmsKey", ref("KmsKeyArn"), NO_VALUE),
+        "ReservedConcurrentExecutions": if_("ReserveConcurrency", ref("ReservedConcurrency"), NO_VALUE),
+        "Tracing": if_("UseTracing", "Active", NO_VALUE),
+        # Its own log group, so the logs expire (Lambda's default group keeps them forever).
+        "LoggingConfig": {"LogGroup": ref(log_id)},
         "AutoPublishAlias": FUNCTION_ALIAS,
         "DeploymentPreference": {
             "Type": ref("DeploymentType"),
@@ -86,6 +94,16 @@ def function_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
             "Dockerfile": "Dockerfile",
             "DockerContext": deployment.context,
             "DockerTag": deployment.docker_tag,
+            **skips("CKV_AWS_116", "CKV_AWS_117"),
+        },
+    }
+    log_group = {
+        "Type": "AWS::Logs::LogGroup",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "RetentionInDays": ref("LogRetentionDays"),
+            "KmsKeyId": if_("UseKmsKey", ref("KmsKeyArn"), NO_VALUE),
         },
     }
     alarm = {
@@ -108,4 +126,4 @@ def function_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
             "TreatMissingData": "notBreaching",
         },
     }
-    return {fn_id: function, alarm_id: alarm}
+    return {fn_id: function, log_id: log_group, alarm_id: alarm}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra import defaults
 from infra.spec import ModelSpec
 from functions.tasks import EMBEDDINGS_ROUTE, get_task
 
 FUNCTION_ALIAS = "live"
-STAGE_NAME = "prod"
+STAGE_NAME = defaults.STAGE_NAME
 API_ID = "Api"
 
 

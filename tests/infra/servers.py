@@ -217,3 +217,25 @@ class FakeChat:
             if self.done:
                 await event("[DONE]")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class StagedGateway:
+    """ASGI middleware answering as a deployed REST API does around its routes: the app lives under
+    /{stage}; another stage is 403 ``{"message": "Forbidden"}``; a path under the stage that is not
+    one of ``paths`` is 403 Missing Authentication Token in the template's error shape."""
+
+    def __init__(self, app, paths: set[str], stage: str = "prod"):
+        self.app, self.paths, self.prefix = app, paths, "/" + stage
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if not path.startswith(self.prefix + "/"):
+            return await send_json(send, 403, {"message": "Forbidden"})
+        inner = path[len(self.prefix):]
+        if inner not in self.paths:
+            return await send_json(send, 403, {"error": {"code": "MISSING_AUTHENTICATION_TOKEN",
+                                                         "message": "Missing Authentication Token"}})
+        scope = dict(scope, path=inner, raw_path=inner.encode())
+        await self.app(scope, receive, send)
