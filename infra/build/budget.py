@@ -1,7 +1,7 @@
 """What a function image will hold, computed before it is built, and the refusals `modelfn build` makes.
 
-Image contents = the files the pinned wheels install (uncompressed sizes from each wheel, less what the
-Dockerfile trims: context.TRIM) + the runtime code + the bundle when it is baked in. The base image
+Image contents = the files the pinned wheels install (uncompressed sizes from each wheel as it goes
+into the image, stripped: strip.py, less what the Dockerfile trims: context.TRIM) + the runtime code + the bundle when it is baked in. The base image
 (Python, the Lambda runtime) is not counted: it is shared by every function and cached by Lambda.
 
 Two refusals, both before anything is written:
@@ -23,6 +23,7 @@ import functions
 from functions.errors import ConfigError
 
 from .context import TRIM
+from .strip import image_wheel
 
 MB = 2**20
 # Build-time libraries a function image must never carry (DESIGN.md: the runtime is lean).
@@ -84,7 +85,7 @@ def image_contents(pins: list[str], wheelhouse: Path, *, bundle_bytes: int = 0) 
     for wheel in Path(wheelhouse).glob("*.whl"):
         name, version, _, _ = parse_wheel_filename(wheel.name)
         if wanted.pop((canonicalize_name(name), str(version)), None) is not None:
-            total += installed_bytes(wheel)
+            total += installed_bytes(image_wheel(wheel))
     if wanted:
         raise ConfigError(f"wheelhouse {wheelhouse} has no wheel for {next(iter(wanted.values()))}",
                           hint="delete the wheelhouse folder and rerun modelfn build")
