@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 _CHILD = r"""
 import json, resource, sys
 mode, bundle, batch, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from functions.errors import ConfigError
 from functions.manifest import GENAI_CONFIG_FILE, MODEL_FILE, Manifest, read_manifest

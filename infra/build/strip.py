@@ -64,7 +64,7 @@ def strip_wheel(wheel: Path, dest: Path) -> bool:
             payload[name] = data
         if not libraries:
             return False
-        done = subprocess.run([tool, "--strip-unneeded", *map(str, libraries)], capture_output=True, text=True)
+        done = subprocess.run([tool, "--strip-unneeded", *map(str, libraries)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             return False
         for library in libraries:

@@ -12,9 +12,22 @@ import yaml
 from functions.errors import ConfigError
 from functions.manifest import GENAI_CONFIG_FILE, MODEL_FILE, read_manifest
 from infra.build import BuildSettings, build, pinned_requirements
-from infra.build.budget import FORBIDDEN, image_contents, installed_bytes, refuse_forbidden
-from infra.build.memory import (AUTO_MIN_MB, FLOAT_BYTES, HEADROOM, HIDDEN_BUFFERS, LAMBDA_MAX_MB, STEP_MB,
-                                encoder_shape, estimate_bundle)
+from infra.build.budget import (
+    FORBIDDEN,
+    image_contents,
+    installed_bytes,
+    refuse_forbidden,
+)
+from infra.build.memory import (
+    AUTO_MIN_MB,
+    FLOAT_BYTES,
+    HEADROOM,
+    HIDDEN_BUFFERS,
+    LAMBDA_MAX_MB,
+    STEP_MB,
+    encoder_shape,
+    estimate_bundle,
+)
 from infra.cli import main as modelfn
 from infra.registry import open_registry
 from infra.registry.errors import IntegrityError
