@@ -85,7 +85,7 @@ def _lambda_memory(spec, registry, version: int, info, fetch: bool) -> int:
                     max_batch=spec.max_batch, max_tokens=spec.max_tokens, context_length=spec.context_length)
     if fetch and ephemeral_need_mb(info.size_bytes) > LAMBDA_MAX_MB:
         raise ConfigError(f"model {spec.name!r}: the fetched bundle needs {ephemeral_need_mb(info.size_bytes)} MB of /tmp "
-                          f"(bundle {info.size_bytes / 2**20:.0f} + 512), over Lambda's {LAMBDA_MAX_MB} MB; "
+                          f"(bundle {info.size_bytes / 2**20:.0f} MB + headroom), over Lambda's {LAMBDA_MAX_MB} MB; "
                           f"fix: a smaller quantization, or target: gpu")
     return check_lambda_memory(spec.name, spec.memory_mb, need)
 
