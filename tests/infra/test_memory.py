@@ -237,3 +237,19 @@ def test_registry_reads_one_file_checked_against_its_sha256(tmp_path, gen_bundle
     stored.write_bytes(stored.read_bytes().replace(b"{", b"[", 1))
     with pytest.raises(IntegrityError, match="sha256"):
         registry.read_file("lm", version, manifest, GENAI_CONFIG_FILE)
+
+
+def test_a_fetched_bundle_larger_than_lambdas_tmp_is_refused(tmp_path, tiny_bundle, capsys):
+    """A version whose manifest lists an 11 GB model file (the size is all the check reads): fetched at
+    cold start, it could never fit Lambda's 10,240 MB of /tmp."""
+    from functions.manifest import MANIFEST_FILE
+
+    root = tmp_path / "registry"
+    registry = open_registry(str(root))
+    registry.promote("tiny", "prod", registry.push("tiny", tiny_bundle("feature-extraction")).version)
+    stored = root / "models" / "tiny" / "versions" / "1" / MANIFEST_FILE
+    manifest = json.loads(stored.read_text())
+    manifest["files"][MODEL_FILE]["size"] = 11 * 2**30
+    stored.write_text(json.dumps(manifest))
+    code, err = run_build(tmp_path, root, write_models(tmp_path / "models.yaml", memory_mb=10240), capsys)
+    assert_refused(tmp_path, code, err, "model 'tiny'", "MB of /tmp", f"over Lambda's {LAMBDA_MAX_MB} MB")
