@@ -7,7 +7,8 @@
              `python scripts/measure_memory.py baseline` (Python 3.11, onnxruntime 1.32, x86_64).
     weights  2 x the bundle's files: a loaded session holds the initializers plus the copies ONNX
              Runtime pre-packs for its kernels (measured 2.0x for MiniLM int8, 1.7x for SmolLM2 int4).
-    working  encoders: activations of the largest request, max_batch x max_tokens tokens,
+    working  encoders: activations of the largest request, max_batch x max_tokens tokens (image
+             models: (side / patch)^2 + 1 tokens per image),
                  4 bytes x tokens x (17 x hidden + heads x max_tokens)
              (17 hidden-wide float buffers per token alive at once, the feed-forward and the int8
              copies, and one attention score row per head; fitted to MiniLM at 8x128 and 32x256).
@@ -35,7 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.errors import ConfigError
-from functions.manifest import GENAI_CONFIG_FILE, MODEL_FILE, Manifest, read_manifest
+from functions.manifest import (
+    GENAI_CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    read_manifest,
+)
 from functions.tasknames import TEXT_GENERATION
 
 MB = 2**20
@@ -94,7 +101,8 @@ class MemoryEstimate:
 @dataclass(frozen=True)
 class EncoderShape:
     hidden: int
-    heads: int
+    heads: int  # 0: no attention (a convolutional image model)
+    patch: int = 0  # image models: the patch embedding's kernel (tokens = (side / patch)^2 + 1)
 
 
 def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: int,
@@ -113,6 +121,12 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
         return MemoryEstimate(GENERATION_RUNTIME_MB, weights_mb, (("KV", kv / MB), ("prefill", prefill / MB)))
     shape = encoder_shape(read(MODEL_FILE))
     tokens = min(max_tokens, manifest.runtime.max_length) if manifest.runtime.max_length else max_tokens
+    image = manifest.runtime.image
+    if image is not None and shape.patch:
+        side = image.crop_height or image.height or image.shortest_edge
+        patches = (side // shape.patch) ** 2 + 1  # + the class token
+        # CLIP-style models also run a text tower (they ship a tokenizer); image-only ones do not
+        tokens = max(patches, tokens) if TOKENIZER_FILE in manifest.files else patches
     return MemoryEstimate(RUNTIME_MB, weights_mb, 
                           (("activations", encoder_working_bytes(shape, max_batch, tokens) / MB),))
 
@@ -178,7 +192,7 @@ def encoder_shape(model_bytes: bytes) -> EncoderShape:
     graph = model.graph
     dims = {i.name: list(i.dims) for i in graph.initializer}
     produced_by = {out: node for node in graph.node for out in node.output}
-    hidden = 0
+    hidden = patch = 0
     feeds = {i.name for i in graph.input}
     for node in graph.node:
         if not feeds & set(node.input):
@@ -189,7 +203,7 @@ def encoder_shape(model_bytes: bytes) -> EncoderShape:
                 name = source.input[0]
             shape = dims.get(name, [])
             if node.op_type == "Conv" and len(shape) == 4:  # image models: patch embedding
-                hidden = max(hidden, shape[0])
+                hidden, patch = max(hidden, shape[0]), shape[2]
             elif len(shape) == 2 and node.op_type != "Conv":  # [vocab, hidden] word embedding
                 hidden = max(hidden, shape[1])
     if not hidden:
@@ -204,13 +218,33 @@ def encoder_shape(model_bytes: bytes) -> EncoderShape:
             if heads:
                 break
     if not heads:
-        for init in graph.initializer:
-            if len(init.dims) == 1 and init.dims[0] == 4 and init.data_type == onnx.TensorProto.INT64:
-                values = numpy_helper.to_array(init).tolist()
-                if values[2] > 0 and values[2] * values[3] == hidden:
-                    heads = values[2]
-                    break
-    return EncoderShape(hidden=hidden, heads=heads or max(1, hidden // HEAD_DIM))
+        heads = _reshape_heads(graph, hidden, produced_by, numpy_helper)
+    if not heads and not any(node.op_type == "Softmax" for node in graph.node):
+        return EncoderShape(hidden=hidden, heads=0, patch=patch)  # no attention: a convolutional model
+    return EncoderShape(hidden=hidden, heads=heads or max(1, hidden // HEAD_DIM), patch=patch)
+
+
+def _reshape_heads(graph, hidden: int, produced_by: dict, numpy_helper) -> int:
+    """Heads of an unfused attention: a Reshape to (..., heads, head_dim) with heads x head_dim ==
+    hidden, its shape a constant or a Concat of constants and dynamic sizes (as torch exports it)."""
+    initializers = {i.name: i for i in graph.initializer}
+
+    def ints(name: str) -> list[int | None]:
+        if name in initializers:
+            return [int(v) for v in numpy_helper.to_array(initializers[name]).reshape(-1)]
+        node = produced_by.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].type == 4:
+            return [int(v) for v in numpy_helper.to_array(node.attribute[0].t).reshape(-1)]
+        if node is not None and node.op_type == "Concat":
+            return [v for part in node.input for v in ints(part)]
+        return [None]
+
+    for node in graph.node:
+        if node.op_type == "Reshape" and len(node.input) > 1:
+            values = ints(node.input[1])
+            if len(values) == 4 and values[2] and values[3] and values[2] > 0 and values[2] * values[3] == hidden:
+                return values[2]
+    return 0
 
 
 def check_lambda_memory(name: str, memory_mb: int | None, need: MemoryEstimate) -> int:

@@ -253,3 +253,21 @@ def test_a_fetched_bundle_larger_than_lambdas_tmp_is_refused(tmp_path, tiny_bund
     stored.write_text(json.dumps(manifest))
     code, err = run_build(tmp_path, root, write_models(tmp_path / "models.yaml", memory_mb=10240), capsys)
     assert_refused(tmp_path, code, err, "model 'tiny'", "MB of /tmp", f"over Lambda's {LAMBDA_MAX_MB} MB")
+
+
+@pytest.mark.parametrize("architecture", ["vit", "convnext"])
+def test_image_models_count_patches_as_tokens(tiny_image_bundle, tiny_image_model_dir, architecture):
+    config = json.loads((tiny_image_model_dir(architecture) / "config.json").read_text())
+    bundle = tiny_image_bundle(architecture)
+    shape = encoder_shape((bundle / MODEL_FILE).read_bytes())
+    image = read_manifest(bundle).runtime.image
+    side = image.crop_height or image.height or image.shortest_edge
+    if architecture == "vit":
+        assert (shape.hidden, shape.heads, shape.patch) == (config["hidden_size"], config["num_attention_heads"],
+                                                            config["patch_size"])
+    else:  # no attention in a ConvNeXt: no quadratic term
+        assert (shape.hidden, shape.heads, shape.patch) == (config["hidden_sizes"][0], 0, config["patch_size"])
+    tokens = (side // shape.patch) ** 2 + 1
+    est = estimate_bundle(bundle, max_batch=4, max_tokens=256)
+    expected = FLOAT_BYTES * 4 * tokens * (HIDDEN_BUFFERS * shape.hidden + shape.heads * tokens)
+    assert est.working == (("activations", expected / 2**20),)
