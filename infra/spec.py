@@ -24,7 +24,17 @@ from .registry.records import ALIAS_RE, NAME_RE, RESERVED_REFS
 DEFAULT_MODELS_FILE = defaults.MODELS_FILE
 DEFAULT_REGISTRY = defaults.REGISTRY
 DEFAULT_INSTANCE_TYPE = "ml.g6.xlarge"
-_GPU_FIELDS = ("instance_type", "min_instances", "max_instances", "target_invocations", "scale_to_zero")
+_GPU_FIELDS = ("instance_type", "min_instances", "max_instances", "target_invocations", "scale_to_zero",
+               "max_batch_tokens", "max_batch_requests", "max_concurrent_requests")
+# The GPU server's batch scheduler limits (functions/settings.py ServerSettings: same ranges); unset
+# fields keep the server's defaults.
+_BATCHING_RANGES = {"max_batch_tokens": (8, 1 << 24), "max_batch_requests": (1, 1 << 16),
+                    "max_concurrent_requests": (1, 1 << 20)}
+AUTO = "auto"
+# memory_mb: auto is sized by `modelfn build` from the bundle (infra/build/memory.py); where no bundle
+# is known yet (export's thread count, the committed template.yaml) this is assumed.
+DEFAULT_MEMORY_MB = 2048
+MAX_IMAGE_MB = 10240  # Lambda's container image limit
 
 MAX_CONTEXT_LENGTH = 131072
 
@@ -37,7 +47,7 @@ class ModelSpec:
     target: str = "lambda"
     architecture: str = "x86_64"
     quantization: str = "int8"
-    memory_mb: int = 2048
+    memory_mb: int | None = None  # None: auto, sized by `modelfn build` from the bundle
     timeout_s: int = 30
     max_batch: int = 32
     max_tokens: int = 256
@@ -51,6 +61,16 @@ class ModelSpec:
     target_invocations: int = 100  # per instance per minute, the target tracking goal
     scale_to_zero: bool = False  # opt-in: no instance (and no cost) when idle, minutes to the first answer
     context_length: int = 0  # text-generation: prompt + new tokens (sizes the KV cache); 0 = the model's own
+    image_budget_mb: int | None = None  # `modelfn build` refuses an image whose contents are larger
+    # gpu target only: the server's batch scheduler limits (None: the server's defaults)
+    max_batch_tokens: int | None = None
+    max_batch_requests: int | None = None
+    max_concurrent_requests: int | None = None
+
+    @property
+    def planned_memory_mb(self) -> int:
+        """memory_mb, or DEFAULT_MEMORY_MB for auto before the bundle sizes it."""
+        return self.memory_mb or DEFAULT_MEMORY_MB
 
     def source_dir(self) -> Path:
         return resolve_source(self.source, model=self.name)
@@ -147,7 +167,7 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
         target=target,
         architecture=arch,
         quantization=quant,
-        memory_mb=_int(path, name, "memory_mb", raw.get("memory_mb", 2048), 128, 10240),
+        memory_mb=_memory(path, name, raw.get("memory_mb", AUTO)),
         timeout_s=_int(path, name, "timeout_s", raw.get("timeout_s", 30), 1, 900),
         max_batch=_int(path, name, "max_batch", raw.get("max_batch", 32), 1, 1024),
         max_tokens=_int(path, name, "max_tokens", raw.get("max_tokens", 256), 8, 8192),
@@ -156,7 +176,18 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
         parity=parity,
         **gpu,
         context_length=context_length,
+        image_budget_mb=None if raw.get("image_budget_mb") is None else
+        _int(path, name, "image_budget_mb", raw["image_budget_mb"], 1, MAX_IMAGE_MB),
     )
+
+
+def _memory(path, model, value) -> int | None:
+    """memory_mb: auto (None) or Lambda's 128-10240 MB."""
+    if value == AUTO:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 128 <= value <= 10240:
+        raise _field_error(path, model, "memory_mb", f"must be auto or an integer from 128 to 10240, got {value!r}")
+    return value
 
 
 def _gpu_fields(raw: dict, *, path: str, name: str, target: str, architecture: str, quantization: str) -> dict:
@@ -186,7 +217,9 @@ def _gpu_fields(raw: dict, *, path: str, name: str, target: str, architecture: s
         raise _field_error(path, name, "max_instances", f"must be at least min_instances ({min_instances}), got {max_instances}")
     return dict(instance_type=instance_type, min_instances=min_instances, max_instances=max_instances,
                 target_invocations=_int(path, name, "target_invocations", raw.get("target_invocations", 100), 1, 100000),
-                scale_to_zero=scale_to_zero)
+                scale_to_zero=scale_to_zero,
+                **{f: None if raw.get(f) is None else _int(path, name, f, raw[f], lo, hi)
+                   for f, (lo, hi) in _BATCHING_RANGES.items()})
 
 
 def parse_models_file(data: Any, *, path: str = DEFAULT_MODELS_FILE) -> ModelsFile:

@@ -25,6 +25,7 @@ from functions.errors import ConfigError
 import functions
 
 from .gpu_image import SERVE_FILE, SERVE_SCRIPT, render_gpu_dockerfile
+from .strip import image_wheel
 
 HANDLER = "functions.handler.handler"
 AWS_BASE_REPO = "public.ecr.aws/lambda/python"
@@ -103,6 +104,7 @@ def _link_wheels(requirements: list[str], wheelhouse: Path, dest: Path) -> dict[
         if wheel is None:
             raise ConfigError(f"wheelhouse {wheelhouse} has no wheel for {line}",
                               hint="delete the wheelhouse folder and rerun modelfn build")
+        wheel = image_wheel(wheel)  # shared libraries stripped of debug symbols where they ship with them
         try:
             os.link(wheel, dest / wheel.name)
         except OSError:

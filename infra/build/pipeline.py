@@ -1,8 +1,10 @@
 """`modelfn build`: models.yaml + registry -> one build context per model + template.yaml.
 
 Everything that can be wrong is checked before anything is written: models.yaml, every model and
-alias in the registry, manifests matching models.yaml, wheels for the image's platform. Only then
-are contexts and the template written.
+alias in the registry, manifests matching models.yaml, each function's memory against what its
+bundle needs at models.yaml's limits (memory.py; ``memory_mb: auto`` takes the estimate), /tmp for
+fetched bundles, wheels for the image's platform, and each image's contents (budget.py: never torch,
+transformers or optimum; within ``image_budget_mb``). Only then are contexts and the template written.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from functions.errors import ConfigError
 from infra.spec import load_models_file
 
 from ..template import Deployment, generate_template, write_template
+from ..template._function import ephemeral_need_mb
+from .budget import check_image_budget, image_contents, refuse_forbidden
 from .context import default_base_image, publish_context, stage_context
+from .memory import LAMBDA_MAX_MB, check_lambda_memory, estimate
 from .requirements import gpu_requirements, installer_requirements, pinned_requirements, task_requirements
 from .. import defaults
 from .wheelhouse import prepare_wheelhouse
@@ -64,11 +69,25 @@ def plan_deployments(settings: BuildSettings, registry, models_file, template_di
         info = registry.show(spec.name, version)
         _check_manifest(spec, version, info.manifest)
         context = Path(os.path.relpath(Path(settings.out).resolve() / spec.name, template_dir.resolve()))
+        fetch = info.size_bytes > settings.bake_limit_mb * 2**20
         deployments.append(Deployment(
             spec=spec, version=version, bundle_bytes=info.size_bytes,
-            fetch=info.size_bytes > settings.bake_limit_mb * 2**20, context=context.as_posix(),
-            runtime=info.manifest.runtime, stream=settings.stream))
+            fetch=fetch, context=context.as_posix(),
+            runtime=info.manifest.runtime, stream=settings.stream,
+            memory_mb=_lambda_memory(spec, registry, version, info, fetch) if spec.target == "lambda" else 0))
     return deployments
+
+
+def _lambda_memory(spec, registry, version: int, info, fetch: bool) -> int:
+    """The function's memory: models.yaml's when it covers the estimate, the estimate for auto.
+    Refuses (one line) what Lambda cannot hold: memory, or /tmp for a fetched bundle."""
+    need = estimate(info.manifest, lambda file: registry.read_file(spec.name, version, info.manifest, file),
+                    max_batch=spec.max_batch, max_tokens=spec.max_tokens, context_length=spec.context_length)
+    if fetch and ephemeral_need_mb(info.size_bytes) > LAMBDA_MAX_MB:
+        raise ConfigError(f"model {spec.name!r}: the fetched bundle needs {ephemeral_need_mb(info.size_bytes)} MB of /tmp "
+                          f"(bundle {info.size_bytes / 2**20:.0f} MB + headroom), over Lambda's {LAMBDA_MAX_MB} MB; "
+                          f"fix: a smaller quantization, or target: gpu")
+    return check_lambda_memory(spec.name, spec.memory_mb, need)
 
 
 def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> BuildResult:
@@ -99,11 +118,22 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
                 download.update(installer_requirements())
             else:
                 pins = pinned_requirements(settings.python_version, arch, fetch=deployment.fetch, extra=extras)
+            refuse_forbidden(deployment.spec.name, pins)
             requirements[(kind, arch, deployment.fetch, extras)] = pins
             download.update(pins)
         wheelhouses[(kind, arch)] = prepare_wheelhouse(
             sorted(download), architecture=arch, python_version=settings.python_version,
             root=settings.wheelhouse, flavour="gpu" if kind == "gpu" else "")
+
+    for deployment in deployments:
+        spec = deployment.spec
+        contents = image_contents(requirements[(spec.target, spec.architecture, deployment.fetch,
+                                                task_requirements(spec.task))],
+                                  wheelhouses[(spec.target, spec.architecture)],
+                                  bundle_bytes=0 if deployment.fetch else deployment.bundle_bytes)
+        check_image_budget(spec.name, contents, spec.image_budget_mb)
+        memory = f", memory {deployment.memory_size} MB" if not deployment.is_gpu else ""
+        log(f"{spec.name}: image contents {contents.describe()}{memory}")
 
     # Every context is staged (bundles pulled and sha256-checked) before any is published, so a
     # failure on one model leaves the previous build and template.yaml as they were.

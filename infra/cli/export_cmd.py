@@ -64,7 +64,7 @@ def _settings(args) -> dict:
         settings = dict(source=spec.source_dir(), task=spec.task, out=args.out or defaults.BUNDLES_DIR / spec.name,
                         name=spec.name, target=spec.target, architecture=spec.architecture,
                         quantization=spec.quantization, thresholds=dict(spec.parity), max_tokens=spec.max_tokens,
-                        threads=min(6, max(1, math.ceil(spec.memory_mb / LAMBDA_MB_PER_VCPU))),
+                        threads=min(6, max(1, math.ceil(spec.planned_memory_mb / LAMBDA_MB_PER_VCPU))),
                         context_length=spec.context_length or None)
     else:
         missing = [flag for flag, value in (("--source", args.source), ("--task", args.task), ("--out", args.out))

@@ -278,6 +278,21 @@ class Registry:
                 raise NotFound(f"model {name!r} version {number} was deleted while it was being read") from None
             raise from_fetch_error(exc) from None
 
+    def read_file(self, name: str, version: int, manifest: Manifest, file_name: str) -> bytes:
+        """One file of a version, checked against its manifest's sha256 (`modelfn build` reads the
+        sizes it plans memory with this way, without pulling the whole bundle)."""
+        import hashlib
+
+        entry = manifest.files.get(file_name)
+        if entry is None:
+            raise IntegrityError(f"model {name!r} version {version} has no {file_name} in its manifest")
+        found = self.store.get(version_key(name, version, file_name))
+        if found is None:
+            raise NotFound(f"model {name!r} version {version}: {file_name} is missing from the registry")
+        if hashlib.sha256(found[0]).hexdigest() != entry.sha256:
+            raise IntegrityError(f"model {name!r} version {version}: {file_name} does not match its sha256")
+        return found[0]
+
     def pull(self, name: str, ref: int | str, dest: str | Path) -> Path:
         """Download a version into ``dest`` atomically, every file checked against the manifest."""
         return self._fetch(name, self.resolve(name, ref), Path(dest))

@@ -20,9 +20,13 @@ def s3_location(registry_uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+def ephemeral_need_mb(bundle_bytes: int) -> int:
+    """/tmp a fetched bundle needs: the bundle plus headroom (`modelfn build` refuses over 10240)."""
+    return math.ceil(bundle_bytes / 2**20) + _EPHEMERAL_HEADROOM_MB
+
+
 def ephemeral_storage_mb(bundle_bytes: int) -> int:
-    needed = math.ceil(bundle_bytes / 2**20) + _EPHEMERAL_HEADROOM_MB
-    return max(512, min(10240, needed))
+    return max(512, min(10240, ephemeral_need_mb(bundle_bytes)))
 
 
 
@@ -70,7 +74,7 @@ def function_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
         "PackageType": "Image",
         "Description": f"modelfn model {spec.name} ({spec.task}) version {deployment.version}",
         "Architectures": [spec.architecture],
-        "MemorySize": spec.memory_mb,
+        "MemorySize": deployment.memory_size,
         "Timeout": spec.timeout_s,
         "Environment": {"Variables": environment(deployment, registry_uri)},
         "KmsKeyArn": if_("UseKmsKey", ref("KmsKeyArn"), NO_VALUE),

@@ -27,6 +27,12 @@ class Deployment:
     # Stream generated answers (API Gateway STREAM mode + Lambda response streaming); off for
     # `sam local`, which only invokes functions buffered.
     stream: bool = True
+    memory_mb: int = 0  # the function's memory as `modelfn build` sized it (0: models.yaml's, or its default)
+
+    @property
+    def memory_size(self) -> int:
+        """The function's MemorySize: as sized at build, else models.yaml's memory_mb (auto: the default)."""
+        return self.memory_mb or self.spec.planned_memory_mb
 
     @property
     def logical_id(self) -> str:
