@@ -32,7 +32,6 @@ from infra.cli import main as modelfn
 from infra.registry import open_registry
 from infra.registry.errors import IntegrityError
 from infra.spec import parse_model
-from tests.functions.conftest import gen_bundle, gen_hf_dir  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEELHOUSE = ROOT / ".wheelhouse"

@@ -20,7 +20,6 @@ import pytest
 from infra.build.budget import installed_bytes
 from infra.build.strip import image_wheel
 from infra.build.wheelhouse import prepare_wheelhouse
-from tests.functions.conftest import gen_bundle, gen_hf_dir  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
