@@ -60,20 +60,20 @@ def test_unreachable_registry_is_a_503_with_backoff_and_recovers_when_it_returns
     port = free_port()  # nothing listens here: every connection is refused
     endpoint = f"http://127.0.0.1:{port}"
     module = _cold_start(load_handler, tmp_path, endpoint, monkeypatch)
-    clock = module._clock = StepClock()
+    clock = module.clock = StepClock()
     assert _load_attempts(capsys) == 1  # the init-phase attempt
 
     for _ in range(3):  # within the backoff: answered at once from the last error, no new attempt
-        status, body, headers = call(module.handler, load_event(HEALTH))
+        status, body, headers = call(module, load_event(HEALTH))
         assert (status, body["error"]["code"]) == (503, "model_unavailable")
         assert "cannot reach" in body["error"]["message"] and headers["retry-after"] == "1"
     assert _load_attempts(capsys) == 0
 
     clock.now += 1.0  # backoff over: one more attempt, and the next wait doubles
-    status, _, headers = call(module.handler, load_event(HEALTH))
+    status, _, headers = call(module, load_event(HEALTH))
     assert status == 503 and headers["retry-after"] == "2" and _load_attempts(capsys) == 1
     clock.now += 1.0
-    assert call(module.handler, load_event(HEALTH))[2]["retry-after"] == "1" and _load_attempts(capsys) == 0
+    assert call(module, load_event(HEALTH))[2]["retry-after"] == "1" and _load_attempts(capsys) == 0
 
     from moto.server import ThreadedMotoServer
 
@@ -85,7 +85,7 @@ def test_unreachable_registry_is_a_503_with_backoff_and_recovers_when_it_returns
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="registry")
         _push(endpoint, "registry", embed_bundle)
         clock.now += 1.0
-        status, body, headers = call(module.handler, load_event(HEALTH))
+        status, body, headers = call(module, load_event(HEALTH))
         assert status == 200 and body["status"] == "ok" and "retry-after" not in headers
         assert (tmp_path / "fetch" / "minilm" / "1" / MODEL_FILE).is_file()
     finally:
@@ -113,7 +113,7 @@ def test_a_registry_that_never_answers_fails_the_load_after_bounded_attempts(
     try:
         module = _cold_start(load_handler, tmp_path, f"http://127.0.0.1:{listener.getsockname()[1]}",
                              monkeypatch, MODELFN_FETCH_TIMEOUT_S="0.5")
-        status, body, headers = call(module.handler, load_event(HEALTH))
+        status, body, headers = call(module, load_event(HEALTH))
     finally:
         stop.set()
         thread.join()
@@ -178,7 +178,7 @@ def test_staging_leftovers_and_an_invalid_copy_are_cleaned_at_cold_start(
     other = tmp_path / "fetch" / "minilm" / ".2.partial-0123456789ab"  # another version's: not ours
     other.mkdir()
     module = _cold_start(load_handler, tmp_path, moto_endpoint, monkeypatch, uri=f"s3://{s3_bucket}/reg")
-    status, body, _ = call(module.handler, load_event(HEALTH))
+    status, body, _ = call(module, load_event(HEALTH))
     assert status == 200, body
     assert not leftover.exists() and other.exists()
     assert (invalid / MODEL_FILE).read_bytes() == (embed_bundle / MODEL_FILE).read_bytes()
