@@ -160,12 +160,12 @@ def _export(modelfn, args, spec) -> int:
 
 def _push(registry, spec) -> int:
     """Push the bundle and move the alias to it (only when it moves: a no-op promote adds history)."""
-    from infra.registry import NotFound
+    from infra.registry import NotInRegistry
 
     pushed = registry.push(spec.name, defaults.BUNDLES_DIR / spec.name, actor="quickstart")
     try:
         current = registry.resolve(spec.name, spec.alias)
-    except NotFound:
+    except NotInRegistry:
         current = None
     if current != pushed.version:
         registry.promote(spec.name, spec.alias, pushed.version, actor="quickstart", reason="quickstart")

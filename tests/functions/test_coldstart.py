@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from functions.fetch import COLD_START_MAX_ATTEMPTS, FetchError, fetch_bundle, make_s3_client
+from functions.errors import VersionCorrupt
+from functions.fetch import COLD_START_MAX_ATTEMPTS, fetch_bundle, make_s3_client
 from functions.manifest import MODEL_FILE
 from tests.functions.conftest import call
 from tests.functions.eventfiles import load_event
@@ -160,9 +161,9 @@ def test_a_corrupt_stored_object_is_fetched_twice_then_refused(moto_endpoint, s3
     key = f"reg/models/minilm/versions/1/{MODEL_FILE}"
     data = client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
     client.put_object(Bucket=s3_bucket, Key=key, Body=bytes([data[0] ^ 1]) + data[1:])
-    with pytest.raises(FetchError, match=f"{MODEL_FILE} does not match its sha256") as err:
+    with pytest.raises(VersionCorrupt, match=f"{MODEL_FILE} does not match its sha256"):
         fetch_bundle(f"s3://{s3_bucket}/reg", "minilm", 1, tmp_path / "b", s3_client=client)
-    assert err.value.kind == "integrity" and client.downloads[MODEL_FILE] == 2
+    assert client.downloads[MODEL_FILE] == 2
     assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []  # no staging left
 
 
