@@ -5,8 +5,8 @@
                         integration sends it), else the one its body shape names (INVOCATION_ROUTES):
                         {"inputs": ...} -> /models/{name}/predict, {"input": ...} -> /v1/embeddings,
                         {"messages": ...} -> /v1/chat/completions, {"prompt": ...} -> /v1/completions
-    everything else     functions/app.py's routes (predict, embeddings, info, health, openapi),
-                        with predict and embeddings run through functions.batching.Batcher
+    everything else     functions/app.py's routes (the route table's, and openapi), with the
+                        table's batched routes (predict, embeddings) run through functions.batching.Batcher
 
 The server starts listening before the model is loaded (SageMaker polls /ping while it loads);
 until then every other route answers 503 ``not_ready`` with Retry-After. A bundle that cannot be
@@ -31,13 +31,8 @@ from ..inputs import check_content_type, parse_json
 from ..routes import ROUTES
 from ..service import ModelService
 
-# Body key -> the route an /invocations body of that shape stands for, first match wins.
-INVOCATION_ROUTES: list[tuple[str, str]] = [
-    ("inputs", "/models/{name}/predict"),
-    ("input", "/v1/embeddings"),
-    ("messages", "/v1/chat/completions"),
-    ("prompt", "/v1/completions"),
-]
+# Body key -> the route an /invocations body of that shape stands for, first match wins (the table's order).
+INVOCATION_ROUTES: list[tuple[str, str]] = [(r.invocation_key, r.path) for r in ROUTES if r.invocation_key]
 # API Gateway's InvokeEndpoint integration names the route it was called on (infra/template/_api.py):
 # X-Amzn-SageMaker-Custom-Attributes: modelfn-route=/models/NAME (an info GET sends the body {}).
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
