@@ -213,6 +213,20 @@ def _dispatch(lambda_handler: LambdaHandler, service: ModelService, request: _Re
 
 
 # -- the handler -------------------------------------------------------------------------------
+def _accept(lambda_handler: LambdaHandler, event: Any, is_proxy: bool) -> tuple[ModelService, _Request]:
+    """The service and the parsed request for an event, or the error to answer instead: 503 while
+    the bundle cannot be loaded, 400 for anything that is no well-formed API Gateway proxy event."""
+    service = lambda_handler.load()
+    if service is None:
+        raise lambda_handler.unavailable()
+    if not is_proxy:
+        raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
+    try:
+        return service, _Request(event)
+    except (AttributeError, TypeError, IndexError) as exc:  # fields of the wrong JSON type
+        raise BadRequest("malformed API Gateway proxy event") from exc
+
+
 def _handle(lambda_handler: LambdaHandler, event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     fields: dict[str, Any] = {}
@@ -225,15 +239,7 @@ def _handle(lambda_handler: LambdaHandler, event: Any, context: Any) -> dict[str
     try:
         is_proxy = isinstance(event, dict) and isinstance(event.get("requestContext"), dict)
         fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
-        service = lambda_handler.load()
-        if service is None:
-            raise lambda_handler.unavailable()
-        if not is_proxy:
-            raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
-        try:
-            request = _Request(event)
-        except (AttributeError, TypeError, IndexError) as exc:  # fields of the wrong JSON type
-            raise BadRequest("malformed API Gateway proxy event") from exc
+        service, request = _accept(lambda_handler, event, is_proxy)
         method, path = request.method, request.path
         answer = _dispatch(lambda_handler, service, request)
         if answer.stream is not None:

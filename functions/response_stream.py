@@ -63,7 +63,7 @@ def stream_answer(event: Any, context: Any = None) -> tuple[dict, Iterator[bytes
         handler as buffered,  # loads the model bundle (the init phase), as the buffered entry does
     )
     from . import observability
-    from .errors import BadRequest, ModelfnError
+    from .errors import ModelfnError
     from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, render_error
 
     started = time.perf_counter()
@@ -72,15 +72,7 @@ def stream_answer(event: Any, context: Any = None) -> tuple[dict, Iterator[bytes
     method = path = "-"
     try:
         lambda_handler = buffered.current()
-        service = lambda_handler.load()
-        if service is None:
-            raise lambda_handler.unavailable()
-        if not is_proxy:
-            raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
-        try:
-            request = buffered._Request(event)
-        except (AttributeError, TypeError, IndexError) as exc:
-            raise BadRequest("malformed API Gateway proxy event") from exc
+        service, request = buffered._accept(lambda_handler, event, is_proxy)
         method, path = request.method, request.path
         answer = buffered._dispatch(lambda_handler, service, request)
     except Exception as exc:  # noqa: BLE001 - every fault becomes the error shape, never a traceback

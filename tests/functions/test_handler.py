@@ -171,3 +171,28 @@ def test_cold_start_is_flagged_once(load_handler, embed_bundle, capsys, monkeypa
     first, second = _records(capsys)
     assert (first["cold_start"], first["ColdStart"]) == (True, 1)
     assert (second["cold_start"], second["ColdStart"]) == (False, 0)
+
+
+def test_an_injected_service_is_served_as_loaded(embed_bundle):
+    from functions.handler import handler_for
+    from functions.service import ModelService
+
+    service = ModelService.load(embed_bundle, name="minilm", version="7")
+    status, body, _ = call(handler_for(service), load_event("minilm-info-v1"))
+    assert status == 200 and (body["name"], body["version"]) == ("minilm", "7")
+
+
+def test_use_replaces_what_the_entry_point_serves(embed_bundle, tmp_path, monkeypatch):
+    import functions.handler as module
+    from functions.handler import LambdaHandler, handler_for
+    from functions.service import ModelService
+
+    monkeypatch.setenv("MODELFN_BUNDLE_DIR", str(tmp_path / "nowhere"))
+    previous = module.use(LambdaHandler.from_environment())
+    try:
+        assert call(module.handler, load_event("minilm-health-v2"))[0] == 503  # nothing to load there
+        module.use(handler_for(ModelService.load(embed_bundle, name="minilm")))
+        status, body, _ = call(module.handler, load_event("minilm-health-v2"))
+    finally:
+        module.use(previous)
+    assert status == 200 and body["model"] == "minilm"
