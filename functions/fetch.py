@@ -25,7 +25,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .constants import AWS_ENDPOINT_URL
-from .errors import BundleError, DestinationTaken, FetchError, RegistryUnreachable, VersionCorrupt, VersionNotFound
+from .errors import (
+    BundleError,
+    DestinationTaken,
+    FetchError,
+    RegistryUnreachable,
+    VersionCorrupt,
+    VersionNotFound,
+)
 from .manifest import MANIFEST_FILE, Manifest, sha256_file, verify_bundle
 
 __all__ = [
@@ -153,7 +160,7 @@ class _S3Reader:
     def _call(self, fn, *args, missing=None, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - translated below or re-raised untouched
+        except Exception as exc:
             failure = s3_failure(exc, bucket=self.bucket, endpoint=self.endpoint)
             if failure is None:
                 raise

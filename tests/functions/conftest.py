@@ -13,7 +13,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "modelfn")
 
 # Imported here, at collection: importing it makes the entry point's init-phase load attempt (from
 # this process's environment), which must not land inside a test that counts load attempts.
-import functions.handler as handler_module  # noqa: E402
+import functions.handler as handler_module
 
 
 @dataclass

@@ -11,7 +11,13 @@ from functions.errors import (
     VersionCorrupt,
     VersionNotFound,
 )
-from infra.registry import Conflict, EndpointError, IntegrityError, NotInRegistry, RegistryError
+from infra.registry import (
+    Conflict,
+    EndpointError,
+    IntegrityError,
+    NotInRegistry,
+    RegistryError,
+)
 from infra.registry.errors import from_fetch_error
 
 
