@@ -1,13 +1,8 @@
 """The HTTP API of one model as a FastAPI app: a thin ASGI adapter over functions.service.
 
-    POST /models/{name}/predict   Hugging Face inference shape {"inputs": ..., "parameters": {...}}
-    POST /v1/embeddings           OpenAI-compatible embeddings (embedding models only)
-    GET  /models/{name}           what is served: version, task, labels, quantization, limits, parity
-    GET  /health                  liveness
-    GET  /v1/models               OpenAI's model list (the one model served)
-    POST /v1/chat/completions     OpenAI chat completions, SSE with stream: true (text-generation models)
-    POST /v1/completions          OpenAI completions, SSE with stream: true (text-generation models)
-    GET  /openapi.json, /docs     the schema
+Its routes are the route table's (functions/routes.py: predict, embeddings, chat and completions,
+the model list, info, health), each answered by the ModelService method the table names and
+documented with the table's summary and schema; FastAPI adds GET /openapi.json and /docs.
 
 For local serving (``uvicorn --factory functions.app:create_app``), the OpenAPI schema and the GPU
 endpoint. Lambda does not run this app: functions/handler.py routes API Gateway events to the same
@@ -28,10 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
-from . import observability, schemas
+from . import observability
 from .errors import BadRequest, RequestError
 from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, error_headers, render_error, status_error
 from .inputs import check_body_size
+from .routes import ROUTES, Route
 from .service import Answer, ModelService
 
 if TYPE_CHECKING:
@@ -69,69 +65,49 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None,
         app.add_exception_handler(kind, _render)
     app.add_middleware(ErrorMiddleware, log_inputs=service.log_inputs)
 
-    @app.post("/models/{name}/predict", summary="Run the model (Hugging Face inference request shape)",
-              openapi_extra=schemas.predict(task))
-    async def predict(name: str, request: Request):
-        content_type = request.headers.get("content-type")
-        if generations is not None:
-            return _respond(request, await generations.serve(
-                request, lambda body: service.predict(name, content_type, body), read=_reader(service)))
-        if batcher is not None:
-            return _respond(request, await batcher.serve(
-                request, lambda body: service.begin_predict(name, content_type, body)))
-        return _respond(request, service.predict(name, content_type, await read_body(request, service.max_body_bytes)))
-
-    @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings", openapi_extra=schemas.EMBEDDINGS)
-    async def create_embeddings(request: Request):
-        content_type = request.headers.get("content-type")
-        if batcher is not None:
-            return _respond(request, await batcher.serve(
-                request, lambda body: service.begin_embeddings(content_type, body)))
-        return _respond(request, service.embeddings(content_type, await read_body(request, service.max_body_bytes)))
-
-    @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completions (text-generation models)",
-              openapi_extra=schemas.CHAT_COMPLETIONS)
-    async def chat_completions(request: Request):
-        content_type = request.headers.get("content-type")
-        if generations is not None:
-            return _respond(request, await generations.serve(
-                request, lambda body: service.chat_completions(content_type, body), read=_reader(service)))
-        body = await read_body(request, service.max_body_bytes)
-        return _respond(request, service.chat_completions(content_type, body))
-
-    @app.post("/v1/completions", summary="OpenAI-compatible completions (text-generation models)",
-              openapi_extra=schemas.COMPLETIONS)
-    async def completions(request: Request):
-        content_type = request.headers.get("content-type")
-        if generations is not None:
-            return _respond(request, await generations.serve(
-                request, lambda body: service.completions(content_type, body), read=_reader(service)))
-        body = await read_body(request, service.max_body_bytes)
-        return _respond(request, service.completions(content_type, body))
-
-    @app.get("/v1/models", summary="OpenAI-compatible model list", openapi_extra=schemas.MODELS)
-    async def list_models(request: Request):
-        return _respond(request, service.models())
-
-    @app.get("/models/{name}", summary="What this function serves", openapi_extra=schemas.INFO)
-    async def model_info(name: str, request: Request):
-        return _respond(request, service.info(name))
-
-    @app.get("/health", summary="Liveness", openapi_extra=schemas.HEALTH)
-    async def health(request: Request):
-        answer = service.health()
-        if batcher is not None:
-            answer = answer._replace(payload={**answer.payload, "batching": batcher.snapshot()})
-        if generations is not None:
-            answer = answer._replace(payload={**answer.payload, "generation": generations.snapshot()})
-        return _respond(request, answer)
-
+    for route in ROUTES:
+        app.add_api_route(route.path, _endpoint(route, service, batcher, generations), methods=[route.method],
+                          name=route.operation, summary=route.summary, openapi_extra=route.openapi_extra(task))
     return app
 
 
-def _reader(service: ModelService):
-    """The size-checked body reader of ``service``, for schedulers that read bodies after admission."""
-    return lambda request: read_body(request, service.max_body_bytes)
+def _endpoint(route: Route, service: ModelService, batcher: "Batcher | None",
+              generations: "GenerationScheduler | None" = None):
+    """The FastAPI endpoint answering ``route`` with ``service.<route.operation>``, called as the Lambda
+    handler calls it (functions/handler.py): the model's name from the path, then the content type
+    and body of a POST. With a batcher, batched routes run ``service.begin_<operation>`` through it;
+    with a generation scheduler, every POST runs on its pool of generators."""
+    operation, posted = route.operation, route.method == "POST"
+    batched = batcher is not None and route.batched
+
+    async def answer(request: Request, args: list) -> Response:
+        if posted:
+            args.append(request.headers.get("content-type"))
+            if generations is not None:
+                call = getattr(service, operation)
+                return _respond(request, await generations.serve(
+                    request, lambda body: call(*args, body),
+                    read=lambda r: read_body(r, service.max_body_bytes)))
+            if batched:
+                begin = getattr(service, "begin_" + operation)
+                return _respond(request, await batcher.serve(request, lambda body: begin(*args, body)))
+            args.append(await read_body(request, service.max_body_bytes))
+        result = getattr(service, operation)(*args)
+        if operation == "health":  # the GPU server's liveness shows its queue
+            if batcher is not None:
+                result = result._replace(payload={**result.payload, "batching": batcher.snapshot()})
+            if generations is not None:
+                result = result._replace(payload={**result.payload, "generation": generations.snapshot()})
+        return _respond(request, result)
+
+    # FastAPI reads the path parameter (and documents it) from the endpoint's signature.
+    if route.model_path:
+        async def endpoint(name: str, request: Request):
+            return await answer(request, [name])
+    else:
+        async def endpoint(request: Request):
+            return await answer(request, [])
+    return endpoint
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -4,6 +4,11 @@
     ├── ConfigError              models.yaml or a command-line setting is wrong (exit 2)
     ├── UnknownTaskError         a task name modelfn does not serve (exit 2)
     ├── BundleError              a model bundle is missing, incomplete or corrupted (exit 2)
+    │   └── FetchError           a registry version could not be fetched (functions/fetch.py)
+    │       ├── RegistryUnreachable  no endpoint, credentials or bucket, or access denied
+    │       ├── VersionNotFound      the registry has no such version
+    │       ├── VersionCorrupt       a stored file is missing, partial or corrupted
+    │       └── DestinationTaken     the local destination holds something else
     └── RequestError             an HTTP caller sent something wrong (status 4xx)
         ├── BadRequest           400
         ├── NotFound             404
@@ -15,7 +20,8 @@
         ├── NotReady             503 (the GPU server is still loading its model; Retry-After)
         └── TimedOut             504 (the request would run past its time budget: functions/deadline.py)
 
-export/ and infra/ add their own subclasses (ExportError, RegistryError, ...). The CLI maps
+export/ and infra/ add their own subclasses (ExportError, RegistryError, ...); the registry reports
+the fetch errors as its own by their class (infra/registry/errors.py). The CLI maps
 ``exit_code`` to the process status and the HTTP layer maps ``status`` to the response, each in
 exactly one place.
 """
@@ -47,6 +53,26 @@ class UnknownTaskError(ConfigError):
 
 class BundleError(ModelfnError):
     """A model bundle cannot be used: missing file, bad manifest, digest mismatch."""
+
+
+class FetchError(BundleError):
+    """A registry version could not be fetched (functions.fetch, the one read path of bundle files)."""
+
+
+class RegistryUnreachable(FetchError):
+    """The registry's storage cannot be used: unreachable, no credentials, no bucket, access denied."""
+
+
+class VersionNotFound(FetchError):
+    """The registry has no such version (or object)."""
+
+
+class VersionCorrupt(FetchError):
+    """A stored version is partial or does not match its manifest."""
+
+
+class DestinationTaken(FetchError):
+    """The local destination already holds something other than the version asked for."""
 
 
 class RequestError(ModelfnError):

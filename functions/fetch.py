@@ -10,9 +10,10 @@ Registry layout read here (see DESIGN.md)::
     <root>/models/<name>/versions/<n>/manifest.json   written last: a version exists once it does
     <root>/models/<name>/versions/<n>/<file>          every file the manifest lists, immutable
 
-Failures raise :class:`FetchError` (a BundleError) with ``kind`` saying what went wrong:
-``endpoint`` (unreachable, no credentials, no bucket, access denied), ``not_found`` (no such
-version) or ``integrity`` (a stored file is missing, partial or corrupted; the message names it).
+Failures raise a :class:`FetchError` (a BundleError; functions/errors.py) whose class says what went
+wrong: RegistryUnreachable (unreachable, no credentials, no bucket, access denied), VersionNotFound
+(no such version), VersionCorrupt (a stored file is missing, partial or corrupted; the message names
+it) or DestinationTaken.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .constants import AWS_ENDPOINT_URL
-from .errors import BundleError
+from .errors import (
+    BundleError,
+    DestinationTaken,
+    FetchError,
+    RegistryUnreachable,
+    VersionCorrupt,
+    VersionNotFound,
+)
 from .manifest import MANIFEST_FILE, Manifest, sha256_file, verify_bundle
 
 __all__ = [
@@ -48,24 +56,16 @@ _INTEGRITY_ATTEMPTS = 2
 STAGING_MARKER = ".partial-"
 
 
-class FetchError(BundleError):
-    """A version could not be fetched. ``kind``: endpoint | not_found | integrity | destination."""
-
-    def __init__(self, message: str, *, kind: str, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.kind = kind
-
-
 def parse_registry_uri(uri: str) -> tuple[str, str, str]:
     """``s3://bucket/prefix`` -> ("s3", bucket, prefix); anything else -> ("local", path, "")."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://"):].partition("/")
         if not bucket:
-            raise FetchError(f"registry URI {uri!r} names no bucket", kind="endpoint",
-                             hint="use s3://bucket/prefix")
+            raise RegistryUnreachable(f"registry URI {uri!r} names no bucket",
+                                      hint="use s3://bucket/prefix")
         return "s3", bucket, prefix.strip("/")
     if "://" in uri and not uri.startswith("file://"):
-        raise FetchError(f"registry URI {uri!r} is neither s3://bucket/prefix nor a directory", kind="endpoint")
+        raise RegistryUnreachable(f"registry URI {uri!r} is neither s3://bucket/prefix nor a directory")
     return "local", uri[len("file://"):] if uri.startswith("file://") else uri, ""
 
 
@@ -108,27 +108,27 @@ def s3_failure(exc: BaseException, *, bucket: str, endpoint: str | None) -> Fetc
         return None
     where = endpoint or "the default AWS S3 endpoint"
     if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
-        return FetchError("no AWS credentials found", kind="endpoint",
-                          hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        return RegistryUnreachable("no AWS credentials found",
+                                   hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
     if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ConnectionClosedError,
                         bce.ReadTimeoutError)):
-        return FetchError(f"cannot reach S3 endpoint {where}", kind="endpoint",
-                          hint="check --endpoint-url / AWS_ENDPOINT_URL and the network")
+        return RegistryUnreachable(f"cannot reach S3 endpoint {where}",
+                                   hint="check --endpoint-url / AWS_ENDPOINT_URL and the network")
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         if code == "NoSuchBucket":
-            return FetchError(f"S3 bucket {bucket!r} does not exist at {where}", kind="endpoint",
-                              hint="create it or fix the registry URI")
+            return RegistryUnreachable(f"S3 bucket {bucket!r} does not exist at {where}",
+                                       hint="create it or fix the registry URI")
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "ExpiredToken"):
-            return FetchError(f"S3 denied access to bucket {bucket!r} ({code})", kind="endpoint",
-                              hint="check the AWS credentials and the bucket policy")
+            return RegistryUnreachable(f"S3 denied access to bucket {bucket!r} ({code})",
+                                       hint="check the AWS credentials and the bucket policy")
         if code in ("NoSuchKey", "404", "NotFound"):
-            return FetchError("object not found", kind="not_found")
-        return FetchError(f"S3 error {code or 'unknown'} on bucket {bucket!r}: {error.get('Message', '')}".strip(),
-                          kind="endpoint")
+            return VersionNotFound("object not found")
+        return RegistryUnreachable(
+            f"S3 error {code or 'unknown'} on bucket {bucket!r}: {error.get('Message', '')}".strip())
     if isinstance(exc, bce.BotoCoreError):
-        return FetchError(f"S3 request to {where} failed: {exc}", kind="endpoint")
+        return RegistryUnreachable(f"S3 request to {where} failed: {exc}")
     return None
 
 
@@ -160,11 +160,11 @@ class _S3Reader:
     def _call(self, fn, *args, missing=None, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - translated below or re-raised untouched
+        except Exception as exc:
             failure = s3_failure(exc, bucket=self.bucket, endpoint=self.endpoint)
             if failure is None:
                 raise
-            if failure.kind == "not_found":
+            if isinstance(failure, VersionNotFound):
                 return missing
             raise failure from None
 
@@ -238,18 +238,18 @@ def fetch_bundle(registry_uri: str, name: str, version: int, dest: str | os.Path
     prefix = version_prefix(name, version)
     manifest_bytes = reader.read(prefix + MANIFEST_FILE)
     if manifest_bytes is None:
-        raise FetchError(f"{label} is not in registry {registry_uri}", kind="not_found",
-                         hint="`modelfn registry list NAME` shows the versions")
+        raise VersionNotFound(f"{label} is not in registry {registry_uri}",
+                              hint="`modelfn registry list NAME` shows the versions")
     try:
         manifest = Manifest.from_json(manifest_bytes)
     except BundleError as exc:
-        raise FetchError(f"{label}: stored manifest is unreadable: {exc.message}", kind="integrity") from None
+        raise VersionCorrupt(f"{label}: stored manifest is unreadable: {exc.message}") from None
     if _already_there(dest, manifest_bytes):
         return dest
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         if not replace_invalid:
-            raise FetchError(f"destination {dest} already exists and does not hold {label}", kind="destination",
-                             hint="remove it or choose another directory")
+            raise DestinationTaken(f"destination {dest} already exists and does not hold {label}",
+                                   hint="remove it or choose another directory")
         if dest.is_dir():
             shutil.rmtree(dest)
         else:
@@ -260,7 +260,7 @@ def fetch_bundle(registry_uri: str, name: str, version: int, dest: str | os.Path
     try:
         for file_name in manifest.files:
             if not safe_file_name(file_name):
-                raise FetchError(f"{label}: manifest lists an unsafe file name {file_name!r}", kind="integrity")
+                raise VersionCorrupt(f"{label}: manifest lists an unsafe file name {file_name!r}")
         pending = sorted(manifest.files)
         (staging / MANIFEST_FILE).write_bytes(manifest_bytes)
         for attempt in range(_INTEGRITY_ATTEMPTS):
@@ -268,15 +268,15 @@ def fetch_bundle(registry_uri: str, name: str, version: int, dest: str | os.Path
                 target = staging / file_name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not reader.download(prefix + file_name, target):
-                    raise FetchError(f"{label}: file {file_name} is missing from the registry", kind="integrity",
-                                     hint="the version is partial; push it again")
+                    raise VersionCorrupt(f"{label}: file {file_name} is missing from the registry",
+                                         hint="the version is partial; push it again")
             try:
                 verify_bundle(staging, manifest)
                 break
             except BundleError as exc:
                 if attempt + 1 == _INTEGRITY_ATTEMPTS:
-                    raise FetchError(f"{label}: {exc.message}", kind="integrity",
-                                     hint="the stored copy is corrupted; push the bundle again") from None
+                    raise VersionCorrupt(f"{label}: {exc.message}",
+                                         hint="the stored copy is corrupted; push the bundle again") from None
             # A torn transfer is fetched once more, only the files that failed; a stored corruption
             # fails the same way again and is refused above.
             pending = [f for f in pending if not _file_ok(staging / f, manifest.files[f])]

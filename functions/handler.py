@@ -7,6 +7,9 @@ onnxruntime + tokenizers cold start (bench/runtime.md). FastAPI is built lazily,
 service, only to answer GET /openapi.json. Errors render through functions.http, as in the
 FastAPI app (functions/app.py), so both answer the same statuses and bodies.
 
+The state lives in a LambdaHandler (one service, or a loader with its backoff); the module's
+``handler`` serves the current one (``current()``/``use()``), and ``handler_for(service)`` makes one
+for a service built elsewhere (tests inject services that way instead of re-importing this module).
 The service (ONNX session, tokenizer) is built when this module is imported, i.e. in the Lambda
 init phase, which SAM local and the Runtime Interface Emulator also run at start. A bundle that
 cannot be loaded does not fail the import: every request is answered with the error (a 503
@@ -25,7 +28,6 @@ import binascii
 import math
 import re
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from . import deadline, observability
@@ -37,49 +39,79 @@ from .routes import ROUTES, Route
 from .service import Answer, ModelService
 from .settings import default_bundle_dir
 
-_service: ModelService | None = None
-_load_error: ModelfnError | None = None
-_openapi_schema: dict | None = None
 # After a failed load the next attempt waits 1, 2, 4 ... up to 60 s: a registry that is down is not
 # hammered by every request, and each request in between is answered 503 with Retry-After at once.
 LOAD_BACKOFF_S, LOAD_BACKOFF_MAX_S = 1.0, 60.0
-_failures = 0
-_next_attempt = 0.0
-_clock: Callable[[], float] = time.monotonic  # tests replace it to step through the backoff
 
 
-def _bundle_dir() -> Path:
-    return locate_bundle(default_bundle_dir())
+def _load_from_environment() -> ModelService:
+    """The service of the bundle the environment names (see ModelService.load), fetched if need be."""
+    return ModelService.load(locate_bundle(default_bundle_dir()))
 
 
-def _load() -> ModelService | None:
-    global _service, _load_error, _failures, _next_attempt
-    if _service is None:
-        now = _clock()
-        if _load_error is not None and now < _next_attempt:
-            return None  # backing off: the request is answered with the last error
-        try:
-            _service = ModelService.load(_bundle_dir())
-            observability.set_model(_service.name, _service.version)
-            _load_error, _failures = None, 0
-        except Exception as exc:  # noqa: BLE001 - keep the environment alive to report it
-            if isinstance(exc, ModelfnError):
-                _load_error = exc
-                observability.log("ERROR", "model bundle could not be loaded", error=str(exc))
-            else:
-                _load_error = BundleError(f"model could not be loaded: {type(exc).__name__}: {exc}")
-                observability.exception("model bundle could not be loaded")
-            _failures += 1
-            # Counted from the end of the attempt: a slow failure (timeouts) still leaves the full wait.
-            _next_attempt = _clock() + min(LOAD_BACKOFF_S * 2 ** (_failures - 1), LOAD_BACKOFF_MAX_S)
-    return _service
+class LambdaHandler:
+    """API Gateway proxy events -> one ModelService, as a Lambda handler: ``lambda_handler(event, context)``.
 
+    Given a ``service`` it serves that one (tests, other adapters); given a ``load`` it builds the
+    service on first need, and after a failed load answers every request with the error (503 with
+    Retry-After) until the backoff allows the next attempt. ``clock`` times the backoff (tests step it).
+    """
 
-def _unavailable() -> ModelfnError:
-    """The load error for this request, telling the caller when the next load attempt is due."""
-    error = _load_error or BundleError("model could not be loaded")
-    error.retry_after = max(1, math.ceil(_next_attempt - _clock()))
-    return error
+    def __init__(self, service: ModelService | None = None, *, load: Callable[[], ModelService] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if (service is None) == (load is None):
+            raise TypeError("LambdaHandler takes a service or a load function, not both or neither")
+        self._service, self._loader, self.clock = service, load, clock
+        self._load_error: ModelfnError | None = None
+        self._failures, self._next_attempt = 0, 0.0
+        self._openapi_schema: dict | None = None
+        if service is not None:
+            observability.set_model(service.name, service.version)
+
+    @classmethod
+    def from_environment(cls) -> LambdaHandler:
+        """The handler the Lambda image runs: its bundle from MODELFN_* (functions.settings), loaded lazily."""
+        return cls(load=_load_from_environment)
+
+    def load(self) -> ModelService | None:
+        """The service, loading it if this is the first need or the backoff is over; None while failing."""
+        if self._service is None:
+            now = self.clock()
+            if self._load_error is not None and now < self._next_attempt:
+                return None  # backing off: the request is answered with the last error
+            try:
+                self._service = self._loader()
+                observability.set_model(self._service.name, self._service.version)
+                self._load_error, self._failures = None, 0
+            except Exception as exc:  # noqa: BLE001 - keep the environment alive to report it
+                if isinstance(exc, ModelfnError):
+                    self._load_error = exc
+                    observability.log("ERROR", "model bundle could not be loaded", error=str(exc))
+                else:
+                    self._load_error = BundleError(f"model could not be loaded: {type(exc).__name__}: {exc}")
+                    observability.exception("model bundle could not be loaded")
+                self._failures += 1
+                # Counted from the end of the attempt: a slow failure (timeouts) still leaves the full wait.
+                self._next_attempt = self.clock() + min(LOAD_BACKOFF_S * 2 ** (self._failures - 1),
+                                                        LOAD_BACKOFF_MAX_S)
+        return self._service
+
+    def unavailable(self) -> ModelfnError:
+        """The load error for this request, telling the caller when the next load attempt is due."""
+        error = self._load_error or BundleError("model could not be loaded")
+        error.retry_after = max(1, math.ceil(self._next_attempt - self.clock()))
+        return error
+
+    def openapi(self, service: ModelService) -> dict:
+        """The OpenAPI document, built once: FastAPI + pydantic load only when someone asks for it."""
+        if self._openapi_schema is None:
+            from .app import build_app
+
+            self._openapi_schema = build_app(service).openapi()
+        return self._openapi_schema
+
+    def __call__(self, event: Any, context: Any) -> dict[str, Any]:
+        return _handle(self, event, context)
 
 
 # -- the event ---------------------------------------------------------------------------------
@@ -139,16 +171,11 @@ class _Request:
 
 
 # -- the routes --------------------------------------------------------------------------------
-def _openapi(service: ModelService, match: re.Match, request: _Request) -> Answer:
-    global _openapi_schema
-    if _openapi_schema is None:
-        from .app import build_app  # FastAPI + pydantic: only when someone asks for the schema
-
-        _openapi_schema = build_app(service).openapi()
-    return Answer(200, _openapi_schema)
+RouteCall = Callable[[LambdaHandler, ModelService, re.Match, _Request], Answer]
 
 
-RouteCall = Callable[[ModelService, re.Match, _Request], Answer]
+def _openapi(lambda_handler: LambdaHandler, service: ModelService, match: re.Match, request: _Request) -> Answer:
+    return Answer(200, lambda_handler.openapi(service))
 
 
 def _call(route: Route) -> RouteCall:
@@ -156,7 +183,7 @@ def _call(route: Route) -> RouteCall:
     content type and body for POST routes (read up to the body limit)."""
     operation, named, posted = route.operation, route.model_path, route.method == "POST"
 
-    def call(service: ModelService, match: re.Match, request: _Request) -> Answer:
+    def call(lambda_handler: LambdaHandler, service: ModelService, match: re.Match, request: _Request) -> Answer:
         args = [match["name"]] if named else []
         if posted:
             args += [request.header("content-type"), request.body(service.max_body_bytes)]
@@ -172,7 +199,7 @@ _ROUTES: tuple[tuple[str, re.Pattern, RouteCall], ...] = tuple(
 )
 
 
-def _dispatch(service: ModelService, request: _Request) -> Answer:
+def _dispatch(lambda_handler: LambdaHandler, service: ModelService, request: _Request) -> Answer:
     """Like Starlette's router: a path no route matches is 404, a known path with another method 405."""
     method = "GET" if request.method == "HEAD" else request.method
     allowed = []
@@ -180,37 +207,43 @@ def _dispatch(service: ModelService, request: _Request) -> Answer:
         match = pattern.fullmatch(request.path)
         if match is not None:
             if route_method == method:
-                return call(service, match, request)
+                return call(lambda_handler, service, match, request)
             allowed.append(route_method)
     raise wrong_method() if allowed else no_route()
 
 
 # -- the handler -------------------------------------------------------------------------------
-def _handle(event: Any, context: Any) -> dict[str, Any]:
+def _accept(lambda_handler: LambdaHandler, event: Any, is_proxy: bool) -> tuple[ModelService, _Request]:
+    """The service and the parsed request for an event, or the error to answer instead: 503 while
+    the bundle cannot be loaded, 400 for anything that is no well-formed API Gateway proxy event."""
+    service = lambda_handler.load()
+    if service is None:
+        raise lambda_handler.unavailable()
+    if not is_proxy:
+        raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
+    try:
+        return service, _Request(event)
+    except (AttributeError, TypeError, IndexError) as exc:  # fields of the wrong JSON type
+        raise BadRequest("malformed API Gateway proxy event") from exc
+
+
+def _handle(lambda_handler: LambdaHandler, event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     fields: dict[str, Any] = {}
     method = path = "-"
     batch = tokens = error_code = retry_after = None
-    request = None
+    request = service = None
     media_type = JSON_MEDIA_TYPE
     # Everything that reads the event, logging included, is inside the try: a handler that raises
     # is a Lambda function error, which the deployment's canary alarm counts as a failed release.
     try:
         is_proxy = isinstance(event, dict) and isinstance(event.get("requestContext"), dict)
         fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
-        service = _service or _load()
-        if service is None:
-            raise _unavailable()
-        if not is_proxy:
-            raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
-        try:
-            request = _Request(event)
-        except (AttributeError, TypeError, IndexError) as exc:  # fields of the wrong JSON type
-            raise BadRequest("malformed API Gateway proxy event") from exc
+        service, request = _accept(lambda_handler, event, is_proxy)
         method, path = request.method, request.path
         # The request's time budget: Lambda's remaining time less a margin, capped by the setting.
         with deadline.scope(deadline.Deadline.for_request(context, service.settings.time_budget_ms)):
-            answer = _dispatch(service, request)
+            answer = _dispatch(lambda_handler, service, request)
             if answer.stream is not None:
                 # A buffered proxy response cannot stream: the whole event stream goes as one body.
                 body, media_type = "".join(answer.stream), EVENT_STREAM_MEDIA_TYPE
@@ -226,9 +259,9 @@ def _handle(event: Any, context: Any) -> dict[str, Any]:
         retry_after = error_headers(exc).get("retry-after")
     try:
         logged = None
-        if _service is not None and _service.log_inputs and request is not None:
+        if service is not None and service.log_inputs and request is not None:
             try:
-                logged = request.body(_service.max_body_bytes)
+                logged = request.body(service.max_body_bytes)
             except RequestError:
                 logged = None
         observability.record_request(method=method, path=path, status=status, started=started, fields=fields,
@@ -247,15 +280,39 @@ def _allowed(path: str) -> str:
     return ", ".join(m for m, pattern, _ in _ROUTES if pattern.fullmatch(path))
 
 
+def handler_for(service: ModelService) -> LambdaHandler:
+    """A Lambda handler serving ``service``, already loaded: how tests and other adapters inject one."""
+    return LambdaHandler(service)
+
+
+def current() -> LambdaHandler:
+    """The LambdaHandler behind the entry point ``handler`` (and the streaming loop, functions.response_stream)."""
+    return _current
+
+
+def use(lambda_handler: LambdaHandler) -> LambdaHandler:
+    """Make ``lambda_handler`` the one the entry point serves; returns the one it replaces."""
+    global _current
+    previous, _current = _current, lambda_handler
+    return previous
+
+
+def _entry(event: Any, context: Any) -> dict[str, Any]:
+    return _handle(_current, event, context)
+
+
 def _wrap():
     if observability.tracing_enabled():
         from aws_lambda_powertools import Tracer  # the X-Ray SDK is heavy: only when tracing is on
 
-        return Tracer(service=observability.SERVICE).capture_lambda_handler(_handle)
-    return _handle
+        return Tracer(service=observability.SERVICE).capture_lambda_handler(_entry)
+    return _entry
 
 
+# The Lambda entry point. The bundle is loaded here, at import, i.e. in the Lambda init phase; a
+# failure is retried by the first requests (with backoff), never fails the import.
+_current = LambdaHandler.from_environment()
 handler = _wrap()
-_load()
+_current.load()
 
-__all__ = ["handler"]
+__all__ = ["LambdaHandler", "current", "handler", "handler_for", "use"]

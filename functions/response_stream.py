@@ -63,7 +63,7 @@ def stream_answer(event: Any, context: Any = None) -> tuple[dict, Iterator[bytes
         handler as buffered,  # loads the model bundle (the init phase), as the buffered entry does
     )
     from . import deadline, observability
-    from .errors import BadRequest, BundleError, ModelfnError
+    from .errors import ModelfnError
     from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, render_error
 
     started = time.perf_counter()
@@ -71,19 +71,12 @@ def stream_answer(event: Any, context: Any = None) -> tuple[dict, Iterator[bytes
     fields = observability.begin(context, event["requestContext"].get("requestId") if is_proxy else None)
     method = path = "-"
     try:
-        service = buffered._service or buffered._load()
-        if service is None:
-            raise buffered._load_error or BundleError("model could not be loaded")
-        if not is_proxy:
-            raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
-        try:
-            request = buffered._Request(event)
-        except (AttributeError, TypeError, IndexError) as exc:
-            raise BadRequest("malformed API Gateway proxy event") from exc
+        lambda_handler = buffered.current()
+        service, request = buffered._accept(lambda_handler, event, is_proxy)
         method, path = request.method, request.path
         # The stream's generation keeps this deadline while the body is sent after we return.
         with deadline.scope(deadline.Deadline.for_request(context, service.settings.time_budget_ms)):
-            answer = buffered._dispatch(service, request)
+            answer = buffered._dispatch(lambda_handler, service, request)
     except Exception as exc:  # noqa: BLE001 - every fault becomes the error shape, never a traceback
         if not isinstance(exc, ModelfnError):
             observability.exception("unhandled error", fields, path=path)

@@ -5,9 +5,9 @@
                         integration sends it), else the one its body shape names (INVOCATION_ROUTES):
                         {"inputs": ...} -> /models/{name}/predict, {"input": ...} -> /v1/embeddings,
                         {"messages": ...} -> /v1/chat/completions, {"prompt": ...} -> /v1/completions
-    everything else     functions/app.py's routes (predict, embeddings, info, health, openapi),
-                        with predict and embeddings run through functions.batching.Batcher; for a
-                        text-generation model predict, chat and completions run on
+    everything else     functions/app.py's routes (the route table's, and openapi), with the
+                        table's batched routes (predict, embeddings) run through functions.batching.Batcher;
+                        for a text-generation model its routes (predict, chat, completions) run on
                         functions.generation.scheduler's bounded pool of generators instead
 
 The server starts listening before the model is loaded (SageMaker polls /ping while it loads);
@@ -35,13 +35,8 @@ from ..routes import ROUTES
 from ..service import ModelService
 from ..tasknames import TEXT_GENERATION
 
-# Body key -> the route an /invocations body of that shape stands for, first match wins.
-INVOCATION_ROUTES: list[tuple[str, str]] = [
-    ("inputs", "/models/{name}/predict"),
-    ("input", "/v1/embeddings"),
-    ("messages", "/v1/chat/completions"),
-    ("prompt", "/v1/completions"),
-]
+# Body key -> the route an /invocations body of that shape stands for, first match wins (the table's order).
+INVOCATION_ROUTES: list[tuple[str, str]] = [(r.invocation_key, r.path) for r in ROUTES if r.invocation_key]
 # API Gateway's InvokeEndpoint integration names the route it was called on (infra/template/_api.py):
 # X-Amzn-SageMaker-Custom-Attributes: modelfn-route=/models/NAME (an info GET sends the body {}).
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"

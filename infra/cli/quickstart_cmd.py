@@ -102,15 +102,19 @@ def run(args: argparse.Namespace) -> int:
     if problem is None:
         from infra.local import StartApi, sam
 
-        t = _step("4. sam build")
-        sam(workdir, "build")
-        _done(t)
-        t = _step("5. sam local start-api, then HTTP calls")
-        with StartApi(workdir) as api:
-            print(f"   serving at {api.url} (started in {time.perf_counter() - t:.1f}s)")
-            for spec in specs:
-                _call_http(api.url, spec)
-        _done(t)
+        images = _ImageStore()  # what is in the store before this run builds anything
+        try:
+            t = _step("4. sam build")
+            sam(workdir, "build")
+            _done(t)
+            t = _step("5. sam local start-api, then HTTP calls")
+            with StartApi(workdir) as api:
+                print(f"   serving at {api.url} (started in {time.perf_counter() - t:.1f}s)")
+                for spec in specs:
+                    _call_http(api.url, spec)
+            _done(t)
+        finally:  # a failed run cleans up too: the images it replaced are garbage either way
+            images.remove_leftovers({spec.name for spec in specs})
     else:
         from infra.emulator import Emulator, api_event
 
@@ -160,12 +164,12 @@ def _export(modelfn, args, spec) -> int:
 
 def _push(registry, spec) -> int:
     """Push the bundle and move the alias to it (only when it moves: a no-op promote adds history)."""
-    from infra.registry import NotFound
+    from infra.registry import NotInRegistry
 
     pushed = registry.push(spec.name, defaults.BUNDLES_DIR / spec.name, actor="quickstart")
     try:
         current = registry.resolve(spec.name, spec.alias)
-    except NotFound:
+    except NotInRegistry:
         current = None
     if current != pushed.version:
         registry.promote(spec.name, spec.alias, pushed.version, actor="quickstart", reason="quickstart")
@@ -173,6 +177,39 @@ def _push(registry, spec) -> int:
           f"{spec.alias} -> {pushed.version} (was {current or 'unset'}); "
           f"history has {len(registry.history(spec.name, spec.alias))} entries")
     return pushed.version
+
+
+class _ImageStore:
+    """The container engine's images before this run's builds, to remove what the builds leave
+    untagged afterwards (infra.image_cleanup), so repeated runs do not pile up old builds."""
+
+    def __init__(self):
+        import docker
+
+        from infra.image_cleanup import list_images
+
+        try:
+            self.client = docker.from_env(timeout=120)
+            self.before = list_images(self.client)
+        except docker.errors.DockerException as exc:  # sam reaches the engine its own way; not fatal here
+            print(f"   (cannot list the engine's images, so none will be cleaned up: {exc})")
+            self.before = None
+
+    def remove_leftovers(self, models: set[str]) -> None:
+        import docker
+
+        from export.report import human_size
+        from infra.image_cleanup import remove_leftovers
+
+        if self.before is None:
+            return
+        try:
+            removed, freed = remove_leftovers(self.client, self.before, models)
+        except docker.errors.DockerException as exc:
+            print(f"   (cannot clean up the engine's images: {exc})")
+            return
+        print(f"   removed {removed} untagged image{'s' if removed != 1 else ''} this run's builds replaced: "
+              f"{human_size(freed)} reclaimed" if removed else "   this run's builds left no untagged images")
 
 
 def _decode(body) -> object:

@@ -57,7 +57,7 @@ def locate(args) -> tuple[Path, str | None]:
     exported = defaults.BUNDLES_DIR / args.name
     if exported.is_dir():
         return exported, None
-    from infra.registry import NotFound, open_registry
+    from infra.registry import NotInRegistry, open_registry
 
     spec, declared_registry = _declared(args)
     uri = args.registry or declared_registry or defaults.REGISTRY
@@ -65,7 +65,7 @@ def locate(args) -> tuple[Path, str | None]:
     registry = open_registry(uri)
     try:
         version = registry.resolve(args.name, alias)
-    except NotFound:
+    except NotInRegistry:
         raise ConfigError(f"nothing to serve for {args.name!r}: no --bundle, no {exported}, and no alias "
                           f"{alias!r} in the registry {uri}",
                           hint=f"run `modelfn export {args.name}`, or push and promote a version") from None

@@ -5,11 +5,11 @@ and keep an append-only history; every pull checks every file's sha256. See regi
 layout and versions.py / aliases.py for why concurrent writers cannot corrupt it.
 """
 
-from .errors import Conflict, EndpointError, IntegrityError, NotFound, RegistryError
+from .errors import Conflict, EndpointError, IntegrityError, NotInRegistry, RegistryError
 from .records import AliasState, HistoryEntry, PushResult, VerifyResult, VersionInfo
 from .registry import Registry, open_registry
 
 __all__ = [
-    "AliasState", "Conflict", "EndpointError", "HistoryEntry", "IntegrityError", "NotFound", "PushResult",
+    "AliasState", "Conflict", "EndpointError", "HistoryEntry", "IntegrityError", "NotInRegistry", "PushResult",
     "Registry", "RegistryError", "VerifyResult", "VersionInfo", "open_registry",
 ]

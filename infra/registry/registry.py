@@ -18,14 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from functions.errors import BundleError
-from functions.fetch import FetchError, fetch_bundle, parse_registry_uri
+from functions.errors import BundleError, FetchError, VersionCorrupt
+from functions.fetch import fetch_bundle, parse_registry_uri
 from functions.manifest import Manifest, read_manifest
 
 from . import versions as _versions
 from .aliases import read_alias, rollback_target, update_alias
 from .external import external_data_problems
-from .errors import Conflict, IntegrityError, NotFound, PreconditionFailed, RegistryError, from_fetch_error
+from .errors import Conflict, IntegrityError, NotInRegistry, PreconditionFailed, RegistryError, from_fetch_error
 from .records import (AliasState, HistoryEntry, PushResult, VerifyResult, VersionInfo, alias_key, aliases_prefix,
                       check_alias, check_name, claim_key, digest_key, is_version_number, manifest_key,
                       version_key)
@@ -71,7 +71,8 @@ class Registry:
         check_name(name)
         complete = self._complete(name)
         if not complete and not self.store.children(aliases_prefix(name)):
-            raise NotFound(f"no model {name!r} in registry {self.uri}", hint=f"models: {_listing(self.list_models())}")
+            raise NotInRegistry(f"no model {name!r} in registry {self.uri}",
+                                hint=f"models: {_listing(self.list_models())}")
         return complete
 
     def _aliases(self, name: str) -> dict[str, AliasState]:
@@ -91,15 +92,16 @@ class Registry:
         complete = self._require_model(name)
         if (isinstance(ref, int) and not isinstance(ref, bool)) or is_version_number(ref):
             if int(ref) not in complete:
-                raise NotFound(f"model {name!r} has no version {int(ref)}", hint=f"versions: {_listing(complete)}")
+                raise NotInRegistry(f"model {name!r} has no version {int(ref)}", hint=f"versions: {_listing(complete)}")
             return int(ref)
         if ref == "latest":
             if not complete:
-                raise NotFound(f"model {name!r} has no versions yet", hint="push one with `modelfn registry push`")
+                raise NotInRegistry(f"model {name!r} has no versions yet", hint="push one with `modelfn registry push`")
             return complete[-1]
         found = read_alias(self.store, name, check_alias(ref))
         if found is None:
-            raise NotFound(f"model {name!r} has no alias {ref!r}", hint=f"aliases: {_listing(self._aliases(name))}")
+            raise NotInRegistry(f"model {name!r} has no alias {ref!r}",
+                                hint=f"aliases: {_listing(self._aliases(name))}")
         return found[0].version
 
     def _info(self, name: str, number: int, aliases: dict[str, AliasState]) -> VersionInfo | None:
@@ -126,14 +128,15 @@ class Registry:
         number = self.resolve(name, ref)
         info = self._info(name, number, self._aliases(name))
         if info is None:
-            raise NotFound(f"model {name!r} version {number} was deleted")
+            raise NotInRegistry(f"model {name!r} version {number} was deleted")
         return info
 
     def history(self, name: str, alias: str) -> list[HistoryEntry]:
         self._require_model(name)
         found = read_alias(self.store, name, check_alias(alias))
         if found is None:
-            raise NotFound(f"model {name!r} has no alias {alias!r}", hint=f"aliases: {_listing(self._aliases(name))}")
+            raise NotInRegistry(f"model {name!r} has no alias {alias!r}",
+                                hint=f"aliases: {_listing(self._aliases(name))}")
         return list(found[0].history)
 
     # -- writing ---------------------------------------------------------------------------
@@ -145,7 +148,7 @@ class Registry:
     def _entry(self, name: str, version: int, previous: int | None, actor: str | None, reason: str,
                action: str) -> HistoryEntry:
         if not self.store.exists(manifest_key(name, version)):
-            raise NotFound(f"model {name!r} has no version {version}")
+            raise NotInRegistry(f"model {name!r} has no version {version}")
         return HistoryEntry(version=version, previous=previous, actor=actor or _versions.default_actor(),
                             time=self._now(), reason=reason, action=action)
 
@@ -175,7 +178,7 @@ class Registry:
 
         def entry(current: AliasState | None) -> HistoryEntry:
             if current is None:
-                raise NotFound(f"model {name!r} has no alias {alias!r}")
+                raise NotInRegistry(f"model {name!r} has no alias {alias!r}")
             number = target if target is not None else rollback_target(current)
             if number is None:
                 raise Conflict(f"alias {alias!r} of model {name!r} has no earlier version to roll back to",
@@ -193,7 +196,8 @@ class Registry:
         check_alias(alias)
         found = self.store.get(alias_key(name, alias))
         if found is None:
-            raise NotFound(f"model {name!r} has no alias {alias!r}", hint=f"aliases: {_listing(self._aliases(name))}")
+            raise NotInRegistry(f"model {name!r} has no alias {alias!r}",
+                                hint=f"aliases: {_listing(self._aliases(name))}")
         stamp = self._now().replace(":", "").replace("+", "Z")
         self.store.put_new(f"models/{name}/removed-aliases/{alias}-{stamp}-{uuid.uuid4().hex[:8]}.json", found[0])
         try:
@@ -272,10 +276,10 @@ class Registry:
             return fetch_bundle(self.uri, name, number, dest, s3_client=getattr(self.store, "client", None),
                                 endpoint_url=getattr(self.store, "endpoint_url", None))
         except FetchError as exc:
-            if exc.kind == "integrity" and not self.store.exists(manifest_key(name, number)):
+            if isinstance(exc, VersionCorrupt) and not self.store.exists(manifest_key(name, number)):
                 # Files vanished because a delete removed the version while we read it (delete hides
                 # the manifest first): that is "not found", not a corrupted registry.
-                raise NotFound(f"model {name!r} version {number} was deleted while it was being read") from None
+                raise NotInRegistry(f"model {name!r} version {number} was deleted while it was being read") from None
             raise from_fetch_error(exc) from None
 
     def read_file(self, name: str, version: int, manifest: Manifest, file_name: str) -> bytes:
@@ -288,7 +292,7 @@ class Registry:
             raise IntegrityError(f"model {name!r} version {version} has no {file_name} in its manifest")
         found = self.store.get(version_key(name, version, file_name))
         if found is None:
-            raise NotFound(f"model {name!r} version {version}: {file_name} is missing from the registry")
+            raise NotInRegistry(f"model {name!r} version {version}: {file_name} is missing from the registry")
         if hashlib.sha256(found[0]).hexdigest() != entry.sha256:
             raise IntegrityError(f"model {name!r} version {version}: {file_name} does not match its sha256")
         return found[0]
@@ -311,7 +315,7 @@ class Registry:
                     results.append(VerifyResult(name, number, True))
                 except IntegrityError as exc:
                     results.append(VerifyResult(name, number, False, str(exc)))
-                except NotFound:
+                except NotInRegistry:
                     if version is not None:
                         raise
                     # deleted since the listing: nothing left to verify

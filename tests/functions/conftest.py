@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import sys
 from dataclasses import dataclass
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "modelfn")
+
+# Imported here, at collection: importing it makes the entry point's init-phase load attempt (from
+# this process's environment), which must not land inside a test that counts load attempts.
+import functions.handler as handler_module
 
 
 @dataclass
@@ -31,18 +33,19 @@ def lambda_context() -> FakeLambdaContext:
 
 
 @pytest.fixture
-def load_handler(monkeypatch):
-    """Factory: bundle dir (+ env) -> the functions.handler module freshly imported against it."""
-
+def load_handler(monkeypatch, request):
+    """Factory: bundle dir (+ env) -> a LambdaHandler that loads it as the Lambda image does (from the
+    environment, first attempt now, as in the init phase), installed behind functions.handler.handler
+    for this test (the streaming loop serves it too)."""
     def load(bundle_dir, **env):
         monkeypatch.setenv("MODELFN_BUNDLE_DIR", str(bundle_dir))
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
-        # The handler loads its bundle when imported: the first import in a process is the load,
-        # later ones reload; importing and then reloading would load twice (order-dependent tests).
-        if "functions.handler" not in sys.modules:
-            return importlib.import_module("functions.handler")
-        return importlib.reload(sys.modules["functions.handler"])
+        lambda_handler = handler_module.LambdaHandler.from_environment()
+        lambda_handler.load()
+        previous = handler_module.use(lambda_handler)
+        request.addfinalizer(lambda: handler_module.use(previous))
+        return lambda_handler
 
     return load
 

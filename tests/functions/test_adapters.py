@@ -105,8 +105,8 @@ def assert_same(a, b, where="body"):
 
 def _check_alike(module, case, version):
     _, method, path, body, kwargs = case
-    client = TestClient(build_app(module._load()), raise_server_exceptions=False)
-    lam_status, lam_body, lam_headers = call(module.handler, make_event(method, path, body, version=version, **kwargs))
+    client = TestClient(build_app(module.load()), raise_server_exceptions=False)
+    lam_status, lam_body, lam_headers = call(module, make_event(method, path, body, version=version, **kwargs))
     asgi_status, asgi_body, asgi_type = _asgi(client, method, path, body, kwargs)
     assert lam_status == asgi_status, (lam_body, asgi_body)
     assert lam_headers["content-type"] == asgi_type == "application/json"
@@ -152,32 +152,32 @@ def test_embedder_answers_alike(embedder, case, version):
 def test_both_adapters_keep_serving_after_all_bad_requests(classifier):
     good = ("good", "POST", CLASSIFY, {"inputs": ["I love this movie", "terrible film"]}, {})
     assert _check_alike(classifier, good, 2) == 200
-    first = call(classifier.handler, make_event("POST", CLASSIFY, good[3]))
+    first = call(classifier, make_event("POST", CLASSIFY, good[3]))
     for case in CLASSIFIER_CASES:
         _check_alike(classifier, case, 2)
     assert _check_alike(classifier, good, 2) == 200
-    assert call(classifier.handler, make_event("POST", CLASSIFY, good[3])) == first
+    assert call(classifier, make_event("POST", CLASSIFY, good[3])) == first
 
 
 def test_405_names_the_allowed_methods(classifier):
-    response = classifier.handler(make_event("GET", CLASSIFY, None), None)
+    response = classifier(make_event("GET", CLASSIFY, None), None)
     assert response["statusCode"] == 405 and response["headers"]["allow"] == "POST"
 
 
 def test_stage_prefix_is_stripped(classifier):
     event = make_event("GET", "/health", None, version=1)
     event["path"] = "/Prod/health"  # custom domain base path mapping keeps the stage in the path
-    status, body, _ = call(classifier.handler, event)
+    status, body, _ = call(classifier, event)
     assert status == 200 and body["status"] == "ok"
     event = make_event("GET", "/dev/health", None, version=2)
     event["requestContext"]["stage"] = "dev"  # named HTTP API stage
-    assert call(classifier.handler, event)[0] == 200
+    assert call(classifier, event)[0] == 200
 
 
 def test_invalid_base64_body_is_a_400(classifier):
     event = make_event("POST", CLASSIFY, {"inputs": "x"})
     event["body"], event["isBase64Encoded"] = "%%%not base64", True
-    status, body, _ = call(classifier.handler, event)
+    status, body, _ = call(classifier, event)
     assert status == 400 and "base64" in body["error"]["message"]
 
 
@@ -190,6 +190,6 @@ def test_invalid_base64_body_is_a_400(classifier):
 def test_malformed_proxy_event_is_a_400(classifier, damage):
     event = make_event("POST", CLASSIFY, {"inputs": "x"})
     damage(event)
-    status, body, _ = call(classifier.handler, event)
+    status, body, _ = call(classifier, event)
     assert status == 400 and body["error"]["code"] == "bad_request"
-    assert call(classifier.handler, make_event("POST", CLASSIFY, {"inputs": "x"}))[0] == 200
+    assert call(classifier, make_event("POST", CLASSIFY, {"inputs": "x"}))[0] == 200

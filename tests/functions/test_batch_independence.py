@@ -55,7 +55,7 @@ def _asgi_answers(bundle):
 
 
 def _lambda_answers(load_handler, bundle):
-    handler = load_handler(bundle, MODELFN_MODEL_NAME="embed").handler
+    handler = load_handler(bundle, MODELFN_MODEL_NAME="embed")
     _, alone, _ = call(handler, make_event("POST", "/models/embed/predict", {"inputs": TEXT}))
     _, batched, _ = call(handler, make_event("POST", "/models/embed/predict",
                                               {"inputs": MATES[:3] + [TEXT] + MATES[3:]}))

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from functions.fetch import COLD_START_MAX_ATTEMPTS, FetchError, fetch_bundle, make_s3_client
+from functions.errors import VersionCorrupt
+from functions.fetch import COLD_START_MAX_ATTEMPTS, fetch_bundle, make_s3_client
 from functions.manifest import MODEL_FILE
 from tests.functions.conftest import call
 from tests.functions.eventfiles import load_event
@@ -60,20 +61,20 @@ def test_unreachable_registry_is_a_503_with_backoff_and_recovers_when_it_returns
     port = free_port()  # nothing listens here: every connection is refused
     endpoint = f"http://127.0.0.1:{port}"
     module = _cold_start(load_handler, tmp_path, endpoint, monkeypatch)
-    clock = module._clock = StepClock()
+    clock = module.clock = StepClock()
     assert _load_attempts(capsys) == 1  # the init-phase attempt
 
     for _ in range(3):  # within the backoff: answered at once from the last error, no new attempt
-        status, body, headers = call(module.handler, load_event(HEALTH))
+        status, body, headers = call(module, load_event(HEALTH))
         assert (status, body["error"]["code"]) == (503, "model_unavailable")
         assert "cannot reach" in body["error"]["message"] and headers["retry-after"] == "1"
     assert _load_attempts(capsys) == 0
 
     clock.now += 1.0  # backoff over: one more attempt, and the next wait doubles
-    status, _, headers = call(module.handler, load_event(HEALTH))
+    status, _, headers = call(module, load_event(HEALTH))
     assert status == 503 and headers["retry-after"] == "2" and _load_attempts(capsys) == 1
     clock.now += 1.0
-    assert call(module.handler, load_event(HEALTH))[2]["retry-after"] == "1" and _load_attempts(capsys) == 0
+    assert call(module, load_event(HEALTH))[2]["retry-after"] == "1" and _load_attempts(capsys) == 0
 
     from moto.server import ThreadedMotoServer
 
@@ -85,7 +86,7 @@ def test_unreachable_registry_is_a_503_with_backoff_and_recovers_when_it_returns
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="registry")
         _push(endpoint, "registry", embed_bundle)
         clock.now += 1.0
-        status, body, headers = call(module.handler, load_event(HEALTH))
+        status, body, headers = call(module, load_event(HEALTH))
         assert status == 200 and body["status"] == "ok" and "retry-after" not in headers
         assert (tmp_path / "fetch" / "minilm" / "1" / MODEL_FILE).is_file()
     finally:
@@ -113,7 +114,7 @@ def test_a_registry_that_never_answers_fails_the_load_after_bounded_attempts(
     try:
         module = _cold_start(load_handler, tmp_path, f"http://127.0.0.1:{listener.getsockname()[1]}",
                              monkeypatch, MODELFN_FETCH_TIMEOUT_S="0.5")
-        status, body, headers = call(module.handler, load_event(HEALTH))
+        status, body, headers = call(module, load_event(HEALTH))
     finally:
         stop.set()
         thread.join()
@@ -160,9 +161,9 @@ def test_a_corrupt_stored_object_is_fetched_twice_then_refused(moto_endpoint, s3
     key = f"reg/models/minilm/versions/1/{MODEL_FILE}"
     data = client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
     client.put_object(Bucket=s3_bucket, Key=key, Body=bytes([data[0] ^ 1]) + data[1:])
-    with pytest.raises(FetchError, match=f"{MODEL_FILE} does not match its sha256") as err:
+    with pytest.raises(VersionCorrupt, match=f"{MODEL_FILE} does not match its sha256"):
         fetch_bundle(f"s3://{s3_bucket}/reg", "minilm", 1, tmp_path / "b", s3_client=client)
-    assert err.value.kind == "integrity" and client.downloads[MODEL_FILE] == 2
+    assert client.downloads[MODEL_FILE] == 2
     assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []  # no staging left
 
 
@@ -178,7 +179,7 @@ def test_staging_leftovers_and_an_invalid_copy_are_cleaned_at_cold_start(
     other = tmp_path / "fetch" / "minilm" / ".2.partial-0123456789ab"  # another version's: not ours
     other.mkdir()
     module = _cold_start(load_handler, tmp_path, moto_endpoint, monkeypatch, uri=f"s3://{s3_bucket}/reg")
-    status, body, _ = call(module.handler, load_event(HEALTH))
+    status, body, _ = call(module, load_event(HEALTH))
     assert status == 200, body
     assert not leftover.exists() and other.exists()
     assert (invalid / MODEL_FILE).read_bytes() == (embed_bundle / MODEL_FILE).read_bytes()

@@ -132,10 +132,10 @@ def test_generation_without_time_left_is_a_504_through_the_handler(load_handler,
     for stream in (False, True):
         event = make_event("POST", CHAT, {"messages": USER, "max_tokens": 8, "stream": stream})
         # Less than the margin left: nothing could be answered in time.
-        status, body, _ = call(module.handler, event, ShortContext(int(MARGIN_S * 1000) - 100))
+        status, body, _ = call(module, event, ShortContext(int(MARGIN_S * 1000) - 100))
         assert status == 504, body
         assert body["error"]["code"] == "timeout" and "time budget" in body["error"]["message"]
-    status, body, _ = call(module.handler, make_event("POST", CHAT, {"messages": USER, "max_tokens": 4}),
+    status, body, _ = call(module, make_event("POST", CHAT, {"messages": USER, "max_tokens": 4}),
                            ShortContext(30_000))
     assert status == 200 and body["usage"]["completion_tokens"] == 4
 
@@ -158,13 +158,13 @@ def test_encoder_run_is_refused_when_the_measured_rate_says_it_will_not_fit(enco
 
 def test_encoder_timeout_through_the_handler_and_the_configured_budget(load_handler, tiny_bundle, monkeypatch):
     module = load_handler(tiny_bundle("feature-extraction"), MODELFN_TIME_BUDGET_MS=60_000)
-    service = module._load()
+    service = module.load()
     event = make_event("POST", f"/models/{service.name}/predict", {"inputs": ["x y z"]})
     service.rate.observe(1, 120.0)  # as if the last run took two minutes a token
-    status, body, _ = call(module.handler, event, ShortContext(900_000))
+    status, body, _ = call(module, event, ShortContext(900_000))
     assert status == 504 and body["error"]["code"] == "timeout", body  # the 60 s budget, not Lambda's 15 min
     service.rate.observe(1, 0.0)
-    status, _, _ = call(module.handler, event, ShortContext(900_000))
+    status, _, _ = call(module, event, ShortContext(900_000))
     assert status == 200
     # Without an adapter's deadline (the ASGI app), the configured budget alone bounds the request.
     service.rate.observe(1, 120.0)

@@ -45,7 +45,7 @@ def bundle(tiny_bundle):
 
 @pytest.fixture
 def handler(load_handler, bundle):
-    return load_handler(bundle, MODELFN_MAX_BATCH=4, MODELFN_MAX_TOKENS=16, MODELFN_TRUNCATE=0).handler
+    return load_handler(bundle, MODELFN_MAX_BATCH=4, MODELFN_MAX_TOKENS=16, MODELFN_TRUNCATE=0)
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -65,7 +65,7 @@ def test_over_long_text_is_422_when_truncation_is_off(handler):
 
 
 def test_over_long_text_is_truncated_when_truncation_is_on(load_handler, bundle):
-    handler = load_handler(bundle, MODELFN_MAX_TOKENS=16, MODELFN_TRUNCATE="true").handler
+    handler = load_handler(bundle, MODELFN_MAX_TOKENS=16, MODELFN_TRUNCATE="true")
     long_status, long_answer, _ = call(handler, make_event("POST", PREDICT, {"inputs": "paris " * 40}))
     _, cut_answer, _ = call(handler, make_event("POST", PREDICT, {"inputs": "paris " * 14}))
     assert long_status == 200 and long_answer == cut_answer  # 14 words + [CLS] + [SEP] = the 16-token limit
@@ -79,7 +79,7 @@ def test_base64_encoded_body_is_decoded(handler):
 
 def test_server_fault_is_a_500_without_traceback_and_serving_resumes(load_handler, bundle):
     module = load_handler(bundle)
-    model = module._load().model
+    model = module.load().model
     real_session = model.session
 
     class Broken:
@@ -87,11 +87,11 @@ def test_server_fault_is_a_500_without_traceback_and_serving_resumes(load_handle
             raise RuntimeError("simulated ORT failure /secret/path")
 
     model.session = Broken()
-    status, got, _ = call(module.handler, make_event("POST", PREDICT, GOOD))
+    status, got, _ = call(module, make_event("POST", PREDICT, GOOD))
     assert status == 500 and got["error"]["code"] == "internal_error"
     assert "secret" not in got["error"]["message"] and "Traceback" not in got["error"]["message"]
     model.session = real_session
-    assert call(module.handler, make_event("POST", PREDICT, GOOD))[0] == 200
+    assert call(module, make_event("POST", PREDICT, GOOD))[0] == 200
 
 
 def test_keeps_serving_correctly_after_every_kind_of_bad_input(handler):
@@ -103,7 +103,7 @@ def test_keeps_serving_correctly_after_every_kind_of_bad_input(handler):
 
 def test_non_finite_model_output_is_a_500_not_null_or_invalid_json(load_handler, bundle):
     module = load_handler(bundle)
-    model = module._load().model
+    model = module.load().model
     real_session = model.session
 
     class NaNs:
@@ -111,10 +111,10 @@ def test_non_finite_model_output_is_a_500_not_null_or_invalid_json(load_handler,
             return [np.full((len(feed["input_ids"]), 2), np.nan, dtype=np.float32) for _ in names]
 
     model.session = NaNs()
-    status, got, _ = call(module.handler, make_event("POST", PREDICT, GOOD))
+    status, got, _ = call(module, make_event("POST", PREDICT, GOOD))
     assert status == 500 and got["error"]["code"] == "internal_error"
     model.session = real_session
-    assert call(module.handler, make_event("POST", PREDICT, GOOD))[0] == 200
+    assert call(module, make_event("POST", PREDICT, GOOD))[0] == 200
 
 
 @pytest.mark.parametrize("headers", [{"content-type": 5}, {"content-type": ["application/json"]}])
@@ -135,7 +135,7 @@ def test_multi_value_headers_that_are_not_lists_are_ignored_not_a_500(handler):
 
 def test_qa_top_k_equal_to_the_number_of_candidate_spans_answers(load_handler, tiny_bundle):
     """A one-token context has exactly one candidate span: top_k 1 and the boundary just above."""
-    handler = load_handler(tiny_bundle("question-answering")).handler
+    handler = load_handler(tiny_bundle("question-answering"))
     name = "tiny-question"
     for top_k in (1, 2, 49, 50):
         event = make_event("POST", f"/models/{name}/predict", {

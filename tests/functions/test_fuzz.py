@@ -25,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.app import build_app
+from functions.handler import handler_for
+from functions.service import ModelService
 from tests.functions.conftest import call
 from tests.functions.eventfiles import make_event
 
@@ -105,10 +107,10 @@ def _broken(body: bytes) -> st.SearchStrategy[bytes]:
 
 
 # -- the harness -------------------------------------------------------------------------------
-def _exchange(module, client: TestClient, method: str, path: str, body: bytes | None):
+def _exchange(lambda_handler, client: TestClient, method: str, path: str, body: bytes | None):
     """The request through both adapters; (status, JSON body) after checking they agree."""
     event = make_event(method, path, body, base64_body=True) if body is not None else make_event(method, path)
-    lam_status, lam_body, _ = call(module.handler, event)
+    lam_status, lam_body, _ = call(lambda_handler, event)
     response = client.request(method, path, content=body, headers={"content-type": "application/json"})
     assert lam_status < 500 and response.status_code < 500, (lam_body, response.text)
     assert lam_status == response.status_code, (path, body, lam_body, response.text)
@@ -132,43 +134,13 @@ def _check_schema(schema: dict, payload, status: int, answer) -> None:
 
 @pytest.fixture(scope="module")
 def apps(tiny_bundle):
-    """task -> (handler module state, ASGI client, OpenAPI document); loaded once per module."""
-    import importlib
-    import os
-    import sys
-
+    """task -> (service, ASGI client, OpenAPI document); loaded once per module."""
     built = {}
     for task in TASKS:
-        os.environ.update(MODELFN_BUNDLE_DIR=str(tiny_bundle(task)), MODELFN_MAX_BATCH=str(MAX_BATCH),
-                          MODELFN_MAX_TOKENS="32")
-        try:
-            module = (importlib.reload(sys.modules["functions.handler"]) if "functions.handler" in sys.modules
-                      else importlib.import_module("functions.handler"))
-            service = module._load()
-        finally:
-            for key in ("MODELFN_BUNDLE_DIR", "MODELFN_MAX_BATCH", "MODELFN_MAX_TOKENS"):
-                os.environ.pop(key, None)
+        service = ModelService.load(tiny_bundle(task), max_batch=MAX_BATCH, max_tokens=32)
         app = build_app(service)
         built[task] = (service, TestClient(app, raise_server_exceptions=False), app.openapi())
     return built
-
-
-class _Adapter:
-    """The Lambda handler bound to one service, as functions.handler would serve it."""
-
-    def __init__(self, service):
-        import functions.handler as handler
-
-        self.service, self.module = service, handler
-
-    def handler(self, event, context):
-        module = self.module
-        saved = module._service
-        module._service = self.service
-        try:
-            return module.handler(event, context)
-        finally:
-            module._service = saved
 
 
 def _good_request(task: str) -> dict:
@@ -186,7 +158,7 @@ def _body_schema(openapi: dict, path: str) -> dict:
 @pytest.mark.parametrize("task", list(TASKS))
 def test_predict_fuzz(apps, task):
     service, client, openapi = apps[task]
-    adapter = _Adapter(service)
+    adapter = handler_for(service)
     name, _ = TASKS[task]
     path = f"/models/{name}/predict"
     schema = _body_schema(openapi, "/models/{name}/predict")
@@ -213,7 +185,7 @@ def test_predict_fuzz(apps, task):
 
 def test_embeddings_fuzz(apps):
     service, client, openapi = apps["feature-extraction"]
-    adapter = _Adapter(service)
+    adapter = handler_for(service)
     schema = _body_schema(openapi, "/v1/embeddings")
     good = json.dumps({"input": ["the city", "paris"], "dimensions": 8}).encode()
     before = _exchange(adapter, client, "POST", "/v1/embeddings", good)
@@ -251,8 +223,8 @@ def test_every_route_and_method_fuzz(apps, method, parts, body):
     path = "/" + "/".join(parts)
     if method == "HEAD":  # ASGI answers HEAD without a body; compare statuses only
         event = make_event("HEAD", path)
-        assert _Adapter(service).handler(event, None)["statusCode"] < 500
+        assert handler_for(service)(event, None)["statusCode"] < 500
         assert client.request("HEAD", path).status_code < 500
         return
-    _exchange(_Adapter(service), client, method, path, body)
+    _exchange(handler_for(service), client, method, path, body)
 

@@ -79,8 +79,8 @@ def handler_module(load_handler, bundle):
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_generation_answers_alike(handler_module, case, version):
     name, method, path, body = case
-    client = TestClient(build_app(handler_module._load()), raise_server_exceptions=False)
-    response = handler_module.handler(make_event(method, path, _raw(body), version=version), None)
+    client = TestClient(build_app(handler_module.load()), raise_server_exceptions=False)
+    response = handler_module(make_event(method, path, _raw(body), version=version), None)
     headers = {"content-type": "application/json"} if body is not None else {}
     asgi = client.request(method, path, content=_raw(body), headers=headers)
     lam_type = response["headers"]["content-type"]
@@ -100,7 +100,7 @@ def test_generation_answers_alike(handler_module, case, version):
 
 
 def test_openapi_documents_the_generation_bodies(handler_module):
-    schema = TestClient(build_app(handler_module._load())).get("/openapi.json").json()
+    schema = TestClient(build_app(handler_module.load())).get("/openapi.json").json()
     chat = schema["paths"][CHAT]["post"]
     assert "messages" in chat["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert "text/event-stream" in chat["responses"]["200"]["content"]
@@ -111,9 +111,9 @@ def test_openapi_documents_the_generation_bodies(handler_module):
 
 def test_encoder_answers_404_with_a_hint_on_generation_routes(load_handler, tiny_bundle):
     module = load_handler(tiny_bundle("feature-extraction"), MODELFN_MODEL_NAME="embed")
-    client = TestClient(build_app(module._load()))
+    client = TestClient(build_app(module.load()))
     for path, body in ((CHAT, {"messages": USER}), (COMPLETIONS, {"prompt": "x"})):
-        response = module.handler(make_event("POST", path, body), None)
+        response = module(make_event("POST", path, body), None)
         asgi = client.post(path, json=body)
         assert response["statusCode"] == asgi.status_code == 404
         assert json.loads(response["body"]) == asgi.json()

@@ -20,7 +20,7 @@ def embed_bundle(tiny_bundle):
 @pytest.fixture
 def handler(load_handler, embed_bundle):
     # The committed events address the model declared in models.yaml, `minilm`.
-    return load_handler(embed_bundle, MODELFN_MODEL_NAME="minilm", MODELFN_MODEL_VERSION="3").handler
+    return load_handler(embed_bundle, MODELFN_MODEL_NAME="minilm", MODELFN_MODEL_VERSION="3")
 
 
 def test_committed_events_match_models_yaml():
@@ -53,7 +53,7 @@ def test_every_event_is_answered(handler, name):
 def test_every_generation_event_is_answered(load_handler, gen_bundle, name):
     """The committed events of the default models.yaml's text-generation model, answered by a tiny LM
     served under its name: chat, completions, predict, the model list, info and health."""
-    handler = load_handler(gen_bundle("llama"), MODELFN_MODEL_NAME="smollm", MODELFN_MODEL_VERSION="1").handler
+    handler = load_handler(gen_bundle("llama"), MODELFN_MODEL_NAME="smollm", MODELFN_MODEL_VERSION="1")
     status, body, headers = call(handler, load_event(name))
     assert status == 200, body
     route = name.split("-")[1]
@@ -96,14 +96,14 @@ def test_logs_carry_request_id_and_cold_start_but_no_text(handler, capsys):
 
 
 def test_request_text_is_logged_only_when_asked(load_handler, embed_bundle, capsys):
-    handler = load_handler(embed_bundle, MODELFN_MODEL_NAME="minilm", MODELFN_LOG_INPUTS="1").handler
+    handler = load_handler(embed_bundle, MODELFN_MODEL_NAME="minilm", MODELFN_LOG_INPUTS="1")
     call(handler, load_event("minilm-predict-v2"))
     assert "modelfn serves models as functions" in capsys.readouterr().out
 
 
 def test_missing_bundle_is_reported_not_crashed(load_handler, tmp_path):
     module = load_handler(tmp_path / "nowhere")
-    status, body, headers = call(module.handler, load_event("minilm-health-v2"))
+    status, body, headers = call(module, load_event("minilm-health-v2"))
     assert status == 503 and body["error"]["code"] == "model_unavailable" and headers["retry-after"]
     assert "manifest.json is missing" in body["error"]["message"]
 
@@ -117,10 +117,10 @@ def test_missing_bundle_is_fetched_from_the_registry(load_handler, embed_bundle,
     open_registry(str(registry)).push("minilm", embed_bundle)
     module = load_handler(tmp_path / "absent", MODELFN_REGISTRY_URI=registry, MODELFN_MODEL_NAME="minilm",
                           MODELFN_MODEL_VERSION="1", MODELFN_FETCH_DIR=tmp_path / "fetch")
-    status, body, _ = call(module.handler, load_event("minilm-info-v1"))
+    status, body, _ = call(module, load_event("minilm-info-v1"))
     assert status == 200 and body["version"] == "1"
     fetched = tmp_path / "fetch" / "minilm" / "1"
-    assert module._load().model.bundle_dir == fetched
+    assert module.load().model.bundle_dir == fetched
     assert (fetched / "model.onnx").read_bytes() == (embed_bundle / "model.onnx").read_bytes()
 
 
@@ -164,10 +164,35 @@ def test_cold_start_is_flagged_once(load_handler, embed_bundle, capsys, monkeypa
     import functions.observability as obs
 
     monkeypatch.setattr(obs, "_cold", True)  # as in a fresh execution environment
-    handler = load_handler(embed_bundle).handler
+    handler = load_handler(embed_bundle)
     capsys.readouterr()
     call(handler, load_event("minilm-health-v2"))
     call(handler, load_event("minilm-health-v2"))
     first, second = _records(capsys)
     assert (first["cold_start"], first["ColdStart"]) == (True, 1)
     assert (second["cold_start"], second["ColdStart"]) == (False, 0)
+
+
+def test_an_injected_service_is_served_as_loaded(embed_bundle):
+    from functions.handler import handler_for
+    from functions.service import ModelService
+
+    service = ModelService.load(embed_bundle, name="minilm", version="7")
+    status, body, _ = call(handler_for(service), load_event("minilm-info-v1"))
+    assert status == 200 and (body["name"], body["version"]) == ("minilm", "7")
+
+
+def test_use_replaces_what_the_entry_point_serves(embed_bundle, tmp_path, monkeypatch):
+    import functions.handler as module
+    from functions.handler import LambdaHandler, handler_for
+    from functions.service import ModelService
+
+    monkeypatch.setenv("MODELFN_BUNDLE_DIR", str(tmp_path / "nowhere"))
+    previous = module.use(LambdaHandler.from_environment())
+    try:
+        assert call(module.handler, load_event("minilm-health-v2"))[0] == 503  # nothing to load there
+        module.use(handler_for(ModelService.load(embed_bundle, name="minilm")))
+        status, body, _ = call(module.handler, load_event("minilm-health-v2"))
+    finally:
+        module.use(previous)
+    assert status == 200 and body["model"] == "minilm"

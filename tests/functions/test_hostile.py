@@ -59,13 +59,13 @@ def embedder(load_handler, embed_bundle):
 
 @pytest.fixture
 def client(embedder):
-    return TestClient(build_app(embedder._load()), raise_server_exceptions=False)
+    return TestClient(build_app(embedder.load()), raise_server_exceptions=False)
 
 
 def _good(embedder, client):
     """One correct request on each adapter: the same 200 answer as before the hostile ones."""
     event = make_event("POST", "/v1/embeddings", {"input": "the city"})
-    status, body, _ = call(embedder.handler, event)
+    status, body, _ = call(embedder, event)
     asgi = client.post("/v1/embeddings", json={"input": "the city"})
     assert status == asgi.status_code == 200
     return body["data"][0]["embedding"]
@@ -77,7 +77,7 @@ def test_hostile_body_is_a_4xx_on_both_adapters(embedder, client, case):
     before = _good(embedder, client)
     for path in ROUTES:
         for version in (1, 2):
-            got_status, got, _ = call(embedder.handler, make_event("POST", path, raw, version=version,
+            got_status, got, _ = call(embedder, make_event("POST", path, raw, version=version,
                                                                    base64_body=version == 1))
             assert (got_status, got["error"]["code"]) == (status, code), (path, version, got)
         response = client.post(path, content=raw, headers={"content-type": "application/json"})
@@ -87,9 +87,9 @@ def test_hostile_body_is_a_4xx_on_both_adapters(embedder, client, case):
 
 def test_body_limit_default_is_lambdas_6_mb(load_handler, embed_bundle):
     module = load_handler(embed_bundle, MODELFN_MODEL_NAME="embed")
-    assert module._load().max_body_bytes == 6 * 1024 * 1024
+    assert module.load().max_body_bytes == 6 * 1024 * 1024
     over = b'{"input": "' + b"a" * (6 * 1024 * 1024) + b'"}'
-    status, body, _ = call(module.handler, make_event("POST", "/v1/embeddings", over))
+    status, body, _ = call(module, make_event("POST", "/v1/embeddings", over))
     assert (status, body["error"]["code"]) == (413, "payload_too_large")
 
 
@@ -101,7 +101,7 @@ def test_asgi_refuses_by_content_length_without_reading(client):
 
 def test_asgi_stops_reading_a_streamed_body_past_the_limit(embedder):
     """A chunked body with no Content-Length: the app stops pulling chunks once past the limit."""
-    app = build_app(embedder._load())
+    app = build_app(embedder.load())
     pulled, sent = [], []
     chunk = b"x" * 4096
 
@@ -168,7 +168,7 @@ ODD_EVENTS = _odd_events()
 @pytest.mark.parametrize("case", ODD_EVENTS, ids=[c[0] for c in ODD_EVENTS])
 def test_odd_event_fields_never_make_the_handler_raise(embedder, case, capsys):
     _, event = case
-    response = embedder.handler(event, FakeLambdaContext(aws_request_id="\ud800" + "i" * 5000))
+    response = embedder(event, FakeLambdaContext(aws_request_id="\ud800" + "i" * 5000))
     assert 400 <= response["statusCode"] < 500 or response["statusCode"] == 200
     body = json.loads(response["body"])
     assert response["statusCode"] == 200 or set(body["error"]) == {"code", "message"}
@@ -186,12 +186,12 @@ def test_a_log_line_that_cannot_be_written_does_not_fail_the_request(embedder, m
             raise OSError("stdout is gone")
 
     monkeypatch.setattr("sys.stdout", BrokenStdout())
-    status, body, _ = call(embedder.handler, make_event("GET", "/health", None))
+    status, body, _ = call(embedder, make_event("GET", "/health", None))
     assert status == 200 and body["status"] == "ok"
 
 
 def test_non_string_context_ids_are_logged_as_their_type(embedder, capsys):
     capsys.readouterr()
-    call(embedder.handler, make_event("GET", "/health", None), FakeLambdaContext(aws_request_id=12345))
+    call(embedder, make_event("GET", "/health", None), FakeLambdaContext(aws_request_id=12345))
     line = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert line["function_request_id"] == "<int>" and line["status"] == 200

@@ -78,7 +78,7 @@ def test_image_classifier_answers_alike(vit, case, version):
 
 
 def test_openapi_documents_raw_image_bodies(vit):
-    status, schema, _ = call(vit.handler, make_event("GET", "/openapi.json", None))
+    status, schema, _ = call(vit, make_event("GET", "/openapi.json", None))
     content = schema["paths"]["/models/{name}/predict"]["post"]["requestBody"]["content"]
     assert status == 200 and {"application/json", "image/*", "application/octet-stream"} <= set(content)
 
@@ -93,13 +93,13 @@ def _pipeline(source):
 def test_answers_equal_the_transformers_pipeline(architecture, path, tiny_image_model_dir, tiny_image_bundle,
                                                  load_handler):
     module = load_handler(tiny_image_bundle(architecture, quantization="none"), MODELFN_MAX_BATCH=32)
-    client = TestClient(build_app(module._load()), raise_server_exceptions=False)
+    client = TestClient(build_app(module.load()), raise_server_exceptions=False)
     classify = _pipeline(tiny_image_model_dir(architecture))
     for name, data in SAMPLES.items():
         expected = classify(Image.open(io.BytesIO(data)), top_k=3)
         kind = "image/jpeg" if data[:2] == b"\xff\xd8" else "image/png"
         for version in (1, 2):
-            status, lam, _ = call(module.handler, make_event("POST", path, data, version=version, content_type=kind,
+            status, lam, _ = call(module, make_event("POST", path, data, version=version, content_type=kind,
                                                              base64_body=True) if version == 1 else
                                   make_event("POST", path, {"inputs": base64.b64encode(data).decode(),
                                                             "parameters": {"top_k": 3}}, version=version))
@@ -112,7 +112,7 @@ def test_answers_equal_the_transformers_pipeline(architecture, path, tiny_image_
         _assert_pipeline_alike(response.json()[:3], expected, name)
     # a list of images: one ranked list per image, in order
     batch = [base64.b64encode(d).decode() for d in list(SAMPLES.values())[:4]]
-    status, answers, _ = call(module.handler, make_event("POST", path, {"inputs": batch}))
+    status, answers, _ = call(module, make_event("POST", path, {"inputs": batch}))
     expected = [classify(Image.open(io.BytesIO(d))) for d in list(SAMPLES.values())[:4]]
     assert status == 200 and len(answers) == 4
     for got, want in zip(answers, expected):

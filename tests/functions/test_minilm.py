@@ -53,7 +53,7 @@ def test_minilm_answers_an_input_alike_alone_and_in_mixed_batches(minilm_bundle,
 
     batches = [["ok"], ["ok", "thanks"], ["ok"] + SENTENCES + ["Where is the station?", "I lost my keys again."]]
     client = TestClient(create_app(minilm_bundle, max_tokens=256))
-    handler = load_handler(minilm_bundle, MODELFN_MAX_TOKENS="256").handler
+    handler = load_handler(minilm_bundle, MODELFN_MAX_TOKENS="256")
     for ask in (lambda b: client.post("/models/minilm/predict", json={"inputs": b}).json(),
                 lambda b: call(handler, make_event("POST", "/models/minilm/predict", {"inputs": b}))[1],
                 lambda b: [d["embedding"] for d in client.post("/v1/embeddings", json={"input": b}).json()["data"]]):

@@ -121,14 +121,14 @@ def test_streamed_sse_answer(generation_handler):
     assert len(events) > 3 and all(e.startswith("data: ") and e.endswith("\n\n") for e in events)
     assert events[-1] == "data: [DONE]\n\n"
     # The same answer as the buffered handler gives as one body (ids and timestamps aside).
-    buffered = generation_handler.handler(make_event("POST", CHAT, {**BODY, "stream": True}), None)["body"]
+    buffered = generation_handler(make_event("POST", CHAT, {**BODY, "stream": True}), None)["body"]
 
     def content(sse: str) -> str:
         frames = [json.loads(f[6:]) for f in sse.split("\n\n") if f and f != "data: [DONE]"]
         return "".join(f["choices"][0]["delta"].get("content", "") for f in frames)
 
     assert content(payload.decode("utf-8")) == content(buffered) != ""
-    status, whole, _ = call(generation_handler.handler, make_event("POST", CHAT, BODY))
+    status, whole, _ = call(generation_handler, make_event("POST", CHAT, BODY))
     assert status == 200 and whole["choices"][0]["message"]["content"] == content(buffered)
 
 

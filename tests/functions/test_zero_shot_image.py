@@ -71,6 +71,6 @@ def test_answers_equal_the_transformers_pipeline(clip, tiny_image_model_dir):
     classify = pipeline("zero-shot-image-classification", model=str(tiny_image_model_dir("clip")), device="cpu")
     for name, data in SAMPLES.items():
         body = {"inputs": base64.b64encode(data).decode(), "parameters": {"candidate_labels": LABELS}}
-        status, got, _ = call(clip.handler, make_event("POST", CLIP, body))
+        status, got, _ = call(clip, make_event("POST", CLIP, body))
         assert status == 200, got
         _assert_pipeline_alike(got, classify(Image.open(io.BytesIO(data)), candidate_labels=LABELS), name)

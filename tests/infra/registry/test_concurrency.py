@@ -89,7 +89,7 @@ class _DeleteLandsFirst:
 
 @pytest.mark.parametrize("existing_alias", [True, False])
 def test_a_promotion_racing_a_delete_never_leaves_the_alias_on_the_deleted_version(registry, bundle, existing_alias):
-    from infra.registry import Conflict, NotFound, Registry
+    from infra.registry import Conflict, NotInRegistry, Registry
 
     registry.push("m", bundle("a"))
     registry.push("m", bundle("b"))
@@ -102,5 +102,5 @@ def test_a_promotion_racing_a_delete_never_leaves_the_alias_on_the_deleted_versi
         assert registry.resolve("m", "prod") == 1
         assert [h.version for h in registry.history("m", "prod")] == [1, 2, 1]
     else:
-        with pytest.raises(NotFound):
+        with pytest.raises(NotInRegistry):
             registry.resolve("m", "prod")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from functions.manifest import MODEL_FILE, TOKENIZER_FILE
-from infra.registry import IntegrityError, NotFound, PushResult, Registry
+from infra.registry import IntegrityError, NotInRegistry, PushResult, Registry
 from infra.registry.s3store import S3Store
 from infra.registry.versions import version_numbers
 
@@ -92,7 +92,7 @@ def test_push_failing_halfway_leaves_nothing_and_a_retry_succeeds(registry, bund
     flaky = Registry(FailingStore(registry.store, uploads_ok=2))
     with pytest.raises(ConnectionError, match="injected"):
         flaky.push("m", source)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInRegistry):
         registry.resolve("m", "latest")
     assert registry.store.keys("models/m/versions") == []  # the failed push cleaned up after itself
     assert registry.push("m", source) == PushResult(1, True)
@@ -105,12 +105,12 @@ def test_push_dying_halfway_never_becomes_visible_and_does_not_block(registry, b
     with pytest.raises(ConnectionError):
         dying.push("m", source)
     assert version_numbers(registry.store, "m") == [1]  # claimed, half written
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInRegistry):
         registry.resolve("m", 1)
     # The retry takes the next number at once; the abandoned one never shows up.
     assert registry.push("m", source) == PushResult(2, True)
     assert [i.version for i in registry.list_versions("m")] == [2]
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInRegistry):
         registry.pull("m", 1, tmp_path / "out")
     assert [r.version for r in registry.verify("m")] == [2]
 
@@ -176,16 +176,16 @@ def test_failed_multipart_upload_is_aborted_and_invisible(multipart_registry, bu
 
 def test_fetch_bundle_is_the_runtime_read_path(registry, bundle, tmp_path):
     """functions.fetch.fetch_bundle reads what the registry wrote, given only the URI."""
-    from functions.fetch import FetchError, fetch_bundle
+    from functions.errors import VersionNotFound
+    from functions.fetch import fetch_bundle
 
     registry.push("m", bundle("a"))
     store = registry.store
     endpoint = getattr(store, "endpoint_url", None)
     dest = fetch_bundle(registry.uri, "m", 1, tmp_path / "cold-start", endpoint_url=endpoint)
     assert (dest / MODEL_FILE).read_bytes().startswith(b"onnx:a")
-    with pytest.raises(FetchError) as err:
+    with pytest.raises(VersionNotFound):
         fetch_bundle(registry.uri, "m", 7, tmp_path / "nope", endpoint_url=endpoint)
-    assert err.value.kind == "not_found"
 
 
 def test_functions_fetch_does_not_import_boto3_or_infra():

@@ -15,7 +15,7 @@ import pytest
 
 from functions.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest
 from infra.cli import main
-from infra.registry import IntegrityError, NotFound, RegistryError
+from infra.registry import IntegrityError, NotInRegistry, RegistryError
 from tests.infra.registry.test_faults import _overwrite
 
 BAD_NAMES = ["m\n", "m\r\n", "\nm", "ｍ", "m١", "M", "m\x00", ""]
@@ -104,9 +104,9 @@ def test_unalias_removes_a_corrupt_alias(registry, bundle):
     registry.promote("m", "prod", 1)
     _overwrite(registry, "models/m/aliases/prod.json", lambda _: b"{")
     registry.unalias("m", "prod")
-    with pytest.raises(NotFound, match="no alias 'prod'"):
+    with pytest.raises(NotInRegistry, match="no alias 'prod'"):
         registry.resolve("m", "prod")
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInRegistry):
         registry.unalias("m", "prod")
     assert registry.promote("m", "prod", 1).version == 1  # a fresh alias
 
@@ -243,7 +243,7 @@ def test_a_pull_racing_a_delete_is_not_found(s3_bucket, moto_endpoint, bundle, t
 
     client = DeletingClient(make_s3_client(moto_endpoint))
     racing = open_registry(uri, endpoint_url=moto_endpoint, s3_client=client)
-    with pytest.raises(NotFound, match="version 1 was deleted while it was being read"):
+    with pytest.raises(NotInRegistry, match="version 1 was deleted while it was being read"):
         racing.pull("m", 1, tmp_path / "out")
     assert client.fired and not (tmp_path / "out").exists()
     assert [p for p in os.listdir(tmp_path) if p.startswith(".out")] == []  # no staging left

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from functions.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, sha256_file
-from infra.registry import (AliasState, Conflict, NotFound, PushResult, Registry, RegistryError, VersionInfo,
+from infra.registry import (AliasState, Conflict, NotInRegistry, PushResult, Registry, RegistryError, VersionInfo,
                             open_registry)
 
 
@@ -106,7 +106,7 @@ def test_delete_refuses_aliased_version_and_never_reuses_the_number(registry, bu
         registry.delete("m", 2)
     registry.delete("m", 1)
     assert [i.version for i in registry.list_versions("m")] == [2]
-    with pytest.raises(NotFound, match="no version 1"):
+    with pytest.raises(NotInRegistry, match="no version 1"):
         registry.show("m", 1)
     # The deleted content can come back, but as a new number: 1 must never name two contents.
     assert registry.push("m", bundle("a")) == PushResult(3, True)
@@ -120,7 +120,7 @@ def test_push_refuses_a_broken_bundle(registry, bundle):
     (source / MODEL_FILE).write_bytes(b"changed after export")
     with pytest.raises(Exception, match=MODEL_FILE):
         registry.push("m", source)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotInRegistry):
         registry.list_versions("m")
 
 
