@@ -29,10 +29,8 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import BadRequest, PayloadTooLarge
+from .inputs import AUDIO_WANTS as WANTS
 from .settings import AudioLimits
-
-# What an audio input may be (for messages and the OpenAPI schema).
-WANTS = "a WAV, FLAC, OGG or MP3 recording"
 # Containers libsndfile may open for a request: the common ones only, keeping its many rarer
 # readers (and their attack surface) out of reach.
 FORMATS = ("WAV", "WAVEX", "RF64", "FLAC", "OGG", "MP3", "AIFF")

@@ -34,7 +34,7 @@ from .inputs import (check_body_size, check_content_type, check_model_name, pars
 from .manifest import read_manifest
 from .model import LoadedModel
 from .settings import Settings
-from .tasknames import TEXT_GENERATION
+from .tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION
 from .openai import OpenAIEmbeddings
 from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, Prepared, get_task
 
@@ -111,6 +111,12 @@ class ModelService:
 
             model = GenerationModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
                                     max_tokens=settings.max_tokens, manifest=manifest)
+            return cls(model, settings)
+        if manifest.task == AUTOMATIC_SPEECH_RECOGNITION:  # an encoder and a decoder loop, not one session
+            from .speech import SpeechModel
+
+            model = SpeechModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
+                                max_tokens=settings.max_tokens, manifest=manifest, provider=provider)
             return cls(model, settings)
         model = LoadedModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
                             max_tokens=settings.max_tokens, truncate=settings.truncate, provider=provider,

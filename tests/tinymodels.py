@@ -215,7 +215,8 @@ def build_tiny_whisper_model(directory: Path, *, seed: int = 0, max_target_posit
         no_timestamps_token_id=ids["<|notimestamps|>"], is_multilingual=True,
         lang_to_id={"<|en|>": ids["<|en|>"], "<|fr|>": ids["<|fr|>"]},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
-        forced_decoder_ids=[[1, ids["<|en|>"]], [2, ids["<|transcribe|>"]], [3, ids["<|notimestamps|>"]]],
+        # As whisper-tiny's: the language is left open (detected), the task is transcription.
+        forced_decoder_ids=[[1, None], [2, ids["<|transcribe|>"]]],
     )
     generation.save_pretrained(directory)
     return directory
