@@ -95,6 +95,12 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> Fas
         body = await read_body(request, service.max_body_bytes)
         return _respond(request, service.completions(request.headers.get("content-type"), body))
 
+    @app.post("/v1/audio/transcriptions", summary="OpenAI-compatible audio transcriptions (speech-recognition "
+              "models)", openapi_extra=schemas.TRANSCRIPTIONS)
+    async def transcriptions(request: Request):
+        body = await read_body(request, service.max_body_bytes)
+        return _respond(request, service.transcriptions(request.headers.get("content-type"), body))
+
     @app.get("/v1/models", summary="OpenAI-compatible model list", openapi_extra=schemas.MODELS)
     async def list_models(request: Request):
         return _respond(request, service.models())
@@ -134,6 +140,8 @@ def _respond(request: Request, answer: Answer) -> Response:
     if answer.stream is not None:
         # Starlette runs a plain iterator in its thread pool, so decoding does not block the loop.
         return StreamingResponse(answer.stream, status_code=answer.status, media_type=EVENT_STREAM_MEDIA_TYPE)
+    if answer.media_type is not None:  # already text (e.g. a transcription as text/plain)
+        return Response(answer.payload, status_code=answer.status, media_type=answer.media_type)
     return Response(dumps(answer.payload), status_code=answer.status, media_type=JSON_MEDIA_TYPE)
 
 

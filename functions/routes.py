@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE
+from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, TRANSCRIPTIONS_ROUTE
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ ROUTES: tuple[Route, ...] = (
           "OpenAI-compatible chat completions (text-generation models)", openai=CHAT_ROUTE, stack_wide=True),
     Route("POST", "/v1/completions", "completions", "OpenAI-compatible completions (text-generation models)",
           openai=COMPLETIONS_ROUTE, stack_wide=True),
+    Route("POST", "/v1/audio/transcriptions", "transcriptions",
+          "OpenAI-compatible audio transcriptions (speech-recognition models; multipart/form-data)",
+          openai=TRANSCRIPTIONS_ROUTE, stack_wide=True),
     Route("GET", "/v1/models", "models", "OpenAI-compatible model list", openai=COMPLETIONS_ROUTE,
           stack_wide=True),
     Route("GET", "/models/{name}", "info", "What this function serves"),

@@ -36,7 +36,7 @@ from .model import LoadedModel
 from .settings import Settings
 from .tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION
 from .openai import OpenAIEmbeddings
-from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, Prepared, get_task
+from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, TRANSCRIPTIONS_ROUTE, Prepared, get_task
 
 
 class Answer(NamedTuple):
@@ -47,6 +47,7 @@ class Answer(NamedTuple):
     batch: int | None = None
     tokens: int | None = None
     stream: Iterator[str] | None = None  # server-sent events, sent as they are produced
+    media_type: str | None = None  # a payload that is already text of this type (None: JSON)
 
 
 @dataclass
@@ -83,6 +84,11 @@ class ModelService:
         self.openai_routes = self.task.openai_routes(model.manifest.runtime)
         self._embeddings = OpenAIEmbeddings(model, self.name) if EMBEDDINGS_ROUTE in self.openai_routes else None
         self._generation = None
+        self._transcriptions = None
+        if TRANSCRIPTIONS_ROUTE in self.openai_routes:
+            from .transcriptions import OpenAITranscriptions
+
+            self._transcriptions = OpenAITranscriptions(model, self.name)
         if CHAT_ROUTE in self.openai_routes or COMPLETIONS_ROUTE in self.openai_routes:
             from .generation import OpenAIGeneration  # onnxruntime-genai and jinja2: generation images only
 
@@ -198,6 +204,18 @@ class ModelService:
         check_content_type(content_type)
         check_body_size(len(body), self.max_body_bytes)
         return _generated(generation.completions(parse_json(body)))
+
+    def transcriptions(self, content_type: str | None, body: bytes) -> Answer:
+        """OpenAI audio transcriptions (speech-recognition models): a multipart/form-data body."""
+        from .multipart import parse_form
+
+        if self._transcriptions is None:
+            raise NotFound(f"model {self.name!r} is a {self.task.name} model; /v1/audio/transcriptions serves "
+                           "speech-recognition models", hint=f"use POST /models/{self.name}/predict")
+        check_body_size(len(body), self.max_body_bytes)
+        prepared, finish = self._transcriptions.begin(parse_form(content_type, body))
+        payload, media_type = finish(prepared, [self.model.run(feed) for feed in prepared.feeds])
+        return Answer(200, payload, 1, 0, media_type=media_type)
 
     def models(self) -> Answer:
         """OpenAI's model list: the one model this function serves."""

@@ -28,7 +28,8 @@ SAMPLE_WAV = ("UklGRrQBAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YZABAAAAAAENe
               "Yvym79jkQd3F2c7aPeBt6Un1aQJAD0kaNiIYJnklbCCJF90Ly/7d8ZvmWd4S2kfa8t6F5/7y")
 
 
-def _params(raw: dict) -> dict:
+def parse_params(raw: dict) -> dict:
+    """The pipeline's parameters: max_new_tokens, language, task; return_timestamps only false."""
     check_known(raw, ("max_new_tokens", "language", "task", "return_timestamps"))
     if raw.get("return_timestamps") not in (None, False):
         raise BadRequest("parameters.return_timestamps is not supported: modelfn transcribes without timestamps",
@@ -55,29 +56,38 @@ def check_options(model, params: dict) -> None:
 
 
 def features(model, item, limits: AudioLimits):
-    """One request recording as the model's input features (functions/audio.py, with the bundle's settings)."""
-    from ..audio import read_features  # soundfile: speech models' images only
+    """(input features, seconds of audio) of one request recording (functions/audio.py, with the bundle's settings)."""
+    from ..audio import audio_bytes, decode_audio, log_mel, resample  # soundfile: speech models' images only
 
     c = model.config
-    return read_features(item.data, item.where, limits, n_mels=c.n_mels, n_fft=c.n_fft, hop_length=c.hop_length,
-                         n_samples=c.n_samples, sampling_rate=c.sampling_rate)
+    samples, rate = decode_audio(audio_bytes(item.data, item.where, limits), item.where, limits)
+    seconds = len(samples) / rate
+    samples = resample(samples, rate, c.sampling_rate)
+    return log_mel(samples, n_mels=c.n_mels, n_fft=c.n_fft, hop_length=c.hop_length, n_samples=c.n_samples,
+                   sampling_rate=c.sampling_rate), seconds
 
 
-def _preprocess(model, items: list, params: dict) -> Prepared:
+def prepare(model, items: list, params: dict) -> Prepared:
+    """Each recording's feed for SpeechModel.run (its features and the request's decoding options);
+    ``extra`` holds each recording's seconds."""
     check_options(model, params)
     limits = AudioLimits.resolve()
     max_new = params["max_new_tokens"] or model.limits.max_tokens
+    feeds, seconds = [], []
     # One recording per feed, decoded one at a time: only its features are held, never the samples.
-    feeds = [{"input_features": features(model, item, limits), "language": params["language"],
-              "task": params["task"], "max_new_tokens": max_new} for item in items]
-    return Prepared(feeds=feeds, tokens=0)
+    for item in items:
+        feed, duration = features(model, item, limits)
+        feeds.append({"input_features": feed, "language": params["language"], "task": params["task"],
+                      "max_new_tokens": max_new})
+        seconds.append(duration)
+    return Prepared(feeds=feeds, tokens=0, extra=seconds)
 
 
 def _openai_routes(runtime) -> tuple[str, ...]:
     return (TRANSCRIPTIONS_ROUTE,)
 
 
-@register(AUTOMATIC_SPEECH_RECOGNITION, inputs=AUDIO, parse_params=_params, preprocess=_preprocess,
+@register(AUTOMATIC_SPEECH_RECOGNITION, inputs=AUDIO, parse_params=parse_params, preprocess=prepare,
           synonyms=("asr", "speech-recognition", "speech-to-text", "transcription"),
           params_schema={"max_new_tokens": {"type": "integer", "minimum": 1},
                          "language": {"type": "string", "description": "a language code such as \"en\""},
