@@ -176,10 +176,12 @@ WHISPER_SPECIALS = ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>"
                     "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>")
 
 
-def build_tiny_whisper_model(directory: Path, *, seed: int = 0, max_target_positions: int = 64) -> Path:
-    """Save a tiny random Whisper (2+2 layers, width 32, 80 mel bins) with a byte-level BPE tokenizer
-    (256 byte tokens, no merges, Whisper's special tokens), its feature extractor and a generation
-    config that forces English transcription without timestamps, as whisper-tiny's does."""
+def build_tiny_whisper_model(directory: Path, *, seed: int = 0, max_target_positions: int = 64, d_model: int = 32,
+                             layers: int = 2, heads: int = 2, ffn: int = 64) -> Path:
+    """Save a tiny random Whisper (2+2 layers, width 32, 80 mel bins; bench/speech_bench.py passes
+    whisper-tiny's sizes) with a byte-level BPE tokenizer (256 byte tokens, no merges, Whisper's
+    special tokens), its feature extractor and a generation config like whisper-tiny's: language
+    detected, transcription, no timestamps."""
     import torch
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
@@ -200,9 +202,9 @@ def build_tiny_whisper_model(directory: Path, *, seed: int = 0, max_target_posit
                                      unk_token="<|endoftext|>", pad_token="<|endoftext|>")
     tokenizer.save_pretrained(directory)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
-    config = WhisperConfig(vocab_size=tok.get_vocab_size(), num_mel_bins=80, d_model=32, encoder_layers=2,
-                           decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-                           encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=1500,
+    config = WhisperConfig(vocab_size=tok.get_vocab_size(), num_mel_bins=80, d_model=d_model, encoder_layers=layers,
+                           decoder_layers=layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
+                           encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, max_source_positions=1500,
                            max_target_positions=max_target_positions, pad_token_id=eot, bos_token_id=eot,
                            eos_token_id=eot, decoder_start_token_id=sot, begin_suppress_tokens=None, dropout=0.0)
     torch.manual_seed(seed)
