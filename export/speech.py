@@ -274,6 +274,11 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
 
     from .exporter import _check_output, tool_versions, write_bundle
 
+    if target != "lambda":
+        # The GPU server batches predict rows across requests (functions/batching.py), which the decoder
+        # loop does not support yet.
+        raise ExportError(f"{AUTOMATIC_SPEECH_RECOGNITION} bundles are served on the lambda target only for now",
+                          hint="use target: lambda")
     quantization = quantization or "int8"
     if quantization not in ("int8", "none"):
         raise ExportError(f"{AUTOMATIC_SPEECH_RECOGNITION} supports int8 or none, got {quantization!r}")

@@ -45,7 +45,9 @@ def test_refusals(tmp_path, tiny_whisper_dir, tiny_model_dir):
     with pytest.raises(ExportError, match="unknown parity metric"):
         export_bundle(tiny_whisper_dir, "asr", tmp_path / "a", thresholds={"agreement": 0.9})
     with pytest.raises(ExportError, match="int8 or none"):
-        export_bundle(tiny_whisper_dir, "asr", tmp_path / "b", quantization="fp16", target="gpu")
+        export_bundle(tiny_whisper_dir, "asr", tmp_path / "b", quantization="fp16")
+    with pytest.raises(ExportError, match="lambda target only"):
+        export_bundle(tiny_whisper_dir, "asr", tmp_path / "c", target="gpu")
     with pytest.raises(ExportError, match="not supported for speech recognition"):
         speech_config_of_bert = tiny_model_dir("feature-extraction")
         (speech_config_of_bert / "preprocessor_config.json").write_text("{}")
