@@ -304,3 +304,53 @@ def test_other_models_do_not_serve_transcriptions(load_handler, tiny_bundle):
     body, kind = _form(RECORDINGS["tone-wav"])
     status, answer, _ = call(module.handler, make_event("POST", TRANSCRIBE, body, content_type=kind, base64_body=True))
     assert status == 404 and "speech-recognition" in answer["error"]["message"]
+
+
+# -- multipart/form-data -------------------------------------------------------------------------------
+
+def _multipart(parts: list[bytes], boundary: str = "b0und", close: bool = True) -> bytes:
+    body = b"".join(b"--" + boundary.encode() + b"\r\n" + p + b"\r\n" for p in parts)
+    return body + (b"--" + boundary.encode() + b"--\r\n" if close else b"")
+
+
+def _field(name: str, value: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"Content-Disposition: {disposition}\r\n\r\n".encode() + value
+
+
+def test_multipart_keeps_bytes_exactly_and_reads_quoted_boundaries():
+    from functions.multipart import parse_form
+
+    payload = bytes(range(256)) * 4 + b"\r\n--b0un\r\n\r\n--"  # CRLFs and a near-boundary inside the file
+    body = _multipart([_field("file", payload, "a.wav"), _field("model", "tiny-wh\u00efsper".encode())])
+    form = parse_form('multipart/form-data; boundary="b0und"', body)
+    assert form["file"].data == payload and form["file"].filename == "a.wav"
+    assert form["model"].text() == "tiny-wh\u00efsper" and form["model"].filename is None
+
+
+@pytest.mark.parametrize("content_type, body, words", [
+    ("multipart/form-data", _multipart([_field("a", b"1")]), "boundary"),
+    ("multipart/form-data; boundary=b0und", _multipart([_field("a", b"1")], close=False), "truncated"),
+    ("multipart/form-data; boundary=b0und", _multipart([_field("a", b"1"), _field("a", b"2")]), "repeated"),
+    ("multipart/form-data; boundary=b0und", _multipart([b"Content-Disposition: form-data\r\n\r\nx"]), "no field name"),
+    ("multipart/form-data; boundary=b0und", _multipart([b"Content-Type: text/plain\r\n\r\nx"]), "Content-Disposition"),
+    ("multipart/form-data; boundary=b0und", _multipart([b"no headers here"]), "headers"),
+    ("multipart/form-data; boundary=b0und", _multipart([_field(f"f{i}", b"") for i in range(40)]), "more than 32"),
+    ("multipart/form-data; boundary=other", _multipart([_field("a", b"1")]), "no part"),
+])
+def test_malformed_forms_are_refused_clearly(content_type, body, words):
+    from functions.multipart import parse_form
+
+    with pytest.raises(BadRequest) as caught:
+        parse_form(content_type, body)
+    assert words in caught.value.message
+
+
+def test_forms_need_the_form_content_type():
+    from functions.errors import UnsupportedMediaType
+    from functions.multipart import parse_form
+
+    with pytest.raises(UnsupportedMediaType):
+        parse_form("application/json", b"{}")
+    with pytest.raises(UnsupportedMediaType):
+        parse_form(None, b"")
