@@ -73,12 +73,16 @@ def speech_config(root: Path) -> tuple[SpeechConfig, tuple[int, ...]]:
     eos = generation.get("eos_token_id", config.get("eos_token_id"))
     eos = tuple(eos) if isinstance(eos, list) else (int(eos),)
     max_target = int(config.get("max_target_positions", 448))
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES  # code -> name, e.g. "en" -> "english"
+
+    languages = dict(generation.get("lang_to_id") or {})
     speech = SpeechConfig(
         sampling_rate=int(features.get("sampling_rate", SAMPLE_RATE)), n_mels=int(features.get("feature_size", 80)),
         n_fft=int(features.get("n_fft", 400)), hop_length=int(features.get("hop_length", 160)),
         n_samples=int(features.get("n_samples", 480_000)),
         decoder_start_token_id=int(generation.get("decoder_start_token_id", config.get("decoder_start_token_id"))),
-        forced_ids=tuple(t for _, t in forced), lang_to_id=dict(generation.get("lang_to_id") or {}),
+        forced_ids=tuple(t for _, t in forced), lang_to_id=languages,
+        language_names={t[2:-2]: LANGUAGES[t[2:-2]] for t in languages if t[2:-2] in LANGUAGES},
         task_to_id=dict(generation.get("task_to_id") or {}),
         no_timestamps_token_id=generation.get("no_timestamps_token_id"),
         suppress_tokens=tuple(generation.get("suppress_tokens") or config.get("suppress_tokens") or ()),

@@ -93,6 +93,7 @@ class SpeechConfig:
     # detects the language (multilingual checkpoints).
     forced_ids: tuple[int | None, ...] = ()
     lang_to_id: dict[str, int] = field(default_factory=dict)  # "<|en|>" -> id
+    language_names: dict[str, str] = field(default_factory=dict)  # "en" -> "english" (Whisper's names)
     task_to_id: dict[str, int] = field(default_factory=dict)  # "transcribe" -> id
     no_timestamps_token_id: int | None = None
     suppress_tokens: tuple[int, ...] = ()

@@ -72,6 +72,7 @@ class SpeechModel:
         self._begin_suppress = np.array(config.begin_suppress_tokens, dtype=np.int64)
         self.languages = {token[2:-2]: i for token, i in config.lang_to_id.items()}  # "en" -> id
         self._language_of = {i: code for code, i in self.languages.items()}
+        self._code_of = {name: code for code, name in config.language_names.items()}
 
     # -- the prompt ----------------------------------------------------------------------------------
     def prompt_ids(self, language: str | None, task: str | None = None, *, undetected: bool = False,
@@ -100,9 +101,11 @@ class SpeechModel:
         return [int(i) for i in ids if i is not None]
 
     def language_id(self, language: str) -> int:
-        """The language token for a code (``en``) or token (``<|en|>``); 400 for one the model lacks."""
+        """The language token for a code (``en``), a name (``english``) or a token (``<|en|>``); 400 for
+        one the model lacks."""
         key = language.strip().lower()
         key = key[2:-2] if key.startswith("<|") and key.endswith("|>") else key
+        key = self._code_of.get(key, key)
         if key not in self.languages:
             known = ", ".join(sorted(self.languages)) or "none"
             raise BadRequest(f"language {language!r} is not one this model knows", hint=f"use a code of: {known}")

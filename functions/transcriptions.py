@@ -2,8 +2,9 @@
 automatic-speech-recognition task.
 
 The body is multipart/form-data (functions/multipart.py): ``file`` (the recording), ``model``,
-and optionally ``language`` (a code such as ``en``), ``response_format`` (``json``: ``{"text"}``;
-``text``: the bare text; ``verbose_json``: adds ``task``, ``language`` and ``duration``, without
+and optionally ``language`` (a code such as ``en``, or a name), ``response_format`` (``json``: ``{"text"}``;
+``text``: the bare text; ``verbose_json``: adds ``task``, ``language`` (its name, e.g. ``english``) and
+``duration``, without
 segments, as modelfn does not decode timestamps) and ``temperature`` (0 only: decoding is greedy).
 Other OpenAI fields (``prompt``, ``timestamp_granularities[]``, ``stream``, other formats) are refused
 with a 400 rather than ignored. The task (functions/tasks/speech_recognition.py) decodes and
@@ -66,7 +67,9 @@ class OpenAITranscriptions:
             if fmt == "text":
                 return text, TEXT_MEDIA_TYPE
             if fmt == "verbose_json":
-                return {"task": "transcribe", "language": outputs[0].get("language") or language or "",
+                code = outputs[0].get("language") or ""
+                # OpenAI names the language ("english"), as Whisper's tokenizer does.
+                return {"task": "transcribe", "language": self.model.config.language_names.get(code, code),
                         "duration": round(float(prepared.extra[0]), 3), "text": text, "segments": []}, None
             return {"text": text}, None
 

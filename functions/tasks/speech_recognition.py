@@ -4,8 +4,9 @@ A recording comes as the raw request body (``audio/*``) or as base64 in ``{"inpu
 checked, decoded, resampled and turned into log-mel features by functions/audio.py, then decoded
 greedily by functions/speech.SpeechModel. Each recording is answered ``{"text": ...}`` as the
 pipeline answers it (a list of recordings with a list). Parameters: ``max_new_tokens``,
-``language`` (a code such as ``en``; default: the model's, or detected), ``task`` (``transcribe`` or
-``translate``); ``return_timestamps`` is refused, as modelfn does not decode timestamps.
+``language`` (a code such as ``en`` or a name such as ``english``; default: the model's, or
+detected), ``task`` (``transcribe`` or ``translate``); ``return_timestamps`` is refused, as modelfn
+does not decode timestamps.
 /v1/audio/transcriptions (functions/transcriptions.py) serves the same model in OpenAI's shape.
 """
 
@@ -36,7 +37,7 @@ def parse_params(raw: dict) -> dict:
                          hint="leave return_timestamps out (or false)")
     language = raw.get("language")
     if language is not None and (not isinstance(language, str) or not language.strip()):
-        raise BadRequest("parameters.language must be a language code such as \"en\"")
+        raise BadRequest("parameters.language must be a language code such as \"en\" (or a name)")
     task = raw.get("task")
     if task is not None and task not in TASKS:
         raise BadRequest(f"parameters.task must be one of {', '.join(TASKS)}")

@@ -29,6 +29,7 @@ def test_int8_bundle_is_gated_against_pytorch(tiny_speech_bundle, tiny_whisper_d
     assert manifest.parity.thresholds == {"token_agreement": 0.9, "max_wer": 0.05}
     speech = manifest.runtime.speech
     assert speech.forced_ids == (None, 261) and speech.lang_to_id == {"<|en|>": 258, "<|fr|>": 259}
+    assert speech.language_names == {"en": "english", "fr": "french"}
     assert manifest.runtime.eos_token_ids == (256,) and speech.n_mels == 80 and speech.max_target_positions == 64
     # what was written is what the runtime reads back
     assert read_manifest(bundle).runtime == manifest.runtime
