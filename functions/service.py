@@ -7,6 +7,7 @@
     GET  /v1/models               -> ModelService.models()
     POST /v1/chat/completions     -> ModelService.chat_completions(content_type, body)   (text-generation)
     POST /v1/completions          -> ModelService.completions(content_type, body)        (text-generation)
+    POST /v1/audio/transcriptions -> ModelService.transcriptions(content_type, body)     (speech recognition)
 
 Each method takes what the route carries (path parameter, Content-Type header, raw body bytes) and
 returns an :class:`Answer`, or raises a RequestError that functions.http.render_error turns into
