@@ -25,4 +25,13 @@ GENERATION_THRESHOLDS: dict[str, float] = {
     "max_kl_mean": 0.55,
 }
 
-__all__ = ["ARCHITECTURES", "DEFAULT_THRESHOLDS", "GENERATION_THRESHOLDS", "QUANTIZATIONS", "TARGETS"]
+# automatic-speech-recognition's gate (export/speech.py): token_agreement, the share of built-in
+# recordings whose greedy tokens equal PyTorch generate's (a minimum), and max_wer, the word error
+# rate of the candidate's transcripts against PyTorch's (a maximum).
+SPEECH_THRESHOLDS: dict[str, float] = {
+    "token_agreement": 0.9,
+    "max_wer": 0.05,
+}
+
+__all__ = ["ARCHITECTURES", "DEFAULT_THRESHOLDS", "GENERATION_THRESHOLDS", "QUANTIZATIONS", "SPEECH_THRESHOLDS",
+           "TARGETS"]

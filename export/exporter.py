@@ -18,7 +18,7 @@ from pathlib import Path
 from functions.manifest import (MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, Candidate, Manifest, Parity,
                                 Quantization, describe_files)
 from .choices import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TARGETS
-from functions.tasknames import TEXT_GENERATION, resolve_task
+from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION, resolve_task
 
 from . import candidates as registry
 from . import convert, measure, mixed, parity, vision
@@ -63,6 +63,13 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                                  allow_drift=allow_drift, strategy=strategy, progress=progress, overwrite=overwrite,
                                  threads=threads or min(DEFAULT_THREADS, os.cpu_count() or 1),
                                  context_length=context_length)
+    if task == AUTOMATIC_SPEECH_RECOGNITION:
+        from .speech import export_speech
+
+        return export_speech(source, out, name=name, target=target, architecture=architecture,
+                             quantization=quantization, thresholds=thresholds, allow_drift=allow_drift,
+                             progress=progress, overwrite=overwrite,
+                             threads=threads or min(DEFAULT_THREADS, os.cpu_count() or 1))
     quantization = quantization or "int8"
     _check_choice("quantization", quantization, tuple(q for q in QUANTIZATIONS if q != "int4"))
     if target == "gpu" and architecture != "x86_64":

@@ -30,7 +30,9 @@ def candidates_table(candidates: tuple[Candidate, ...] | list[Candidate], *, cho
     metrics = sorted(names, key=lambda m: (judged_by(m) is None, m))
     fp32 = next((c.latency_ms for c in candidates if c.name == "fp32"), 0.0)
     header = ["", "candidate", "size", "ms@b1", "±", "ms@b8", "vs fp32"] + [
-        f"{m}>={thresholds[judged_by(m)]:g}" if judged_by(m) else m for m in metrics] + ["gate", "note"]
+        # max_* thresholds (max_kl_mean, max_wer) are maxima; every other one a minimum
+        f"{m}{'<=' if m.startswith('max_') else '>='}{thresholds[judged_by(m)]:g}" if judged_by(m) else m
+        for m in metrics] + ["gate", "note"]
     rows = [header]
     for c in candidates:
         speed = f"{fp32 / c.latency_ms:.2f}x" if fp32 and c.latency_ms > 0 else "-"

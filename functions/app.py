@@ -132,6 +132,8 @@ def _respond(request: Request, answer: Answer) -> Response:
         # Starlette runs a plain iterator in its thread pool, so decoding does not block the loop (the
         # generation scheduler hands over an async iterator that decodes on its own pool).
         return StreamingResponse(answer.stream, status_code=answer.status, media_type=EVENT_STREAM_MEDIA_TYPE)
+    if answer.media_type is not None:  # already text (e.g. a transcription as text/plain)
+        return Response(answer.payload, status_code=answer.status, media_type=answer.media_type)
     return Response(dumps(answer.payload), status_code=answer.status, media_type=JSON_MEDIA_TYPE)
 
 

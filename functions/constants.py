@@ -13,6 +13,9 @@ TRUNCATE = "MODELFN_TRUNCATE"
 # Image inputs: the most compressed bytes and decoded pixels one image may have (checked before decoding).
 MAX_IMAGE_BYTES = "MODELFN_MAX_IMAGE_BYTES"
 MAX_IMAGE_PIXELS = "MODELFN_MAX_IMAGE_PIXELS"
+# Audio inputs: the most compressed bytes and seconds one recording may have (checked before decoding).
+MAX_AUDIO_BYTES = "MODELFN_MAX_AUDIO_BYTES"
+MAX_AUDIO_SECONDS = "MODELFN_MAX_AUDIO_SECONDS"
 # Largest request body in bytes (default 6 MB, Lambda's synchronous payload limit); 413 past it.
 MAX_BODY_BYTES = "MODELFN_MAX_BODY_BYTES"
 # Log request text (off by default: requests may carry personal data).

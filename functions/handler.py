@@ -247,6 +247,8 @@ def _handle(lambda_handler: LambdaHandler, event: Any, context: Any) -> dict[str
             if answer.stream is not None:
                 # A buffered proxy response cannot stream: the whole event stream goes as one body.
                 body, media_type = "".join(answer.stream), EVENT_STREAM_MEDIA_TYPE
+            elif answer.media_type is not None:  # already text (e.g. a transcription as text/plain)
+                body, media_type = answer.payload, answer.media_type
             else:
                 body = dumps(answer.payload)
         status, batch, tokens = answer.status, answer.batch, answer.tokens

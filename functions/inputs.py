@@ -21,11 +21,22 @@ class ImageInput:
     data: bytes | str
     where: str
 
+AUDIO_WANTS = "a WAV, FLAC, OGG or MP3 recording"
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """One recording as the request carried it (raw bytes, or base64 text) and where it was."""
+
+    data: bytes | str
+    where: str
+
 # The kinds of ``inputs`` a task takes; each task names one (functions/tasks).
 TEXT = "text"  # a string, or a list of strings
 QUESTION_CONTEXT = "question-context"  # {"question", "context"}, or a list of them
 TEXT_OR_PAIR = "text-or-pair"  # a string, {"text", "text_pair"}, or a list of either
 IMAGE = "image"  # base64 image bytes, or a list of them; or the raw image as the whole body
+AUDIO = "audio"  # base64 audio bytes, or a list of them; or the raw recording as the whole body
 
 _JSON_TYPES = ("application/json",)
 
@@ -172,6 +183,15 @@ def _image(value: Any, where: str) -> ImageInput:
     return ImageInput(value, where)
 
 
+def _audio(value: Any, where: str) -> AudioInput:
+    # Only the type here: size and duration limits and decoding come with the model (functions/audio.py).
+    if not isinstance(value, (str, bytes)):
+        raise BadRequest(f"{where} must be a base64-encoded recording string, got {_kind(value)}")
+    if not (value.strip() if isinstance(value, str) else value):
+        raise BadRequest(f"{where} is empty")
+    return AudioInput(value, where)
+
+
 @dataclass(frozen=True)
 class InputKind:
     """One kind of ``inputs``: how an item is checked, what a caller is told to send, its schema, and
@@ -201,6 +221,9 @@ INPUT_KINDS: dict[str, InputKind] = {
     IMAGE: InputKind(_image, "a base64-encoded image or a list of them", {
         "type": "string", "format": "byte", "description": "base64 (or a data: URL) of " + IMAGE_WANTS},
         raw_media=("image/*", "application/octet-stream")),
+    AUDIO: InputKind(_audio, "a base64-encoded recording or a list of them", {
+        "type": "string", "format": "byte", "description": "base64 (or a data: URL) of " + AUDIO_WANTS},
+        raw_media=("audio/*", "application/octet-stream")),
 }
 
 

@@ -28,6 +28,10 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 # and the chat template taken from the model's tokenizer config (absent for base models).
 GENAI_CONFIG_FILE = "genai_config.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
+# automatic-speech-recognition bundles: Optimum's seq2seq graphs (the decoder with and without past
+# key values merged into one, switched by use_cache_branch), in place of model.onnx.
+ENCODER_FILE = "encoder_model.onnx"
+DECODER_FILE = "decoder_model_merged.onnx"
 FORMAT_VERSION = 1
 
 _CHUNK = 1 << 20
@@ -75,6 +79,39 @@ class ImageProcessing:
 
 
 @dataclass(frozen=True)
+class SpeechConfig:
+    """automatic-speech-recognition: the feature extractor's settings and the decoder prompt rules,
+    read at export from the model's WhisperFeatureExtractor and generation_config."""
+
+    sampling_rate: int = 16_000
+    n_mels: int = 80
+    n_fft: int = 400
+    hop_length: int = 160
+    n_samples: int = 480_000  # the window: recordings are padded or cut to it (30 s)
+    decoder_start_token_id: int = 0
+    # generation_config's forced_decoder_ids after the start token, in order; None where Whisper
+    # detects the language (multilingual checkpoints).
+    forced_ids: tuple[int | None, ...] = ()
+    lang_to_id: dict[str, int] = field(default_factory=dict)  # "<|en|>" -> id
+    language_names: dict[str, str] = field(default_factory=dict)  # "en" -> "english" (Whisper's names)
+    task_to_id: dict[str, int] = field(default_factory=dict)  # "transcribe" -> id
+    no_timestamps_token_id: int | None = None
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
+    max_length: int = 448  # generation_config's max_length: prompt + new tokens
+    max_target_positions: int = 448  # the decoder's positions
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SpeechConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("forced_ids", "suppress_tokens", "begin_suppress_tokens"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """What the runtime needs beyond the graph and the tokenizer."""
 
@@ -96,6 +133,8 @@ class RuntimeConfig:
     chat_template: str = ""
     # image tasks: the image processor's steps (None for text models, which ship tokenizer.json).
     image: ImageProcessing | None = None
+    # automatic-speech-recognition: features and decoding (None for every other task).
+    speech: SpeechConfig | None = None
     # Run a batch one row per session.run: set by export for graphs whose rows depend on their
     # batch-mates (dynamic int8 scales activations per batch), so an input's answer never does.
     one_row_per_run: bool = False
@@ -109,6 +148,8 @@ class RuntimeConfig:
                 values[name] = tuple(values[name])
         if isinstance(values.get("image"), dict):
             values["image"] = ImageProcessing.from_dict(values["image"])
+        if isinstance(values.get("speech"), dict):
+            values["speech"] = SpeechConfig.from_dict(values["speech"])
         return cls(**values)
 
 

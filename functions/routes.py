@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import schemas
-from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, Task
+from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, TRANSCRIPTIONS_ROUTE, Task
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ ROUTES: tuple[Route, ...] = (
           openapi=schemas.CHAT_COMPLETIONS, invocation_key="messages"),
     Route("POST", "/v1/completions", "completions", "OpenAI-compatible completions (text-generation models)",
           openai=COMPLETIONS_ROUTE, stack_wide=True, openapi=schemas.COMPLETIONS, invocation_key="prompt"),
+    Route("POST", "/v1/audio/transcriptions", "transcriptions",
+          "OpenAI-compatible audio transcriptions (speech-recognition models; multipart/form-data)",
+          openai=TRANSCRIPTIONS_ROUTE, stack_wide=True, openapi=schemas.TRANSCRIPTIONS),
     Route("GET", "/v1/models", "models", "OpenAI-compatible model list", openai=COMPLETIONS_ROUTE,
           stack_wide=True, openapi=schemas.MODELS),
     Route("GET", "/models/{name}", "info", "What this function serves", openapi=schemas.INFO),

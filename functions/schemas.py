@@ -85,3 +85,16 @@ COMPLETIONS = {
     "responses": {"200": _GENERATED, **_ERRORS},
 }
 MODELS: dict = {}
+# OpenAI's transcription form (functions/transcriptions.py); a 200 is JSON, or text/plain for
+# response_format=text.
+TRANSCRIPTIONS = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "a WAV, FLAC, OGG or MP3 recording"},
+            "model": {"type": "string"}, "language": {"type": "string", "description": "a code such as en"},
+            "response_format": choice_schema("json", "text", "verbose_json"),
+            "temperature": {"type": "number", "enum": [0]}}}}}},
+    "responses": {"200": {"description": "The transcription", "content": {
+        "application/json": {"schema": {"type": "object", "properties": {"text": {"type": "string"}}}},
+        "text/plain": {"schema": {"type": "string"}}}}, **_ERRORS},
+}

@@ -7,6 +7,7 @@
     GET  /v1/models               -> ModelService.models()
     POST /v1/chat/completions     -> ModelService.chat_completions(content_type, body)   (text-generation)
     POST /v1/completions          -> ModelService.completions(content_type, body)        (text-generation)
+    POST /v1/audio/transcriptions -> ModelService.transcriptions(content_type, body)     (speech recognition)
 
 Each method takes what the route carries (path parameter, Content-Type header, raw body bytes) and
 returns an :class:`Answer`, or raises a RequestError that functions.http.render_error turns into
@@ -35,9 +36,9 @@ from .inputs import (check_body_size, check_content_type, check_model_name, pars
 from .manifest import read_manifest
 from .model import LoadedModel
 from .settings import Settings
-from .tasknames import TEXT_GENERATION
+from .tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION
 from .openai import OpenAIEmbeddings
-from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, Prepared, get_task
+from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, TRANSCRIPTIONS_ROUTE, Prepared, get_task
 
 
 class Answer(NamedTuple):
@@ -48,6 +49,7 @@ class Answer(NamedTuple):
     batch: int | None = None
     tokens: int | None = None
     stream: Iterator[str] | None = None  # server-sent events, sent as they are produced
+    media_type: str | None = None  # a payload that is already text of this type (None: JSON)
 
 
 @dataclass
@@ -112,6 +114,11 @@ class ModelService:
         self.rate = RunRate()  # seconds per token of the last session run: what a new run is estimated at
         self._embeddings = OpenAIEmbeddings(model, self.name) if EMBEDDINGS_ROUTE in self.openai_routes else None
         self._generation = None
+        self._transcriptions = None
+        if TRANSCRIPTIONS_ROUTE in self.openai_routes:
+            from .transcriptions import OpenAITranscriptions
+
+            self._transcriptions = OpenAITranscriptions(model, self.name)
         if CHAT_ROUTE in self.openai_routes or COMPLETIONS_ROUTE in self.openai_routes:
             from .generation import OpenAIGeneration  # onnxruntime-genai and jinja2: generation images only
 
@@ -140,6 +147,12 @@ class ModelService:
 
             model = GenerationModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
                                     max_tokens=settings.max_tokens, manifest=manifest, provider=provider)
+            return cls(model, settings)
+        if manifest.task == AUTOMATIC_SPEECH_RECOGNITION:  # an encoder and a decoder loop, not one session
+            from .speech import SpeechModel
+
+            model = SpeechModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
+                                max_tokens=settings.max_tokens, manifest=manifest, provider=provider)
             return cls(model, settings)
         model = LoadedModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
                             max_tokens=settings.max_tokens, truncate=settings.truncate, provider=provider,
@@ -225,6 +238,18 @@ class ModelService:
         check_body_size(len(body), self.max_body_bytes)
         with request_scope(self.settings.time_budget_ms):
             return _generated(generation.completions(parse_json(body)))
+
+    def transcriptions(self, content_type: str | None, body: bytes) -> Answer:
+        """OpenAI audio transcriptions (speech-recognition models): a multipart/form-data body."""
+        from .multipart import parse_form
+
+        if self._transcriptions is None:
+            raise NotFound(f"model {self.name!r} is a {self.task.name} model; /v1/audio/transcriptions serves "
+                           "speech-recognition models", hint=f"use POST /models/{self.name}/predict")
+        check_body_size(len(body), self.max_body_bytes)
+        prepared, finish = self._transcriptions.begin(parse_form(content_type, body))
+        payload, media_type = finish(prepared, [self.model.run(feed) for feed in prepared.feeds])
+        return Answer(200, payload, 1, 0, media_type=media_type)
 
     def models(self) -> Answer:
         """OpenAI's model list: the one model this function serves."""

@@ -10,6 +10,7 @@ TOKEN_CLASSIFICATION = "token-classification"
 QUESTION_ANSWERING = "question-answering"
 IMAGE_CLASSIFICATION = "image-classification"
 ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"  # CLIP: images against caller-given labels
+AUTOMATIC_SPEECH_RECOGNITION = "automatic-speech-recognition"  # Whisper-style encoder-decoder models
 TEXT_GENERATION = "text-generation"  # decoder-only LMs, served by onnxruntime-genai
 
 

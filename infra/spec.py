@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from export.choices import ARCHITECTURES, DEFAULT_THRESHOLDS, GENERATION_THRESHOLDS, QUANTIZATIONS, TARGETS
+from export.choices import (ARCHITECTURES, DEFAULT_THRESHOLDS, GENERATION_THRESHOLDS, QUANTIZATIONS,
+                            SPEECH_THRESHOLDS, TARGETS)
 from export.source import resolve_source
 from functions.errors import ConfigError, UnknownTaskError
-from functions.tasknames import TEXT_GENERATION, resolve_task
+from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION, resolve_task
 
 from . import defaults
 from .registry.records import ALIAS_RE, NAME_RE, RESERVED_REFS
@@ -142,7 +143,8 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     truncate = raw.get("truncate", True)
     if not isinstance(truncate, bool):
         raise _field_error(path, name, "truncate", f"must be true or false, got {truncate!r}")
-    known_thresholds = GENERATION_THRESHOLDS if generation else DEFAULT_THRESHOLDS
+    known_thresholds = (GENERATION_THRESHOLDS if generation else SPEECH_THRESHOLDS
+                        if task == AUTOMATIC_SPEECH_RECOGNITION else DEFAULT_THRESHOLDS)
     parity = dict(known_thresholds)
     raw_parity = raw.get("parity", {}) or {}
     if not isinstance(raw_parity, dict):

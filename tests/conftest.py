@@ -82,6 +82,32 @@ def tiny_image_bundle(tmp_path_factory, tiny_image_model_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory) -> Path:
+    """A tiny random Whisper saved as a Hugging Face directory (tests/tinymodels.py)."""
+    from tests.tinymodels import build_tiny_whisper_model
+
+    return build_tiny_whisper_model(tmp_path_factory.mktemp("hf-whisper") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_bundle(tmp_path_factory, tiny_whisper_dir):
+    """Factory: export options -> an exported automatic-speech-recognition bundle of the tiny Whisper."""
+    cache: dict[tuple, Path] = {}
+
+    def make(**kwargs) -> Path:
+        from export.exporter import export_bundle
+
+        key = tuple(sorted(kwargs.items()))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("bundle-whisper") / "bundle"
+            export_bundle(tiny_whisper_dir, "automatic-speech-recognition", out, name="tiny-whisper", **kwargs)
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def minilm_spec():
     """The default models.yaml's MiniLM declaration."""
     from infra.spec import load_models_file

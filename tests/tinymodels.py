@@ -169,3 +169,56 @@ def build_tiny_clip_model(directory: Path, *, seed: int = 0) -> Path:
     model.eval().save_pretrained(directory)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
     return directory
+
+
+# Whisper's special tokens, in Whisper's order after <|endoftext|> (languages trimmed to two).
+WHISPER_SPECIALS = ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>", "<|transcribe|>",
+                    "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>")
+
+
+def build_tiny_whisper_model(directory: Path, *, seed: int = 0, max_target_positions: int = 64, d_model: int = 32,
+                             layers: int = 2, heads: int = 2, ffn: int = 64) -> Path:
+    """Save a tiny random Whisper (2+2 layers, width 32, 80 mel bins; bench/speech_bench.py passes
+    whisper-tiny's sizes) with a byte-level BPE tokenizer (256 byte tokens, no merges, Whisper's
+    special tokens), its feature extractor and a generation config like whisper-tiny's: language
+    detected, transcription, no timestamps."""
+    import torch
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperTokenizerFast)
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    tok = Tokenizer(BPE(vocab, [], unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in WHISPER_SPECIALS])
+    ids = {s: tok.token_to_id(s) for s in WHISPER_SPECIALS}
+    eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    tokenizer = WhisperTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                     unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer.save_pretrained(directory)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
+    config = WhisperConfig(vocab_size=tok.get_vocab_size(), num_mel_bins=80, d_model=d_model, encoder_layers=layers,
+                           decoder_layers=layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
+                           encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, max_source_positions=1500,
+                           max_target_positions=max_target_positions, pad_token_id=eot, bos_token_id=eot,
+                           eos_token_id=eot, decoder_start_token_id=sot, begin_suppress_tokens=None, dropout=0.0)
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.save_pretrained(directory)
+    generation = GenerationConfig(
+        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+        max_length=max_target_positions, begin_suppress_tokens=[220, eot],
+        suppress_tokens=[1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31],
+        no_timestamps_token_id=ids["<|notimestamps|>"], is_multilingual=True,
+        lang_to_id={"<|en|>": ids["<|en|>"], "<|fr|>": ids["<|fr|>"]},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        # As whisper-tiny's: the language is left open (detected), the task is transcription.
+        forced_decoder_ids=[[1, None], [2, ids["<|transcribe|>"]]],
+    )
+    generation.save_pretrained(directory)
+    return directory

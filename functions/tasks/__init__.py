@@ -23,17 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import UnknownTaskError
-from ..inputs import IMAGE, QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
+from ..inputs import AUDIO, IMAGE, QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
 
 # The modules that register tasks, imported on first use. Each is small and imports only what the
 # image ships; a module whose engine is heavy imports it lazily.
 _MODULES = ("embeddings", "classification", "tokens", "qa", "generation", "image_classification",
-            "zero_shot_image")
+            "zero_shot_image", "speech_recognition")
 
 # OpenAI-shaped routes a task may serve besides POST /models/{name}/predict.
 EMBEDDINGS_ROUTE = "embeddings"  # POST /v1/embeddings
 CHAT_ROUTE = "chat"  # POST /v1/chat/completions
 COMPLETIONS_ROUTE = "completions"  # POST /v1/completions
+TRANSCRIPTIONS_ROUTE = "transcriptions"  # POST /v1/audio/transcriptions (multipart)
 
 
 @dataclass
@@ -146,5 +147,5 @@ def parity_module(name: str):
 
 
 __all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "resolve_task", "task_names", "parity_module",
-           "chunked_feeds", "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE", "TEXT",
-           "QUESTION_CONTEXT", "TEXT_OR_PAIR", "IMAGE"]
+           "chunked_feeds", "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE", "TRANSCRIPTIONS_ROUTE",
+           "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR", "IMAGE", "AUDIO"]

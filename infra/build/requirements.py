@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from functions.errors import ConfigError
-from functions.tasknames import TEXT_GENERATION
+from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION
 
 from .. import defaults
 
@@ -42,7 +42,7 @@ INSTALLER = ("pip",)
 
 
 # Tasks whose images need more than the runtime extra: the extra of pyproject.toml that adds it.
-TASK_EXTRAS = {TEXT_GENERATION: "generation"}  # onnxruntime-genai's generator, jinja2 chat templates
+TASK_EXTRAS = {TEXT_GENERATION: "generation", AUTOMATIC_SPEECH_RECOGNITION: "audio"}  # genai + jinja2; soundfile
 
 
 def runtime_roots(extra: str = "runtime") -> list[str]:

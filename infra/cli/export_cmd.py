@@ -164,8 +164,9 @@ def summary(manifest, out: Path, timings: dict[str, float]) -> str:
                          f"{fp32.latency_ms / chosen.latency_ms:.2f}x); batch of 8 {chosen.batch_latency_ms:.2f} ms "
                          f"(fp32 {fp32.batch_latency_ms:.2f} ms)"
                          + (", one row per call" if chosen.one_row_per_run else ""))
-    gate = "  ".join(f"{m} {v:.4f}" + (f" (>= {p.thresholds[m]:g})" if m in p.thresholds else "")
-                     for m, v in sorted(p.metrics.items()))
+    # max_* thresholds (max_kl_mean, max_wer) are maxima; every other one a minimum
+    gate = "  ".join(f"{m} {v:.4f}" + (f" ({'<=' if m.startswith('max_') else '>='} {p.thresholds[m]:g})"
+                                       if m in p.thresholds else "") for m, v in sorted(p.metrics.items()))
     verdict = "PASS" if p.passed else "DRIFT ALLOWED" if p.allowed_drift else "FAIL"
     lines.append(f"parity    {gate}  {verdict} on {p.samples} samples vs {p.reference}")
     if p.classes:

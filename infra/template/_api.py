@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functions.inputs import INPUT_KINDS
 from functions.routes import ROUTES, model_routes
-from functions.tasks import get_task
+from functions.tasks import TRANSCRIPTIONS_ROUTE, get_task
 
 from ._checkov import skips
 from ._names import API_ID, FUNCTION_ALIAS, NO_VALUE, STAGE_NAME, Deployment, get_att, if_, ref, sub
@@ -139,10 +139,13 @@ def _sagemaker_operation(method: str, path: str, deployment: Deployment) -> dict
 def binary_media_types(deployments: list[Deployment]) -> list[str]:
     """Media types the REST API passes through as bytes (base64 in the event, which the handler
     decodes): the raw bodies the deployed tasks' input kinds take, e.g. image/* for image models.
-    Without them API Gateway would read an image body as UTF-8 text and corrupt it."""
+    Without them API Gateway would read an image body as UTF-8 text and corrupt it. A task serving
+    OpenAI's /v1/audio/transcriptions adds multipart/form-data: the recording travels inside the form."""
     found: list[str] = []
     for deployment in deployments:
-        for media in INPUT_KINDS[get_task(deployment.spec.task).inputs].raw_media:
+        task = get_task(deployment.spec.task)
+        forms = ("multipart/form-data",) if TRANSCRIPTIONS_ROUTE in task.openai_routes(None) else ()
+        for media in INPUT_KINDS[task.inputs].raw_media + forms:
             if media not in found:
                 found.append(media)
     return found
