@@ -10,6 +10,7 @@ TOKEN_CLASSIFICATION = "token-classification"
 QUESTION_ANSWERING = "question-answering"
 IMAGE_CLASSIFICATION = "image-classification"
 ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"  # CLIP: images against caller-given labels
+IMAGE_FEATURE_EXTRACTION = "image-feature-extraction"  # CLIP: image (and text) embeddings in one space
 TEXT_GENERATION = "text-generation"  # decoder-only LMs, served by onnxruntime-genai
 
 
