@@ -75,7 +75,7 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None) -> Fas
                 request, lambda body: service.begin_predict(name, content_type, body)))
         return _respond(request, service.predict(name, content_type, await read_body(request, service.max_body_bytes)))
 
-    @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings", openapi_extra=schemas.EMBEDDINGS)
+    @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings", openapi_extra=schemas.embeddings(task))
     async def create_embeddings(request: Request):
         content_type = request.headers.get("content-type")
         if batcher is not None:

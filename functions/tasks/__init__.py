@@ -67,6 +67,7 @@ class Embedder:
     prepare: Callable[[Any, list], "Prepared"]
     vectors: Callable[[Any, "Prepared", list[dict]], Any]
     width: Callable[[Any], int | None]
+    inputs: str = TEXT  # the kind of ``input`` parse takes (functions.inputs.INPUT_KINDS; the OpenAPI schema)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def _width(model) -> int | None:
     return width if isinstance(width, int) else None
 
 
-CLIP_EMBEDDER = Embedder(parse=_parse, prepare=_prepare, vectors=_vectors, width=_width)
+CLIP_EMBEDDER = Embedder(parse=_parse, prepare=_prepare, vectors=_vectors, width=_width, inputs=TEXT_OR_IMAGE)
 
 __all__ = ["CLIP_EMBEDDER", "IMAGE_EMBEDS", "IMAGE_FEATURES", "TEXT_EMBEDS", "blank_pixels", "blank_text_feed",
            "image_rows", "pixels_input"]
