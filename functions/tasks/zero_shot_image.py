@@ -50,7 +50,9 @@ def _preprocess(model, items: list, params: dict) -> Prepared:
     rows = [read_pixels(item, steps, limits) for item in items]
     size = model.limits.max_batch
     feeds = [{pixels: np.stack(rows[i:i + size]), **text_feed} for i in range(0, len(rows), size)]
-    return Prepared(feeds=feeds, encodings=encodings, tokens=sum(len(e.ids) for e in encodings))
+    # No encodings on the Prepared: the feeds hold images and labels, not one row per encoding, so a batch
+    # scheduler must run them as they are (functions/batching.py) rather than re-feed rows from encodings.
+    return Prepared(feeds=feeds, tokens=sum(len(e.ids) for e in encodings))
 
 
 @register(ZERO_SHOT_IMAGE_CLASSIFICATION, inputs=IMAGE, parse_params=_params, preprocess=_preprocess,

@@ -200,3 +200,23 @@ def test_openai_client_embeds_texts_and_images(features_bundle, monkeypatch, tor
     # the app and the service answer the same vectors
     direct = TestClient(build_app(service)).post("/v1/embeddings", json={"input": [URL["shapes"]]}).json()
     np.testing.assert_allclose(direct["data"][0]["embedding"], result.data[0].embedding, atol=1e-6)
+
+
+def test_the_gpu_batch_scheduler_runs_clip_requests_on_their_own_feeds(features_bundle, zero_shot_bundle):
+    """A CLIP request's feeds hold images and texts, not one row per encoding: the scheduler must run
+    them as they are. Two images with two labels once looked like two shareable rows."""
+    import asyncio
+
+    from functions.batching import BatchLimits
+    from functions.service import ModelService
+    from tests.functions.test_batching import run_batched, unbatched
+
+    for bundle, calls in ((zero_shot_bundle, [("predict", {"inputs": [B64["shapes"], B64["noise"]],
+                                                           "parameters": {"candidate_labels": ["a", "b"]}})] * 3),
+                          (features_bundle, [("embeddings", {"input": ["a cat", URL["shapes"]]}),
+                                             ("embeddings", {"input": ["two", "texts"]}),
+                                             ("predict", {"inputs": [B64["noise"], B64["tiny"]]})])):
+        service = ModelService.load(bundle, max_batch=8)
+        expected = [unbatched(service, kind, body) for kind, body in calls]
+        answers, stats = asyncio.run(run_batched(service, calls, BatchLimits()))
+        assert answers == expected and stats.batches == len(calls)
