@@ -1,14 +1,14 @@
 """Image models at export: the image processor's steps, the built-in images, and the parity checks.
 
 The counterpart of export/samples.py and export/parity.py for tasks whose inputs are images (the
-task registry says which). CLIP image-feature-extraction bundles are gated by cosine (``mean_cosine``,
-``min_cosine``) of their image and text embeddings against PyTorch's get_image_features and
-get_text_features, over the sample images and ZERO_SHOT_TEXTS. Samples are synthetic images generated here (gradients, shapes, noise,
+task registry says which). Samples are synthetic images generated here (gradients, shapes, noise,
 odd sizes and modes), never fetched; each is encoded to PNG or JPEG bytes and goes through the
 runtime's own decoding and preprocessing (functions/images.py), so the gate sees exactly the
 pixel values the function will feed. Classification metrics are text-classification's (top-1
 ``agreement``, gated; ``max_prob_gap``, the largest probability drift, recorded; ``accuracy`` with
-labelled eval images).
+labelled eval images). CLIP image-feature-extraction bundles are gated by cosine (``mean_cosine``,
+``min_cosine``) of their image and text embeddings against PyTorch's get_image_features and
+get_text_features, over the sample images and ZERO_SHOT_TEXTS.
 """
 
 from __future__ import annotations

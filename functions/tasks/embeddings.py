@@ -86,8 +86,7 @@ def _text_width(model) -> int | None:
     return width if isinstance(width, int) else None
 
 
-TEXT_EMBEDDER = Embedder(parse=_parse_texts, prepare=encode_texts, vectors=lambda model, prepared, outputs: sentence_vectors(
-    model, prepared, outputs), width=_text_width)
+TEXT_EMBEDDER = Embedder(parse=_parse_texts, prepare=encode_texts, vectors=sentence_vectors, width=_text_width)
 
 
 @register(FEATURE_EXTRACTION, inputs=TEXT, parse_params=_params, preprocess=_preprocess, shape=_shape,

@@ -45,7 +45,7 @@ def _openai_routes(runtime) -> tuple[str, ...]:
 
 
 @register(IMAGE_FEATURE_EXTRACTION, inputs=IMAGE, parse_params=_params, preprocess=_preprocess,
-          synonyms=("image-embeddings", "image-embedding", "clip-embeddings"),
+          synonyms=("image-embeddings",),
           params_schema={"pool": {"type": "boolean", "default": True,
                                   "description": "CLIP's embedding is pooled; false is refused"},
                          "normalize": {"type": "boolean", "default": False}},

@@ -141,6 +141,29 @@ def test_predict_answers_get_image_features_nested_as_the_pipeline(clip, torch_c
         assert _cosine(answer[0], image(SAMPLES[name])) >= COSINE
 
 
+def test_predict_equals_the_transformers_image_feature_extraction_pipeline(clip, tiny_image_model_dir):
+    """The pipeline cannot run a whole CLIPModel (its forward needs input_ids): it is given the same
+    checkpoint's image tower with its projection (CLIPVisionModelWithProjection), as CLIP image
+    embeddings are served by transformers. Same nesting, same numbers."""
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPVisionModelWithProjection, pipeline
+
+    root = str(tiny_image_model_dir("clip"))
+    full = CLIPModel.from_pretrained(root)
+    vision = CLIPVisionModelWithProjection(type(full.config.vision_config)(
+        **{**full.config.vision_config.to_dict(), "projection_dim": full.config.projection_dim}))
+    vision.vision_model.load_state_dict(full.vision_model.state_dict())
+    vision.visual_projection.load_state_dict(full.visual_projection.state_dict())
+    extract = pipeline("image-feature-extraction", model=vision.eval(), image_processor=CLIPImageProcessor.from_pretrained(root),
+                       device="cpu")
+    names = ["shapes", "rgba", "palette"]
+    images = [Image.open(io.BytesIO(SAMPLES[n])) for n in names]
+    for body, want in (({"inputs": B64["shapes"]}, extract(images[0])),
+                       ({"inputs": [B64[n] for n in names]}, extract(images))):
+        status, got, _ = call(clip.handler, make_event("POST", PREDICT, body))
+        assert status == 200 and np.asarray(got).shape == np.asarray(want).shape
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("which", ["features", "zero-shot"])
 def test_embeddings_answer_normalized_get_text_and_image_features(load_handler, features_bundle, zero_shot_bundle,
                                                                    torch_clip, which):
