@@ -243,3 +243,12 @@ def test_the_gpu_batch_scheduler_runs_clip_requests_on_their_own_feeds(features_
         expected = [unbatched(service, kind, body) for kind, body in calls]
         answers, stats = asyncio.run(run_batched(service, calls, BatchLimits()))
         assert answers == expected and stats.batches == len(calls)
+
+
+def test_export_refuses_a_checkpoint_without_both_towers(tiny_image_model_dir, tmp_path):
+    from export.errors import TaskMismatchError
+    from export.exporter import export_bundle
+
+    with pytest.raises(TaskMismatchError, match="not a \\*CLIPModel"):
+        export_bundle(tiny_image_model_dir("vit"), "image-feature-extraction", tmp_path / "b")
+    assert not (tmp_path / "b").exists()
