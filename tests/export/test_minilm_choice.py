@@ -1,5 +1,5 @@
 """Issue 13: exporting the real all-MiniLM-L6-v2 three times in a row chooses the same candidate and
-writes the same model.onnx.
+writes the same model.onnx and tokenizer.json.
 
 Three full exports take about 4.5 minutes on this project's 2-core machine (125 s cold, 72-75 s warm,
 measured with the default settings, search off), past what one CI test may take. So the work is
@@ -25,8 +25,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
 def test_three_exports_choose_the_same_candidate_and_write_the_same_model(minilm_bundle, minilm_spec, tmp_path):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from tokenizers import Tokenizer
-
     from export import candidates as registry
     from export import convert, measure
     from export.evaluate import Evaluator
@@ -41,7 +39,8 @@ def test_three_exports_choose_the_same_candidate_and_write_the_same_model(minilm
     src = inspect_source(minilm_spec.source_dir(), manifest.task, max_tokens=manifest.runtime.max_length)
     fp32 = convert.save_single_file(convert.optimize_onnx(convert.export_onnx(src, tmp_path), src,
                                                           tmp_path / "optimized.onnx"), tmp_path / "fp32.onnx")
-    tokenizer = Tokenizer.from_file(str(minilm_bundle / TOKENIZER_FILE))
+    tokenizer, _ = convert.build_tokenizer(src, tmp_path / TOKENIZER_FILE)
+    assert sha256_file(tmp_path / TOKENIZER_FILE) == manifest.files[TOKENIZER_FILE].sha256
     evaluator = Evaluator(src, gather_samples(manifest.task), tokenizer, dict(manifest.parity.thresholds),
                           DEFAULT_THREADS, calibration_samples(manifest.task))
     ctx = registry.BuildContext(workdir=tmp_path / "candidates", calibration=evaluator.calibration)
