@@ -52,10 +52,11 @@ def test_three_exports_choose_the_same_candidate_and_write_the_same_model(minilm
     rows = {c.name: dict(path=built[c.name], metrics=dict(c.metrics), note="", worst=c.worst,
                          one_row=c.one_row_per_run) for c in q.candidates}
     sessions = {n: measure.session(p, DEFAULT_THREADS) for n, p in built.items()}
-    chosen = [q.chosen]
+    chosen, reasons = [q.chosen], [q.reason]
     for _ in range(2):
         choice, table = time_and_choose(evaluator, rows, sessions, names, q.strategy, q.requested,
                                         latency_budget_s=20.0, timed_here=True)
         assert choice.passed and [c.passed for c in table] == [c.passed for c in q.candidates]
         chosen.append(choice.name)
-    assert len(set(chosen)) == 1, (chosen, [(c.name, c.latency_ms, c.latency_spread_ms) for c in table])
+        reasons.append(choice.reason)
+    assert len(set(chosen)) == 1, list(zip(chosen, reasons))
