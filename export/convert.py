@@ -16,7 +16,7 @@ import os
 import warnings
 from pathlib import Path
 
-from functions.tasknames import FEATURE_EXTRACTION
+from functions.tasknames import FEATURE_EXTRACTION, IMAGE_FEATURE_EXTRACTION, ZERO_SHOT_IMAGE_CLASSIFICATION
 
 from .errors import ConversionError
 from .source import Source
@@ -57,11 +57,42 @@ def export_onnx(source: Source, workdir: Path, *, opset: int = DEFAULT_OPSET) ->
     model = out / "model.onnx"
     if not model.is_file():
         raise ConversionError(f"ONNX export of {source.path} produced no model.onnx")
+    if source.task == IMAGE_FEATURE_EXTRACTION:
+        add_unnormalized_outputs(model, FEATURE_OUTPUTS)
     return model
 
 
 def _optimum_task(task: str) -> str:
-    return {FEATURE_EXTRACTION: "feature-extraction"}.get(task, task)
+    # CLIP's image-feature-extraction is the two-tower graph zero-shot classification exports: Optimum
+    # has no image-feature-extraction export of CLIPModel, and /v1/embeddings needs the text tower too.
+    return {FEATURE_EXTRACTION: "feature-extraction",
+            IMAGE_FEATURE_EXTRACTION: ZERO_SHOT_IMAGE_CLASSIFICATION}.get(task, task)
+
+
+# CLIP's normalized outputs -> the unnormalized projections (get_text_features / get_image_features)
+FEATURE_OUTPUTS = {"text_embeds": "text_features", "image_embeds": "image_features"}
+
+
+def add_unnormalized_outputs(model_path: Path, names: dict[str, str]) -> None:
+    """Expose the numerator of each ``x / ||x||`` output as an output of its own (``names``: normalized ->
+    new name), so the bundle answers CLIP's get_*_features as transformers does, unnormalized."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    outputs = {o.name: o for o in model.graph.output}
+    for normalized, name in names.items():
+        node = producers.get(normalized)
+        if node is None or node.op_type != "Div" or normalized not in outputs:
+            raise ConversionError(f"{model_path.name}: {normalized} is not x / ||x|| in the exported graph",
+                                  hint="not a CLIP-style two-tower model")
+        model.graph.node.append(helper.make_node("Identity", [node.input[0]], [name], name=f"{name}_output"))
+        value = onnx.ValueInfoProto()
+        value.CopyFrom(outputs[normalized])
+        value.name = name
+        model.graph.output.append(value)
+    onnx.save_model(model, str(model_path))  # weights stay where Optimum put them (inline or beside)
 
 
 def optimize_onnx(model: Path, source: Source, out: Path) -> Path:

@@ -121,9 +121,8 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             timed_here = target != "gpu" and architecture == host_architecture()
             if searching and timed_here:
                 _search(evaluator, rows, sessions, names, work, search_budget_s, tracker)
-            table = _table(evaluator, rows, sessions, latency_budget_s, timed_here)
-        choice = choose(table, strategy, requested=quantization, timed_here=timed_here,
-                        preference=names[1:] + names[:1], gated=checks.gated(task))
+            choice, table = time_and_choose(evaluator, rows, sessions, names, strategy, quantization,
+                                            latency_budget_s=latency_budget_s, timed_here=timed_here)
         chosen = enforce_gate(choice, table, gate, allow_drift, tracker)
         with tracker.step("write", str(out)):
             files = {MODEL_FILE: rows[choice.name]["path"], **{c.name: c for c in companions}}
@@ -140,6 +139,17 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                 source=str(src.path),
             ))
     return manifest
+
+
+def time_and_choose(evaluator: Evaluator, rows: dict[str, dict], sessions: dict[str, object], names: tuple[str, ...],
+                    strategy: str, quantization: str, *, latency_budget_s: float, timed_here: bool):
+    """(Choice, table): every candidate that ran timed side by side (batch 1 and 8), then one chosen by
+    ``strategy``. ``rows`` (candidate -> path, metrics, note, worst, one_row) hold the parity results;
+    ``names`` is the preset in order (its order breaks ties when latency was not measured here)."""
+    table = _table(evaluator, rows, sessions, latency_budget_s, timed_here)
+    choice = choose(table, strategy, requested=quantization, timed_here=timed_here,
+                    preference=names[1:] + names[:1], gated=evaluator.checks.gated(evaluator.src.task))
+    return choice, table
 
 
 def enforce_gate(choice, table: list[Candidate], gate: dict[str, float], allow_drift: bool,
@@ -316,4 +326,4 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-__all__ = ["enforce_gate", "export_bundle", "tool_versions", "write_bundle"]
+__all__ = ["enforce_gate", "export_bundle", "time_and_choose", "tool_versions", "write_bundle"]

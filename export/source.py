@@ -16,8 +16,8 @@ from typing import Any
 
 from functions.errors import ConfigError
 from functions.manifest import RuntimeConfig
-from functions.tasknames import (FEATURE_EXTRACTION, IMAGE_CLASSIFICATION, QUESTION_ANSWERING, TEXT_CLASSIFICATION,
-                                 TOKEN_CLASSIFICATION, ZERO_SHOT_IMAGE_CLASSIFICATION)
+from functions.tasknames import (FEATURE_EXTRACTION, IMAGE_CLASSIFICATION, IMAGE_FEATURE_EXTRACTION, QUESTION_ANSWERING,
+                                 TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, ZERO_SHOT_IMAGE_CLASSIFICATION)
 
 from .errors import ExportError, SourceError, TaskMismatchError
 
@@ -30,6 +30,7 @@ _HEAD_SUFFIX = {
     QUESTION_ANSWERING: "ForQuestionAnswering",
     IMAGE_CLASSIFICATION: "ForImageClassification",
     ZERO_SHOT_IMAGE_CLASSIFICATION: "CLIPModel",  # both towers and the learned logit scale
+    IMAGE_FEATURE_EXTRACTION: "CLIPModel",  # both towers' projections: images and texts in one space
 }
 _CLASSIFIERS = (TEXT_CLASSIFICATION, IMAGE_CLASSIFICATION)
 _POOLING_KEYS = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),

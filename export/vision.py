@@ -6,7 +6,9 @@ odd sizes and modes), never fetched; each is encoded to PNG or JPEG bytes and go
 runtime's own decoding and preprocessing (functions/images.py), so the gate sees exactly the
 pixel values the function will feed. Classification metrics are text-classification's (top-1
 ``agreement``, gated; ``max_prob_gap``, the largest probability drift, recorded; ``accuracy`` with
-labelled eval images).
+labelled eval images). CLIP image-feature-extraction bundles are gated by cosine (``mean_cosine``,
+``min_cosine``) of their image and text embeddings against PyTorch's get_image_features and
+get_text_features, over the sample images and ZERO_SHOT_TEXTS.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from functions.images import ImageInput, read_pixels
 from functions.inputs import IMAGE
 from functions.manifest import ImageProcessing, RuntimeConfig
 from functions.settings import ImageLimits
-from functions.tasknames import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION, ZERO_SHOT_IMAGE_CLASSIFICATION
+from functions.tasknames import (IMAGE_CLASSIFICATION, IMAGE_FEATURE_EXTRACTION, TEXT_CLASSIFICATION,
+                                 ZERO_SHOT_IMAGE_CLASSIFICATION)
 
 from .errors import ExportError, SourceError
 
-GATED: dict[str, tuple[str, ...]] = {IMAGE_CLASSIFICATION: ("agreement",), ZERO_SHOT_IMAGE_CLASSIFICATION: ("agreement",)}
+GATED: dict[str, tuple[str, ...]] = {IMAGE_CLASSIFICATION: ("agreement",), ZERO_SHOT_IMAGE_CLASSIFICATION: ("agreement",),
+                                     IMAGE_FEATURE_EXTRACTION: ("mean_cosine", "min_cosine")}
 # Zero-shot parity scores every sample image against these sentences (the text tower's inputs).
 ZERO_SHOT_TEXTS = ("This is a photo of a cat.", "This is a photo of a dog.", "This is a photo of a car.",
                    "This is a diagram of shapes.", "This is a photo of a landscape.", "This is noise.")
@@ -42,7 +46,7 @@ _LIMITS = ImageLimits(max_bytes=1 << 30, max_pixels=1 << 30)  # the samples are 
 
 def has_text_tower(task: str) -> bool:
     """Whether an image task also tokenizes text (CLIP's labels), so its bundle ships tokenizer.json too."""
-    return task == ZERO_SHOT_IMAGE_CLASSIFICATION
+    return task in (ZERO_SHOT_IMAGE_CLASSIFICATION, IMAGE_FEATURE_EXTRACTION)
 
 
 def is_image_task(task: str) -> bool:
@@ -255,7 +259,13 @@ def run_torch(source_dir: Path, task: str, encoded: list[Encoded]) -> list[list[
     with torch.inference_mode():
         for e in encoded:
             out = model(**{k: torch.from_numpy(v) for k, v in e.feeds.items()})
-            if two_towers:  # the ONNX graph's outputs, in its order
+            if task == IMAGE_FEATURE_EXTRACTION:  # and the unnormalized projections export/convert.py exposes
+                text = model.get_text_features(input_ids=torch.from_numpy(e.feeds["input_ids"]),
+                                               attention_mask=torch.from_numpy(e.feeds["attention_mask"]))
+                image = model.get_image_features(pixel_values=torch.from_numpy(e.feeds["pixel_values"]))
+                results.append([t.float().numpy() for t in (out.logits_per_image, out.logits_per_text,
+                                                            out.text_embeds, out.image_embeds, text, image)])
+            elif two_towers:  # the ONNX graph's outputs, in its order
                 results.append([t.float().numpy() for t in (out.logits_per_image, out.logits_per_text,
                                                             out.text_embeds, out.image_embeds)])
             else:
@@ -269,6 +279,8 @@ def compare(task: str, runtime: RuntimeConfig, samples: list[ImageSample], encod
     output is the image x text logits): an image classifier's answers are text-classification's."""
     from functions.tasks import parity_module
 
+    if task == IMAGE_FEATURE_EXTRACTION:
+        return _embedding_cosines(reference, candidate)
     columns = parity_module(TEXT_CLASSIFICATION).parity_metrics(runtime, samples, [None] * len(encoded),
                                                                  reference, candidate)
     metrics = {"agreement": float(np.mean(columns["agreement"])), "max_prob_gap": float(np.max(columns["prob_gap"]))}
@@ -276,6 +288,18 @@ def compare(task: str, runtime: RuntimeConfig, samples: list[ImageSample], encod
     if correct.size:
         metrics["accuracy"] = float(np.mean(correct))
     return metrics
+
+
+def _embedding_cosines(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> dict[str, float]:
+    """Cosine of every image's embedding (output 5, get_image_features) and of each ZERO_SHOT_TEXTS embedding
+    (output 4, get_text_features, once: every sample carries the same texts) to PyTorch's."""
+    from functions.tasks.parity import cosine_rows
+
+    images = cosine_rows(np.concatenate([r[5] for r in reference]), np.concatenate([c[5] for c in candidate]))
+    texts = cosine_rows(reference[0][4], candidate[0][4])
+    every = np.concatenate([images, texts])
+    return {"mean_cosine": float(every.mean()), "min_cosine": float(every.min()),
+            "image_min_cosine": float(images.min()), "text_min_cosine": float(texts.min())}
 
 
 def gate(task: str, metrics: dict[str, float], thresholds: dict[str, float]) -> bool:

@@ -37,6 +37,9 @@ QUESTION_CONTEXT = "question-context"  # {"question", "context"}, or a list of t
 TEXT_OR_PAIR = "text-or-pair"  # a string, {"text", "text_pair"}, or a list of either
 IMAGE = "image"  # base64 image bytes, or a list of them; or the raw image as the whole body
 AUDIO = "audio"  # base64 audio bytes, or a list of them; or the raw recording as the whole body
+# /v1/embeddings of CLIP-style bundles: a text, a data: URL of an image, {"type": "text", "text"} or
+# {"type": "image_url", "image_url": {"url": <data: URL>}} (OpenAI's content-part shape), or a list of them
+TEXT_OR_IMAGE = "text-or-image"
 
 _JSON_TYPES = ("application/json",)
 
@@ -190,6 +193,26 @@ def _audio(value: Any, where: str) -> AudioInput:
     if not (value.strip() if isinstance(value, str) else value):
         raise BadRequest(f"{where} is empty")
     return AudioInput(value, where)
+def _text_or_image(value: Any, where: str) -> str | ImageInput:
+    # A plain string is a text unless it is a data: URL; URLs that would have to be fetched are
+    # refused, never fetched (a function does not reach out to addresses a caller names).
+    if isinstance(value, str) and value.startswith("data:"):
+        return _image(value, where)
+    if not isinstance(value, dict):
+        return _text(value, where)
+    kind = value.get("type")
+    if kind == "text":
+        return _text(value.get("text"), where + ".text")
+    if kind != "image_url":
+        raise BadRequest(f"{where}.type must be \"text\" or \"image_url\", got {shown(kind)}")
+    url = value.get("image_url")
+    url = url.get("url") if isinstance(url, dict) else url
+    if not isinstance(url, str):
+        raise BadRequest(f"{where}.image_url.url must be a string, got {_kind(url)}")
+    if not url.startswith("data:"):
+        raise BadRequest(f"{where}.image_url.url is not a data: URL; images are not fetched from URLs",
+                         hint="send data:image/png;base64,<the image bytes, base64-encoded>")
+    return _image(url, where + ".image_url.url")
 
 
 @dataclass(frozen=True)
@@ -224,6 +247,15 @@ INPUT_KINDS: dict[str, InputKind] = {
     AUDIO: InputKind(_audio, "a base64-encoded recording or a list of them", {
         "type": "string", "format": "byte", "description": "base64 (or a data: URL) of " + AUDIO_WANTS},
         raw_media=("audio/*", "application/octet-stream")),
+    TEXT_OR_IMAGE: InputKind(_text_or_image, "a string, a data:image/...;base64 URL, {\"type\": \"image_url\", "
+                             "\"image_url\": {\"url\": <data: URL>}} or a list of them", {
+        "oneOf": [_STRING, {"type": "object", "required": ["type", "text"],
+                            "properties": {"type": {"const": "text"}, "text": _STRING}},
+                  {"type": "object", "required": ["type", "image_url"],
+                   "properties": {"type": {"const": "image_url"}, "image_url": {
+                       "oneOf": [{"type": "string", "pattern": "^data:"},
+                                 {"type": "object", "required": ["url"],
+                                  "properties": {"url": {"type": "string", "pattern": "^data:"}}}]}}}]}),
 }
 
 

@@ -1,7 +1,8 @@
-"""POST /v1/embeddings: the OpenAI embeddings API as an adapter over the feature-extraction task.
+"""POST /v1/embeddings: the OpenAI embeddings API as an adapter over the task's embedder.
 
-The task (functions/tasks/embeddings.py) tokenizes, runs and pools; this module adds only what the
-OpenAI shape adds: its fields, the ``model`` check, ``dimensions`` and ``encoding_format``.
+The task's Embedder (functions/tasks/embeddings.py for text encoders, functions/tasks/image_features.py
+for CLIP-style bundles, texts and images) validates ``input``, runs and pools; this module adds only
+what the OpenAI shape adds: its fields, the ``model`` check, ``dimensions`` and ``encoding_format``.
 
 ``dimensions`` keeps the first N components and re-normalizes them (Matryoshka-style
 shortening, as OpenAI's text-embedding-3 models do); ``encoding_format: base64`` answers the
@@ -16,26 +17,22 @@ from typing import Callable
 import numpy as np
 
 from .errors import BadRequest, NotFound
-from .inputs import parse_items, shown
-from .tasknames import FEATURE_EXTRACTION
+from .inputs import shown
 from .tasks import Prepared, get_task
-from .tasks.embeddings import l2_normalize, sentence_vectors
+from .tasks.embeddings import l2_normalize
 
 _FIELDS = ("input", "model", "encoding_format", "dimensions", "user")
 
 
 class OpenAIEmbeddings:
-    """The /v1/embeddings route of one loaded feature-extraction model."""
+    """The /v1/embeddings route of one loaded model whose task has an embedder."""
 
     def __init__(self, model, served_name: str):
         self.model = model
         self.name = served_name
-        self.task = get_task(FEATURE_EXTRACTION)
-        self._params = self.task.parse_params({})  # the bundle's own pooling and normalization
-        # The vector width, from the graph's output shape when it is static (always for exported
-        # encoders), so a `dimensions` past it is refused before inference.
-        width = model.session.get_outputs()[0].shape[-1] if hasattr(model, "session") else None
-        self.dimension: int | None = width if isinstance(width, int) else None
+        self.embedder = get_task(model.manifest.task).embedder
+        # The vector width, when the graph declares it, so a `dimensions` past it is refused before inference.
+        self.dimension: int | None = self.embedder.width(model)
 
     def create(self, data: dict) -> tuple[dict, int, int]:
         """(response body, batch size, token count) for a request body."""
@@ -58,10 +55,7 @@ class OpenAIEmbeddings:
         fmt = "float" if fmt is None else fmt
         if not isinstance(fmt, str) or fmt not in ("float", "base64"):
             raise BadRequest(f"encoding_format must be \"float\" or \"base64\", got {shown(fmt)}")
-        raw = data.get("input")
-        if isinstance(raw, list) and raw and all(isinstance(x, (int, list)) and not isinstance(x, bool) for x in raw):
-            raise BadRequest("token-id arrays are not supported as input", hint="send strings")
-        items, _ = parse_items(raw, self.task.inputs, self.model.limits.max_batch, field="input")
+        items = self.embedder.parse(self.model, data.get("input"))
         dimensions = data.get("dimensions")
         # Checked before the model runs: a request bound for a 400 should not cost an inference.
         if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
@@ -70,7 +64,7 @@ class OpenAIEmbeddings:
                              f"got {shown(dimensions)}")
 
         def finish(prepared: Prepared, outputs: list[dict]) -> tuple[dict, int, int]:
-            vectors = sentence_vectors(self.model, prepared, outputs)
+            vectors = self.embedder.vectors(self.model, prepared, outputs)
             if dimensions is not None:
                 full = vectors.shape[1]
                 if dimensions > full:
@@ -82,7 +76,7 @@ class OpenAIEmbeddings:
             body = {"object": "list", "data": data_out, "model": self.name, "usage": usage}
             return body, len(items), prepared.tokens
 
-        return self.task.preprocess(self.model, items, self._params), finish
+        return self.embedder.prepare(self.model, items), finish
 
     @staticmethod
     def _encode(vector: np.ndarray, fmt: str):

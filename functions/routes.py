@@ -54,7 +54,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/models/{name}/predict", "predict", "Run the model (Hugging Face inference request shape)",
           openapi=schemas.predict, batched=True, invocation_key="inputs"),
     Route("POST", "/v1/embeddings", "embeddings", "OpenAI-compatible embeddings",
-          openai=EMBEDDINGS_ROUTE, stack_wide=True, openapi=schemas.EMBEDDINGS, batched=True, invocation_key="input"),
+          openai=EMBEDDINGS_ROUTE, stack_wide=True, openapi=schemas.embeddings, batched=True, invocation_key="input"),
     Route("POST", "/v1/chat/completions", "chat_completions",
           "OpenAI-compatible chat completions (text-generation models)", openai=CHAT_ROUTE, stack_wide=True,
           openapi=schemas.CHAT_COMPLETIONS, invocation_key="messages"),

@@ -11,6 +11,7 @@ QUESTION_ANSWERING = "question-answering"
 IMAGE_CLASSIFICATION = "image-classification"
 ZERO_SHOT_IMAGE_CLASSIFICATION = "zero-shot-image-classification"  # CLIP: images against caller-given labels
 AUTOMATIC_SPEECH_RECOGNITION = "automatic-speech-recognition"  # Whisper-style encoder-decoder models
+IMAGE_FEATURE_EXTRACTION = "image-feature-extraction"  # CLIP: image (and text) embeddings in one space
 TEXT_GENERATION = "text-generation"  # decoder-only LMs, served by onnxruntime-genai
 
 

@@ -64,7 +64,7 @@ def tiny_image_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_image_bundle(tmp_path_factory, tiny_image_model_dir):
-    """Factory: architecture (+ export options) -> an exported image-classification bundle."""
+    """Factory: architecture (+ export options; ``task`` for CLIP's other task) -> an exported image bundle."""
     cache: dict[tuple, Path] = {}
 
     def make(architecture: str, **kwargs) -> Path:
@@ -73,7 +73,8 @@ def tiny_image_bundle(tmp_path_factory, tiny_image_model_dir):
         key = (architecture, tuple(sorted(kwargs.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp("bundle-" + architecture) / "bundle"
-            task = "zero-shot-image-classification" if architecture == "clip" else "image-classification"
+            default = "zero-shot-image-classification" if architecture == "clip" else "image-classification"
+            task = kwargs.pop("task", default)
             export_bundle(tiny_image_model_dir(architecture), task, out, name="tiny-" + architecture, **kwargs)
             cache[key] = out
         return cache[key]

@@ -10,6 +10,7 @@ Each module of this package registers one task with :func:`register`, declaring
     postprocess(model, prepared, outputs, params)  -> one result per item, in transformers' shapes
     openai_routes(runtime)                         the OpenAI-shaped routes a bundle of it serves
     sample                                         a request body that shows the task (events, docs)
+    embedder                                       how /v1/embeddings embeds its ``input`` (an Embedder)
 
 Everything else asks this registry: the service and both adapters (functions/service.py), the
 OpenAPI schema (functions/schemas.py), models.yaml validation, the template's routes, the event
@@ -28,7 +29,7 @@ from ..inputs import AUDIO, IMAGE, QUESTION_CONTEXT, TEXT, TEXT_OR_PAIR
 # The modules that register tasks, imported on first use. Each is small and imports only what the
 # image ships; a module whose engine is heavy imports it lazily.
 _MODULES = ("embeddings", "classification", "tokens", "qa", "generation", "image_classification",
-            "zero_shot_image", "speech_recognition")
+            "zero_shot_image", "image_features", "speech_recognition")
 
 # OpenAI-shaped routes a task may serve besides POST /models/{name}/predict.
 EMBEDDINGS_ROUTE = "embeddings"  # POST /v1/embeddings
@@ -52,6 +53,25 @@ def _no_openai_routes(runtime) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Embedder:
+    """How POST /v1/embeddings embeds a request's ``input`` for a task that serves it (functions/openai.py
+    adds the OpenAI fields around it): text encoders tokenize and pool, CLIP-style bundles embed texts
+    and images with their two towers.
+
+    ``parse(model, raw_input) -> items`` validates the ``input`` (BadRequest on bad ones);
+    ``prepare(model, items) -> Prepared`` tokenizes and decodes them into feeds;
+    ``vectors(model, prepared, outputs) -> (items, dim) float32`` answers one vector per item, in order;
+    ``width(model) -> int | None`` is the vector width when the graph declares it (checked before any run).
+    """
+
+    parse: Callable[[Any, Any], list]
+    prepare: Callable[[Any, list], "Prepared"]
+    vectors: Callable[[Any, "Prepared", list[dict]], Any]
+    width: Callable[[Any], int | None]
+    inputs: str = TEXT  # the kind of ``input`` parse takes (functions.inputs.INPUT_KINDS; the OpenAPI schema)
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     inputs: str
@@ -70,6 +90,7 @@ class Task:
     # Whether answers are produced piece by piece (SSE with ``stream: true``), so a deployment should
     # stream them (Lambda response streaming) rather than buffer.
     streams: bool = False
+    embedder: Embedder | None = None
 
 
 TASKS: dict[str, Task] = {}
@@ -94,12 +115,12 @@ def register(name: str, *, inputs: str, parse_params: Callable[[dict], dict],
              preprocess: Callable[..., Prepared], shape: Callable[[list, bool, dict], Any] | None = None,
              synonyms: tuple[str, ...] = (), params_schema: dict | None = None,
              openai_routes: Callable[[Any], tuple[str, ...]] = _no_openai_routes, sample: dict | None = None,
-             streams: bool = False):
+             streams: bool = False, embedder: Embedder | None = None):
     """Decorator for a task's postprocess function; the other parts are given as arguments."""
 
     def decorator(postprocess: Callable[..., list]) -> Callable[..., list]:
         TASKS[name] = Task(name, inputs, parse_params, preprocess, postprocess, shape, tuple(synonyms),
-                           dict(params_schema or {}), openai_routes, dict(sample or {}), streams)
+                           dict(params_schema or {}), openai_routes, dict(sample or {}), streams, embedder)
         for alias in synonyms:
             _SYNONYMS[alias] = name
         return postprocess
@@ -146,6 +167,6 @@ def parity_module(name: str):
     return sys.modules[get_task(name).postprocess.__module__]
 
 
-__all__ = ["TASKS", "Task", "Prepared", "register", "get_task", "resolve_task", "task_names", "parity_module",
-           "chunked_feeds", "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE", "TRANSCRIPTIONS_ROUTE",
-           "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR", "IMAGE", "AUDIO"]
+__all__ = ["TASKS", "Task", "Prepared", "Embedder", "register", "get_task", "resolve_task", "task_names",
+           "parity_module", "chunked_feeds", "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE",
+           "TRANSCRIPTIONS_ROUTE", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR", "IMAGE", "AUDIO"]

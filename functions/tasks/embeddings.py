@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import BadRequest
+from ..inputs import parse_items
 from ..tasknames import FEATURE_EXTRACTION
-from . import EMBEDDINGS_ROUTE, TEXT, Prepared, encode_texts, register
+from . import EMBEDDINGS_ROUTE, TEXT, Embedder, Prepared, encode_texts, register
 from .params import check_known, get_bool
 
 POOLINGS = ("mean", "cls", "max", "none")
@@ -71,9 +73,25 @@ def _openai_routes(runtime) -> tuple[str, ...]:
     return () if runtime is not None and runtime.pooling == "none" else (EMBEDDINGS_ROUTE,)
 
 
+def _parse_texts(model, raw) -> list:
+    """/v1/embeddings ``input``: a string or a list of strings."""
+    if isinstance(raw, list) and raw and all(isinstance(x, (int, list)) and not isinstance(x, bool) for x in raw):
+        raise BadRequest("token-id arrays are not supported as input", hint="send strings")
+    return parse_items(raw, TEXT, model.limits.max_batch, field="input")[0]
+
+
+def _text_width(model) -> int | None:
+    # From the graph's output shape when it is static (always for exported encoders).
+    width = model.session.get_outputs()[0].shape[-1] if hasattr(model, "session") else None
+    return width if isinstance(width, int) else None
+
+
+TEXT_EMBEDDER = Embedder(parse=_parse_texts, prepare=encode_texts, vectors=sentence_vectors, width=_text_width)
+
+
 @register(FEATURE_EXTRACTION, inputs=TEXT, parse_params=_params, preprocess=_preprocess, shape=_shape,
           synonyms=("embeddings", "embedding", "sentence-embeddings", "sentence-similarity", "default"),
-          params_schema={"normalize": {"type": "boolean"}}, openai_routes=_openai_routes,
+          params_schema={"normalize": {"type": "boolean"}}, openai_routes=_openai_routes, embedder=TEXT_EMBEDDER,
           sample={"inputs": ["modelfn serves models as functions", "cold starts should be fast"]})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
     normalize = model.manifest.runtime.normalize if params["normalize"] is None else params["normalize"]

@@ -15,7 +15,8 @@ from ..errors import BadRequest
 from ..images import read_pixels
 from ..settings import ImageLimits
 from ..tasknames import ZERO_SHOT_IMAGE_CLASSIFICATION
-from . import IMAGE, Prepared, register
+from . import EMBEDDINGS_ROUTE, IMAGE, Prepared, register
+from .clip import CLIP_EMBEDDER
 from .classification import softmax
 from .image_classification import SAMPLE_PNG
 from .params import MISSING, check_known, get_str_list
@@ -49,11 +50,14 @@ def _preprocess(model, items: list, params: dict) -> Prepared:
     rows = [read_pixels(item, steps, limits) for item in items]
     size = model.limits.max_batch
     feeds = [{pixels: np.stack(rows[i:i + size]), **text_feed} for i in range(0, len(rows), size)]
-    return Prepared(feeds=feeds, encodings=encodings, tokens=sum(len(e.ids) for e in encodings))
+    # No encodings on the Prepared: the feeds hold images and labels, not one row per encoding, so a batch
+    # scheduler must run them as they are (functions/batching.py) rather than re-feed rows from encodings.
+    return Prepared(feeds=feeds, tokens=sum(len(e.ids) for e in encodings))
 
 
 @register(ZERO_SHOT_IMAGE_CLASSIFICATION, inputs=IMAGE, parse_params=_params, preprocess=_preprocess,
-          synonyms=("zero-shot-image", "clip"),
+          synonyms=("zero-shot-image", "clip"), embedder=CLIP_EMBEDDER,
+          openai_routes=lambda runtime: (EMBEDDINGS_ROUTE,),  # texts and images, functions/tasks/clip.py
           params_schema={"candidate_labels": {"type": "array", "items": {"type": "string"}, "minItems": 1,
                                               "maxItems": MAX_LABELS},
                          "hypothesis_template": {"type": "string", "default": DEFAULT_TEMPLATE}},

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--source", help="Hugging Face model directory or installed package shipping one "
                                      "(text-generation: also a .gguf file)")
     p.add_argument("--task", help="feature-extraction, text-classification, token-classification, question-answering, "
-                                   "text-generation, image-classification, zero-shot-image-classification")
+                                   "text-generation, image-classification, zero-shot-image-classification, "
+                                   "image-feature-extraction")
     p.add_argument("--target", choices=TARGETS)
     p.add_argument("--architecture", help="x86_64 or arm64 (the function's Architectures)")
     p.add_argument("--quantization", choices=QUANTIZATIONS)

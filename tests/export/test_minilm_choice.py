@@ -1,0 +1,69 @@
+"""Issue 13: exporting the real all-MiniLM-L6-v2 three times in a row writes the same model.onnx and
+tokenizer.json, and chooses the same candidate unless load on the machine puts its lead inside the
+timing noise (then fp32, by the tie rule; see the assertion's comment).
+
+Three full exports take about 4.5 minutes on this project's 2-core machine (125 s cold, 72-75 s warm,
+measured with the default settings, search off), past what one CI test may take. So the work is
+shared: export 1 is the session's ``minilm_bundle`` (the default models.yaml settings, search off);
+exports 2 and 3 repeat the steps whose results could differ between runs. The graphs are rebuilt
+once from the source by the exporter's own steps (Optimum export, optimization, every candidate of
+the preset) and must be byte-identical to export 1's (the bundle's sha256 for the chosen one, the
+recorded sizes for the rest): identical graphs on the same samples give the same parity metrics,
+so the only part of the choice left to chance is the timing, and that is measured again twice, side
+by side, and the choice made again each time with export's own function.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from functions.manifest import MODEL_FILE, TOKENIZER_FILE, read_manifest, sha256_file
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
+
+
+def test_three_exports_choose_the_same_candidate_and_write_the_same_model(minilm_bundle, minilm_spec, tmp_path):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from export import candidates as registry
+    from export import convert, measure
+    from export.evaluate import Evaluator
+    from export.exporter import DEFAULT_THREADS, time_and_choose
+    from export.samples import calibration_samples, gather_samples
+    from export.source import inspect_source
+
+    manifest = read_manifest(minilm_bundle)
+    q = manifest.quantization
+    assert manifest.parity.passed and q.candidates[0].name == "fp32"
+    # export 2 and 3's graphs: the source through export's own steps, every candidate of the preset
+    src = inspect_source(minilm_spec.source_dir(), manifest.task, max_tokens=manifest.runtime.max_length)
+    fp32 = convert.save_single_file(convert.optimize_onnx(convert.export_onnx(src, tmp_path), src,
+                                                          tmp_path / "optimized.onnx"), tmp_path / "fp32.onnx")
+    tokenizer, _ = convert.build_tokenizer(src, tmp_path / TOKENIZER_FILE)
+    assert sha256_file(tmp_path / TOKENIZER_FILE) == manifest.files[TOKENIZER_FILE].sha256
+    evaluator = Evaluator(src, gather_samples(manifest.task), tokenizer, dict(manifest.parity.thresholds),
+                          DEFAULT_THREADS, calibration_samples(manifest.task))
+    ctx = registry.BuildContext(workdir=tmp_path / "candidates", calibration=evaluator.calibration)
+    names = tuple(c.name for c in q.candidates)  # the preset, in export's order
+    built = {n: registry.build(n, fp32, ctx) for n in names}
+    assert sha256_file(built[q.chosen]) == manifest.files[MODEL_FILE].sha256, "the chosen graph differs between exports"
+    assert {n: p.stat().st_size for n, p in built.items()} == {c.name: c.size_bytes for c in q.candidates}
+    # identical graphs: export 1's parity results stand; only the timing can differ, so it is redone twice
+    rows = {c.name: dict(path=built[c.name], metrics=dict(c.metrics), note="", worst=c.worst,
+                         one_row=c.one_row_per_run) for c in q.candidates}
+    sessions = {n: measure.session(p, DEFAULT_THREADS) for n, p in built.items()}
+    chosen, reasons = [q.chosen], [q.reason]
+    for _ in range(2):
+        choice, table = time_and_choose(evaluator, rows, sessions, names, q.strategy, q.requested,
+                                        latency_budget_s=20.0, timed_here=True)
+        assert choice.passed and [c.passed for c in table] == [c.passed for c in q.candidates]
+        chosen.append(choice.name)
+        reasons.append(choice.reason)
+    # On a quiet machine the three choices are one. Under load (the CI host is shared) the int8 candidate's
+    # lead over fp32 (1.14-1.40x measured here) can fall inside the timing noise, and the tie rule then
+    # keeps fp32, the more accurate: a choice may differ only that way, never by ranking another candidate.
+    outcomes = set(zip(chosen, reasons))
+    assert {c for c in chosen} <= {q.chosen, "fp32"}, outcomes
+    for name, reason in outcomes:
+        assert name == q.chosen or "within the timing noise" in reason, outcomes
