@@ -64,6 +64,6 @@ def test_three_exports_choose_the_same_candidate_and_write_the_same_model(minilm
     # lead over fp32 (1.14-1.40x measured here) can fall inside the timing noise, and the tie rule then
     # keeps fp32, the more accurate: a choice may differ only that way, never by ranking another candidate.
     outcomes = set(zip(chosen, reasons))
-    assert {c for c in chosen} <= {q.chosen, "fp32"}, outcomes
-    for name, reason in outcomes:
-        assert name == q.chosen or "within the timing noise" in reason, outcomes
+    assert len({c for c in chosen if c != "fp32"}) <= 1, outcomes  # never two different quantized picks
+    if len(set(chosen)) > 1:
+        assert all("within the timing noise" in reason for name, reason in outcomes if name == "fp32"), outcomes
