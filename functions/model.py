@@ -23,6 +23,7 @@ from .sessions import session_options
 
 _TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what feed() makes from encodings
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
+_add_reduce = np.add.reduce
 
 # No tokenizer modelfn serves spends more than this many characters of ordinary text on one token
 # (English averages ~4-5). A text is cut to max_tokens * this before tokenizing: the cut keeps
@@ -99,6 +100,7 @@ class LoadedModel:
         runtime = self.manifest.runtime
         limit = min(max_tokens, runtime.max_length) if max_tokens else runtime.max_length
         self.limits = Limits(max_batch=max_batch, max_tokens=limit, truncate=truncate)
+        self._max_chars = self.limits.max_chars
         providers = session_providers(choose_provider(provider), inputs=list(self.manifest.inputs),
                                       max_rows=max(max_rows or max_batch, max_batch), max_tokens=limit)
         self.session = ort.InferenceSession(str(root / MODEL_FILE), sess_options=options or session_options(threads),
@@ -138,11 +140,11 @@ class LoadedModel:
     # -- per request ---------------------------------------------------------------------
     def encode(self, texts: Sequence[str] | Sequence[tuple[str, str]]) -> list[Encoding]:
         """Tokenize with the configured limit; answer 422 for over-long texts when truncation is off."""
-        texts = [self._bounded(item, i) for i, item in enumerate(texts)]
         if len(texts) == 1:
-            item = texts[0]
+            item = self._bounded(texts[0], 0)
             encs = [self.tokenizer.encode(*item) if isinstance(item, tuple) else self.tokenizer.encode(item)]
         else:
+            texts = [self._bounded(item, i) for i, item in enumerate(texts)]
             encs = self.tokenizer.encode_batch(list(texts))
         if not self.limits.truncate:
             for i, enc in enumerate(encs):
@@ -154,10 +156,15 @@ class LoadedModel:
 
     def _bounded(self, item: str | tuple[str, str], index: int) -> str | tuple[str, str]:
         """The text (or pair) cut to ``max_chars`` per text; past it without truncation, a 422."""
-        limit = self.limits.max_chars
-        parts = item if isinstance(item, tuple) else (item,)
-        if all(len(part) <= limit for part in parts):
-            return item
+        limit = self._max_chars
+        if isinstance(item, str):
+            if len(item) <= limit:  # nearly every text: one comparison
+                return item
+            parts = (item,)
+        else:
+            parts = item
+            if all(len(part) <= limit for part in parts):
+                return item
         if not self.limits.truncate:
             raise Unprocessable(f"inputs[{index}] is longer than {limit} characters, past the limit of "
                                 f"{self.limits.max_tokens} tokens",
@@ -211,8 +218,9 @@ class LoadedModel:
             outputs = self._run_bound(feed) if self._io_binding else self.session.run(self.output_names, feed)
         for array in outputs:
             # One reduction: NaN/inf propagate through the sum. Answering them would put null
-            # (orjson) or invalid JSON on the wire instead of reporting the model fault.
-            if array.dtype.kind == "f" and not math.isfinite(array.sum()):
+            # (orjson) or invalid JSON on the wire instead of reporting the model fault. The ufunc's
+            # reduce directly: ndarray.sum's Python wrapper costs as much as the sum at batch 1.
+            if array.dtype.kind == "f" and not math.isfinite(_add_reduce(array, axis=None)):
                 raise RuntimeError("the model produced non-finite outputs")
         return dict(zip(self.output_names, outputs))
 
