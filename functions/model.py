@@ -63,6 +63,18 @@ def run_rows(session, output_names: list[str], feed: dict[str, np.ndarray], toke
     return outputs
 
 
+def check_finite(outputs: Sequence[np.ndarray]) -> None:
+    """RuntimeError (a server fault, 500) if any float output holds NaN or inf.
+
+    One reduction per output: NaN/inf propagate through the sum. Answering them would put null
+    (orjson) or invalid JSON on the wire instead of reporting the model fault. The ufunc's reduce is
+    called directly: ndarray.sum's Python wrapper costs as much as the sum itself at batch 1.
+    """
+    for array in outputs:
+        if array.dtype.kind == "f" and not math.isfinite(_add_reduce(array, axis=None)):
+            raise RuntimeError("the model produced non-finite outputs")
+
+
 @dataclass(frozen=True)
 class Limits:
     max_batch: int
@@ -216,12 +228,7 @@ class LoadedModel:
             outputs = run_rows(self.session, self.output_names, feed, self._token_axis)
         else:
             outputs = self._run_bound(feed) if self._io_binding else self.session.run(self.output_names, feed)
-        for array in outputs:
-            # One reduction: NaN/inf propagate through the sum. Answering them would put null
-            # (orjson) or invalid JSON on the wire instead of reporting the model fault. The ufunc's
-            # reduce directly: ndarray.sum's Python wrapper costs as much as the sum at batch 1.
-            if array.dtype.kind == "f" and not math.isfinite(_add_reduce(array, axis=None)):
-                raise RuntimeError("the model produced non-finite outputs")
+        check_finite(outputs)
         return dict(zip(self.output_names, outputs))
 
     def _run_bound(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
