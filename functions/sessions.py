@@ -1,0 +1,48 @@
+"""ONNX Runtime session options: the one place they are decided.
+
+The runtime (functions/model.py) opens its session with :func:`session_options`, and export's
+latency measurement and parity gate (export/measure.py) open theirs with the same function, so the
+latency a bundle's manifest records is the latency of the session that serves it.
+
+Each choice below was measured side by side on MiniLM int8 (bench/warm_latency.py, results in
+bench/warm_latency.md); the constants are module globals read at call time, so a benchmark can
+flip one for a whole process (``functions.sessions.CPU_MEM_ARENA = False``) before the model loads.
+"""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+# The arena keeps freed buffers for reuse and the memory pattern plans a run's allocations from the
+# previous run of the same shape: both trade a few MiB of peak RSS for allocation time per request.
+CPU_MEM_ARENA = True
+MEM_PATTERN = True
+# Spinning intra-op threads wait for work by busy-looping instead of sleeping. On a CPU share
+# (Lambda below 1,769 MB, a busy host) the spinning thread takes the time the working one needs:
+# batch-1 latency doubled with it on (bench/warm_latency.md).
+ALLOW_SPINNING = False
+# All graph passes, the hardware-specific ones included, run at session creation on the machine
+# that serves: a graph saved already optimized would carry the build host's choices.
+OPTIMIZATION_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def session_options(threads: int, *, cpu_mem_arena: bool | None = None, mem_pattern: bool | None = None,
+                    allow_spinning: bool | None = None, quiet: bool = False) -> ort.SessionOptions:
+    """Options for a Lambda-sized CPU: ``threads`` intra-op threads, no inter-op pool, sequential
+    execution; the memory and spinning choices default to this module's constants. ``quiet`` keeps
+    ONNX Runtime's warnings off the terminal (export's measurements)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_cpu_mem_arena = CPU_MEM_ARENA if cpu_mem_arena is None else cpu_mem_arena
+    opts.enable_mem_pattern = MEM_PATTERN if mem_pattern is None else mem_pattern
+    opts.graph_optimization_level = OPTIMIZATION_LEVEL
+    spinning = ALLOW_SPINNING if allow_spinning is None else allow_spinning
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if quiet:
+        opts.log_severity_level = 3
+    return opts
+
+
+__all__ = ["ALLOW_SPINNING", "CPU_MEM_ARENA", "MEM_PATTERN", "OPTIMIZATION_LEVEL", "session_options"]
