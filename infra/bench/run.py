@@ -143,9 +143,12 @@ def _goals(result: dict) -> list[dict]:
         for case, need in (("b1 short", 5), ("b1 long", 2)):
             r = warm["torch"][case]["p50_ms"] / warm["modelfn"][case]["p50_ms"]
             goal(f"warm p50 {case} >= {need}x faster than torch fp32", r, r >= need)
-    peak = max([result["cold_start"]["modelfn"]["rss_mib"]] + [row["rss_mib"] for row in result["sizes"]])
-    goal("peak RSS <= 160 MiB (largest of cold start and the size runs' batch of 8 long texts)", peak,
-         peak <= 160, "MiB")
+    first = result["cold_start"]["modelfn"]["rss_mib"]
+    goal("peak RSS <= 160 MiB (cold start to the first answer)", first, first <= 160, "MiB")
+    if result["sizes"]:
+        # Not the issue's goal, but what a memory size must hold: the largest request the bench sends.
+        batch = max(row["rss_mib"] for row in result["sizes"])
+        goal("peak RSS <= 160 MiB after a batch of 8 x 256-token texts (the size runs)", batch, batch <= 160, "MiB")
     image = result["image"]
     goal("image contents <= 200 MB", image["total_mb"], image["total_mb"] <= 200, "MB")
     if "torch_total_mb" in image:
