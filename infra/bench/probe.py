@@ -27,7 +27,7 @@ T0 = time.monotonic()
 SINGLE_TEXT_TASKS = ("feature-extraction", "text-classification", "token-classification")
 
 
-class _Context:
+class LambdaContext:
     """The attributes of a Lambda context the handler reads."""
     function_name, memory_limit_in_mb, aws_request_id = "bench", 2048, "bench-request"
     invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:bench"
@@ -65,7 +65,7 @@ def load_handler(name: str):
     t_import = time.monotonic()
     from functions.handler import handler  # builds the session and tokenizer (Lambda init)
     t_load = time.monotonic()
-    context = _Context()
+    context = LambdaContext()
 
     def call(texts: list[str]):
         out = handler(api_event(name, texts if len(texts) > 1 else texts[0]), context)
