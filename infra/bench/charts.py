@@ -69,7 +69,9 @@ def write_charts(result: dict, directory: Path) -> list[Path]:
                   (axes[1], "warm p50, short (ms)", [result["warm"][w]["b1 short"]["p50_ms"] for w in labels]),
                   (axes[2], "warm p50, 256 tokens (ms)", [result["warm"][w]["b1 long"]["p50_ms"] for w in labels]))
         for ax, title, values in panels:
-            ax.bar(labels, values, color=["#2a7", "#888", "#59c", "#c54"][:len(labels)])
+            bars = ax.bar(labels, values, color=["#2a7", "#888", "#59c", "#c54"][:len(labels)])
+            ax.bar_label(bars, fmt="%.3g", fontsize=7)
+            ax.set_yscale("log")  # torch is 10-100x the others: linear bars would hide them
             ax.set_title(title, fontsize=9)
             ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         fig.suptitle(f"{name}: {result['bundle']['quantization']} vs baselines (batch 1)", fontsize=10)
@@ -85,7 +87,8 @@ def write_charts(result: dict, directory: Path) -> list[Path]:
                                         min_instances=gpu["min_instances"]) for x in grid],
                 "k-", linewidth=2, label=f"{gpu['instance_type']} (x{gpu['min_instances']}+)")
         ax.set(xscale="log", yscale="log", xlabel="requests per month", ylabel="USD per month",
-               title=f"{name}: Lambda or GPU endpoint")
+               title=f"{name}: Lambda or GPU endpoint"
+               + ("" if gpu["on_gpu"] else "\n(endpoint capacity from a CPU-provider run: no GPU measured)"))
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         save(fig, "lambda-or-gpu")

@@ -115,11 +115,15 @@ def cold_starts(ways: list[Way], reps: int, *, torch_reps: int, progress: Callab
     return out
 
 
-def warm_latency(ways: list[Way], reps: int, *, env: dict, progress: Callable[[str], None]) -> dict:
-    """One process loads every way and times them in turn; {way: {case: summary}} in ms."""
+def warm_latency(ways: list[Way], reps: int, *, env: dict,
+                 progress: Callable[[str], None]) -> tuple[dict, int | None]:
+    """One process loads every way and times them in turn: ({way: {case: summary}} in ms, the torch
+    thread count used or None)."""
     progress(f"warm latency: {len(ways)} ways x {reps} rounds (batch 8 every 4th round)")
     config = {"ways": {w.label: w.config for w in ways}, "short": SHORT, "long": LONG, "reps": reps,
               "warmup": 3}
     _, result = run_child("warm", config, env)
+    if result["torch_threads"]:
+        progress(f"warm latency: torch ran at its fastest thread count here, {result['torch_threads']}")
     return {label: {case: summary(values) for case, values in cases.items()}
-            for label, cases in result["samples_ms"].items()}
+            for label, cases in result["samples_ms"].items()}, result["torch_threads"]

@@ -162,6 +162,9 @@ def warm(config: dict) -> dict:
     cases = {"b1 short": [config["short"]], "b1 long": [config["long"]],
              "b8 short": [config["short"]] * 8, "b8 long": [config["long"]] * 8}
     samples: dict = {label: {case: [] for case in cases} for label in ways}
+    torch_threads = None
+    if any(way["kind"] == "torch" for way in config["ways"].values()):
+        torch_threads = _fastest_torch_threads(ways, config)
     for _ in range(config["warmup"]):
         for call in ways.values():
             for texts in cases.values():
@@ -174,7 +177,29 @@ def warm(config: dict) -> dict:
                 t = time.perf_counter()
                 call(texts)
                 samples[label][case].append((time.perf_counter() - t) * 1000)
-    return {"samples_ms": samples, "rss_mib": peak_rss_mib()}
+    return {"samples_ms": samples, "rss_mib": peak_rss_mib(), "torch_threads": torch_threads}
+
+
+def _fastest_torch_threads(ways: dict, config: dict) -> int:
+    """Give torch its fastest thread count here (1 or every usable CPU), measured on short texts,
+    so the baseline is not slowed by OpenMP barriers on a busy machine: the comparison favours torch."""
+    import torch
+
+    calls = [ways[label] for label, way in config["ways"].items() if way["kind"] == "torch"]
+    timings = {}
+    for threads in sorted({1, int(os.environ.get("MODELFN_THREADS") or len(os.sched_getaffinity(0)))}):
+        torch.set_num_threads(threads)
+        runs = []
+        for _ in range(7):
+            t = time.perf_counter()
+            for call in calls:
+                call([config["short"]])
+                call([config["long"]])
+            runs.append(time.perf_counter() - t)
+        timings[threads] = sorted(runs)[len(runs) // 2]
+    best = min(timings, key=timings.get)
+    torch.set_num_threads(best)
+    return best
 
 
 def size_run(config: dict) -> dict:

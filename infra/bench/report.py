@@ -145,9 +145,10 @@ def markdown(result: dict, charts: list[Path], out: Path, charts_note: str | Non
                   "modelfn `import functions.handler`), first answer.", "",
               "## Warm latency (batch 1 and 8, short and 256-token texts)", ""]
     lines += _table(WARM_HEADER, _warm_rows(result), "llrrrr")
-    lines += ["", "## Lambda memory sizes", "", f"Method: {result['sizing_method']}. Each size is one fresh process: "
-              "cold start, then batch-1 requests (short; 256 tokens every third round), then one batch of 8 "
-              "256-token texts, whose peak RSS decides `fits`. Cost per million requests: request fee + billed "
+    lines += ["", "## Lambda memory sizes", "", f"Method: {result['sizing_method']}. Each size runs in "
+              f"{result['sizes'][0]['rounds'] if result['sizes'] else 0} fresh processes, taken round-robin across the "
+              "sizes: cold start (median), then batch-1 requests (short; 256 tokens every third), then one batch of 8 "
+              "256-token texts, whose peak RSS (largest) decides `fits`. Cost per million requests: request fee + billed "
               "duration (each request rounded up to 1 ms, short text, batch 1) + init billed on "
               f"{s['cold_rate']:.0%} of requests. arm64 is priced on the x86_64 durations measured here.", ""]
     lines += _table(SIZE_HEADER, _size_rows(result), "lrrrrrrlrr")

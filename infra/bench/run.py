@@ -203,7 +203,10 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
              f"{available_cpus()} usable CPUs; ways: {', '.join(w.label for w in ways)}")
     cold = measure.cold_starts(ways, options.cold_reps, torch_reps=min(options.torch_reps, options.cold_reps),
                                progress=progress)
-    warm = measure.warm_latency(ways, options.reps, env=handler_env, progress=progress)
+    warm, torch_threads = measure.warm_latency(ways, options.reps, env=handler_env, progress=progress)
+    if torch_threads:
+        notes.append(f"torch warm latency at its fastest thread count on this machine: {torch_threads} "
+                     "(1 or all usable CPUs, picked by a short trial in the same process)")
     rows = sizing.size_runs(ways[0], options.sizes, options.size_reps, progress=progress)
     sizing.price_sizes(rows, options.cold_rate)
     bundle_mb = sizing.directory_mb(bundle)

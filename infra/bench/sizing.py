@@ -17,6 +17,7 @@ import importlib.metadata as metadata
 import math
 import os
 import signal
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -106,25 +107,42 @@ def bandwidth_governor(vcpus: float) -> Callable[[int], Callable[[], None]]:
     return govern
 
 
-def size_runs(handler: Way, sizes: list[int], reps: int, *, progress: Callable[[str], None]) -> list[dict]:
-    """One fresh handler process per size under its emulated CPU share: cold start phases, warm
-    batch-1 latency (short and long) and peak RSS after a batch of 8 long texts."""
+def size_runs(handler: Way, sizes: list[int], reps: int, *, rounds: int = 3,
+              progress: Callable[[str], None]) -> list[dict]:
+    """Fresh handler processes under each size's emulated CPU share, ``rounds`` per size taken
+    round-robin across the sizes (so load from other processes hits all sizes alike): cold start
+    phases (median), warm batch-1 latency over all rounds (short and long), and the peak RSS after a
+    batch of 8 long texts (largest)."""
     usable = sorted(os.sched_getaffinity(0))
+    runs: dict[int, list[tuple[float, dict]]] = {mb: [] for mb in sizes}
+    per_round = max(1, math.ceil(reps / rounds))
+    for round_ in range(rounds):
+        for memory_mb in sizes:
+            share = cpu_share(memory_mb, len(usable))
+            env = {**handler.env, "MODELFN_THREADS": str(share.cpus)}
+            govern = bandwidth_governor(share.vcpus) if share.throttled else None
+            runs[memory_mb].append(run_child(
+                "size", {"way": handler.config, "short": SHORT, "long": LONG, "reps": per_round}, env,
+                cpus=set(usable[:share.cpus]), govern=govern))
+        progress(f"Lambda sizes, round {round_ + 1}/{rounds}: " + ", ".join(
+            f"{mb} MB ({cpu_share(mb, len(usable)).vcpus:.2f} vCPU"
+            + (", capped at this host's CPUs" if cpu_share(mb, len(usable)).capped else "") + ")" for mb in sizes))
     rows = []
     for memory_mb in sizes:
         share = cpu_share(memory_mb, len(usable))
-        env = {**handler.env, "MODELFN_THREADS": str(share.cpus)}
-        govern = bandwidth_governor(share.vcpus) if share.throttled else None
-        progress(f"size {memory_mb} MB: {share.vcpus:.2f} vCPU on {share.cpus} CPU(s)"
-                 + (" (capped at this host's CPUs)" if share.capped else ""))
-        spawn, result = run_child("size", {"way": handler.config, "short": SHORT, "long": LONG, "reps": reps}, env,
-                                  cpus=set(usable[:share.cpus]), govern=govern)
+        results = runs[memory_mb]
+        samples: dict[str, list[float]] = {}
+        for _, result in results:
+            for case, values in result["samples_ms"].items():
+                samples.setdefault(case, []).extend(values)
         rows.append({"memory_mb": memory_mb, "vcpus": round(share.vcpus, 3), "cpus": share.cpus,
-                     "capped": share.capped, "init_s": result["t_load"] - spawn,
-                     "cold_start_s": result["t_first"] - spawn, "rss_mib": result["rss_mib"],
-                     "fits": result["rss_mib"] <= memory_mb,
-                     "durations_ms": result["samples_ms"]["b1 short"],
-                     **{case: summary(values) for case, values in result["samples_ms"].items()}})
+                     "capped": share.capped, "rounds": len(results),
+                     "init_s": statistics.median(r["t_load"] - spawn for spawn, r in results),
+                     "cold_start_s": statistics.median(r["t_first"] - spawn for spawn, r in results),
+                     "rss_mib": max(r["rss_mib"] for _, r in results),
+                     "durations_ms": samples["b1 short"],
+                     **{case: summary(values) for case, values in samples.items()}})
+        rows[-1]["fits"] = rows[-1]["rss_mib"] <= memory_mb
     return rows
 
 

@@ -151,14 +151,24 @@ def test_bench_end_to_end_with_baselines_writes_json_results_and_charts(tiny_pro
     assert "modelfn bench:" in out.err  # progress lines while it runs
 
 
-def test_bench_without_baselines_and_an_unmeetable_p99_exits_1(tiny_project, bundle, capsys):
+def test_bench_without_baselines_or_matplotlib_and_an_unmeetable_p99(tiny_project, bundle, capsys, monkeypatch):
+    """A registry version is pulled and measured; the tables are written without matplotlib, with a
+    one-line pointer to the bench extra; no size meets a p99 of 1 us, so the command exits 1."""
     project = tiny_project
-    code, out = _bench(capsys, "--bundle", str(bundle), "--no-baselines", "--p99-ms", "0.001",
+    from infra.registry import open_registry
+
+    open_registry(str(project / "registry")).push("tiny", bundle)  # the bundle comes from the registry
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    code, out = _bench(capsys, "--version", "latest", "--registry", str(project / "registry"), "--no-baselines",
+                       "--p99-ms", "0.001",
                        "--out", "elsewhere/R.md", "--sizes", "1769")
     assert code == 1
     result = json.loads(out.out)
     assert set(result["warm"]) == {"modelfn"} and result["choice"]["memory_mb"] is None
-    assert (project / "elsewhere" / "R.md").is_file()
+    assert result["charts"] == [] and "install modelfn[bench]" in out.err
+    report = (project / "elsewhere" / "R.md").read_text(encoding="utf-8")
+    assert "No measured size meets p99 <= 0.001 ms" in report and "install modelfn[bench]" in report
+    assert not (project / "elsewhere" / "charts").exists()
 
 
 def test_unknown_model_is_one_line_error(tiny_project, capsys):
