@@ -122,7 +122,8 @@ def _gpu(spec, options: Options, rows: list[dict]) -> dict | None:
         crossings[str(row["memory_mb"])] = cheaper
     at_capacity = hourly / (capacity * 3600) * 1e6 if capacity else None
     return {"instance_type": instance, "hourly_usd": hourly, "min_instances": floor,
-            "capacity_rps": capacity, "usd_per_million_at_capacity": at_capacity, "on_gpu": bool(record.get("on_gpu")), "source": str(path),
+            "capacity_rps": capacity, "usd_per_million_at_capacity": at_capacity,
+            "on_gpu": bool(record.get("on_gpu")), "source": str(path),
             "device": record.get("device", ""), "gpu_cheaper_above": crossings}
 
 
