@@ -95,7 +95,7 @@ def _fp32_onnx(spec, manifest, bundle: Path, models_file: str,
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
             return None, f"fp32 export failed: {tail[:300]}"
-    return out / "model.onnx", f"exported with `quantization: none` into {out}"
+    return out / "model.onnx", f"exported with `quantization: none` into {os.path.relpath(out)}"
 
 
 def _gpu(spec, options: Options, rows: list[dict]) -> dict | None:
