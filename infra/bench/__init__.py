@@ -2,6 +2,7 @@
 measured on this machine side by side with its baselines (fp32 ONNX, transformers + torch, bare
 onnxruntime + tokenizers).
 
+    run.py      one run: the model, its bundle and baselines, every measurement, the result dict
     probe.py    the child program each measurement runs in (a fresh interpreter per cold start)
     measure.py  runs the children: cold starts and the interleaved warm loop
     sizing.py   Lambda memory sizes: CPU share emulation, per-size runs, image contents size
