@@ -190,3 +190,13 @@ def test_bad_sizes_are_a_usage_error(tiny_project, capsys):
         main(["bench", "tiny", "--sizes", "64,abc"])
     assert exit_info.value.code == 2
     assert "sizes" in capsys.readouterr().err
+
+
+def test_text_generation_models_are_refused_with_a_pointer(tmp_path, monkeypatch, capsys):
+    (tmp_path / "models.yaml").write_text("models:\n  - name: lm\n    source: somewhere\n    task: text-generation\n",
+                                          encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "lm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("modelfn: error: lm is a text-generation model") and "bench/generation.py" in err
+    assert "\n" not in err
