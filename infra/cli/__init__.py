@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "infra.cli.endpoints_cmd",
     "infra.cli.call_cmd",
     "infra.cli.serve_cmd",
+    "infra.cli.bench_cmd",
 )
 
 

@@ -1,0 +1,14 @@
+"""`modelfn bench`: cold start, warm latency, memory, size and cost per million requests of one model,
+measured on this machine side by side with its baselines (fp32 ONNX, transformers + torch, bare
+onnxruntime + tokenizers).
+
+    run.py      one run: the model, its bundle and baselines, every measurement, the result dict
+    probe.py    the child program each measurement runs in (a fresh interpreter per cold start)
+    measure.py  runs the children: cold starts and the interleaved warm loop
+    sizing.py   Lambda memory sizes: CPU share emulation, per-size runs, image contents size
+    cost.py     published prices, cost per million requests, size picking, Lambda-or-GPU break-even
+    charts.py   PNG charts (matplotlib, the `bench` extra)
+    report.py   terminal table, JSON and bench/RESULTS.md
+
+This package imports nothing heavy at import time: probe.py runs inside the measured processes.
+"""

@@ -1,0 +1,95 @@
+"""PNG charts of a bench result (matplotlib, the `bench` extra): latency and cost against memory
+size, the model against its baselines, and the Lambda-or-GPU break-even. Small figures at 80 dpi keep
+each file well under 200 KB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from functions.errors import ConfigError
+
+from . import cost
+
+DPI = 80
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("charts need matplotlib", hint="install modelfn[bench]") from None
+    matplotlib.use("Agg")  # files only: no display on a build machine
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_charts(result: dict, directory: Path) -> list[Path]:
+    """Write the charts of ``result`` into ``directory``; return their paths. ConfigError (one line,
+    "install modelfn[bench]") when matplotlib is missing."""
+    plt = _pyplot()
+    directory.mkdir(parents=True, exist_ok=True)
+    name, written = result["model"], []
+    rows = result["sizes"]
+    sizes = [r["memory_mb"] for r in rows]
+
+    def save(fig, stem):
+        path = directory / f"{name}-{stem}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI)
+        plt.close(fig)
+        written.append(path)
+
+    if rows:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(sizes, [r["b1 short"]["p50_ms"] for r in rows], "o-", label="p50, short text")
+        ax.plot(sizes, [r["b1 short"]["mean_ms"] for r in rows], "^:", label="mean, short text (billed)")
+        ax.plot(sizes, [r["b1 short"]["p99_ms"] for r in rows], "o--", label="p99, short text")
+        ax.plot(sizes, [r["b1 long"]["p50_ms"] for r in rows], "s-", label="p50, 256 tokens")
+        ax.set(xlabel="Lambda memory (MB)", ylabel="ms per request (batch 1)", yscale="log",
+               title=f"{name}: latency by memory size (emulated CPU share)")
+        ax.set_xticks(sizes)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "latency-by-memory")
+
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for arch in ("x86_64", "arm64"):
+            ax.plot(sizes, [r[f"cost_per_million_{arch}"] for r in rows], "o-", label=arch)
+        ax.set(xlabel="Lambda memory (MB)", ylabel="USD per million requests",
+               title=f"{name}: cost by memory size ({result['settings']['cold_rate']:.0%} cold starts)")
+        ax.set_xticks(sizes)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "cost-by-memory")
+
+    labels = list(result["warm"])
+    if len(labels) > 1:
+        fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+        panels = ((axes[0], "cold start (s)", [result["cold_start"][w]["total_s"] for w in labels]),
+                  (axes[1], "warm p50, short (ms)", [result["warm"][w]["b1 short"]["p50_ms"] for w in labels]),
+                  (axes[2], "warm p50, 256 tokens (ms)", [result["warm"][w]["b1 long"]["p50_ms"] for w in labels]))
+        for ax, title, values in panels:
+            bars = ax.bar(labels, values, color=["#2a7", "#888", "#59c", "#c54"][:len(labels)])
+            ax.bar_label(bars, fmt="%.3g", fontsize=7)  # torch dwarfs the others: the labels carry the figures
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        fig.suptitle(f"{name}: {result['bundle']['quantization']} vs baselines (batch 1)", fontsize=10)
+        save(fig, "baselines")
+
+    gpu = result.get("gpu") or {}
+    if rows and gpu.get("hourly_usd"):
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        grid = [10 ** (k / 10) for k in range(40, 111)]
+        for r in rows:
+            ax.plot(grid, [r["cost_per_million_x86_64"] * x / 1e6 for x in grid], label=f"Lambda {r['memory_mb']} MB")
+        ax.plot(grid, [cost.gpu_monthly(gpu["hourly_usd"], x, gpu["capacity_rps"],
+                                        min_instances=gpu["min_instances"]) for x in grid],
+                "k-", linewidth=2, label=f"{gpu['instance_type']} (x{gpu['min_instances']}+)")
+        ax.set(xscale="log", yscale="log", xlabel="requests per month", ylabel="USD per month",
+               title=f"{name}: Lambda or GPU endpoint"
+               + ("" if gpu["on_gpu"] else "\n(endpoint capacity from a CPU-provider run: no GPU measured)"))
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        save(fig, "lambda-or-gpu")
+    return written

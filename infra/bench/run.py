@@ -1,0 +1,239 @@
+"""One `modelfn bench` run: resolve the model and its baselines, measure everything side by side,
+price it, and return one result dict (report.py renders it; its keys are the --json schema)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from functions.errors import BundleError, ConfigError
+from functions.tasknames import TEXT_GENERATION
+
+from .. import defaults
+from . import cost, measure, sizing
+from .measure import Way
+
+SCHEMA_VERSION = 1
+BENCH_DIR = Path(".modelfn") / "bench"  # fp32 exports made for the baseline, reused across runs
+
+
+@dataclass
+class Options:
+    name: str
+    models_file: str = defaults.MODELS_FILE
+    bundle: str | None = None
+    version: str | None = None
+    registry: str | None = None
+    endpoint_url: str | None = None
+    reps: int = 50
+    cold_reps: int = 5
+    torch_reps: int = 3
+    sizes: list[int] = field(default_factory=lambda: list(cost.DEFAULT_SIZES))
+    size_reps: int = 30
+    cold_rate: float = cost.DEFAULT_COLD_RATE
+    p99_ms: float | None = None
+    baselines: bool = True
+    gpu_json: str = "bench/gpu.json"
+    command: str = ""
+
+
+def _spec(options: Options):
+    from infra.spec import load_models_file
+
+    if not Path(options.models_file).is_file():
+        raise ConfigError(f"{options.models_file}: no such file", hint="pass --models-file")
+    models = load_models_file(options.models_file)
+    spec = models.get(options.name)  # ConfigError naming the declared models
+    if spec.task == TEXT_GENERATION:
+        raise ConfigError(f"{spec.name} is a {TEXT_GENERATION} model; modelfn bench measures text models of one "
+                          f"input (feature-extraction, text-classification, token-classification) so far",
+                          hint="bench/generation.py measures time to first token and decode speed")
+    if spec.task not in ("feature-extraction", "text-classification", "token-classification"):
+        raise ConfigError(f"modelfn bench measures text models of one input so far; {spec.name} is {spec.task}")
+    return spec, models.registry
+
+
+def _bundle(options: Options, registry_uri: str, tmp: Path) -> Path:
+    """--bundle DIR; else --version REF pulled from the registry; else .modelfn/bundles/NAME."""
+    if options.bundle:
+        path = Path(options.bundle)
+    elif options.version:
+        from infra.registry import open_registry
+
+        registry = open_registry(options.registry or registry_uri, endpoint_url=options.endpoint_url)
+        path = registry.pull(options.name, options.version, tmp / "bundle")
+    else:
+        path = defaults.BUNDLES_DIR / options.name
+    if not (path / "manifest.json").is_file():
+        raise BundleError(f"no bundle for {options.name} at {path}",
+                          hint=f"run `modelfn export {options.name}`, or pass --bundle DIR or --version REF")
+    return path.absolute()
+
+
+def _fp32_onnx(spec, manifest, bundle: Path, models_file: str,
+               progress: Callable[[str], None]) -> tuple[Path | None, str]:
+    """The fp32 ONNX model: the bundle's own when it is fp32, else an fp32 export cached under
+    .modelfn/bench/NAME-fp32. (path or None, how it was obtained or why not)."""
+    if manifest.quantization.chosen == "fp32":
+        return bundle / "model.onnx", "the bundle itself is fp32"
+    out = (BENCH_DIR / f"{spec.name}-fp32").absolute()
+    if not (out / "manifest.json").is_file():
+        progress(f"exporting the fp32 baseline to {out} (once; reused by later runs)")
+        # `modelfn export` in its own process: torch stays out of this one, whose children fork from it.
+        done = subprocess.run([sys.executable, "-m", "infra.cli", "export", spec.name, "--models-file", models_file,
+                               "--out", str(out), "--quantization", "none", "--search-budget-s", "0", "--overwrite"],
+                              env=measure.child_environment({}),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return None, f"fp32 export failed: {tail[:300]}"
+    return out / "model.onnx", f"exported with `quantization: none` into {os.path.relpath(out)}"
+
+
+def _gpu(spec, options: Options, rows: list[dict]) -> dict | None:
+    """Lambda-or-GPU break-even, when a GPU measurement of the model is on record."""
+    path = Path(options.gpu_json)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    model = (record.get("models") or {}).get(spec.name)
+    if not model:
+        return None
+    batched = [r for r in model.get("results", []) if r.get("way") == "ort batched"]
+    capacity = max((r["throughput"] for r in batched), default=None)
+    instance = spec.instance_type
+    if instance not in cost.PRICES:
+        return {"instance_type": instance, "note": f"no price on record for {instance} (infra/bench/cost.py)"}
+    hourly = cost.price(instance)
+    floor = spec.min_instances if spec.target == "gpu" else 1
+    crossings = {}
+    grid = [10 ** (k / 20) for k in range(4 * 20, 11 * 20 + 1)]  # 1e4 .. 1e11 requests/month
+    for row in rows:
+        cheaper = next((r for r in grid if cost.gpu_monthly(hourly, r, capacity, min_instances=floor)
+                        < row["cost_per_million_x86_64"] * r / 1e6), None)
+        crossings[str(row["memory_mb"])] = cheaper
+    at_capacity = hourly / (capacity * 3600) * 1e6 if capacity else None
+    return {"instance_type": instance, "hourly_usd": hourly, "min_instances": floor,
+            "capacity_rps": capacity, "usd_per_million_at_capacity": at_capacity,
+            "on_gpu": bool(record.get("on_gpu")), "source": str(path),
+            "device": record.get("device", ""), "gpu_cheaper_above": crossings}
+
+
+def _goals(result: dict) -> list[dict]:
+    """The issue's acceptance goals, met or not, from this run's figures."""
+    cold, warm, goals = result["cold_start"], result["warm"], []
+
+    def goal(text, value, ok, unit="x"):
+        goals.append({"goal": text, "value": round(value, 3), "unit": unit, "met": bool(ok)})
+
+    if "floor" in cold:
+        r = cold["modelfn"]["total_s"] / cold["floor"]["total_s"]
+        goal("cold start <= 1.5x the floor", r, r <= 1.5)
+    if "torch" in cold:
+        r = cold["torch"]["total_s"] / cold["modelfn"]["total_s"]
+        goal("cold start >= 10x faster than torch", r, r >= 10)
+    if "torch" in warm:
+        for case, need in (("b1 short", 5), ("b1 long", 2)):
+            r = warm["torch"][case]["p50_ms"] / warm["modelfn"][case]["p50_ms"]
+            goal(f"warm p50 {case} >= {need}x faster than torch fp32", r, r >= need)
+    first = result["cold_start"]["modelfn"]["rss_mib"]
+    goal("peak RSS <= 160 MiB (cold start to the first answer)", first, first <= 160, "MiB")
+    if result["sizes"]:
+        # Not the issue's goal, but what a memory size must hold: the largest request the bench sends.
+        batch = max(row["rss_mib"] for row in result["sizes"])
+        goal("peak RSS <= 160 MiB after a batch of 8 x 256-token texts (the size runs)", batch, batch <= 160, "MiB")
+    image = result["image"]
+    goal("image contents <= 200 MB", image["total_mb"], image["total_mb"] <= 200, "MB")
+    if "torch_total_mb" in image:
+        goal("torch handler image contents > 1 GB", image["torch_total_mb"], image["torch_total_mb"] > 1000, "MB")
+    return goals
+
+
+def run_bench(options: Options, progress: Callable[[str], None]) -> dict:
+    """Measure ``options.name`` and its baselines; the result dict of the --json output."""
+    from functions.manifest import read_manifest
+
+    spec, registry_uri = _spec(options)
+    with tempfile.TemporaryDirectory(prefix="modelfn-bench-") as tmp:
+        bundle = _bundle(options, registry_uri, Path(tmp))
+        manifest = read_manifest(bundle)
+        return _measure(spec, manifest, bundle, options, progress)
+
+
+def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[[str], None]) -> dict:
+    from functions.settings import available_cpus
+
+    notes: list[str] = []
+    handler_env = {"MODELFN_BUNDLE_DIR": str(bundle), "MODELFN_MODEL_NAME": spec.name,
+                   "MODELFN_MAX_TOKENS": str(spec.max_tokens), "MODELFN_MAX_BATCH": str(max(8, spec.max_batch)),
+                   "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    common = {"task": spec.task, "max_tokens": spec.max_tokens}
+    ways = [Way("modelfn", {"kind": "handler", "name": spec.name}, handler_env)]
+    tokenizer = bundle / "tokenizer.json"
+    if options.baselines:
+        ways.append(Way("floor", {"kind": "floor", "model_onnx": str(bundle / "model.onnx"),
+                                  "tokenizer": str(tokenizer), **common}, {}))
+        fp32, how = _fp32_onnx(spec, manifest, bundle, options.models_file, progress)
+        notes.append(f"fp32 ONNX baseline: {how}")
+        if fp32 is not None and fp32 != bundle / "model.onnx":
+            ways.append(Way("fp32 onnx", {"kind": "floor", "model_onnx": str(fp32), "tokenizer": str(tokenizer),
+                                          **common}, {}))
+        try:
+            source = spec.source_dir()
+            ways.append(Way("torch", {"kind": "torch", "source": str(source), **common}, {}))
+        except ConfigError as exc:
+            source = None
+            notes.append(f"torch baseline skipped: {exc}")
+    else:
+        source = None
+        notes.append("baselines skipped (--no-baselines)")
+    engine = shutil.which("podman") or shutil.which("docker")
+    notes.append("cold start in the built image: not measured by this command "
+                 + ("(a container engine is present; build with `modelfn build` and see bench/image-build.md)"
+                    if engine else "(no container engine on PATH)"))
+
+    progress(f"modelfn bench {spec.name}: bundle {bundle} ({manifest.quantization.chosen}), "
+             f"{available_cpus()} usable CPUs; ways: {', '.join(w.label for w in ways)}")
+    cold = measure.cold_starts(ways, options.cold_reps, torch_reps=min(options.torch_reps, options.cold_reps),
+                               progress=progress)
+    warm, torch_threads = measure.warm_latency(ways, options.reps, env=handler_env, progress=progress)
+    if torch_threads:
+        notes.append(f"torch warm latency at its fastest thread count on this machine: {torch_threads} "
+                     "(1 or all usable CPUs, picked by a short trial in the same process)")
+    rows = sizing.size_runs(ways[0], options.sizes, options.size_reps, progress=progress)
+    sizing.price_sizes(rows, options.cold_rate)
+    bundle_mb = sizing.directory_mb(bundle)
+    progress("sizing the image contents")
+    image = sizing.image_contents(spec.task, spec.architecture, bundle_mb)
+    if source is not None:
+        image["torch_model_mb"] = sizing.directory_mb(source)
+        image["torch_total_mb"] = image["torch_site_packages_mb"] + image["torch_model_mb"]
+    for row in rows:
+        row.pop("durations_ms")
+    result = {
+        "schema": SCHEMA_VERSION, "model": spec.name, "task": spec.task, "command": options.command,
+        "bundle": {"path": str(bundle), "quantization": manifest.quantization.chosen, "size_mb": bundle_mb},
+        "machine": {"cpus": available_cpus(), "python": sys.version.split()[0], "platform": platform.platform(),
+                    "machine": platform.machine(), "load_average": list(os.getloadavg())},
+        "settings": {"reps": options.reps, "cold_reps": options.cold_reps, "torch_reps": options.torch_reps,
+                     "size_reps": options.size_reps, "cold_rate": options.cold_rate, "sizes": options.sizes},
+        "cold_start": cold, "warm": warm, "sizes": rows, "sizing_method": sizing.METHOD, "image": image,
+        "prices": {k: {"value": v, "unit": u, "source": s} for k, (v, u, s) in cost.PRICES.items()},
+        "prices_read": cost.PRICES_READ, "notes": notes,
+    }
+    if options.p99_ms is not None:
+        choice = cost.pick_size(rows, options.p99_ms)
+        result["choice"] = {"p99_ms_goal": options.p99_ms,
+                            **({"memory_mb": choice.memory_mb, "p99_ms": choice.p99_ms,
+                                "cost_per_million": choice.cost_per_million} if choice else {"memory_mb": None})}
+    result["gpu"] = _gpu(spec, options, rows)
+    result["goals"] = _goals(result)
+    return result

@@ -1,0 +1,202 @@
+"""Lambda memory sizes on this machine, and what the image and bundle weigh.
+
+Lambda gives a function CPU in proportion to its memory (1,769 MB = one vCPU). Without container
+engine CPU limits, a size is emulated on the measured process itself:
+
+* whole CPUs: sched_setaffinity to ceil(vCPU) CPUs (capped at the CPUs this process may use) and
+  MODELFN_THREADS set to that count, as the runtime would see on Lambda;
+* the fraction: a CPU bandwidth limit like cgroup ``cpu.max`` (quota = vCPU x 100 ms of CPU time
+  per 100 ms period, the kernel's default period). The parent polls the child's on-CPU time
+  (/proc/PID/task/*/schedstat, nanoseconds) every POLL_S and SIGSTOPs it once the period's quota
+  is used, SIGCONTing it at the next period: cpulimit's method, with up to one poll of overshoot.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import math
+import os
+import signal
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import cost
+from .measure import LONG, SHORT, Way, run_child, summary
+
+PERIOD_S = 0.1
+POLL_S = 0.002
+METHOD = ("CPU share emulated per size: affinity to ceil(vCPU) CPUs + MODELFN_THREADS=ceil(vCPU); the "
+          "fraction as a cpu.max-like bandwidth limit (quota vCPU x 100 ms per 100 ms period) enforced "
+          "by SIGSTOP/SIGCONT from the parent polling the child's on-CPU time every 2 ms")
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    memory_mb: int
+    vcpus: float
+    cpus: int  # whole CPUs the process may run on
+    capped: bool  # the host has fewer CPUs than the size would get
+
+    @property
+    def throttled(self) -> bool:
+        return self.vcpus < self.cpus
+
+
+def cpu_share(memory_mb: int, host_cpus: int) -> CpuShare:
+    """How a size is emulated on a host with ``host_cpus`` usable CPUs."""
+    share = cost.vcpus(memory_mb)
+    whole = math.ceil(share - 1e-9)
+    capped = whole > host_cpus
+    return CpuShare(memory_mb, min(share, float(host_cpus)), min(whole, host_cpus), capped)
+
+
+def _cpu_time_s(pid: int) -> float:
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended between listdir and open
+    return total / 1e9
+
+
+def bandwidth_governor(vcpus: float) -> Callable[[int], Callable[[], None]]:
+    """A ``govern(pid)`` for measure.run_child that holds the child to ``vcpus`` CPUs of time."""
+    quota = vcpus * PERIOD_S
+
+    def govern(pid: int) -> Callable[[], None]:
+        done = threading.Event()
+
+        def loop() -> None:
+            period_start, used_at_start = time.monotonic(), _cpu_time_s(pid)
+            while not done.is_set():
+                now = time.monotonic()
+                if now - period_start >= PERIOD_S:
+                    period_start, used_at_start = now, _cpu_time_s(pid)
+                elif _cpu_time_s(pid) - used_at_start >= quota:
+                    try:
+                        os.kill(pid, signal.SIGSTOP)
+                        done.wait(max(0.0, period_start + PERIOD_S - time.monotonic()))
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        return
+                    period_start, used_at_start = time.monotonic(), _cpu_time_s(pid)
+                    continue
+                done.wait(POLL_S)
+
+        thread = threading.Thread(target=loop, name=f"cpu-governor-{pid}", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            done.set()
+            thread.join()
+            try:
+                os.kill(pid, signal.SIGCONT)  # never leave a child stopped
+            except ProcessLookupError:
+                pass
+        return stop
+    return govern
+
+
+def size_runs(handler: Way, sizes: list[int], reps: int, *, rounds: int = 3,
+              progress: Callable[[str], None]) -> list[dict]:
+    """Fresh handler processes under each size's emulated CPU share, ``rounds`` per size taken
+    round-robin across the sizes (so load from other processes hits all sizes alike): cold start
+    phases (median), warm batch-1 latency over all rounds (short and long), and the peak RSS after a
+    batch of 8 long texts (largest)."""
+    usable = sorted(os.sched_getaffinity(0))
+    runs: dict[int, list[tuple[float, dict]]] = {mb: [] for mb in sizes}
+    per_round = max(1, math.ceil(reps / rounds))
+    for round_ in range(rounds):
+        for memory_mb in sizes:
+            share = cpu_share(memory_mb, len(usable))
+            env = {**handler.env, "MODELFN_THREADS": str(share.cpus)}
+            govern = bandwidth_governor(share.vcpus) if share.throttled else None
+            runs[memory_mb].append(run_child(
+                "size", {"way": handler.config, "short": SHORT, "long": LONG, "reps": per_round}, env,
+                cpus=set(usable[:share.cpus]), govern=govern))
+        progress(f"Lambda sizes, round {round_ + 1}/{rounds}: " + ", ".join(
+            f"{mb} MB ({cpu_share(mb, len(usable)).vcpus:.2f} vCPU"
+            + (", capped at this host's CPUs" if cpu_share(mb, len(usable)).capped else "") + ")" for mb in sizes))
+    rows = []
+    for memory_mb in sizes:
+        share = cpu_share(memory_mb, len(usable))
+        results = runs[memory_mb]
+        samples: dict[str, list[float]] = {}
+        for _, result in results:
+            for case, values in result["samples_ms"].items():
+                samples.setdefault(case, []).extend(values)
+        rows.append({"memory_mb": memory_mb, "vcpus": round(share.vcpus, 3), "cpus": share.cpus,
+                     "capped": share.capped, "rounds": len(results),
+                     "init_s": statistics.median(r["t_load"] - spawn for spawn, r in results),
+                     "cold_start_s": statistics.median(r["t_first"] - spawn for spawn, r in results),
+                     "rss_mib": max(r["rss_mib"] for _, r in results),
+                     "durations_ms": samples["b1 short"],
+                     **{case: summary(values) for case, values in samples.items()}})
+        rows[-1]["fits"] = rows[-1]["rss_mib"] <= memory_mb
+    return rows
+
+
+def price_sizes(rows: list[dict], cold_rate: float) -> None:
+    """Add p50/p99 (batch 1, short text) and cost per million requests per architecture to each row.
+    arm64 is priced on the durations measured here (this host is x86_64)."""
+    for row in rows:
+        row["p50_ms"], row["p99_ms"] = row["b1 short"]["p50_ms"], row["b1 short"]["p99_ms"]
+        for arch in ("x86_64", "arm64"):
+            row[f"cost_per_million_{arch}"] = cost.cost_per_million(
+                row["memory_mb"], row["durations_ms"], row["init_s"] * 1000, architecture=arch, cold_rate=cold_rate)
+
+
+# --- sizes on disk ---------------------------------------------------------------------------------
+
+def directory_mb(path: Path) -> float:
+    """MB (10^6 bytes) of the files under ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
+
+
+def installed_mb(requirement: str) -> float:
+    """MB of a distribution as installed here: the files its RECORD lists (bytecode included)."""
+    name = requirement.split("==")[0]
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return 0.0
+    total = 0
+    for entry in dist.files or []:
+        path = Path(dist.locate_file(entry))
+        if path.is_file():
+            total += path.stat().st_size
+    return total / 1e6
+
+
+def image_contents(task: str, architecture: str, bundle_mb: float) -> dict:
+    """What the function image adds over its base: the pinned runtime closure `modelfn build`
+    installs (infra/build/requirements.py), sized as installed on this host, plus the bundle; and the
+    same for a torch handler (the closure with torch + transformers instead of onnxruntime)."""
+    from infra import defaults
+    from infra.build.requirements import pinned_requirements, task_requirements
+
+    python = defaults.image_python()
+    pins = pinned_requirements(python, architecture, extra=task_requirements(task))
+    packages = {p: installed_mb(p) for p in pins}
+    torch_pins = pinned_requirements(python, architecture, extra=("torch", "transformers"))
+    torch_packages = {p: installed_mb(p) for p in torch_pins if not p.startswith("onnxruntime==")}
+    return {
+        "method": "installed size on this host (RECORD files) of the pinned closure `modelfn build` installs "
+                  f"(Python {python} markers, {architecture}), plus the bundle; torch handler: the same "
+                  "closure with torch + transformers added and onnxruntime removed, plus the source model",
+        "site_packages_mb": sum(packages.values()), "bundle_mb": bundle_mb,
+        "total_mb": sum(packages.values()) + bundle_mb,
+        "largest": sorted(((p, round(mb, 1)) for p, mb in packages.items()), key=lambda x: -x[1])[:5],
+        "torch_site_packages_mb": sum(torch_packages.values()),
+        "torch_largest": sorted(((p, round(mb, 1)) for p, mb in torch_packages.items()), key=lambda x: -x[1])[:5],
+    }
