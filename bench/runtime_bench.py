@@ -36,7 +36,7 @@ BUNDLE = ROOT / ".modelfn" / "bundles" / "minilm"
 ARENA = """
 import json, os, sys, time
 import numpy as np
-import functions.model as fm
+import functions.sessions as fm  # read when each session's options are built
 from infra.bench.probe import LambdaContext as C, api_event, peak_rss_mib
 fm.CPU_MEM_ARENA, fm.MEM_PATTERN = sys.argv[1] == "1", sys.argv[2] == "1"
 from functions.handler import handler
