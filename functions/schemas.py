@@ -34,15 +34,19 @@ def predict(task: Task) -> dict:
     return {"requestBody": body, "responses": _ERRORS}
 
 
-def embeddings(task: Task | None = None) -> dict:
-    """POST /v1/embeddings; ``input`` as the task's embedder takes it (texts, or CLIP's texts and images)."""
+def embeddings(task: Task | None = None, width: int | None = None) -> dict:
+    """POST /v1/embeddings; ``input`` as the task's embedder takes it (texts, or CLIP's texts and images);
+    ``dimensions`` up to ``width``, the served model's vector width, when known."""
     kind = task.embedder.inputs if task is not None and task.embedder is not None else TEXT
+    dimensions = {"type": ["integer", "null"], "minimum": 1,
+                  "description": "at most the model's vector width (see GET /models/{name})"}
+    if width:
+        dimensions["maximum"] = width
     return {
         "requestBody": _body({"type": "object", "required": ["input"], "additionalProperties": False, "properties": {
             "input": INPUT_KINDS[kind].schema, "model": {"type": ["string", "null"]},
             "encoding_format": choice_schema("float", "base64"),
-            "dimensions": {"type": ["integer", "null"], "minimum": 1,
-                           "description": "at most the model's vector width (see GET /models/{name})"},
+            "dimensions": dimensions,
             "user": {"type": ["string", "null"]}}}),
         "responses": _ERRORS,
     }

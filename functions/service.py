@@ -218,6 +218,11 @@ class ModelService:
 
         return Pending(prepared, answer, current(), self.rate)
 
+    @property
+    def embedding_width(self) -> int | None:
+        """The width of /v1/embeddings vectors (the largest ``dimensions``), when the graph declares it."""
+        return self._embeddings.dimension if self._embeddings is not None else None
+
     def _check_embeddings(self) -> None:
         if self._embeddings is None:
             raise NotFound(f"model {self.name!r} is a {self.task.name} model; /v1/embeddings serves embedding models",
