@@ -146,15 +146,22 @@ def test_rows_that_depend_on_batch_mates_are_served_one_row_per_call(tiny_model_
 
 
 def test_choice_is_the_same_in_three_exports(tiny_model_dir, tmp_path):
-    chosen = []
+    chosen, features = [], set()
     for i in range(3):
         manifest = export_bundle(tiny_model_dir("feature-extraction"), "feature-extraction", tmp_path / str(i),
                                  search_budget_s=0)
-        chosen.append(manifest.quantization.chosen)
         q = manifest.quantization
-        assert q.host_cpu_features == q.host_cpu_features and all(c.latency_spread_ms >= 0 for c in q.candidates)
+        chosen.append((q.chosen, q.reason))
+        features.add(tuple(q.host_cpu_features))
+        assert all(c.latency_spread_ms >= 0 for c in q.candidates)
         assert manifest.parity.worst and manifest.parity.classes.get("short")
-    assert len(set(chosen)) == 1, chosen
+    assert len(features) == 1  # the same host flags recorded each time
+    names = {name for name, _ in chosen}
+    # Quiet machine: one choice. Under load a quantized candidate's lead may fall inside the timing noise
+    # and the tie rule keeps fp32; that is the only split allowed (never two different quantized picks).
+    assert len(names - {"fp32"}) <= 1, chosen
+    if len(names) > 1:
+        assert all("within the timing noise" in reason for name, reason in chosen if name == "fp32"), chosen
 
 
 def _timed(name, rounds, mean_cosine, size=100, **kw):

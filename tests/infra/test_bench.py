@@ -122,7 +122,12 @@ def test_bench_end_to_end_with_baselines_writes_json_results_and_charts(tiny_pro
     assert code == 0, out.err
     result = json.loads(out.out)
     assert result["schema"] == 1 and result["model"] == "tiny"
-    assert set(result["cold_start"]) == {"modelfn", "floor", "fp32 onnx", "torch"}
+    # The fp32 ONNX baseline is a way of its own unless the bundle is fp32 already (export may choose fp32
+    # when a quantized candidate's lead is inside the timing noise of a loaded machine).
+    from functions.manifest import read_manifest
+
+    own_fp32 = read_manifest(bundle).quantization.chosen == "fp32"
+    assert set(result["cold_start"]) == {"modelfn", "floor", "torch"} | (set() if own_fp32 else {"fp32 onnx"})
     for phases in result["cold_start"].values():
         assert {"interpreter_s", "import_s", "load_s", "first_s", "total_s", "rss_mib", "n"} <= set(phases)
         assert phases["total_s"] > 0 and phases["rss_mib"] > 0
