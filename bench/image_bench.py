@@ -19,13 +19,13 @@ import argparse
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.pipeline_compare import medians, ratio_rows, write_section  # noqa: E402
 WORK = ROOT / ".modelfn" / "bench-image"
 WARM = 20
 
@@ -137,21 +137,13 @@ def main() -> None:
     for _ in range(args.reps):
         results["modelfn"].append(run(MODELFN, [str(image), str(WARM)], env))
         results["pipeline"].append(run(PIPELINE, [str(image), str(WARM), str(source)], env))
-    rows = {}
-    for name, runs in results.items():
-        cold = statistics.median(r["first_s"] for r in runs)
-        warm = statistics.median(w for r in runs for w in r["warm"][2:])
-        rows[name] = (cold, warm)
+    rows = medians(results, skip_warm=2)
     same = results["modelfn"][0]["answer"] == results["pipeline"][0]["answer"]
-    (m_cold, m_warm), (p_cold, p_warm) = rows["modelfn"], rows["pipeline"]
     table = [
         f"## {args.arch}: {manifest.quantization.chosen} bundle, {threads} threads, 640x480 JPEG, "
         f"median of {args.reps} cold starts and {args.reps * (WARM - 2)} warm requests",
         "",
-        "| | modelfn handler | transformers pipeline | ratio |",
-        "|---|---|---|---|",
-        f"| process start -> first answer | {m_cold:.2f} s | {p_cold:.2f} s | {p_cold / m_cold:.1f}x |",
-        f"| warm request | {m_warm * 1000:.1f} ms | {p_warm * 1000:.1f} ms | {p_warm / m_warm:.1f}x |",
+        *ratio_rows(rows),
         "",
         f"Same top label from both: {same}. Both with {threads} threads and OMP_WAIT_POLICY=PASSIVE; host "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs. Chosen candidate: {manifest.quantization.chosen} "
@@ -162,9 +154,7 @@ def main() -> None:
     print(text)
     out = ROOT / "bench" / "image_classification.md"
     header = "# Image classification: modelfn vs transformers pipeline (bench/image_bench.py)\n\n"
-    sections = out.read_text().split("\n## ")[1:] if out.is_file() else []
-    kept = ["## " + s.rstrip() + "\n" for s in sections if not s.startswith(f"{args.arch}:")]
-    out.write_text(header + "\n".join(kept + [text]))
+    write_section(out, header, args.arch, text)
 
 
 if __name__ == "__main__":

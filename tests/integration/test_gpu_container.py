@@ -45,23 +45,29 @@ def gpu_bundle(tiny_bundle):
     return tiny_bundle("feature-extraction", target="gpu", quantization="fp16")
 
 
-@pytest.fixture(scope="module")
-def gpu_image(tmp_path_factory, engine, cuda_standin, image_python, gpu_bundle) -> str:
+def build_gpu_image(work, engine, standin: str, python: str, bundle, model: dict, tag: str) -> str:
+    """Push ``bundle`` as ``model["name"]`` version 1 (alias prod), `modelfn build` its GPU context over
+    the CPU stand-in of the CUDA base, and build the image as ``tag``."""
     from infra.cli import main as modelfn
     from infra.registry import open_registry
 
-    work = tmp_path_factory.mktemp("gpu-project")
     registry = open_registry(str(work / "registry"))
-    registry.promote("tiny", "prod", registry.push("tiny", gpu_bundle).version)
+    registry.promote(model["name"], "prod", registry.push(model["name"], bundle).version)
     (work / "models.yaml").write_text(yaml.safe_dump({"models": [
-        {"name": "tiny", "source": "unused-at-build", "task": "feature-extraction", "target": "gpu"}]}))
+        {"source": "unused-at-build", "target": "gpu", **model}]}))
     code = modelfn(["build", "--models-file", str(work / "models.yaml"), "--registry", str(work / "registry"),
                     "--out", str(work / "build"), "--template", str(work / "template.yaml"),
-                    "--python-version", image_python, "--gpu-base-image", cuda_standin,
+                    "--python-version", python, "--gpu-base-image", standin,
                     "--gpu-runtime", "onnxruntime", "--wheelhouse", str(ROOT / ".wheelhouse")])
     assert code == 0
-    engine.images.build(path=str(work / "build" / "tiny"), tag=IMAGE, rm=True, forcerm=True)
-    return IMAGE
+    engine.images.build(path=str(work / "build" / model["name"]), tag=tag, rm=True, forcerm=True)
+    return tag
+
+
+@pytest.fixture(scope="module")
+def gpu_image(tmp_path_factory, engine, cuda_standin, image_python, gpu_bundle) -> str:
+    return build_gpu_image(tmp_path_factory.mktemp("gpu-project"), engine, cuda_standin, image_python, gpu_bundle,
+                           {"name": "tiny", "task": "feature-extraction"}, IMAGE)
 
 
 def _call(url: str, body: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
@@ -103,9 +109,6 @@ CHAT = {"messages": [{"role": "user", "content": "what is the capital of france?
 
 @pytest.fixture(scope="module")
 def gpu_generation_image(tmp_path_factory, engine, cuda_standin, image_python, gen_bundle) -> str:
-    from infra.cli import main as modelfn
-    from infra.registry import open_registry
-
     import dataclasses
     import shutil
 
@@ -115,18 +118,8 @@ def gpu_generation_image(tmp_path_factory, engine, cuda_standin, image_python, g
     # The fixture's fp32 bundle, declared for the gpu target (fp32 runs on CUDA and, here, on the CPU).
     bundle = shutil.copytree(gen_bundle("llama"), work / "bundle")
     dataclasses.replace(read_manifest(bundle), target="gpu").write(bundle)
-    registry = open_registry(str(work / "registry"))
-    registry.promote("tinylm", "prod", registry.push("tinylm", bundle).version)
-    (work / "models.yaml").write_text(yaml.safe_dump({"models": [
-        {"name": "tinylm", "source": "unused-at-build", "task": "text-generation", "target": "gpu",
-         "quantization": "none"}]}))
-    code = modelfn(["build", "--models-file", str(work / "models.yaml"), "--registry", str(work / "registry"),
-                    "--out", str(work / "build"), "--template", str(work / "template.yaml"),
-                    "--python-version", image_python, "--gpu-base-image", cuda_standin,
-                    "--gpu-runtime", "onnxruntime", "--wheelhouse", str(ROOT / ".wheelhouse")])
-    assert code == 0
-    engine.images.build(path=str(work / "build" / "tinylm"), tag=GEN_IMAGE, rm=True, forcerm=True)
-    return GEN_IMAGE
+    return build_gpu_image(work, engine, cuda_standin, image_python, bundle,
+                           {"name": "tinylm", "task": "text-generation", "quantization": "none"}, GEN_IMAGE)
 
 
 def test_gpu_image_of_a_chat_model_answers_invocations_as_the_host_runtime_does(engine, gpu_generation_image,
