@@ -134,10 +134,13 @@ def run(args: argparse.Namespace) -> int:
                     return response["statusCode"], _decode(response.get("body"))
                 _show_calls(call, spec)
         _done(t)
-    encoders = [s for s in specs if s.task != "text-generation"]
-    if encoders:
-        t = _step(f"6. the GPU tier's server (SageMaker contract) on {encoders[0].name}, CPU provider here")
-        _show_gpu_server(encoders[0], versions[encoders[0].name])
+    # One encoder and one generative model, each as its GPU container would serve it.
+    shown = [next((s for s in specs if (s.task == "text-generation") == generative), None) for generative in (False, True)]
+    shown = [s for s in shown if s is not None]
+    if shown:
+        t = _step(f"6. the GPU tier's server (SageMaker contract) on {', '.join(s.name for s in shown)}, CPU provider here")
+        for spec in shown:
+            _show_gpu_server(spec)
         _done(t)
     print(f"\nquickstart finished in {time.perf_counter() - total:.1f}s. To deploy, on a machine with Docker and "
           "AWS credentials: modelfn build && sam build && sam deploy --guided")
@@ -307,9 +310,11 @@ def _show_chat(call, spec) -> None:
     print(f"   POST /v1/chat/completions stream: true -> {status}: {len(pieces)} events ending [DONE], {same}")
 
 
-def _show_gpu_server(spec, version: int) -> None:
+def _show_gpu_server(spec) -> None:
     """`modelfn serve` (what a gpu model's container runs) on the exported bundle: /ping until ready,
-    then /invocations, then SIGTERM, which drains and exits."""
+    then /invocations (texts for an encoder, which the batcher runs; a chat for a generative model,
+    which runs on the generator pool), then SIGTERM, which drains and exits."""
+    generative = spec.task == "text-generation"
     import signal
     import subprocess
 
@@ -334,14 +339,23 @@ def _show_gpu_server(spec, version: int) -> None:
                   file=sys.stderr)
             raise SystemExit(1)
         print(f"   GET /ping -> 200 after {time.perf_counter() - started:.1f}s (503 until loaded and warmed)")
-        request = urllib.request.Request(base + "/invocations", data=json.dumps({"inputs": SENTENCES}).encode(),
+        body = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 24, "temperature": 0} \
+            if generative else {"inputs": SENTENCES}
+        request = urllib.request.Request(base + "/invocations", data=json.dumps(body).encode(),
                                          headers={"content-type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.loads(response.read())
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer, status = json.loads(response.read()), response.status
         with urllib.request.urlopen(base + f"/models/{spec.name}", timeout=10) as response:
             provider = json.loads(response.read()).get("provider")
-        print(f"   POST /invocations {{\"inputs\": [3 texts]}} -> {response.status}: {len(answer)} answers, "
-              f"execution provider {provider}")
+        if generative:
+            with urllib.request.urlopen(base + "/health", timeout=10) as response:
+                pool = json.loads(response.read())["generation"]
+            print(f"   POST /invocations {{\"messages\": [...]}} -> {status} ({provider}, "
+                  f"{pool['max_concurrent_generations']} generator at once): "
+                  f"{answer['choices'][0]['message']['content']!r}")
+        else:
+            print(f"   POST /invocations {{\"inputs\": [3 texts]}} -> {status}: {len(answer)} answers, "
+                  f"execution provider {provider}")
     finally:
         server.send_signal(signal.SIGTERM)
         try:
