@@ -1,10 +1,12 @@
-"""Image classification benchmark: cold start and warm latency, modelfn handler vs transformers pipeline.
+"""Image benchmark: cold start and warm latency, modelfn handler vs transformers pipeline.
 
-    python bench/image_bench.py [--reps 3] [--arch vit|convnext]
+    python bench/image_bench.py [--reps 3] [--arch vit|convnext|clip]
 
 No image model is available offline, so the model is a random-weight checkpoint of a real size built
-from a config (ViT-S/16 at 224 px, 22 M parameters; or ConvNeXt-T, 28 M) and exported with
-`modelfn export` (int8 candidates, parity gate). Weights do not change the cost of a forward pass.
+from a config (image classification: ViT-S/16 at 224 px, 22 M parameters, or ConvNeXt-T, 28 M;
+zero-shot image classification: CLIP ViT-B/32, its text tower with a small test vocabulary) and
+exported with `modelfn export` (int8 candidates, parity gate). Weights do not change the cost of a
+forward pass. CLIP requests are JSON (the image base64, three candidate labels).
 Measured in one run, interleaved so load from other processes affects both alike:
   * process start -> first answer for one 640x480 JPEG, fresh interpreter each time: the modelfn
     Lambda ``handler`` (raw image/jpeg body, base64 as API Gateway sends it) and a transformers
@@ -37,11 +39,17 @@ class C:
     function_name, memory_limit_in_mb, aws_request_id = "bench", 2048, "r"
     invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:bench"
 body = open(sys.argv[1], "rb").read()
+labels = json.loads(sys.argv[3])  # zero-shot: candidate labels, sent as JSON with the image base64
+if labels:
+    kind, raw = "application/json", False
+    payload = json.dumps({"inputs": base64.b64encode(body).decode(), "parameters": {"candidate_labels": labels}})
+else:
+    kind, raw, payload = "image/jpeg", True, base64.b64encode(body).decode()
 event = {"version": "2.0", "routeKey": "$default", "rawPath": "/models/bench/predict", "rawQueryString": "",
-         "headers": {"content-type": "image/jpeg", "host": "x"}, "isBase64Encoded": True,
+         "headers": {"content-type": kind, "host": "x"}, "isBase64Encoded": raw,
          "requestContext": {"requestId": "r", "http": {"method": "POST", "path": "/models/bench/predict",
                             "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"}, "stage": "$default"},
-         "body": base64.b64encode(body).decode()}
+         "body": payload}
 sys.stdout = open(os.devnull, "w")
 out = handler(event, C()); first = time.perf_counter() - t0
 assert out["statusCode"] == 200, out
@@ -59,7 +67,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import torch
 from PIL import Image
 from transformers import pipeline
-classify = pipeline("image-classification", model=sys.argv[3], device="cpu")
+labels = json.loads(sys.argv[4])
+task = "zero-shot-image-classification" if labels else "image-classification"
+pipe = pipeline(task, model=sys.argv[3], device="cpu")
+classify = (lambda image: pipe(image, candidate_labels=labels)) if labels else pipe
 body = open(sys.argv[1], "rb").read()
 answer = classify(Image.open(io.BytesIO(body))); first = time.perf_counter() - t0
 warm = []
@@ -70,7 +81,20 @@ sys.stderr.flush(); os._exit(0)
 """
 
 
+LABELS = ["a photo of shapes", "a photo of a cat", "a photo of a car"]  # zero-shot (clip) only
+
+
 def build_source(arch: str, out: Path) -> Path:
+    if arch == "clip":  # ViT-B/32 towers (text: 12 layers, width 512; vision: 12 layers, width 768)
+        if not (out / "config.json").is_file():
+            from tests.tinymodels import build_tiny_clip_model
+
+            build_tiny_clip_model(out, text_sizes=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                                                       num_attention_heads=8, max_position_embeddings=77),
+                                  vision_sizes=dict(image_size=224, patch_size=32, hidden_size=768,
+                                                    intermediate_size=3072, num_hidden_layers=12,
+                                                    num_attention_heads=12), projection_dim=512)
+        return out
     import torch
     from transformers import (ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor, ViTConfig,
                               ViTForImageClassification, ViTImageProcessor)
@@ -114,14 +138,15 @@ def run(script: str, args: list[str], env: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--arch", choices=("vit", "convnext"), default="vit")
+    parser.add_argument("--arch", choices=("vit", "convnext", "clip"), default="vit")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     source = build_source(args.arch, WORK / f"{args.arch}-source")
     bundle = WORK / f"{args.arch}-bundle"
     if not (bundle / "manifest.json").is_file():
         subprocess.run([sys.executable, "infra/cli/__init__.py", "export", "--source", str(source), "--task",
-                        "image-classification", "--out", str(bundle), "--search-budget-s", "0", "--overwrite"],
+                        "zero-shot-image-classification" if args.arch == "clip" else "image-classification",
+                        "--out", str(bundle), "--search-budget-s", "0", "--overwrite"],
                        cwd=ROOT, check=True)
     from functions.manifest import read_manifest
 
@@ -135,8 +160,9 @@ def main() -> None:
            "OMP_WAIT_POLICY": "PASSIVE"}
     results: dict[str, list[dict]] = {"modelfn": [], "pipeline": []}
     for _ in range(args.reps):
-        results["modelfn"].append(run(MODELFN, [str(image), str(WARM)], env))
-        results["pipeline"].append(run(PIPELINE, [str(image), str(WARM), str(source)], env))
+        labels = json.dumps(LABELS if args.arch == "clip" else [])
+        results["modelfn"].append(run(MODELFN, [str(image), str(WARM), labels], env))
+        results["pipeline"].append(run(PIPELINE, [str(image), str(WARM), str(source), labels], env))
     rows = medians(results, skip_warm=2)
     same = results["modelfn"][0]["answer"] == results["pipeline"][0]["answer"]
     table = [
@@ -153,7 +179,7 @@ def main() -> None:
     text = "\n".join(table)
     print(text)
     out = ROOT / "bench" / "image_classification.md"
-    header = "# Image classification: modelfn vs transformers pipeline (bench/image_bench.py)\n\n"
+    header = "# Image tasks: modelfn vs transformers pipeline (bench/image_bench.py)\n\n"
     write_section(out, header, args.arch, text)
 
 

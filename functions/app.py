@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
-from . import observability, schemas
+from . import observability
 from .errors import BadRequest, RequestError
 from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, error_headers, render_error, status_error
 from .inputs import check_body_size
@@ -66,11 +66,10 @@ def build_app(service: ModelService, *, batcher: "Batcher | None" = None,
     app.add_middleware(ErrorMiddleware, log_inputs=service.log_inputs)
 
     for route in ROUTES:
-        # The embeddings schema knows this model's vector width, so `dimensions` past it is schema-invalid too.
-        extra = schemas.embeddings(task, service.embedding_width) if route.operation == "embeddings" \
-            else route.openapi_extra(task)
+        # With the model's vector width, a `dimensions` past it is schema-invalid too, as the app refuses it.
         app.add_api_route(route.path, _endpoint(route, service, batcher, generations), methods=[route.method],
-                          name=route.operation, summary=route.summary, openapi_extra=extra)
+                          name=route.operation, summary=route.summary,
+                          openapi_extra=route.openapi_extra(task, service.embedding_width))
     return app
 
 

@@ -131,6 +131,18 @@ def _check_structure(data: Any, surrogates_possible: bool) -> None:
                                  hint="send valid Unicode text") from None
 
 
+def whole_number(value: Any) -> int | None:
+    """``value`` as an int when JSON Schema's "integer" takes it (17, and also 17.0: a number with no
+    fractional part is an integer there), else None; booleans are not numbers here."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def shown(value: Any, limit: int = 60) -> str:
     """A caller's value for an error message: its repr, cut short (a body may be megabytes)."""
     if isinstance(value, str) and len(value) > limit:

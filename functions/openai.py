@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import BadRequest, NotFound
-from .inputs import shown
+from .inputs import shown, whole_number
 from .tasks import Prepared, get_task
 from .tasks.embeddings import l2_normalize
 
@@ -56,12 +56,13 @@ class OpenAIEmbeddings:
         if not isinstance(fmt, str) or fmt not in ("float", "base64"):
             raise BadRequest(f"encoding_format must be \"float\" or \"base64\", got {shown(fmt)}")
         items = self.embedder.parse(self.model, data.get("input"))
-        dimensions = data.get("dimensions")
+        requested = data.get("dimensions")
+        dimensions = whole_number(requested)
         # Checked before the model runs: a request bound for a 400 should not cost an inference.
-        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
-                                       or dimensions < 1 or (self.dimension and dimensions > self.dimension)):
+        if requested is not None and (dimensions is None or dimensions < 1
+                                      or (self.dimension and dimensions > self.dimension)):
             raise BadRequest(f"dimensions must be an integer from 1 to {self.dimension or 'the vector width'}, "
-                             f"got {shown(dimensions)}")
+                             f"got {shown(requested)}")
 
         def finish(prepared: Prepared, outputs: list[dict]) -> tuple[dict, int, int]:
             vectors = self.embedder.vectors(self.model, prepared, outputs)

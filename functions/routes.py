@@ -45,9 +45,12 @@ class Route:
     def for_model(self, name: str) -> str:
         return self.path.replace("{name}", name)
 
-    def openapi_extra(self, task: Task) -> dict:
-        """What the OpenAPI schema says of this route for a model of ``task`` (body, error answers)."""
-        return self.openapi(task) if callable(self.openapi) else self.openapi
+    def openapi_extra(self, task: Task, width: int | None = None) -> dict:
+        """What the OpenAPI schema says of this route for a model of ``task`` (body, error answers);
+        ``width``, the served model's vector width, bounds /v1/embeddings' ``dimensions``."""
+        if not callable(self.openapi):
+            return self.openapi
+        return self.openapi(task, width) if self.openapi is schemas.embeddings else self.openapi(task)
 
 
 ROUTES: tuple[Route, ...] = (

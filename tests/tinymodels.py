@@ -147,9 +147,12 @@ def build_tiny_image_model(directory: Path, architecture: str = "vit", *, seed: 
     return directory
 
 
-def build_tiny_clip_model(directory: Path, *, seed: int = 0) -> Path:
+def build_tiny_clip_model(directory: Path, *, seed: int = 0, text_sizes: dict | None = None,
+                          vision_sizes: dict | None = None, projection_dim: int = 16) -> Path:
     """Save a tiny random CLIP (text and vision towers) with the tiny WordPiece tokenizer and a CLIP
-    image processor (shorter edge to 32, center crop 32x32): zero-shot image classification."""
+    image processor (shorter edge to the image size, center crop): zero-shot image classification.
+    ``text_sizes`` / ``vision_sizes`` override the towers' dimensions (bench/image_bench.py passes
+    ViT-B/32's)."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
@@ -164,10 +167,13 @@ def build_tiny_clip_model(directory: Path, *, seed: int = 0) -> Path:
                 bos_token_id=vocab.index("[CLS]"), eos_token_id=vocab.index("[SEP]"))  # pooled at [SEP]
     vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=2)
+    text.update(text_sizes or {})
+    vision.update(vision_sizes or {})
     torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim))
     model.eval().save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    side = vision["image_size"]
+    CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(directory)
     return directory
 
 

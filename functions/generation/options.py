@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadRequest
+from ..inputs import whole_number
 
 MAX_STOPS = 4
 _MISSING: Any = object()
@@ -51,9 +52,10 @@ def integer(data: dict, key: str, default: Any, *, lo: int, hi: int, where: str 
     value = data.get(key, _MISSING)
     if value is _MISSING or value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    number = whole_number(value)
+    if number is None or not lo <= number <= hi:
         raise BadRequest(f"{where}{key} must be an integer from {lo} to {hi}, got {value!r}")
-    return value
+    return number
 
 
 def boolean(data: dict, key: str, default: Any, *, where: str = "") -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from ..inputs import shown
+from ..inputs import shown, whole_number
 
 MISSING: Any = object()
 
@@ -24,10 +24,11 @@ def get_int(params: dict, name: str, default: Any, *, lo: int = 1, hi: int = 1 <
         return default
     if value is None and nullable:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    number = whole_number(value)
+    if number is None or not lo <= number <= hi:
         extra = " or null" if nullable else ""
         raise BadRequest(f"parameters.{name} must be an integer from {lo} to {hi}{extra}, got {shown(value)}")
-    return value
+    return number
 
 
 def get_bool(params: dict, name: str, default: Any) -> Any:

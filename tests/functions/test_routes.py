@@ -28,7 +28,7 @@ def test_the_app_serves_exactly_the_route_table(embed_service):
     for route in ROUTES:
         operation = paths[route.path][route.method.lower()]
         assert operation["summary"] == route.summary
-        extra = route.openapi_extra(embed_service.task)
+        extra = route.openapi_extra(embed_service.task, embed_service.embedding_width)
         if "requestBody" in extra:
             assert operation["requestBody"] == extra["requestBody"]
         if route.model_path:  # FastAPI documents the path parameter from the endpoint's signature

@@ -95,3 +95,15 @@ def test_predict_normalize_parameter(client):
     unit = np.array(client.post("/models/embed/predict", json={"inputs": "hello"}).json())
     np.testing.assert_allclose(unit, raw / np.linalg.norm(raw), rtol=1e-5)
     assert abs(np.linalg.norm(raw) - 1.0) > 1e-3
+
+
+def test_whole_numbers_are_integers_as_json_schema_counts_them():
+    from functions.errors import BadRequest
+    from functions.inputs import whole_number
+    from functions.tasks.params import get_int
+
+    # JSON Schema's "integer" takes 17.0 (schemathesis sent one), so the parsers take it as 17.
+    assert [whole_number(v) for v in (17, 17.0, -3.0, 2.5, True, "17", None)] == [17, 17, -3, None, None, None, None]
+    assert get_int({"top_k": 2.0}, "top_k", 1) == 2 and isinstance(get_int({"top_k": 2.0}, "top_k", 1), int)
+    with pytest.raises(BadRequest, match="must be an integer"):
+        get_int({"top_k": 2.5}, "top_k", 1)
