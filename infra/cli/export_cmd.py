@@ -29,9 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="bundle directory (default with NAME: .modelfn/bundles/NAME)")
     p.add_argument("--source", help="Hugging Face model directory or installed package shipping one "
                                      "(text-generation: also a .gguf file)")
-    p.add_argument("--task", help="feature-extraction, text-classification, token-classification, question-answering, "
-                                   "text-generation, image-classification, zero-shot-image-classification, "
-                                   "image-feature-extraction")
+    p.add_argument("--task", help="the task, or a synonym of one (the task registry, functions/tasks/, decides; "
+                                   "an unknown name is answered with the list)")
     p.add_argument("--target", choices=TARGETS)
     p.add_argument("--architecture", help="x86_64 or arm64 (the function's Architectures)")
     p.add_argument("--quantization", choices=QUANTIZATIONS)
