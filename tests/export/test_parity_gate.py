@@ -157,11 +157,12 @@ def test_choice_is_the_same_in_three_exports(tiny_model_dir, tmp_path):
         assert manifest.parity.worst and manifest.parity.classes.get("short")
     assert len(features) == 1  # the same host flags recorded each time
     names = {name for name, _ in chosen}
-    # Quiet machine: one choice. Under load a quantized candidate's lead may fall inside the timing noise
-    # and the tie rule keeps fp32; that is the only split allowed (never two different quantized picks).
+    # Quiet machine: one choice. Under load fp32 and a quantized candidate can come within the timing noise
+    # of each other, and then which one is chosen can differ between runs; that is the only split allowed:
+    # never two different quantized picks, and a split only where some run found the two tied.
     assert len(names - {"fp32"}) <= 1, chosen
     if len(names) > 1:
-        assert all("within the timing noise" in reason for name, reason in chosen if name == "fp32"), chosen
+        assert any("within the timing noise" in reason for _, reason in chosen), chosen
 
 
 def _timed(name, rounds, mean_cosine, size=100, **kw):
