@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.pipeline_compare import medians, ratio_rows, write_section  # noqa: E402
+from bench.pipeline_compare import medians, ratio_rows, run_probe, write_section  # noqa: E402
 WORK = ROOT / ".modelfn" / "bench-image"
 WARM = 20
 
@@ -128,11 +128,7 @@ def photo(path: Path) -> Path:
 
 
 def run(script: str, args: list[str], env: dict) -> dict:
-    done = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    if done.returncode != 0:
-        raise SystemExit(done.stderr[-2000:])
-    return json.loads(done.stderr.strip().splitlines()[-1])
+    return run_probe(script, args, env, timeout_s=600)
 
 
 def main() -> None:

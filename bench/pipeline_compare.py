@@ -4,8 +4,23 @@ with one section per configuration (a rerun replaces its own section, keeps the 
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_probe(script: str, args: list[str], env: dict, *, timeout_s: float = 600) -> dict:
+    """Run ``script`` in a fresh interpreter (so its cold start is real); its last stderr line is its
+    JSON result. A failed probe stops the bench with its error."""
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-2000:])
+    return json.loads(done.stderr.strip().splitlines()[-1])
 
 
 def medians(results: dict[str, list[dict]], *, skip_warm: int) -> dict[str, tuple[float, float]]:

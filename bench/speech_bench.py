@@ -19,7 +19,6 @@ Writes bench/speech.md (a section per size).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.pipeline_compare import medians, ratio_rows, write_section  # noqa: E402
+from bench.pipeline_compare import medians, ratio_rows, run_probe, write_section  # noqa: E402
 WORK = ROOT / ".modelfn" / "bench-speech"
 WARM = 10
 NEW_TOKENS = 32
@@ -91,11 +90,7 @@ def recording(path: Path) -> Path:
 
 
 def run(script: str, args: list[str], env: dict) -> dict:
-    done = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
-    if done.returncode != 0:
-        raise SystemExit(done.stderr[-2000:])
-    return json.loads(done.stderr.strip().splitlines()[-1])
+    return run_probe(script, args, env, timeout_s=900)
 
 
 def main() -> None:
