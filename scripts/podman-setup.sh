@@ -87,12 +87,29 @@ answering() {
   curl -sf --max-time 3 --unix-socket "$SOCK_PATH" http://d/_ping >/dev/null 2>&1
 }
 
+service_cwd_gone() {
+  local pid
+  pid=$(pgrep -f "system service --time=0 ${SOCK_URI}" | head -n 1) || return 1
+  [ -n "$pid" ] && [[ "$(readlink "/proc/$pid/cwd")" == *" (deleted)" ]]
+}
+
+if answering && service_cwd_gone; then
+  # An older setup started the service inside a directory that has since been deleted (see below).
+  log "podman API service runs in a deleted directory; restarting it"
+  pkill -f "system service --time=0 ${SOCK_URI}" || true
+  sleep 1
+fi
 if answering; then
   log "podman API already answering on ${SOCK_URI}"
 else
   rm -f "$SOCK_PATH"
   log "starting podman system service on ${SOCK_URI} (log: ${LOG})"
-  nohup setsid podman --runtime runc system service --time=0 "$SOCK_URI" >"$LOG" 2>&1 </dev/null &
+  # From /: the service outlives this shell, and conmon needs its working directory to exist for every
+  # container it starts; a service started inside a checkout that is later deleted fails every start
+  # with "write child: broken pipe".
+  # The subshell's own descriptors are redirected too, so nothing keeps a caller's pipe open (callers
+  # read this script's output with $(...), which waits for every writer to close).
+  (cd / && exec nohup setsid podman --runtime runc system service --time=0 "$SOCK_URI") >"$LOG" 2>&1 </dev/null &
   for _ in $(seq 1 60); do
     answering && break
     sleep 0.5
