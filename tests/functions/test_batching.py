@@ -12,7 +12,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from functions.app import build_app
 from functions.batching import Batcher, BatchLimits, mixes_requests
 from functions.service import ModelService
-from tests.functions.servers import serving
+from tests.functions.servers import serving, wait_for
 
 JSON = "application/json"
 WORDS = "the model serve fast cold start lambda function paris london berlin capital france germany".split()
@@ -248,12 +247,6 @@ def _held_server(service: ModelService, limits: BatchLimits):
     return build_app(service, batcher=batcher), batcher, gate, ran
 
 
-def _wait_for(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_a_disconnected_clients_request_is_dropped_before_it_runs(services):
@@ -264,21 +257,21 @@ def test_a_disconnected_clients_request_is_dropped_before_it_runs(services):
         held: list[httpx.Response] = []
         holder = threading.Thread(target=lambda: held.append(httpx.post(url + path, json={"inputs": "held"}, timeout=60)))
         holder.start()
-        _wait_for(lambda: len(ran) == 1, "the first request to occupy the session")
+        wait_for(lambda: len(ran) == 1, "the first request to occupy the session")
 
         body = json.dumps({"inputs": [text(5), text(7)]}).encode()
         host, port = url.removeprefix("http://").split(":")
         leaver = socket.create_connection((host, int(port)))
         leaver.sendall(f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
                        f"content-length: {len(body)}\r\n\r\n".encode() + body)
-        _wait_for(lambda: batcher.snapshot()["queued"] == 1, "the second request to queue")
+        wait_for(lambda: batcher.snapshot()["queued"] == 1, "the second request to queue")
         leaver.close()
-        _wait_for(lambda: batcher.snapshot()["in_flight"] == 1, "the server to notice the disconnect")
+        wait_for(lambda: batcher.snapshot()["in_flight"] == 1, "the server to notice the disconnect")
 
         gate.set()
         holder.join(timeout=60)
         assert held and held[0].status_code == 200
-        _wait_for(lambda: batcher.stats.dropped == 1, "the scheduler to drop the request")
+        wait_for(lambda: batcher.stats.dropped == 1, "the scheduler to drop the request")
         assert ran == [1]  # the two rows of the departed client never reached the session
         after = httpx.post(url + path, json={"inputs": [text(5), text(7)]}, timeout=60)
         assert after.status_code == 200 and ran == [1, 2]
@@ -293,7 +286,7 @@ def test_past_the_concurrency_limit_the_answer_is_429_with_retry_after(services)
             httpx.post(url + "/v1/embeddings", json={"input": text(3 + i)}, timeout=60))) for i in range(2)]
         for client in clients:
             client.start()
-        _wait_for(lambda: batcher.snapshot()["in_flight"] == 2, "two requests in flight")
+        wait_for(lambda: batcher.snapshot()["in_flight"] == 2, "two requests in flight")
         refused = httpx.post(url + "/v1/embeddings", json={"input": "one too many"}, timeout=60)
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"

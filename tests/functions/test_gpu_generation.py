@@ -15,7 +15,7 @@ from functions.generation.model import generation_provider
 from functions.providers import CPU, CUDA
 from functions.service import ModelService
 from functions.settings import ServerSettings
-from tests.functions.servers import serving, wait_until_ready
+from tests.functions.servers import serving, wait_for, wait_until_ready
 
 CHAT = {"messages": [{"role": "user", "content": "what is the capital of france?"}], "max_tokens": 12,
         "temperature": 0}
@@ -113,7 +113,7 @@ def test_requests_beyond_the_slots_wait_and_answers_do_not_depend_on_each_other(
         threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
         for t in threads:
             t.start()
-        _wait_for(lambda: httpx.get(url + "/health").json()["generation"]["waiting"] == 3)
+        wait_for(lambda: httpx.get(url + "/health").json()["generation"]["waiting"] == 3, "the server's counters")
         health = httpx.get(url + "/health").json()["generation"]
         assert health["running"] == 2 and len(inside) == 2  # two generators at once, never more
         gate.set()
@@ -134,7 +134,7 @@ def test_past_max_concurrent_requests_the_server_answers_429(lm, monkeypatch):
                                                                             timeout=60))) for _ in range(2)]
         for t in threads:
             t.start()
-        _wait_for(lambda: httpx.get(url + "/health").json()["generation"]["waiting"] == 1)
+        wait_for(lambda: httpx.get(url + "/health").json()["generation"]["waiting"] == 1, "the server's counters")
         refused = httpx.post(url + "/v1/completions", json=body, timeout=60)
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["code"] == "too_many_requests"
@@ -173,7 +173,7 @@ def test_a_stream_whose_client_leaves_frees_its_generator_for_the_next_request(l
             assert response.status_code == 200
             next(response.iter_lines())  # the first event arrived; now leave
         left.set()
-        _wait_for(lambda: httpx.get(url + "/health").json()["generation"]["running"] == 0)
+        wait_for(lambda: httpx.get(url + "/health").json()["generation"]["running"] == 0, "the server's counters")
         health = httpx.get(url + "/health").json()["generation"]
         assert health["abandoned"] == 1 and health["completed"] == 0
         assert closed.wait(10)  # the generator was closed, not left to the garbage collector
@@ -210,13 +210,3 @@ def test_on_cuda_greedy_answers_equal_the_cpu_ones(gen_bundle, lm):
     assert on_gpu.model.provider == CUDA
     assert _lambda_answer(on_gpu, "chat", CHAT)["choices"][0]["message"]["content"] == \
         _lambda_answer(lm, "chat", CHAT)["choices"][0]["message"]["content"]
-
-
-def _wait_for(condition, timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)

@@ -17,7 +17,7 @@ from functions.errors import ConfigError
 from functions.providers import CPU, CUDA, TENSORRT, choose_provider, session_providers
 from functions.service import ModelService
 from functions.settings import SAGEMAKER_MODEL_DIR, ServerSettings
-from tests.functions.servers import free_port, serving, start_process, wait_until_ready
+from tests.functions.servers import free_port, serving, start_process, wait_for, wait_until_ready
 
 
 @pytest.fixture(scope="module")
@@ -198,12 +198,6 @@ def _refused(port: int) -> bool:
         return True
 
 
-def _wait_for(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_sigterm_stops_accepting_drains_the_in_flight_request_and_exits(tiny_bundle, tmp_path):
@@ -214,10 +208,10 @@ def test_sigterm_stops_accepting_drains_the_in_flight_request_and_exits(tiny_bun
         # The predict route admits a request before reading its body, so /health shows it in flight.
         client.sendall(b"POST /models/embed/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                        b"content-length: %d\r\n\r\n" % len(body) + body[:10])
-        _wait_for(lambda: httpx.get(url + "/health").json()["batching"]["in_flight"] == 1, "the request to be in flight")
+        wait_for(lambda: httpx.get(url + "/health").json()["batching"]["in_flight"] == 1, "the request to be in flight")
 
         proc.send_signal(signal.SIGTERM)
-        _wait_for(lambda: _refused(port), "the server to stop accepting")
+        wait_for(lambda: _refused(port), "the server to stop accepting")
         assert proc.poll() is None  # still draining
         client.sendall(body[10:])
         client.settimeout(30)
@@ -254,7 +248,7 @@ def test_sigterm_does_not_wait_past_the_drain_timeout_for_a_stalled_client(tiny_
         stalled = socket.create_connection(("127.0.0.1", port))
         stalled.sendall(b"POST /models/embed/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                         b"content-length: 100\r\n\r\n{")
-        _wait_for(lambda: httpx.get(url + "/health").json()["batching"]["in_flight"] == 1, "the request to be in flight")
+        wait_for(lambda: httpx.get(url + "/health").json()["batching"]["in_flight"] == 1, "the request to be in flight")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
