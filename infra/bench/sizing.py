@@ -163,8 +163,11 @@ def directory_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
 
 
-def installed_mb(requirement: str) -> float:
-    """MB of a distribution as installed here: the files its RECORD lists (bytecode included)."""
+def installed_mb(requirement: str, trim: tuple[str, ...] = ()) -> float:
+    """MB of a distribution as installed here: the files its RECORD lists (bytecode included), less
+    those an image build removes (``trim``: infra/build/context.trim_for)."""
+    from infra.build.budget import trimmed
+
     name = requirement.split("==")[0]
     try:
         dist = metadata.distribution(name)
@@ -173,7 +176,7 @@ def installed_mb(requirement: str) -> float:
     total = 0
     for entry in dist.files or []:
         path = Path(dist.locate_file(entry))
-        if path.is_file():
+        if path.is_file() and not trimmed(entry.as_posix(), trim):
             total += path.stat().st_size
     return total / 1e6
 
@@ -183,15 +186,17 @@ def image_contents(task: str, architecture: str, bundle_mb: float) -> dict:
     installs (infra/build/requirements.py), sized as installed on this host, plus the bundle; and the
     same for a torch handler (the closure with torch + transformers instead of onnxruntime)."""
     from infra import defaults
+    from infra.build.context import trim_for
     from infra.build.requirements import pinned_requirements, task_requirements
 
     python = defaults.image_python()
     pins = pinned_requirements(python, architecture, extra=task_requirements(task))
-    packages = {p: installed_mb(p) for p in pins}
+    trim = trim_for(pins)
+    packages = {p: installed_mb(p, trim) for p in pins}
     torch_pins = pinned_requirements(python, architecture, extra=("torch", "transformers"))
     torch_packages = {p: installed_mb(p) for p in torch_pins if not p.startswith("onnxruntime==")}
     return {
-        "method": "installed size on this host (RECORD files) of the pinned closure `modelfn build` installs "
+        "method": "installed size on this host (RECORD files, less what the image build trims) of the pinned closure `modelfn build` installs "
                   f"(Python {python} markers, {architecture}), plus the bundle; torch handler: the same "
                   "closure with torch + transformers added and onnxruntime removed, plus the source model",
         "site_packages_mb": sum(packages.values()), "bundle_mb": bundle_mb,

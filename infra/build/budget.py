@@ -1,7 +1,7 @@
 """What a function image will hold, computed before it is built, and the refusals `modelfn build` makes.
 
 Image contents = the files the pinned wheels install (uncompressed sizes from each wheel as it goes
-into the image, stripped: strip.py, less what the Dockerfile trims: context.TRIM) + the runtime code + the bundle when it is baked in. The base image
+into the image, stripped: strip.py, less what the Dockerfile trims: context.trim_for) + the runtime code + the bundle when it is baked in. The base image
 (Python, the Lambda runtime) is not counted: it is shared by every function and cached by Lambda.
 
 Two refusals, both before anything is written:
@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 import functions
 from functions.errors import ConfigError
 
-from .context import TRIM
+from .context import trim_for
 from .strip import image_wheel
 
 MB = 2**20
@@ -55,19 +55,21 @@ def refuse_forbidden(name: str, pins: list[str]) -> None:
             f"{found[0]} in from the runtime extras")
 
 
-def _trimmed(member: str) -> bool:
+def trimmed(member: str, trim: tuple[str, ...]) -> bool:
+    """Whether the installed file ``member`` (a path relative to site-packages) is removed by ``rm -rf``
+    of one of the ``trim`` patterns (the pattern names the file or a folder above it)."""
     parts = member.split("/")
-    for pattern in TRIM:
+    for pattern in trim:
         segments = pattern.split("/")
-        if len(parts) > len(segments) and all(fnmatchcase(p, s) for p, s in zip(parts, segments)):
+        if len(parts) >= len(segments) and all(fnmatchcase(p, s) for p, s in zip(parts, segments)):
             return True
     return False
 
 
-def installed_bytes(wheel: Path) -> int:
-    """Bytes the wheel's files take once installed, less what the Dockerfile removes."""
+def installed_bytes(wheel: Path, trim: tuple[str, ...] = ()) -> int:
+    """Bytes the wheel's files take once installed, less what the Dockerfile removes (``trim``)."""
     with zipfile.ZipFile(wheel) as archive:
-        return sum(i.file_size for i in archive.infolist() if not i.is_dir() and not _trimmed(i.filename))
+        return sum(i.file_size for i in archive.infolist() if not i.is_dir() and not trimmed(i.filename, trim))
 
 
 def _code_bytes() -> int:
@@ -82,10 +84,11 @@ def image_contents(pins: list[str], wheelhouse: Path, *, bundle_bytes: int = 0) 
         name, _, version = pin.partition("==")
         wanted[(canonicalize_name(name), version)] = pin
     total = 0
+    trim = trim_for(pins)
     for wheel in Path(wheelhouse).glob("*.whl"):
         name, version, _, _ = parse_wheel_filename(wheel.name)
         if wanted.pop((canonicalize_name(name), str(version)), None) is not None:
-            total += installed_bytes(image_wheel(wheel))
+            total += installed_bytes(image_wheel(wheel), trim)
     if wanted:
         raise ConfigError(f"wheelhouse {wheelhouse} has no wheel for {next(iter(wanted.values()))}",
                           hint="delete the wheelhouse folder and rerun modelfn build")
@@ -100,4 +103,4 @@ def check_image_budget(name: str, contents: ImageContents, budget_mb: int | None
             f"image_budget_mb, fetch the bundle at cold start (a lower bake limit) or a smaller quantization")
 
 
-__all__ = ["FORBIDDEN", "ImageContents", "check_image_budget", "image_contents", "installed_bytes", "refuse_forbidden"]
+__all__ = ["FORBIDDEN", "ImageContents", "check_image_budget", "image_contents", "installed_bytes", "refuse_forbidden", "trimmed"]

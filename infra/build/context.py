@@ -64,9 +64,23 @@ _STREAM_ENTRYPOINT = (
     'fi; exec /lambda-entrypoint.sh \\"$@\\"", "modelfn-entrypoint"]\n')
 
 
-# What the runtime never imports but the wheels ship: test suites, and ONNX Runtime's model
-# optimization and conversion tooling (used at export time, from the export environment).
-TRIM = ("*/tests", "*/*/tests", "onnxruntime/transformers", "onnxruntime/tools", "onnxruntime/datasets")
+# What the runtime never imports but the wheels ship: test suites, ONNX Runtime's model optimization,
+# quantization and conversion tooling (used at export time, from the export environment), and numpy's
+# Fortran wrapper generator.
+TRIM = ("*/tests", "*/*/tests", "onnxruntime/transformers", "onnxruntime/tools", "onnxruntime/datasets",
+        "onnxruntime/quantization", "numpy/f2py", "numpy/distutils")
+# onnxruntime's wheel ships its C API library (34 MB) beside the Python extension, which does not link
+# it (the extension holds the whole runtime). Only onnxruntime-genai loads it, so Lambda images without
+# onnxruntime-genai leave it out. GPU images keep it: onnxruntime-gpu's CUDA provider libraries were not
+# checked for a dependency on it.
+C_API_LIBRARY = "onnxruntime/capi/libonnxruntime.so*"
+GENAI_PACKAGES = ("onnxruntime-genai", "onnxruntime-genai-cuda")
+
+
+def trim_for(pins: list[str]) -> tuple[str, ...]:
+    """What the image's dependency stage removes after installing ``pins``."""
+    names = {canonicalize_name(p.split("==", 1)[0]) for p in pins}
+    return TRIM if names & set(GENAI_PACKAGES) else (*TRIM, C_API_LIBRARY)
 
 
 def default_base_image(python_version: str, architecture: str) -> str:
@@ -76,10 +90,10 @@ def default_base_image(python_version: str, architecture: str) -> str:
 
 
 def render_dockerfile(*, name: str, version: int, python_version: str, architecture: str,
-                      base_image: str, baked: bool, streams: bool = False) -> str:
+                      base_image: str, baked: bool, streams: bool = False, trim: tuple[str, ...] = TRIM) -> str:
     model_copy = "COPY model/ ${LAMBDA_TASK_ROOT}/model/\n" if baked else \
         "# The bundle is fetched from the registry at cold start (MODELFN_REGISTRY_URI).\n"
-    return _DOCKERFILE.format(name_var=constants.MODEL_NAME, version_var=constants.MODEL_VERSION, trim=" ".join(TRIM), pytuple=python_version.replace('.', ', '), name=name, version=version, python=python_version, arch=architecture,
+    return _DOCKERFILE.format(name_var=constants.MODEL_NAME, version_var=constants.MODEL_VERSION, trim=" ".join(trim), pytuple=python_version.replace('.', ', '), name=name, version=version, python=python_version, arch=architecture,
                               base_image=base_image, model_copy=model_copy, handler=HANDLER,
                               entrypoint=_STREAM_ENTRYPOINT.replace("{var}", constants.RESPONSE_STREAMING)
                               if streams else "")
@@ -152,7 +166,8 @@ def stage_context(dest: Path, *, name: str, version: int, requirements: list[str
         else:
             dockerfile = render_dockerfile(name=name, version=version, python_version=python_version,
                                            architecture=architecture, base_image=base_image,
-                                           baked=pull_bundle is not None, streams=streams)
+                                           baked=pull_bundle is not None, streams=streams,
+                                           trim=trim_for(requirements))
         (staging / "Dockerfile").write_text(dockerfile)
         (staging / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
     except BaseException:

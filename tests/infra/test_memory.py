@@ -12,6 +12,7 @@ import yaml
 from functions.errors import ConfigError
 from functions.manifest import GENAI_CONFIG_FILE, MODEL_FILE, read_manifest
 from infra.build import BuildSettings, build, pinned_requirements
+from infra.build.context import trim_for
 from infra.build.budget import (
     FORBIDDEN,
     image_contents,
@@ -207,7 +208,12 @@ def test_image_contents_count_installed_files_less_the_trimmed_ones(tiny_bundle)
     with zipfile.ZipFile(onnxruntime) as archive:
         everything = sum(i.file_size for i in archive.infolist())
         tooling = sum(i.file_size for i in archive.infolist() if i.filename.startswith("onnxruntime/transformers/"))
-    assert tooling > 0 and installed_bytes(onnxruntime) <= everything - tooling
+        c_api = sum(i.file_size for i in archive.infolist() if i.filename.startswith("onnxruntime/capi/libonnxruntime.so"))
+    assert tooling > 0 and c_api > 0 and installed_bytes(onnxruntime) == everything
+    # an encoder image drops the tooling and the C API library; a generation image keeps the library
+    assert installed_bytes(onnxruntime, trim_for(pins)) <= everything - tooling - c_api
+    genai_pins = pinned_requirements("3.11", "x86_64", extra=("onnxruntime-genai",))
+    assert installed_bytes(onnxruntime, trim_for(genai_pins)) > everything - tooling - c_api
     baked = image_contents(pins, wheelhouse, bundle_bytes=1234)
     assert baked.bundle_bytes == 1234 and baked.total_bytes == image_contents(pins, wheelhouse).total_bytes + 1234
     with pytest.raises(ConfigError, match="no wheel for torch==0"):
