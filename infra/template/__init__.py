@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from functions.errors import ConfigError
+from functions.routes import ROUTES
 from infra.spec import ModelsFile
 
 from .. import defaults
@@ -103,18 +104,20 @@ def _description(models_file: ModelsFile, deployments: list[Deployment]) -> str:
         text += f" GPU endpoints (SageMaker): {', '.join(gpu)}."
     for method, path, deployment in routes(deployments):
         if path.startswith("/v1/") and method == "post":
-            text += f" POST {path} serves {deployment.spec.name} (the first {_SERVED_BY[path]} model)."
+            text += f" POST {path} serves {deployment.spec.name} (the first model in {Path(models_file.path).name} " \
+                    "that serves it)."
     return text[:1024]
 
 
-# The stack-wide OpenAI routes' outputs (the client reads the model from the "(name)" at the end).
-_OPENAI_OUTPUTS = {"/v1/embeddings": ("embeddings", "EmbeddingsUrl"),
-                   "/v1/chat/completions": ("chat completions", "ChatCompletionsUrl"),
-                   "/v1/completions": ("completions", "CompletionsUrl"),
-                   "/v1/models": ("model list", "ModelsUrl")}
-
-
-_SERVED_BY = {"/v1/embeddings": "embedding", "/v1/chat/completions": "chat", "/v1/completions": "text-generation"}
+def _openai_output(path: str) -> tuple[str, str] | None:
+    """(what, output name) of a stack-wide OpenAI route, from the route table: ``/v1/chat/completions``
+    -> ("chat completions", "ChatCompletionsUrl"); None for other paths. The client reads the model
+    from the "(name)" at the end of the output's description."""
+    route = next((r for r in ROUTES if r.path == path and r.stack_wide and r.openai is not None), None)
+    if route is None:
+        return None
+    words = route.operation.split("_")
+    return " ".join(words), "".join(w.capitalize() for w in words) + "Url"
 
 
 def _outputs(deployments: list[Deployment]) -> dict:
@@ -129,8 +132,8 @@ def _outputs(deployments: list[Deployment]) -> dict:
                 "Description": f"{method.upper()}: model {deployment.spec.name} {kind.lower()}",
                 "Value": api_url(path),
             }
-        elif path in _OPENAI_OUTPUTS:
-            what, output = _OPENAI_OUTPUTS[path]
+        elif _openai_output(path) is not None:
+            what, output = _openai_output(path)
             outputs[output] = {"Description": f"{method.upper()}: OpenAI-style {what} ({deployment.spec.name})",
                                "Value": api_url(path)}
     for deployment in deployments:
