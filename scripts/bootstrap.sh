@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create ./.venv and install modelfn with its export, test and local-run dependencies.
-# Idempotent: re-running with an unchanged pyproject.toml installs nothing.
+# Idempotent: re-running with unchanged pyproject.toml and bootstrap.sh installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +26,7 @@ if [ ! -x "$CHECKOV/bin/checkov" ]; then
 fi
 
 stamp=.venv/.modelfn-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

@@ -1,7 +1,7 @@
 """`modelfn quickstart`: the whole path of a model on embedded defaults, end to end.
 
 export (quantized, parity-gated) -> push to the registry -> promote -> `modelfn build` ->
-`sam build` -> `sam local start-api` -> predict and /v1/embeddings over HTTP. Where no container
+`sam build` -> `sam local start-api` -> predict, /v1/embeddings, a chat and a transcription over HTTP. Where no container
 engine can be had, it says so and serves the same handler under the real Lambda Runtime
 Interface Emulator on the host instead.
 """
@@ -252,6 +252,9 @@ def _show_calls(call, spec) -> None:
     if spec.task == "text-generation":
         _show_chat(call, spec)
         return
+    if spec.task == "automatic-speech-recognition":
+        _show_transcription(call, spec)
+        return
     inputs = SENTENCES if spec.task == "feature-extraction" else SENTENCES[0]
     timings = []
     for _ in range(11):
@@ -283,6 +286,28 @@ def _show_calls(call, spec) -> None:
 
 
 QUESTION = "What is the capital of France?"
+# 3 s of synthetic English speech (espeak-ng, 16 kHz mono WAV), committed with the project.
+SPEECH_SAMPLE = Path(__file__).resolve().parents[2] / "events" / "please-transcribe.wav"
+SPEECH_TEXT = "Please transcribe this short sentence."
+
+
+def _show_transcription(call, spec) -> None:
+    """A recording sent as base64 JSON (the raw audio/wav body works too, and /v1/audio/transcriptions)."""
+    import base64
+
+    body = {"inputs": base64.b64encode(SPEECH_SAMPLE.read_bytes()).decode()}
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        status, answer = call("POST", f"/models/{spec.name}/predict", body)
+        timings.append(1000 * (time.perf_counter() - started))
+        if status != 200:
+            print(f"   POST /models/{spec.name}/predict -> {status}: {answer}", file=sys.stderr)
+            raise SystemExit(1)
+    print(f"   POST /models/{spec.name}/predict ({SPEECH_SAMPLE.name}, {SPEECH_SAMPLE.stat().st_size // 1024} KiB "
+          f"as base64) -> {status}: first call {timings[0]:.0f} ms, then median {statistics.median(timings[1:]):.0f} ms")
+    print(f"     said:  {SPEECH_TEXT}")
+    print(f"     heard: {answer.get('text', answer).strip() if isinstance(answer, dict) else answer}")
 
 
 def _show_chat(call, spec) -> None:
