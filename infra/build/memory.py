@@ -37,13 +37,14 @@ from pathlib import Path
 
 from functions.errors import ConfigError
 from functions.manifest import (
+    ENCODER_FILE,
     GENAI_CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     Manifest,
     read_manifest,
 )
-from functions.tasknames import TEXT_GENERATION
+from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION
 
 MB = 2**20
 RUNTIME_MB = 55.0  # scripts/measure_memory.py baseline: 54.8 MB
@@ -110,7 +111,7 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
     """The memory a Lambda function serving this bundle needs at these limits (see the module docstring).
 
     ``read(name)`` returns a bundle file's bytes: genai_config.json for generation, model.onnx for
-    encoders (its graph gives the hidden width and head count). ``context_length`` 0 means the
+    encoders (its graph gives the hidden width and head count), encoder.onnx for speech models. ``context_length`` 0 means the
     bundle's own."""
     weights_mb = WEIGHTS_FACTOR * sum(f.size for f in manifest.files.values()) / MB
     if manifest.task == TEXT_GENERATION:
@@ -119,6 +120,13 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
         kv = kv_cache_bytes(config, context)
         prefill = generation_working_bytes(config, context) - kv
         return MemoryEstimate(GENERATION_RUNTIME_MB, weights_mb, (("KV", kv / MB), ("prefill", prefill / MB)))
+    if manifest.task == AUTOMATIC_SPEECH_RECOGNITION:
+        # one recording per call: the audio encoder over its whole window (Whisper: 30 s -> 3000 mel frames,
+        # 1500 positions after the strided convolution); the decoder's cache is small beside it
+        speech = manifest.runtime.speech
+        frames = speech.n_samples // speech.hop_length // 2 if speech is not None else 1500
+        activations = encoder_working_bytes(encoder_shape(read(ENCODER_FILE)), 1, frames)
+        return MemoryEstimate(RUNTIME_MB, weights_mb, (("activations", activations / MB),))
     shape = encoder_shape(read(MODEL_FILE))
     tokens = min(max_tokens, manifest.runtime.max_length) if manifest.runtime.max_length else max_tokens
     image = manifest.runtime.image

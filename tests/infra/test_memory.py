@@ -276,3 +276,23 @@ def test_image_models_count_patches_as_tokens(tiny_image_bundle, tiny_image_mode
     est = estimate_bundle(bundle, max_batch=4, max_tokens=256)
     expected = FLOAT_BYTES * 4 * tokens * (HIDDEN_BUFFERS * shape.hidden + shape.heads * tokens)
     assert est.working == (("activations", expected / 2**20),)
+
+
+def test_speech_models_are_sized_from_the_audio_encoder_and_build(tmp_path, tiny_speech_bundle, tiny_whisper_dir,
+                                                                   capsys):
+    """A speech bundle has no model.onnx: its need is the encoder over one whole 30 s window."""
+    bundle = tiny_speech_bundle()
+    config = json.loads((tiny_whisper_dir / "config.json").read_text())
+    manifest = read_manifest(bundle)
+    est = estimate_bundle(bundle, max_batch=32, max_tokens=256)  # one recording per call whatever max_batch says
+    frames = manifest.runtime.speech.n_samples // manifest.runtime.speech.hop_length // 2
+    hidden, heads = config["d_model"], config["encoder_attention_heads"]
+    assert frames == config["max_source_positions"]
+    assert est.working == (("activations", FLOAT_BYTES * frames * (HIDDEN_BUFFERS * hidden + heads * frames) / 2**20),)
+    registry = open_registry(str(tmp_path / "registry"))
+    registry.promote("asr", "prod", registry.push("asr", bundle).version)
+    models = write_models(tmp_path / "models.yaml", name="asr", task="automatic-speech-recognition")
+    code, err = run_build(tmp_path, tmp_path / "registry", models, capsys)
+    assert code == 0, err
+    template = yaml.safe_load((tmp_path / "out" / "template.yaml").read_text())
+    assert template["Resources"]["AsrFunction"]["Properties"]["MemorySize"] == est.auto_mb
