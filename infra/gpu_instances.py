@@ -89,4 +89,4 @@ def smallest_fitting(need_mb: float) -> GpuInstance | None:
     return min(fitting, key=lambda i: (i.gpus, i.gpu.usable_mb), default=None)
 
 
-__all__ = ["Gpu", "GpuInstance", "INSTANCES", "gpu_instance", "smallest_fitting"]
+__all__ = ["INSTANCES", "Gpu", "GpuInstance", "gpu_instance", "smallest_fitting"]

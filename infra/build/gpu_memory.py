@@ -37,8 +37,19 @@ from functions.settings import DEFAULT_GPU_GENERATIONS
 from functions.tasknames import TEXT_GENERATION
 
 from ..gpu_instances import MIB_PER_GIB, GpuInstance, gpu_instance, smallest_fitting
-from .memory import (FLOAT_BYTES, HEADROOM, MB, ReadFile, _genai_config, bundle_context, encoder_shape,
-                     encoder_working_bytes, generation_working_bytes, kv_cache_bytes, row_tokens)
+from .memory import (
+    FLOAT_BYTES,
+    HEADROOM,
+    MB,
+    ReadFile,
+    bundle_context,
+    encoder_shape,
+    encoder_working_bytes,
+    genai_sizes,
+    generation_working_bytes,
+    kv_cache_bytes,
+    row_tokens,
+)
 
 GPU_OVERHEAD_MB = 1024
 MAX_DERIVED_GENERATIONS = 64  # past this, decoding steps of that many generators at once crowd each other out
@@ -67,7 +78,7 @@ class GpuEstimate:
         """Weights + overhead + working memory at ``units`` (default: models.yaml's) + headroom, MiB."""
         units = self.units if units is None else units
         total = self.weights_mb + self.overhead_mb + self.prefill_mb + units * self.unit_mb
-        return int(math.ceil(total * (1 + HEADROOM)))
+        return math.ceil(total * (1 + HEADROOM))
 
     def most_units(self, have_mb: int, cap: int) -> int:
         """The most units (generators, rows) whose need fits ``have_mb``, at most ``cap``; 0 if none."""
@@ -96,7 +107,7 @@ def estimate_gpu(manifest: Manifest, read: ReadFile, *, max_batch: int, max_toke
     weights_mb = sum(f.size for name, f in manifest.files.items() if ".onnx" in name) / MB
     dtype = HALF_BYTES if manifest.quantization.requested in HALF_PRECISION else FLOAT_BYTES
     if manifest.task == TEXT_GENERATION:
-        config = _genai_config(read(GENAI_CONFIG_FILE))
+        config = genai_sizes(read(GENAI_CONFIG_FILE))
         context = bundle_context(manifest, config, context_length)
         kv = kv_cache_bytes(config, context, dtype)
         prefill = generation_working_bytes(config, context, dtype, attention_scores=False) - kv
@@ -128,7 +139,7 @@ class GpuFit:
             return (f"GPU memory check skipped: {self.instance_type} is not in modelfn's GPU instance table "
                     f"(infra/gpu_instances.py)" + self._server_default())
         if self.estimate is None:
-            return f"GPU memory check skipped: no GPU memory estimate for this kind of bundle" + self._server_default()
+            return "GPU memory check skipped: no GPU memory estimate for this kind of bundle"
         units = self.generations if self.estimate.generative else None
         text = (f"GPU memory {self.estimate.describe(units)} of {self.instance.gpu.usable_mb} MiB on "
                 f"{self.instance.describe()}")
@@ -138,7 +149,7 @@ class GpuFit:
         return text
 
     def _server_default(self) -> str:
-        generative = self.estimate is None or self.estimate.generative
+        generative = self.estimate is not None and self.estimate.generative
         return (f"; max_concurrent_generations unset: the server's default {DEFAULT_GPU_GENERATIONS}"
                 if generative and not self.generations else "")
 

@@ -114,7 +114,7 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
     bundle's own."""
     weights_mb = WEIGHTS_FACTOR * sum(f.size for f in manifest.files.values()) / MB
     if manifest.task == TEXT_GENERATION:
-        config = _genai_config(read(GENAI_CONFIG_FILE))
+        config = genai_sizes(read(GENAI_CONFIG_FILE))
         context = bundle_context(manifest, config, context_length)
         kv = kv_cache_bytes(config, context)
         prefill = generation_working_bytes(config, context) - kv
@@ -170,7 +170,7 @@ def encoder_working_bytes(shape: EncoderShape, max_batch: int, max_tokens: int, 
     return dtype_bytes * max_batch * max_tokens * per_token
 
 
-def _genai_config(data: bytes) -> dict:
+def genai_sizes(data: bytes) -> dict:
     """The numbers the KV cache needs from onnxruntime-genai's config."""
     try:
         model = json.loads(data)["model"]
@@ -277,4 +277,4 @@ def check_lambda_memory(name: str, memory_mb: int | None, need: MemoryEstimate) 
 
 
 __all__ = ["MemoryEstimate", "bundle_context", "check_lambda_memory", "encoder_shape", "encoder_working_bytes",
-           "estimate", "estimate_bundle", "generation_working_bytes", "kv_cache_bytes", "row_tokens"]
+           "estimate", "estimate_bundle", "genai_sizes", "generation_working_bytes", "kv_cache_bytes", "row_tokens"]

@@ -14,8 +14,18 @@ import pytest
 import yaml
 
 from functions.errors import ConfigError
-from functions.manifest import GENAI_CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, describe_files, read_manifest
-from infra.build.gpu_memory import GPU_OVERHEAD_MB, MAX_DERIVED_GENERATIONS, estimate_gpu
+from functions.manifest import (
+    GENAI_CONFIG_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    describe_files,
+    read_manifest,
+)
+from infra.build.gpu_memory import (
+    GPU_OVERHEAD_MB,
+    MAX_DERIVED_GENERATIONS,
+    estimate_gpu,
+)
 from infra.build.memory import HEADROOM, HIDDEN_BUFFERS, encoder_shape
 from infra.cli import main as modelfn
 from infra.gpu_instances import INSTANCES, gpu_instance
@@ -143,7 +153,7 @@ def test_encoder_gpu_estimate_is_the_largest_batch_at_half_width(tiny_bundle):
     bundle = tiny_bundle("feature-extraction", target="gpu", quantization="fp16")
     manifest = read_manifest(bundle)
     shape = encoder_shape((bundle / MODEL_FILE).read_bytes())
-    read = lambda name: (bundle / name).read_bytes()  # noqa: E731
+    read = lambda name: (bundle / name).read_bytes()
     tokens = min(128, manifest.runtime.max_length)
     est = estimate_gpu(manifest, read, max_batch=4, max_tokens=128, max_batch_tokens=tokens * 10,
                        max_batch_requests=64)
@@ -211,7 +221,7 @@ def test_unset_concurrent_generations_are_derived_and_reach_the_endpoint(tmp_pat
     code, out, err = run_build(tmp_path, registry_dir, models, capsys)
     assert code == 0, err
     weights = stored_weights(registry_dir, "shaped")
-    expected = max(n for n in range(0, MAX_DERIVED_GENERATIONS + 1) if llama8b_need(32768, n, weights) <= 23040)
+    expected = max(n for n in range(MAX_DERIVED_GENERATIONS + 1) if llama8b_need(32768, n, weights) <= 23040)
     assert 1 <= expected < MAX_DERIVED_GENERATIONS
     assert endpoint_environment(tmp_path)["MODELFN_MAX_CONCURRENT_GENERATIONS"] == str(expected)
     line = next(line for line in out.splitlines() if line.startswith("shaped: image contents"))
