@@ -26,11 +26,11 @@ DEFAULT_MODELS_FILE = defaults.MODELS_FILE
 DEFAULT_REGISTRY = defaults.REGISTRY
 DEFAULT_INSTANCE_TYPE = "ml.g6.xlarge"
 _GPU_FIELDS = ("instance_type", "min_instances", "max_instances", "target_invocations", "scale_to_zero",
-               "max_batch_tokens", "max_batch_requests", "max_concurrent_requests")
+               "max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_concurrent_generations")
 # The GPU server's batch scheduler limits (functions/settings.py ServerSettings: same ranges); unset
 # fields keep the server's defaults.
 _BATCHING_RANGES = {"max_batch_tokens": (8, 1 << 24), "max_batch_requests": (1, 1 << 16),
-                    "max_concurrent_requests": (1, 1 << 20)}
+                    "max_concurrent_requests": (1, 1 << 20), "max_concurrent_generations": (1, 1024)}
 AUTO = "auto"
 # memory_mb: auto is sized by `modelfn build` from the bundle (infra/build/memory.py); where no bundle
 # is known yet (export's thread count, the committed template.yaml) this is assumed.
@@ -67,6 +67,9 @@ class ModelSpec:
     max_batch_tokens: int | None = None
     max_batch_requests: int | None = None
     max_concurrent_requests: int | None = None
+    # gpu text-generation only: generators decoding at once, each holding a KV cache for the whole
+    # context window (None: `modelfn build` derives the most that fit the instance's GPU, at most 64)
+    max_concurrent_generations: int | None = None
 
     @property
     def planned_memory_mb(self) -> int:
@@ -162,6 +165,8 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     if context_length != 0:
         context_length = _int(path, name, "context_length", context_length, 16, MAX_CONTEXT_LENGTH)
     gpu = _gpu_fields(raw, path=path, name=name, target=target, architecture=arch, quantization=quant)
+    if gpu.get("max_concurrent_generations") is not None and not generation:
+        raise _field_error(path, name, "max_concurrent_generations", f"applies to {TEXT_GENERATION} only")
     return ModelSpec(
         name=name,
         source=raw["source"].strip(),

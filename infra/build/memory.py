@@ -18,7 +18,7 @@
                  logits        context x vocab x 4 bytes (the builder's graph returns every position's)
                  attention     heads x context^2 x 4 bytes
              with the layer and head counts read from the bundle's genai_config.json (KV in fp32 on
-             Lambda's CPU; the gpu target's fp16 cache does not live in the function's memory).
+             Lambda's CPU). The gpu target's GPU memory is gpu_memory.py's, from these same estimators.
     headroom 20% of the sum: the Lambda runtime client, allocator fragmentation, response buffers.
 
 Checked against measurement (`python scripts/measure_memory.py bundle DIR --batch B --tokens T`):
@@ -115,8 +115,8 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
     bundle's own."""
     weights_mb = WEIGHTS_FACTOR * sum(f.size for f in manifest.files.values()) / MB
     if manifest.task == TEXT_GENERATION:
-        config = _genai_config(read(GENAI_CONFIG_FILE))
-        context = context_length or manifest.runtime.context_length or config["context_length"]
+        config = genai_sizes(read(GENAI_CONFIG_FILE))
+        context = bundle_context(manifest, config, context_length)
         kv = kv_cache_bytes(config, context)
         prefill = generation_working_bytes(config, context) - kv
         return MemoryEstimate(GENERATION_RUNTIME_MB, weights_mb, (("KV", kv / MB), ("prefill", prefill / MB)))
@@ -128,6 +128,19 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
         activations = encoder_working_bytes(encoder_shape(read(ENCODER_FILE)), 1, frames)
         return MemoryEstimate(RUNTIME_MB, weights_mb, (("activations", activations / MB),))
     shape = encoder_shape(read(MODEL_FILE))
+    tokens = row_tokens(manifest, shape, max_tokens)
+    return MemoryEstimate(RUNTIME_MB, weights_mb, 
+                          (("activations", encoder_working_bytes(shape, max_batch, tokens) / MB),))
+
+
+def bundle_context(manifest: Manifest, config: dict, context_length: int) -> int:
+    """models.yaml's context_length, else the bundle's window."""
+    return context_length or manifest.runtime.context_length or config["context_length"]
+
+
+def row_tokens(manifest: Manifest, shape: EncoderShape, max_tokens: int) -> int:
+    """The longest row a request can bring: max_tokens cut to the model's window (image models:
+    their patches, or the text tower's tokens if longer)."""
     tokens = min(max_tokens, manifest.runtime.max_length) if manifest.runtime.max_length else max_tokens
     image = manifest.runtime.image
     if image is not None and shape.patch:
@@ -135,8 +148,7 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
         patches = (side // shape.patch) ** 2 + 1  # + the class token
         # CLIP-style models also run a text tower (they ship a tokenizer); image-only ones do not
         tokens = max(patches, tokens) if TOKENIZER_FILE in manifest.files else patches
-    return MemoryEstimate(RUNTIME_MB, weights_mb, 
-                          (("activations", encoder_working_bytes(shape, max_batch, tokens) / MB),))
+    return tokens
 
 
 def estimate_bundle(bundle: Path, *, max_batch: int, max_tokens: int, context_length: int = 0) -> MemoryEstimate:
@@ -151,20 +163,22 @@ def kv_cache_bytes(config: dict, context: int, dtype_bytes: int = FLOAT_BYTES) -
     return 2 * config["layers"] * config["kv_heads"] * config["head_dim"] * context * dtype_bytes
 
 
-def generation_working_bytes(config: dict, context: int) -> int:
-    """KV cache at ``context`` + one prefill of ``context`` tokens (every position's logits, attention scores)."""
-    logits = context * config["vocab"] * FLOAT_BYTES
-    attention = config["heads"] * context * context * FLOAT_BYTES
-    return kv_cache_bytes(config, context) + logits + attention
+def generation_working_bytes(config: dict, context: int, dtype_bytes: int = FLOAT_BYTES, *,
+                             attention_scores: bool = True) -> int:
+    """KV cache at ``context`` + one prefill of ``context`` tokens (every position's logits, and the
+    attention scores unless ``attention_scores`` is False: kernels that tile them never hold them whole)."""
+    logits = context * config["vocab"] * dtype_bytes
+    attention = config["heads"] * context * context * dtype_bytes if attention_scores else 0
+    return kv_cache_bytes(config, context, dtype_bytes) + logits + attention
 
 
-def encoder_working_bytes(shape: EncoderShape, max_batch: int, max_tokens: int) -> int:
+def encoder_working_bytes(shape: EncoderShape, max_batch: int, max_tokens: int, dtype_bytes: int = FLOAT_BYTES) -> int:
     """Activations of one run of ``max_batch`` rows of ``max_tokens`` tokens."""
     per_token = HIDDEN_BUFFERS * shape.hidden + ATTENTION_COPIES * shape.heads * max_tokens
-    return FLOAT_BYTES * max_batch * max_tokens * per_token
+    return dtype_bytes * max_batch * max_tokens * per_token
 
 
-def _genai_config(data: bytes) -> dict:
+def genai_sizes(data: bytes) -> dict:
     """The numbers the KV cache needs from onnxruntime-genai's config."""
     try:
         model = json.loads(data)["model"]
@@ -270,5 +284,5 @@ def check_lambda_memory(name: str, memory_mb: int | None, need: MemoryEstimate) 
     return memory_mb
 
 
-__all__ = ["MemoryEstimate", "check_lambda_memory", "encoder_shape", "estimate", "estimate_bundle",
-           "generation_working_bytes", "kv_cache_bytes"]
+__all__ = ["MemoryEstimate", "bundle_context", "check_lambda_memory", "encoder_shape", "encoder_working_bytes",
+           "estimate", "estimate_bundle", "genai_sizes", "generation_working_bytes", "kv_cache_bytes", "row_tokens"]

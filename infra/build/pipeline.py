@@ -2,7 +2,8 @@
 
 Everything that can be wrong is checked before anything is written: models.yaml, every model and
 alias in the registry, manifests matching models.yaml, each function's memory against what its
-bundle needs at models.yaml's limits (memory.py; ``memory_mb: auto`` takes the estimate), /tmp for
+bundle needs at models.yaml's limits (memory.py; ``memory_mb: auto`` takes the estimate), each gpu
+model's GPU memory against one GPU of its instance (gpu_memory.py), /tmp for
 fetched bundles, wheels for the image's platform, and each image's contents (budget.py: never torch,
 transformers or optimum; within ``image_budget_mb``). Only then are contexts and the template written.
 """
@@ -22,6 +23,7 @@ from ..template import Deployment, generate_template, write_template
 from ..template._function import ephemeral_need_mb
 from .budget import check_image_budget, image_contents, refuse_forbidden
 from .context import default_base_image, publish_context, stage_context
+from .gpu_memory import check_gpu_memory, estimate_gpu
 from .memory import LAMBDA_MAX_MB, check_lambda_memory, estimate
 from .requirements import gpu_requirements, installer_requirements, pinned_requirements, task_requirements
 from .. import defaults
@@ -74,8 +76,19 @@ def plan_deployments(settings: BuildSettings, registry, models_file, template_di
             spec=spec, version=version, bundle_bytes=info.size_bytes,
             fetch=fetch, context=context.as_posix(),
             runtime=info.manifest.runtime, stream=settings.stream,
-            memory_mb=_lambda_memory(spec, registry, version, info, fetch) if spec.target == "lambda" else 0))
+            memory_mb=_lambda_memory(spec, registry, version, info, fetch) if spec.target == "lambda" else 0,
+            **(_gpu_memory(spec, registry, version, info) if spec.target == "gpu" else {})))
     return deployments
+
+
+def _gpu_memory(spec, registry, version: int, info) -> dict:
+    """The Deployment's GPU sizing facts; refuses (one line) a model its instance's GPU cannot hold."""
+    need = estimate_gpu(info.manifest, lambda file: registry.read_file(spec.name, version, info.manifest, file),
+                        max_batch=spec.max_batch, max_tokens=spec.max_tokens, context_length=spec.context_length,
+                        max_batch_tokens=spec.max_batch_tokens, max_batch_requests=spec.max_batch_requests,
+                        max_concurrent_generations=spec.max_concurrent_generations)
+    fit = check_gpu_memory(spec.name, spec.instance_type, need, max_batch=spec.max_batch)
+    return {"max_concurrent_generations": fit.generations, "gpu_sizing": fit.describe()}
 
 
 def _lambda_memory(spec, registry, version: int, info, fetch: bool) -> int:
@@ -132,7 +145,7 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
                                   wheelhouses[(spec.target, spec.architecture)],
                                   bundle_bytes=0 if deployment.fetch else deployment.bundle_bytes)
         check_image_budget(spec.name, contents, spec.image_budget_mb)
-        memory = f", memory {deployment.memory_size} MB" if not deployment.is_gpu else ""
+        memory = f", memory {deployment.memory_size} MB" if not deployment.is_gpu else f"; {deployment.gpu_sizing}"
         log(f"{spec.name}: image contents {contents.describe()}{memory}")
 
     # Every context is staged (bundles pulled and sha256-checked) before any is published, so a

@@ -28,6 +28,10 @@ class Deployment:
     # `sam local`, which only invokes functions buffered.
     stream: bool = True
     memory_mb: int = 0  # the function's memory as `modelfn build` sized it (0: models.yaml's, or its default)
+    # gpu text-generation: generators at once as models.yaml sets them or `modelfn build` derived them
+    # from the GPU's memory (infra/build/gpu_memory.py); 0: the server's default
+    max_concurrent_generations: int = 0
+    gpu_sizing: str = ""  # gpu models: `modelfn build`'s GPU memory finding, one clause for its output
 
     @property
     def memory_size(self) -> int:

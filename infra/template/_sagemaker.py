@@ -139,6 +139,10 @@ def _model_environment(deployment: Deployment, registry_uri: str) -> dict[str, s
         value = getattr(deployment.spec, field, None)
         if value is not None:
             env[variable] = str(value)
+    # models.yaml's, else the most that fit the GPU as `modelfn build` derived it, else the server's default
+    generations = deployment.spec.max_concurrent_generations or deployment.max_concurrent_generations
+    if generations:
+        env[constants.MAX_CONCURRENT_GENERATIONS] = str(generations)
     return env
 
 
