@@ -35,8 +35,16 @@ from typing import Any, NamedTuple
 
 from . import constants, observability, proxy_event
 from .errors import RequestError
-from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, SSE_DONE, dumps, error_headers, render_error, sse_event
-from .http import wrong_method
+from .http import (
+    EVENT_STREAM_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    SSE_DONE,
+    dumps,
+    error_headers,
+    render_error,
+    sse_event,
+    wrong_method,
+)
 
 # InvokeEndpointWithResponseStream takes at most 6 MB: a larger body is a 413 here, before the call.
 MAX_PAYLOAD_BYTES = 6 * 2**20
@@ -148,7 +156,7 @@ class Relay:
             try:
                 yield first
                 yield from parts
-            except Exception as exc:  # noqa: BLE001 - the status is out: the client learns of it in-band
+            except Exception as exc:
                 error = _endpoint_error(exc)
                 status, payload = render_error(error)
                 error_code = payload["error"]["code"]
@@ -218,7 +226,7 @@ def main() -> None:
     response_stream.serve(answer=_relay())
 
 
-__all__ = ["EndpointError", "Failure", "Relay", "RUNTIME_ERRORS", "handler", "main", "runtime_failure"]
+__all__ = ["RUNTIME_ERRORS", "EndpointError", "Failure", "Relay", "handler", "main", "runtime_failure"]
 
 if __name__ == "__main__":  # pragma: no cover - the function's entry point
     main()

@@ -17,14 +17,14 @@ class RuntimeAPI(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, events: list, *, hang_up_after: int | None = None):
+    def __init__(self, events: list, *, hang_up_after: int | None = None, hung_up: threading.Event | None = None):
         super().__init__(("127.0.0.1", 0), _RuntimeHandler)
         self.events = list(events)
         self.responses: dict[str, dict] = {}
         self.errors: dict[str, dict] = {}
         # Reset the response connection after this many chunks, as when the API's caller goes away.
         self.hang_up_after = hang_up_after
-        self.hung_up = threading.Event()
+        self.hung_up = hung_up or threading.Event()
 
     @property
     def address(self) -> str:
@@ -92,10 +92,12 @@ class _RuntimeHandler(BaseHTTPRequestHandler):
         self.server.hung_up.set()
 
 
-def run_loop(events: list, *, answer=None, hang_up_after: int | None = None) -> RuntimeAPI:
+def run_loop(events: list, *, answer=None, hang_up_after: int | None = None,
+             hung_up: threading.Event | None = None) -> RuntimeAPI:
     """Serve ``events`` through functions.response_stream.serve (``answer``: its default, else the one
-    given) against a fresh stand-in; returns the stand-in with what the function sent."""
-    server = RuntimeAPI(events, hang_up_after=hang_up_after)
+    given) against a fresh stand-in; returns the stand-in with what the function sent. With
+    ``hang_up_after`` it resets the connection after that many chunks and sets ``hung_up``."""
+    server = RuntimeAPI(events, hang_up_after=hang_up_after, hung_up=hung_up)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
