@@ -40,6 +40,11 @@ class _RuntimeHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         assert self.path == "/2018-06-01/runtime/invocation/next"
         number = len(self.server.responses) + len(self.server.errors)
+        if not self.server.events:  # nothing more to hand out: the loop under test stops on the error
+            self.send_response(410)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         event = self.server.events.pop(0)
         body = event if isinstance(event, bytes) else json.dumps(event).encode("utf-8")
         self.send_response(200)
