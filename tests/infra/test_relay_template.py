@@ -152,8 +152,8 @@ def test_the_relay_code_starts_the_streaming_loop_from_its_own_folder(tmp_path):
     prelude, _, body = b"".join(record["chunks"]).partition(b"\0" * 8)
     assert json.loads(prelude)["statusCode"] == 405, output
     assert json.loads(body)["error"]["code"] == "method_not_allowed"
-    probe = subprocess.run([sys.executable, "-c", "import sys, functions.relay, functions.response_stream; "
-                            "print(sorted(m for m in ('numpy', 'onnxruntime', 'onnxruntime_genai', 'tokenizers') "
-                            "if m in sys.modules))"], cwd=folder, env={**env, "PYTHONPATH": str(folder)},
+    script = ("import sys, functions.relay, functions.response_stream; "
+              "print(sorted(m for m in ('numpy', 'onnxruntime', 'onnxruntime_genai', 'tokenizers') if m in sys.modules))")
+    probe = subprocess.run([sys.executable, "-c", script], cwd=folder, env={**env, "PYTHONPATH": str(folder)},
                            capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]"
