@@ -27,8 +27,8 @@ class Deployment:
     fetch: bool = False
     context: str = ""  # DockerContext, relative to the template's folder
     runtime: object = None  # the bundle's manifest RuntimeConfig; None when only models.yaml is known
-    # Stream generated answers (API Gateway STREAM mode + Lambda response streaming); off for
-    # `sam local`, which only invokes functions buffered.
+    # Stream generated answers (API Gateway STREAM mode + Lambda response streaming, for a gpu model
+    # through its stream relay); off for `sam local`, which only invokes functions buffered.
     stream: bool = True
     memory_mb: int = 0  # the function's memory as `modelfn build` sized it (0: models.yaml's, or its default)
 
