@@ -28,6 +28,10 @@ THREADS = "MODELFN_THREADS"
 # Lambda response streaming (text-generation functions): "true" runs functions.response_stream as the
 # runtime loop (API Gateway REST integration in STREAM mode); otherwise the managed, buffered runtime.
 RESPONSE_STREAMING = "MODELFN_RESPONSE_STREAMING"
+# The GPU stream relay (functions/relay.py): the SageMaker endpoint it streams from, and the inference
+# component to name (scale-to-zero endpoints only; set by the template).
+ENDPOINT_NAME = "MODELFN_ENDPOINT_NAME"
+INFERENCE_COMPONENT = "MODELFN_INFERENCE_COMPONENT"
 # Large bundles are fetched at cold start from the registry instead of baked into the image.
 REGISTRY_URI = "MODELFN_REGISTRY_URI"
 FETCH_DIR = "MODELFN_FETCH_DIR"  # default /tmp/modelfn

@@ -23,8 +23,6 @@ the registry (MODELFN_MODEL_NAME, MODELFN_MODEL_VERSION) into MODELFN_FETCH_DIR 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import re
 import time
@@ -32,9 +30,10 @@ from typing import Any, Callable
 
 from . import deadline, observability
 from .bundle import locate_bundle
-from .errors import BadRequest, BundleError, ModelfnError, RequestError
+from .errors import BundleError, ModelfnError, RequestError
 from .http import EVENT_STREAM_MEDIA_TYPE, JSON_MEDIA_TYPE, dumps, error_headers, no_route, render_error, wrong_method
-from .inputs import check_body_size
+from .proxy_event import ProxyRequest as _Request
+from .proxy_event import parse as _parse_event
 from .routes import ROUTES, Route
 from .service import Answer, ModelService
 from .settings import default_bundle_dir
@@ -114,62 +113,6 @@ class LambdaHandler:
         return _handle(self, event, context)
 
 
-# -- the event ---------------------------------------------------------------------------------
-class _Request:
-    """What the routes need from a proxy event; the body is decoded only by routes that read it."""
-
-    __slots__ = ("event", "method", "path", "headers")
-
-    def __init__(self, event: dict):
-        self.event = event
-        context = event["requestContext"]
-        http = context.get("http")
-        if http is not None:  # HTTP API, payload 2.0
-            self.method = http.get("method") or "GET"
-            path = http.get("path") or event.get("rawPath") or "/"
-        else:  # REST API, payload 1.0
-            self.method = event.get("httpMethod") or context.get("httpMethod") or "GET"
-            path = event.get("path") or "/"
-        stage = context.get("stage")
-        # Behind a custom domain or a named HTTP API stage the path may still carry the stage.
-        if stage and stage != "$default" and path.startswith("/" + stage + "/"):
-            path = path[len(stage) + 1:]
-        headers = event.get("headers") or {k: v[-1] for k, v in (event.get("multiValueHeaders") or {}).items()
-                                           if isinstance(v, list) and v}
-        body = event.get("body")
-        if not (isinstance(self.method, str) and isinstance(path, str) and isinstance(headers, dict)
-                and all(isinstance(v, str) for v in headers.values())
-                and (body is None or isinstance(body, str))):
-            raise BadRequest("malformed API Gateway proxy event (method, path, headers or body)")
-        self.path, self.headers = path, headers
-
-    def header(self, name: str) -> str | None:
-        """Case-insensitive header lookup (``name`` in lower case)."""
-        value = self.headers.get(name)
-        if value is None:
-            for key, candidate in self.headers.items():
-                if key.lower() == name:
-                    return candidate
-        return value
-
-    def body(self, limit: int | None = None) -> bytes:
-        """The raw body; 413 past ``limit`` bytes, decided from the event's length before decoding."""
-        raw = self.event.get("body")
-        if not raw:
-            return b""
-        if limit is not None:  # base64 carries 3 bytes per 4 characters; UTF-8 at least 1 per character
-            check_body_size(len(raw) // 4 * 3 if self.event.get("isBase64Encoded") else len(raw), limit)
-        if self.event.get("isBase64Encoded"):
-            try:
-                return base64.b64decode(raw, validate=True)
-            except (binascii.Error, ValueError):
-                raise BadRequest("request body is marked base64-encoded but is not valid base64") from None
-        try:
-            return raw.encode("utf-8")
-        except UnicodeEncodeError as exc:  # lone surrogates from a \\ud800 escape in the event JSON
-            raise BadRequest(f"request body is not valid UTF-8 (character {exc.start})") from None
-
-
 # -- the routes --------------------------------------------------------------------------------
 RouteCall = Callable[[LambdaHandler, ModelService, re.Match, _Request], Answer]
 
@@ -219,12 +162,7 @@ def _accept(lambda_handler: LambdaHandler, event: Any, is_proxy: bool) -> tuple[
     service = lambda_handler.load()
     if service is None:
         raise lambda_handler.unavailable()
-    if not is_proxy:
-        raise BadRequest("not an API Gateway proxy event; invoke this function through API Gateway")
-    try:
-        return service, _Request(event)
-    except (AttributeError, TypeError, IndexError) as exc:  # fields of the wrong JSON type
-        raise BadRequest("malformed API Gateway proxy event") from exc
+    return service, _parse_event(event)
 
 
 def _handle(lambda_handler: LambdaHandler, event: Any, context: Any) -> dict[str, Any]:

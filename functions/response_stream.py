@@ -27,7 +27,7 @@ import http.client
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 RUNTIME_API = "AWS_LAMBDA_RUNTIME_API"
@@ -140,7 +140,15 @@ class RuntimeClient:
             try:
                 for data in chunks:
                     if data:
-                        conn.send(_chunk(data))
+                        try:
+                            conn.send(_chunk(data))
+                        except OSError:
+                            # The receiver closed the stream (its caller left): stop making the answer;
+                            # closing the chunks (below) ends the work behind them (a generator, an upstream).
+                            from . import observability
+
+                            observability.log("WARNING", "response stream closed by the receiver")
+                            return
             except Exception as exc:  # noqa: BLE001 - the status is out; the fault goes in the trailers
                 from . import observability
 
@@ -151,6 +159,9 @@ class RuntimeClient:
             conn.send(b"0\r\n" + trailers + b"\r\n")
             _expect_accepted(conn, "response")
         finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
             conn.close()
 
     def post_error(self, request_id: str | None, exc: BaseException) -> None:
@@ -177,25 +188,30 @@ def _expect_accepted(conn: http.client.HTTPConnection, what: str) -> None:
         raise RuntimeError(f"Runtime API rejected the {what}: {response.status} {body[:200]!r}")
 
 
-def serve(address: str | None = None, *, max_invocations: int | None = None) -> None:
+def serve(address: str | None = None, *, max_invocations: int | None = None,
+          answer: Callable[[Any, Any], tuple[dict, Iterator[bytes]]] | None = None) -> None:
     """Answer invocations from the Runtime API at ``address`` (default $AWS_LAMBDA_RUNTIME_API), streaming.
 
-    ``max_invocations`` stops the loop after that many (tests); Lambda runs it until it freezes the
-    environment.
+    ``answer(event, context)`` gives each invocation's prelude and body chunks; by default
+    :func:`stream_answer` (the model function's routes, its bundle loaded now, in the init phase).
+    The GPU stream relay (functions/relay.py) passes its own. ``max_invocations`` stops the loop
+    after that many (tests); Lambda runs it until it freezes the environment.
     """
     client = RuntimeClient(address or os.environ[RUNTIME_API])
-    try:
-        from . import handler  # noqa: F401 - load the bundle now, in the init phase
-    except Exception as exc:
-        client.post_error(None, exc)
-        raise
+    if answer is None:
+        try:
+            from . import handler  # noqa: F401 - load the bundle now, in the init phase
+        except Exception as exc:
+            client.post_error(None, exc)
+            raise
+        answer = stream_answer
     served = 0
     while max_invocations is None or served < max_invocations:
         context, raw = client.next_invocation()
         served += 1
         try:
             event = json.loads(raw) if raw else {}
-            prelude, chunks = stream_answer(event, context)
+            prelude, chunks = answer(event, context)
         except Exception as exc:  # noqa: BLE001 - nothing was sent yet: report it as the invocation's error
             client.post_error(context.aws_request_id, exc)
             continue

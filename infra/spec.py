@@ -26,7 +26,8 @@ DEFAULT_MODELS_FILE = defaults.MODELS_FILE
 DEFAULT_REGISTRY = defaults.REGISTRY
 DEFAULT_INSTANCE_TYPE = "ml.g6.xlarge"
 _GPU_FIELDS = ("instance_type", "min_instances", "max_instances", "target_invocations", "scale_to_zero",
-               "max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_concurrent_generations")
+               "max_batch_tokens", "max_batch_requests", "max_concurrent_requests", "max_concurrent_generations",
+               "stream_relay")
 # The GPU server's batch scheduler limits (functions/settings.py ServerSettings: same ranges); unset
 # fields keep the server's defaults.
 _BATCHING_RANGES = {"max_batch_tokens": (8, 1 << 24), "max_batch_requests": (1, 1 << 16),
@@ -70,6 +71,9 @@ class ModelSpec:
     # gpu text-generation only: generators decoding at once, each holding a KV cache for the whole
     # context window (None: `modelfn build` derives the most that fit the instance's GPU, at most 64)
     max_concurrent_generations: int | None = None
+    # gpu text-generation only: stream chat/completions through the relay function (functions/relay.py);
+    # false keeps them on the direct InvokeEndpoint integration (a stream: true answer arrives whole)
+    stream_relay: bool = True
 
     @property
     def planned_memory_mb(self) -> int:
@@ -222,7 +226,11 @@ def _gpu_fields(raw: dict, *, path: str, name: str, target: str, architecture: s
     max_instances = _int(path, name, "max_instances", raw.get("max_instances", max(2, min_instances)), 1, 100)
     if max_instances < min_instances:
         raise _field_error(path, name, "max_instances", f"must be at least min_instances ({min_instances}), got {max_instances}")
+    stream_relay = raw.get("stream_relay", True)
+    if not isinstance(stream_relay, bool):
+        raise _field_error(path, name, "stream_relay", f"must be true or false, got {stream_relay!r}")
     return dict(instance_type=instance_type, min_instances=min_instances, max_instances=max_instances,
+                stream_relay=stream_relay,
                 target_invocations=_int(path, name, "target_invocations", raw.get("target_invocations", 100), 1, 100000),
                 scale_to_zero=scale_to_zero,
                 **{f: None if raw.get(f) is None else _int(path, name, f, raw[f], lo, hi)

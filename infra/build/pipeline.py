@@ -175,6 +175,10 @@ def build(settings: BuildSettings, *, log: Callable[[str], None] = print) -> Bui
             shutil.rmtree(folder, ignore_errors=True)
         raise
     contexts = {name: publish_context(folder, Path(settings.out) / name) for name, folder in staged.items()}
+    if any(d.relays for d in deployments):
+        from .relay_code import write_relay_code
+
+        log(f"stream relay code: {write_relay_code(Path(settings.out))}")
     template_path.parent.mkdir(parents=True, exist_ok=True)
     write_template(template, template_path)
     log(f"wrote {template_path} and {len(contexts)} build context(s) under {settings.out}; "

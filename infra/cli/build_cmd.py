@@ -36,8 +36,8 @@ def register(subparsers) -> None:
                         "baked into the image (default: %(default)s)")
     p.add_argument("--wheelhouse", default=str(defaults.WHEELHOUSE), help="host wheel cache (default: %(default)s)")
     p.add_argument("--no-stream", dest="stream", action="store_false",
-                   help="buffer generated answers (no Lambda response streaming): for sam local, which "
-                        "invokes functions buffered only")
+                   help="buffer generated answers (no Lambda response streaming, no GPU stream relay): for "
+                        "sam local, which invokes functions buffered only")
     p.set_defaults(func=run)
 
 

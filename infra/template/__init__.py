@@ -24,6 +24,7 @@ from ._bucket import BUCKET_ID, bucket_resources
 from ._function import function_resources
 from ._names import FUNCTION_ALIAS, Deployment, api_url, get_att, ref
 from ._sagemaker import PARAMETERS as GPU_PARAMETERS
+from ._relay import relay_resources
 from ._sagemaker import endpoint_resources
 
 __all__ = ["Deployment", "committed_deployments", "dump_template", "generate_template", "write_template"]
@@ -174,6 +175,8 @@ def generate_template(models_file: ModelsFile, deployments: list[Deployment], re
     for deployment in deployments:
         if deployment.is_gpu:
             resources.update(endpoint_resources(deployment, registry_uri))
+            if deployment.relays:
+                resources.update(relay_resources(deployment))
         else:
             resources.update(function_resources(deployment, registry_uri))
     resources.update(api_resources(deployments))
@@ -181,7 +184,7 @@ def generate_template(models_file: ModelsFile, deployments: list[Deployment], re
     parameters, conditions = dict(_PARAMETERS), dict(_CONDITIONS)
     if any(d.is_gpu for d in deployments):
         parameters.update(GPU_PARAMETERS)
-    if all(d.is_gpu for d in deployments):  # no function to reserve concurrency for
+    if all(d.is_gpu and not d.relays for d in deployments):  # no function to reserve concurrency for
         del parameters["ReservedConcurrency"], conditions["ReserveConcurrency"]
 
     return {

@@ -4,14 +4,17 @@ Routes are written as an OpenAPI body rather than function events so the auth mo
 ``AuthMode`` parameter through a condition (SAM's Auth block takes no conditions), while
 ``sam local start-api`` still finds every route from the integrations. A Lambda model's routes
 proxy to its function's live alias; a gpu model's routes call its SageMaker endpoint directly
-(an AWS service integration with InvokeEndpoint, no function in between), under the same auth.
+(an AWS service integration with InvokeEndpoint, no function in between), under the same auth,
+except a gpu text-generation model's chat and completions routes, which stream through its relay
+function (functions/relay.py, _relay.py) unless models.yaml or `modelfn build --no-stream` says not to.
 """
 
 from __future__ import annotations
 
 from functions.inputs import INPUT_KINDS
+from functions.relay import ENDPOINT_FAILED, NOT_READY, UNAVAILABLE
 from functions.routes import ROUTES, model_routes
-from functions.tasks import TRANSCRIPTIONS_ROUTE, get_task
+from functions.tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, TRANSCRIPTIONS_ROUTE, get_task
 
 from ._checkov import skips
 from ._names import API_ID, FUNCTION_ALIAS, NO_VALUE, STAGE_NAME, Deployment, get_att, if_, ref, sub
@@ -82,17 +85,20 @@ def _error(code: str, message: str) -> str:
     return '{"error": {"code": "%s", "message": "%s"}}' % (code, message)
 
 
-# (selection pattern on the runtime's status, method status, body template, Retry-After seconds)
+# (selection pattern on the runtime's status, method status, body template, Retry-After seconds); the
+# stream relay (functions/relay.py) answers the same runtime statuses with the same Failures.
 _SAGEMAKER_ERRORS = (
     ("424", "502", _MODEL_ERROR, None),
     ("400", "400", _REJECTED, None),
     # ModelNotReadyException: scaled to zero, or the endpoint is (re)starting.
-    ("429", "503", _error("model_not_ready", "the GPU endpoint is starting; retry in a minute"), 60),
-    ("503", "503", _error("unavailable", "the GPU endpoint is unavailable; retry shortly"), 5),
+    ("429", str(NOT_READY.status), _error(NOT_READY.code, NOT_READY.message), NOT_READY.retry_after),
+    ("503", str(UNAVAILABLE.status), _error(UNAVAILABLE.code, UNAVAILABLE.message), UNAVAILABLE.retry_after),
     # everything else but 2xx; the patterns are disjoint, since which of two matches wins is undefined
-    ("4(0[1-9]|[13-9]\\d|2[0-35-8])|5(0[0-24-9]|[1-9]\\d)", "502",
-     _error("endpoint_error", "the GPU endpoint failed to answer"), None),
+    ("4(0[1-9]|[13-9]\\d|2[0-35-8])|5(0[0-24-9]|[1-9]\\d)", str(ENDPOINT_FAILED.status),
+     _error(ENDPOINT_FAILED.code, ENDPOINT_FAILED.message), None),
 )
+# The OpenAI routes that answer SSE with stream: true: a relaying gpu model's STREAM routes.
+STREAMING_ROUTES = frozenset(r.path for r in ROUTES if r.openai in (CHAT_ROUTE, COMPLETIONS_ROUTE) and r.method == "POST")
 
 
 def _sagemaker_operation(method: str, path: str, deployment: Deployment) -> dict:
@@ -151,7 +157,27 @@ def binary_media_types(deployments: list[Deployment]) -> list[str]:
     return found
 
 
+def relayed(method: str, path: str, deployment: Deployment) -> bool:
+    """Whether this route of a gpu model goes through its stream relay (functions/relay.py) rather than
+    straight to InvokeEndpoint. API Gateway routes by method and path, never by body, so a relayed
+    route carries its ``stream: false`` requests through the relay too (the same answer, one part)."""
+    return deployment.relays and method == "post" and path in STREAMING_ROUTES
+
+
+def _streaming_integration(function: str) -> dict:
+    """STREAM transfer mode calls InvokeWithResponseStream; the function then writes the prelude,
+    the delimiter and the body as it is made (functions/response_stream.py), and the 29 s
+    integration timeout no longer cuts long answers."""
+    return {"type": "aws_proxy", "httpMethod": "POST", "passthroughBehavior": "when_no_match",
+            "uri": sub(f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}:lambda:path/2021-11-15/"
+                       f"functions/{function}/response-streaming-invocations"),
+            "responseTransferMode": "STREAM", "timeoutInMillis": 900000}
+
+
 def _operation(method: str, path: str, deployment: Deployment) -> dict:
+    if relayed(method, path, deployment):
+        integration = _streaming_integration(f"${{{deployment.relay_id}.Arn}}")
+        return {"x-amazon-apigateway-integration": integration, "security": security(), "responses": {}}
     if deployment.is_gpu:
         return _sagemaker_operation(method, path, deployment)
     function = f"${{{deployment.function_id}.Arn}}:{FUNCTION_ALIAS}"
@@ -163,13 +189,7 @@ def _operation(method: str, path: str, deployment: Deployment) -> dict:
                    f"{function}/invocations"),
     }
     if deployment.streams and method == "post":
-        # STREAM transfer mode calls InvokeWithResponseStream; the function then writes the prelude,
-        # the delimiter and the SSE body as it decodes (functions/response_stream.py), and the 29 s
-        # integration timeout no longer cuts long answers.
-        streaming = {**integration, "responseTransferMode": "STREAM", "timeoutInMillis": 900000,
-                     "uri": sub(f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}:lambda:path/2021-11-15/"
-                                f"functions/{function}/response-streaming-invocations")}
-        return {"x-amazon-apigateway-integration": streaming, "security": security(), "responses": {}}
+        integration = _streaming_integration(function)
     return {"x-amazon-apigateway-integration": integration, "security": security(), "responses": {}}
 
 
@@ -197,16 +217,21 @@ def definition_body(deployments: list[Deployment]) -> dict:
 
 
 def permissions(deployments: list[Deployment]) -> dict[str, dict]:
-    """API Gateway may invoke each function's live alias, on that function's routes only."""
+    """API Gateway may invoke each function's live alias (a gpu model's stream relay), on that function's
+    routes only."""
     resources: dict[str, dict] = {}
     for index, (method, path, deployment) in enumerate(routes(deployments)):
-        if deployment.is_gpu:
+        if relayed(method, path, deployment):
+            function = ref(deployment.relay_id)  # the relay has no alias: its code is not the model's
+        elif deployment.is_gpu:
             continue  # called with its invoke role's credentials, not through a function permission
+        else:
+            function = ref(f"{deployment.function_id}.Alias")
         resources[f"{deployment.logical_id}InvokePermission{index}"] = {
             "Type": "AWS::Lambda::Permission",
             "Properties": {
                 "Action": "lambda:InvokeFunction",
-                "FunctionName": ref(f"{deployment.function_id}.Alias"),
+                "FunctionName": function,
                 "Principal": "apigateway.amazonaws.com",
                 "SourceArn": sub(f"arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:"
                                  f"${{{API_ID}}}/*/{method.upper()}{path}"),

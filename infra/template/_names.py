@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 
 from infra import defaults
@@ -9,6 +10,8 @@ from infra.spec import ModelSpec
 from functions.tasks import EMBEDDINGS_ROUTE, get_task
 
 FUNCTION_ALIAS = "live"
+# The stream relay's code (functions/ + its bootstrap), one folder beside the models' build contexts.
+RELAY_DIR = "_relay"
 STAGE_NAME = defaults.STAGE_NAME
 API_ID = "Api"
 
@@ -24,8 +27,8 @@ class Deployment:
     fetch: bool = False
     context: str = ""  # DockerContext, relative to the template's folder
     runtime: object = None  # the bundle's manifest RuntimeConfig; None when only models.yaml is known
-    # Stream generated answers (API Gateway STREAM mode + Lambda response streaming); off for
-    # `sam local`, which only invokes functions buffered.
+    # Stream generated answers (API Gateway STREAM mode + Lambda response streaming, for a gpu model
+    # through its stream relay); off for `sam local`, which only invokes functions buffered.
     stream: bool = True
     memory_mb: int = 0  # the function's memory as `modelfn build` sized it (0: models.yaml's, or its default)
     # gpu text-generation: generators at once as models.yaml sets them or `modelfn build` derived them
@@ -64,6 +67,22 @@ class Deployment:
     def streams(self) -> bool:
         """Whether the function streams its answers (a generative task: SSE with ``stream: true``)."""
         return self.stream and not self.is_gpu and get_task(self.spec.task).streams
+
+    @property
+    def relays(self) -> bool:
+        """Whether a gpu model's streaming routes go through a stream relay function (functions/relay.py):
+        a generative task, streaming on (`modelfn build --no-stream` turns it off) and models.yaml's
+        ``stream_relay`` not false."""
+        return self.stream and self.is_gpu and self.spec.stream_relay and get_task(self.spec.task).streams
+
+    @property
+    def relay_id(self) -> str:
+        return f"{self.logical_id}Relay"
+
+    @property
+    def relay_code(self) -> str:
+        """The relay function's CodeUri: RELAY_DIR beside this model's build context."""
+        return posixpath.join(posixpath.dirname(self.context), RELAY_DIR)
 
     @property
     def is_embedding(self) -> bool:

@@ -5,92 +5,19 @@ metadata prelude + eight null bytes + body, one SSE event per chunk, error trail
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from functions import response_stream
 from tests.functions.eventfiles import make_event
+from tests.functions.runtime_api import RuntimeAPI, run_loop
 
 CHAT = "/v1/chat/completions"
 BODY = {"messages": [{"role": "user", "content": "hi 🙂 東京"}], "max_tokens": 12, "temperature": 0}
 
 
-class RuntimeAPI(ThreadingHTTPServer):
-    """A stand-in for Lambda's Runtime API: hands out queued events, records what the function sends."""
-
-    daemon_threads = True
-
-    def __init__(self, events: list):
-        super().__init__(("127.0.0.1", 0), _RuntimeHandler)
-        self.events = list(events)
-        self.responses: dict[str, dict] = {}
-        self.errors: dict[str, dict] = {}
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
-
-
-class _RuntimeHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):  # keep the test output clean
-        pass
-
-    def do_GET(self):
-        assert self.path == "/2018-06-01/runtime/invocation/next"
-        number = len(self.server.responses) + len(self.server.errors)
-        event = self.server.events.pop(0)
-        body = event if isinstance(event, bytes) else json.dumps(event).encode("utf-8")
-        self.send_response(200)
-        self.send_header("Lambda-Runtime-Aws-Request-Id", f"req-{number}")
-        self.send_header("Lambda-Runtime-Deadline-Ms", "9999999999999")
-        self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:f")
-        self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self):
-        parts = self.path.split("/")  # /2018-06-01/runtime/invocation/{id}/{response|error}
-        request_id, kind = parts[-2], parts[-1]
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        if headers.get("transfer-encoding") == "chunked":
-            chunks, trailers = self._read_chunked()
-        else:
-            chunks, trailers = [self.rfile.read(int(headers.get("content-length", 0)))], {}
-        record = {"headers": headers, "chunks": chunks, "trailers": trailers}
-        (self.server.responses if kind == "response" else self.server.errors)[request_id] = record
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _read_chunked(self):
-        chunks, trailers = [], {}
-        while True:
-            size = int(self.rfile.readline().strip(), 16)
-            if size == 0:
-                break
-            chunks.append(self.rfile.read(size))
-            assert self.rfile.read(2) == b"\r\n"
-        while (line := self.rfile.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("ascii").partition(":")
-            trailers[name.strip().lower()] = value.strip()
-        return chunks, trailers
-
-
 def _run(events: list) -> RuntimeAPI:
-    server = RuntimeAPI(events)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        response_stream.serve(server.address, max_invocations=len(events))
-    finally:
-        server.shutdown()
-        server.server_close()
-    return server
+    return run_loop(events)
 
 
 def _split(record: dict) -> tuple[dict, bytes]:

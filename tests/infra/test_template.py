@@ -405,8 +405,9 @@ def test_a_gpu_chat_model_gets_the_openai_routes_on_its_endpoint_buffered():
         {"name": "gpu-chat", "source": "x", "task": "text-generation", "target": "gpu"}]})
     (spec,) = models.models
     assert spec.quantization == "fp16"
+    # Streaming off (`modelfn build --no-stream`): no relay, every route on InvokeEndpoint (test_relay_template.py).
     built = generate_template(models, [Deployment(spec=spec, version=1, bundle_bytes=300 * 2**20,
-                                                  context=".modelfn/build/gpu-chat")], models.registry)
+                                                  context=".modelfn/build/gpu-chat", stream=False)], models.registry)
     paths = built["Resources"]["Api"]["Properties"]["DefinitionBody"]["paths"]
     for path in ("/v1/chat/completions", "/v1/completions", "/models/gpu-chat/predict"):
         integration = paths[path]["post"]["x-amazon-apigateway-integration"]
