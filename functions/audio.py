@@ -14,7 +14,8 @@ within 0.5% up to 5 kHz, -1.8 dB at 7 kHz (the filter's transition band below th
 frequency), -55 dB at 12 kHz (what would alias); a 440 Hz tone matches the analytic tone to ~2e-4
 of full scale (tests/functions/test_speech.py).
 
-Features: transformers' WhisperFeatureExtractor (pad or cut to 30 s, 400-point periodic-Hann STFT
+Features: transformers' WhisperFeatureExtractor (pad to 30 s, or keep a longer recording whole as the
+pipeline's long-form input does, 400-point periodic-Hann STFT
 with reflect padding, hop 160, power spectrum, Slaney mel filters, log10, floor at max - 8, then
 (x + 4) / 4), computed in float64 and cast, equal to the extractor's to ~1e-5.
 """

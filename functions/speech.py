@@ -26,6 +26,7 @@ as generate's defaults. :func:`pipeline_chunks` turns the tokens into the pipeli
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from .deadline import current as current_deadline
 from .errors import BadRequest, BundleError
 from .manifest import DECODER_FILE, ENCODER_FILE, TOKENIZER_FILE, Manifest, SpeechConfig, read_manifest
 from .model import Limits, session_options
@@ -272,8 +274,12 @@ class SpeechModel:
             raise BadRequest("this model has no timestamp tokens, so it cannot time or transcribe past 30 s",
                              hint="send at most 30 s and leave return_timestamps out")
         segments: list[Segment] = []
-        seek, prompt = 0, None
+        seek, prompt, took = 0, None, 0.0
+        deadline = current_deadline()
         while seek < frames:
+            if took:  # a long recording: the next window is estimated at the last one's time
+                deadline.check(took, f"transcribing from {seek * FEATURE_PRECISION:.1f} s on")
+            began = time.perf_counter()
             size = min(frames - seek, window)
             piece = features[:, seek:seek + size]
             if size < window:  # generate pads the last window's features with zeros
@@ -288,6 +294,7 @@ class SpeechModel:
             segments.extend(found)
             # A window that ends on a pair at 0.00 would be decoded again forever: move past it.
             seek += advance if advance > 0 else size
+            took = time.perf_counter() - began
         return segments, self._prompt_language(prompt or [])
 
     def _segments(self, tokens: list[int], seek: int, size: int) -> tuple[list[Segment], int]:

@@ -165,6 +165,22 @@ def test_long_recording_equals_generate_long_form(model, torch_whisper):
     assert max(s.seek for s in segments) > 0 and len(_timestamps(model, tokens)) >= 4
 
 
+def test_a_long_recording_stops_with_a_504_when_the_next_window_would_not_fit(model):
+    """Past one window, each next window is checked against the request's deadline (here one that is
+    spent once the first window is done): a clear TimedOut, not a Lambda killed mid-decode."""
+    from functions.deadline import Deadline, scope
+    from functions.errors import TimedOut
+
+    ticks = iter([0.0])
+    deadline = Deadline(100.0, clock=lambda: next(ticks, 1e9))  # 100 s, then time jumps past it
+    samples = _samples("long-41s-flac")
+    with scope(deadline), pytest.raises(TimedOut, match="transcribing from"):
+        model.transcribe(log_mel(samples, n_samples=len(samples)))
+    ticks = iter([0.0])
+    with scope(Deadline(100.0, clock=lambda: next(ticks, 1e9))):  # one window: nothing left to check
+        assert model.transcribe(read_features(RECORDINGS["tone-5s"], "tone", LIMITS), timestamps=False)[0]
+
+
 # -- the pipeline's answers through both adapters ----------------------------------------------------
 
 @pytest.fixture(scope="module")
