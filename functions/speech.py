@@ -375,11 +375,11 @@ class SpeechModel:
                         cur_max = penultimate
                         previous += penultimate
                 penultimate, cur_max = cur_max, stamp
-                time = round((token - begin) * TIME_PRECISION + previous, 2)
+                at = round((token - begin) * TIME_PRECISION + previous, 2)
                 if start is None:
-                    start = time
-                elif time != start:  # a repeated start is the model's slip, not an end
-                    close(time)
+                    start = at
+                elif at != start:  # a repeated start is the model's slip, not an end
+                    close(at)
                     current, start = [], None
             else:
                 current.append(token)
