@@ -1,6 +1,6 @@
 """Speech recognition benchmark: cold start and warm latency, modelfn handler vs transformers pipeline.
 
-    python bench/speech_bench.py [--reps 3] [--size tiny|whisper-tiny]
+    python bench/speech_bench.py [--reps 3] [--size tiny|whisper-tiny] [--seconds 5] [--timestamps]
 
 No Whisper checkpoint is available offline (no PyPI package ships whisper-tiny weights), so the
 model is a random-weight Whisper built from a config (tests/tinymodels.py): ``tiny`` is the test
@@ -11,7 +11,9 @@ model (width 32, 2+2 layers), ``whisper-tiny`` has whisper-tiny's encoder and de
   * process start -> first answer for one 5 s 16 kHz WAV, fresh interpreter each time: the modelfn
     Lambda ``handler`` (JSON with base64, as a client sends it) and a transformers pipeline (torch);
   * warm median latency per request in the same processes.
-Both decode greedily (the pipeline is given num_beams=1; its own default for Whisper is 5 beams)
+``--timestamps`` asks both for segment timestamps (return_timestamps=True); ``--seconds`` past 30
+makes the recording long-form (Whisper's window-by-window decoding in both; max_new_tokens then
+bounds each window). Both decode greedily (the pipeline is given num_beams=1; its own default for Whisper is 5 beams)
 and both stop at 32 new tokens (random weights rarely emit end-of-text, so both do the same work).
 Writes bench/speech.md (a section per size).
 """
@@ -40,7 +42,7 @@ class C:
     function_name, memory_limit_in_mb, aws_request_id = "bench", 2048, "r"
     invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:bench"
 body = json.dumps({"inputs": base64.b64encode(open(sys.argv[1], "rb").read()).decode(),
-                   "parameters": {"max_new_tokens": int(sys.argv[3])}})
+                   "parameters": {"max_new_tokens": int(sys.argv[3]), "return_timestamps": sys.argv[4] == "1"}})
 event = {"version": "2.0", "routeKey": "$default", "rawPath": "/models/bench/predict", "rawQueryString": "",
          "headers": {"content-type": "application/json", "host": "x"}, "isBase64Encoded": False,
          "requestContext": {"requestId": "r", "http": {"method": "POST", "path": "/models/bench/predict",
@@ -52,7 +54,7 @@ assert out["statusCode"] == 200, out
 warm = []
 for _ in range(int(sys.argv[2])):
     t = time.perf_counter(); handler(event, C()); warm.append(time.perf_counter() - t)
-print(json.dumps({"first_s": first, "warm": warm, "answer": json.loads(out["body"])["text"]}), file=sys.stderr)
+print(json.dumps({"first_s": first, "warm": warm, "answer": json.loads(out["body"])}), file=sys.stderr)
 sys.stderr.flush(); os._exit(0)
 """
 
@@ -63,8 +65,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import soundfile as sf
 import torch
 from transformers import pipeline
-asr = pipeline("automatic-speech-recognition", model=sys.argv[4], device="cpu")
+asr = pipeline("automatic-speech-recognition", model=sys.argv[5], device="cpu")
 kwargs = {"generate_kwargs": {"num_beams": 1, "max_new_tokens": int(sys.argv[3])}}
+if sys.argv[4] == "1":
+    kwargs["return_timestamps"] = True
 def once():
     samples, rate = sf.read(sys.argv[1], dtype="float32")
     return asr({"raw": samples, "sampling_rate": rate}, **kwargs)
@@ -72,17 +76,19 @@ answer = once(); first = time.perf_counter() - t0
 warm = []
 for _ in range(int(sys.argv[2])):
     t = time.perf_counter(); once(); warm.append(time.perf_counter() - t)
-print(json.dumps({"first_s": first, "warm": warm, "answer": answer["text"]}), file=sys.stderr)
+answer = {k: [{"text": c["text"], "timestamp": list(c["timestamp"])} for c in v] if k == "chunks" else v
+          for k, v in answer.items()}
+print(json.dumps({"first_s": first, "warm": warm, "answer": answer}), file=sys.stderr)
 sys.stderr.flush(); os._exit(0)
 """
 
 
-def recording(path: Path) -> Path:
-    """5 s of a syllable-like 150 Hz tone with 4 Hz amplitude modulation and a little noise, 16 kHz WAV."""
+def recording(path: Path, seconds: float = 5.0) -> Path:
+    """A syllable-like 150 Hz tone with 4 Hz amplitude modulation and a little noise, 16 kHz WAV."""
     import numpy as np
     import soundfile as sf
 
-    t = np.arange(5 * 16_000) / 16_000
+    t = np.arange(int(seconds * 16_000)) / 16_000
     samples = 0.3 * np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
     samples += 0.01 * np.random.default_rng(0).standard_normal(len(t))
     sf.write(path, samples.astype(np.float32), 16_000, subtype="PCM_16")
@@ -97,6 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--size", choices=tuple(SIZES), default="tiny")
+    parser.add_argument("--seconds", type=float, default=5.0, help="recording length (past 30: long-form)")
+    parser.add_argument("--timestamps", action="store_true", help="return_timestamps=True in both")
     args = parser.parse_args()
     from tests.tinymodels import build_tiny_whisper_model
 
@@ -111,24 +119,30 @@ def main() -> None:
     from functions.manifest import read_manifest
 
     manifest = read_manifest(bundle)
-    audio = recording(WORK / "speech.wav")
+    audio = recording(WORK / f"speech-{args.seconds:g}s.wav", args.seconds)
     threads = "2"
+    timed = "1" if args.timestamps else "0"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELFN_BUNDLE_DIR": str(bundle), "MODELFN_MODEL_NAME": "bench",
+           "MODELFN_MAX_AUDIO_SECONDS": str(max(30, int(args.seconds) + 1)),
            "MODELFN_THREADS": threads, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1",
            "OMP_WAIT_POLICY": "PASSIVE"}  # as bench/image_bench.py: torch's idle threads must not spin
     results: dict[str, list[dict]] = {"modelfn": [], "pipeline": []}
     for _ in range(args.reps):
-        results["modelfn"].append(run(MODELFN, [str(audio), str(WARM), str(NEW_TOKENS)], env))
-        results["pipeline"].append(run(PIPELINE, [str(audio), str(WARM), str(NEW_TOKENS), str(source)], env))
+        results["modelfn"].append(run(MODELFN, [str(audio), str(WARM), str(NEW_TOKENS), timed], env))
+        results["pipeline"].append(run(PIPELINE, [str(audio), str(WARM), str(NEW_TOKENS), timed, str(source)], env))
     rows = medians(results, skip_warm=1)
     same = results["modelfn"][0]["answer"] == results["pipeline"][0]["answer"]
+    key = args.size + (f"-{args.seconds:g}s" if args.seconds != 5.0 else "") + ("-timestamps" if args.timestamps else "")
+    windows = "" if args.seconds <= 30 else " (long-form)"
     table = [
-        f"## {args.size}: {manifest.quantization.chosen} bundle, {threads} threads, 5 s WAV, {NEW_TOKENS} new tokens, "
+        f"## {key}: {manifest.quantization.chosen} bundle, {threads} threads, {args.seconds:g} s WAV{windows}, "
+        f"{NEW_TOKENS} new tokens{' per window' if windows else ''}, "
+        f"{'segment timestamps, ' if args.timestamps else ''}"
         f"median of {args.reps} cold starts and {args.reps * (WARM - 1)} warm requests",
         "",
         *ratio_rows(rows),
         "",
-        f"Same text from both: {same}. Both with {threads} threads and OMP_WAIT_POLICY=PASSIVE; host load "
+        f"Same {'text and chunks' if args.timestamps else 'text'} from both: {same}. Both with {threads} threads and OMP_WAIT_POLICY=PASSIVE; host load "
         f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs. Chosen candidate: {manifest.quantization.chosen} "
         f"({manifest.quantization.reason}); parity {manifest.parity.metrics}; candidates: "
         + ", ".join(f"{c.name} {c.latency_ms:.0f} ms/recording {c.metrics}" for c in manifest.quantization.candidates)
@@ -139,7 +153,7 @@ def main() -> None:
     print(text)
     out = ROOT / "bench" / "speech.md"
     header = "# Speech recognition: modelfn vs transformers pipeline (bench/speech_bench.py)\n\n"
-    write_section(out, header, args.size, text)
+    write_section(out, header, key, text)
 
 
 if __name__ == "__main__":

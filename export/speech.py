@@ -86,6 +86,7 @@ def speech_config(root: Path) -> tuple[SpeechConfig, tuple[int, ...]]:
         language_names={t[2:-2]: LANGUAGES[t[2:-2]] for t in languages if t[2:-2] in LANGUAGES},
         task_to_id=dict(generation.get("task_to_id") or {}),
         no_timestamps_token_id=generation.get("no_timestamps_token_id"),
+        max_initial_timestamp_index=generation.get("max_initial_timestamp_index"),
         suppress_tokens=tuple(generation.get("suppress_tokens") or config.get("suppress_tokens") or ()),
         begin_suppress_tokens=tuple(generation.get("begin_suppress_tokens") or config.get("begin_suppress_tokens") or ()),
         max_length=int(generation.get("max_length") or max_target), max_target_positions=max_target)

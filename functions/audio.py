@@ -14,7 +14,8 @@ within 0.5% up to 5 kHz, -1.8 dB at 7 kHz (the filter's transition band below th
 frequency), -55 dB at 12 kHz (what would alias); a 440 Hz tone matches the analytic tone to ~2e-4
 of full scale (tests/functions/test_speech.py).
 
-Features: transformers' WhisperFeatureExtractor (pad or cut to 30 s, 400-point periodic-Hann STFT
+Features: transformers' WhisperFeatureExtractor (pad to 30 s, or keep a longer recording whole as the
+pipeline's long-form input does, 400-point periodic-Hann STFT
 with reflect padding, hop 160, power spectrum, Slaney mel filters, log10, floor at max - 8, then
 (x + 4) / 4), computed in float64 and cast, equal to the extractor's to ~1e-5.
 """
@@ -181,9 +182,14 @@ def mel_filters(n_fft: int, n_mels: int, sampling_rate: int) -> np.ndarray:
     return filters * (2.0 / (edges[2:n_mels + 2] - edges[:n_mels]))[None, :]
 
 
+_FRAMES_PER_BLOCK = 3000
+
+
 def log_mel(samples: np.ndarray, *, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160,
             n_samples: int = 480_000, sampling_rate: int = 16_000) -> np.ndarray:
-    """Whisper's input features for one recording at ``sampling_rate``: (n_mels, n_samples // hop) float32."""
+    """Whisper's input features for one recording at ``sampling_rate``: (n_mels, n_samples // hop) float32,
+    the samples padded or cut to ``n_samples`` (a long recording passes its own length, as the
+    pipeline's ``padding="longest", truncation=False`` does)."""
     audio = np.zeros(n_samples, dtype=np.float64)
     take = min(len(samples), n_samples)
     audio[:take] = samples[:take]
@@ -191,9 +197,14 @@ def log_mel(samples: np.ndarray, *, n_mels: int = 80, n_fft: int = 400, hop_leng
     padded = np.pad(audio, (half, half), mode="reflect")
     window = np.hanning(n_fft + 1)[:-1]  # periodic Hann, as torch.hann_window / window_function
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length][:-1]  # the last frame is dropped
-    power = np.abs(np.fft.rfft(frames * window, n=n_fft, axis=1)) ** 2
-    spec = np.log10(np.maximum(power @ mel_filters(n_fft, n_mels, sampling_rate), 1e-10)).T
-    spec = np.maximum(spec, spec.max() - 8.0)
+    filters = mel_filters(n_fft, n_mels, sampling_rate)
+    spec = np.empty((len(frames), n_mels), dtype=np.float64)
+    # A window's frames at a time: a long recording's float64 spectra are never all held at once.
+    for lo in range(0, len(frames), _FRAMES_PER_BLOCK):
+        block = frames[lo:lo + _FRAMES_PER_BLOCK]
+        spec[lo:lo + len(block)] = np.abs(np.fft.rfft(block * window, n=n_fft, axis=1)) ** 2 @ filters
+    spec = np.log10(np.maximum(spec, 1e-10)).T
+    spec = np.maximum(spec, spec.max() - 8.0)  # over the whole recording, as the extractor does
     return ((spec + 4.0) / 4.0).astype(np.float32)
 
 

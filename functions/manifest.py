@@ -96,6 +96,8 @@ class SpeechConfig:
     language_names: dict[str, str] = field(default_factory=dict)  # "en" -> "english" (Whisper's names)
     task_to_id: dict[str, int] = field(default_factory=dict)  # "transcribe" -> id
     no_timestamps_token_id: int | None = None
+    # WhisperTimeStampLogitsProcessor's bound on the first timestamp (in 0.02 s steps; None: no bound).
+    max_initial_timestamp_index: int | None = None
     suppress_tokens: tuple[int, ...] = ()
     begin_suppress_tokens: tuple[int, ...] = ()
     max_length: int = 448  # generation_config's max_length: prompt + new tokens

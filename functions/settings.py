@@ -142,10 +142,13 @@ class ImageLimits:
                    max_pixels=_env_int(env.MAX_IMAGE_PIXELS, 1, 1 << 31) or DEFAULT_MAX_IMAGE_PIXELS)
 
 
-# Whisper hears 30 s windows and modelfn does not chunk longer recordings, so 30 s is the most a
-# request may carry; 6 MB holds 30 s of 48 kHz 16-bit stereo WAV (5.8 MB) within Lambda's payload.
+# Whisper hears 30 s windows; longer recordings are decoded window after window (functions/speech.py),
+# each window costing a full encoder pass and up to a full decode. The default admits four windows;
+# MODELFN_MAX_AUDIO_SECONDS may raise it to 30 minutes (the Lambda timeout is the practical bound).
+# 6 MB holds 30 s of 48 kHz 16-bit stereo WAV (5.8 MB), or 3 min of 16 kHz mono, within Lambda's payload.
 DEFAULT_MAX_AUDIO_BYTES = 6 << 20
-MAX_AUDIO_SECONDS = 30.0
+DEFAULT_MAX_AUDIO_SECONDS = 120.0
+MAX_AUDIO_SECONDS = 1800.0
 
 
 @dataclass(frozen=True)
@@ -155,10 +158,10 @@ class AudioLimits:
 
     @classmethod
     def resolve(cls) -> "AudioLimits":
-        """$MODELFN_MAX_AUDIO_BYTES / $MODELFN_MAX_AUDIO_SECONDS (at most 30), else the defaults; read per request."""
+        """$MODELFN_MAX_AUDIO_BYTES / $MODELFN_MAX_AUDIO_SECONDS (at most 1800), else the defaults; read per request."""
         seconds = _env_int(env.MAX_AUDIO_SECONDS, 1, int(MAX_AUDIO_SECONDS))
         return cls(max_bytes=_env_int(env.MAX_AUDIO_BYTES, 1, 1 << 31) or DEFAULT_MAX_AUDIO_BYTES,
-                   max_seconds=float(seconds or MAX_AUDIO_SECONDS))
+                   max_seconds=float(seconds or DEFAULT_MAX_AUDIO_SECONDS))
 
 
 # SageMaker unpacks the model's ModelDataUrl here; the GPU server's bundle unless told otherwise.

@@ -186,8 +186,14 @@ def build_tiny_whisper_model(directory: Path, *, seed: int = 0, max_target_posit
                              layers: int = 2, heads: int = 2, ffn: int = 64) -> Path:
     """Save a tiny random Whisper (2+2 layers, width 32, 80 mel bins; bench/speech_bench.py passes
     whisper-tiny's sizes) with a byte-level BPE tokenizer (256 byte tokens, no merges, Whisper's
-    special tokens), its feature extractor and a generation config like whisper-tiny's: language
-    detected, transcription, no timestamps."""
+    special tokens, then the 1501 timestamp tokens <|0.00|> .. <|30.00|> as whisper-tiny has them),
+    its feature extractor and a generation config like whisper-tiny's: language detected,
+    transcription, no timestamps unless asked, the first timestamp at most 1 s in.
+
+    The timestamp tokens' (tied) embeddings are scaled down: each then scores below the best text
+    token, so decoding without timestamps yields text as a real checkpoint does, while their summed
+    probability (1501 tokens against ~270) still wins WhisperTimeStampLogitsProcessor's rule, so
+    decoding with timestamps really produces them (tests/functions/test_speech.py asserts both)."""
     import torch
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
@@ -202,10 +208,13 @@ def build_tiny_whisper_model(directory: Path, *, seed: int = 0, max_target_posit
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in WHISPER_SPECIALS])
+    # Timestamps are added tokens but not special ones, as in whisper-tiny's tokenizer.json.
+    tok.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False) for i in range(1501)])
     ids = {s: tok.token_to_id(s) for s in WHISPER_SPECIALS}
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     tokenizer = WhisperTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                     unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+                                     unk_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                     additional_special_tokens=list(WHISPER_SPECIALS[1:]))
     tokenizer.save_pretrained(directory)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
     config = WhisperConfig(vocab_size=tok.get_vocab_size(), num_mel_bins=80, d_model=d_model, encoder_layers=layers,
@@ -215,12 +224,14 @@ def build_tiny_whisper_model(directory: Path, *, seed: int = 0, max_target_posit
                            eos_token_id=eot, decoder_start_token_id=sot, begin_suppress_tokens=None, dropout=0.0)
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ids["<|notimestamps|>"] + 1:] *= 0.1
     model.save_pretrained(directory)
     generation = GenerationConfig(
         decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
         max_length=max_target_positions, begin_suppress_tokens=[220, eot],
         suppress_tokens=[1, 2, 7, 8, 9, 10, 14, 25, 26, 27, 28, 29, 31],
-        no_timestamps_token_id=ids["<|notimestamps|>"], is_multilingual=True,
+        no_timestamps_token_id=ids["<|notimestamps|>"], is_multilingual=True, max_initial_timestamp_index=50,
         lang_to_id={"<|en|>": ids["<|en|>"], "<|fr|>": ids["<|fr|>"]},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
         # As whisper-tiny's: the language is left open (detected), the task is transcription.
