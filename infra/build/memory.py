@@ -40,6 +40,7 @@ from functions.manifest import (
     GENAI_CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
+    VISION_MODEL_FILE,
     Manifest,
     read_manifest,
 )
@@ -119,7 +120,8 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
         kv = kv_cache_bytes(config, context)
         prefill = generation_working_bytes(config, context) - kv
         return MemoryEstimate(GENERATION_RUNTIME_MB, weights_mb, (("KV", kv / MB), ("prefill", prefill / MB)))
-    shape = encoder_shape(read(MODEL_FILE))
+    # CLIP bundles hold one graph per tower: the image tower's gives the patch size (and the width)
+    shape = encoder_shape(read(VISION_MODEL_FILE if VISION_MODEL_FILE in manifest.files else MODEL_FILE))
     tokens = min(max_tokens, manifest.runtime.max_length) if manifest.runtime.max_length else max_tokens
     image = manifest.runtime.image
     if image is not None and shape.patch:
