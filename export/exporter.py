@@ -126,11 +126,10 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
         chosen = enforce_gate(choice, table, gate, allow_drift, tracker)
         with tracker.step("write", str(out)):
             files, graph, runtime = {MODEL_FILE: rows[choice.name]["path"]}, None, src.runtime
-            if vision.has_text_tower(task):  # CLIP: one graph per tower, checked against the gated graph
-                files, graph = vision.tower_files(rows[choice.name]["path"], work / "towers")
-                runtime = replace(runtime, logit_scale=vision.read_logit_scale(src.path))
-                vision.check_towers(rows[choice.name]["path"], files, evaluator.encoded, runtime.logit_scale,
-                                    threads, evaluator.provider)
+            if vision.has_text_tower(task):  # CLIP: one graph per tower, gated again as they will be served
+                files, graph, scale, metrics = vision.gate_towers(rows[choice.name]["path"], work / "towers", evaluator,
+                                                                  threads, must_pass=choice.passed)
+                runtime, chosen = replace(runtime, logit_scale=scale), replace(chosen, metrics=metrics)
             files.update({c.name: c for c in companions})
             manifest = write_bundle(out, overwrite, files, tracker, dict(
                 name=name or out.name, task=task, architecture=architecture, target=target,

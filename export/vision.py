@@ -12,8 +12,8 @@ get_text_features, over the sample images and ZERO_SHOT_TEXTS.
 
 CLIP bundles are gated as one two-tower graph (Optimum's export), then cut into one graph per tower
 (:func:`tower_files`): a text embedding then costs the text tower only (bench/clip_towers.md). Each
-tower keeps exactly its nodes of the gated graph, and :func:`check_towers` proves on every sample
-that the towers, with the manifest's ``logit_scale``, answer as the gated graph did.
+tower keeps exactly its nodes of the gated graph, and :func:`gate_towers` scores the towers again,
+with the manifest's ``logit_scale``, as they will be served: the manifest's parity is theirs.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from functions.settings import ImageLimits
 from functions.tasknames import (IMAGE_CLASSIFICATION, IMAGE_FEATURE_EXTRACTION, TEXT_CLASSIFICATION,
                                  ZERO_SHOT_IMAGE_CLASSIFICATION)
 
-from .errors import ConversionError, ExportError, SourceError
+from .errors import ConversionError, ExportError, ParityGateError, SourceError
 
 GATED: dict[str, tuple[str, ...]] = {IMAGE_CLASSIFICATION: ("agreement",), ZERO_SHOT_IMAGE_CLASSIFICATION: ("agreement",),
                                      IMAGE_FEATURE_EXTRACTION: ("mean_cosine", "min_cosine")}
@@ -315,7 +315,6 @@ PIXELS = "pixel_values"  # the vision tower's input; every other input of a two-
 # The gated graph's outputs each tower keeps (the image x text logits need both: the runtime computes
 # them from the embeddings and the manifest's logit_scale, as CLIPModel.forward does).
 TOWER_OUTPUTS = {TEXT_MODEL_FILE: ("text_embeds", "text_features"), VISION_MODEL_FILE: ("image_embeds", "image_features")}
-_SPLIT_ATOL = 1e-5  # the towers run the gated graph's own nodes; only kernel scheduling may differ
 
 
 def tower_io(inputs: tuple[str, ...], outputs: tuple[str, ...]) -> dict[str, tuple[list[str], list[str]]]:
@@ -361,28 +360,44 @@ def read_logit_scale(source_dir: Path) -> float:
         return float(model.logit_scale.exp())
 
 
-def check_towers(model_path: Path, files: dict[str, Path], encoded: list[Encoded], logit_scale: float,
-                 threads: int, provider: str) -> None:
-    """ConversionError unless, on every sample, each tower answers its outputs as the gated two-tower graph
-    does and the logits from the towers' embeddings and ``logit_scale`` equal the graph's logits_per_image."""
+def tower_outputs(model_path: Path, files: dict[str, Path], encoded: list[Encoded], logit_scale: float,
+                  threads: int, provider: str) -> list[list[np.ndarray]]:
+    """Each sample's outputs as the towers in ``files`` answer them, in the two-tower graph's output order
+    (its logits computed from the embeddings and ``logit_scale``, as the runtime computes them): what
+    :func:`compare` scores."""
     from functions.tasks.zero_shot_image import logits_per_image
 
+    from .convert import graph_io
     from .measure import session
 
-    whole = session(model_path, threads, provider)
-    towers = {name: session(path, threads, provider) for name, path in files.items()}
-    for sample, e in enumerate(encoded):
-        want = dict(zip([o.name for o in whole.get_outputs()], whole.run(None, e.feeds)))
+    names = graph_io(model_path)[1]
+    towers = [session(path, threads, provider) for path in files.values()]
+    results = []
+    for e in encoded:
         got = {}
-        for tower in towers.values():
-            names = [o.name for o in tower.get_outputs()]
-            got.update(zip(names, tower.run(None, {i.name: e.feeds[i.name] for i in tower.get_inputs()})))
+        for tower in towers:
+            feed = {i.name: e.feeds[i.name] for i in tower.get_inputs()}
+            got.update(zip([o.name for o in tower.get_outputs()], tower.run(None, feed)))
         got["logits_per_image"] = logits_per_image(got["text_embeds"], got["image_embeds"], logit_scale)
-        for name, value in got.items():
-            scale = max(1.0, float(np.abs(want[name]).max()))
-            if value.shape != want[name].shape or not np.allclose(value, want[name], rtol=0, atol=_SPLIT_ATOL * scale):
-                raise ConversionError(f"the split {name} differs from the two-tower graph's on sample {sample}",
-                                      hint="report this: the towers must answer as the gated graph")
+        got["logits_per_text"] = got["logits_per_image"].T
+        results.append([got[n] for n in names])
+    return results
+
+
+def gate_towers(model_path: Path, workdir: Path, evaluator, threads: int, *, must_pass: bool):
+    """The chosen two-tower graph cut into its towers and scored again as they will be served (ONNX
+    Runtime's session-level fusions see each tower alone, which can move a statically quantized
+    graph's answers): (files, (inputs, outputs, opset), logit_scale, metrics). ParityGateError when
+    ``must_pass`` and the towers fail the gate the two-tower graph passed."""
+    files, graph = tower_files(model_path, workdir)
+    scale = read_logit_scale(evaluator.src.path)
+    outputs = tower_outputs(model_path, files, evaluator.encoded, scale, threads, evaluator.provider)
+    metrics = {k: round(v, 6) for k, v in evaluator.metrics(outputs).items()}  # as the candidate table rounds
+    if must_pass and not evaluator.passes(metrics):
+        values = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        raise ParityGateError(f"parity gate failed: {model_path.stem} passed as one graph but its towers, as served, "
+                              f"do not ({values}); nothing written", hint="choose another candidate: --strategy fixed:NAME")
+    return files, graph, scale, metrics
 
 
 def gate(task: str, metrics: dict[str, float], thresholds: dict[str, float]) -> bool:
