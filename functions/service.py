@@ -82,13 +82,13 @@ class Pending:
         """
         outputs, clock = [], self.deadline.clock
         for feed in self.prepared.feeds:
-            units = _units(feed)
+            units, kind = _units(feed), tuple(feed)
             if self.rate is not None:
-                self.deadline.check(self.rate.estimate(units), f"running the model on {units} tokens")
+                self.deadline.check(self.rate.estimate(units, kind), f"running the model on {units} tokens")
             started = clock()
             outputs.append(model.run(feed))
             if self.rate is not None:
-                self.rate.observe(units, clock() - started)
+                self.rate.observe(units, clock() - started, kind)
         return self.finish(outputs)
 
 

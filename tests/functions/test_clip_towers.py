@@ -193,3 +193,22 @@ def test_memory_is_sized_from_the_image_tower(features_bundle, tiny_image_model_
     shape = encoder_shape((features_bundle / VISION_MODEL_FILE).read_bytes())
     assert (shape.hidden, shape.patch) == (config["hidden_size"], config["patch_size"])
     assert estimate_bundle(features_bundle, max_batch=4, max_tokens=64).working_mb > 0
+
+
+def test_a_text_run_is_not_estimated_at_the_image_towers_rate(features_bundle):
+    """Each tower's runs are timed apart (functions/deadline.RunRate kinds): one slow image run must not
+    make the next texts look too slow for the request's time budget."""
+    from functions import deadline
+    from functions.deadline import Deadline
+    from functions.service import ModelService
+    from tests.functions.test_deadline import TickingClock
+
+    service = ModelService.load(features_bundle, name=NAME, max_batch=8)
+    image = json.dumps({"input": [URL["shapes"]]}).encode()
+    texts = json.dumps({"input": list(ZERO_SHOT_TEXTS)}).encode()
+    with deadline.scope(Deadline(100.0, TickingClock(10.0))):  # the image run is measured at 10 s an image
+        assert service.embeddings("application/json", image).status == 200
+    with deadline.scope(Deadline(5.0, lambda: 0.0)):  # 5 s left: six texts are not 10 s a token
+        assert service.embeddings("application/json", texts).status == 200
+    with deadline.scope(Deadline(5.0, lambda: 0.0)), pytest.raises(deadline.TimedOut):
+        service.embeddings("application/json", image)  # the image tower's own rate still bounds an image
