@@ -412,25 +412,6 @@ def gate_thresholds(task: str, thresholds: dict[str, Any]) -> dict[str, float]:
     return {m: float(thresholds[m]) for m in GATED[task] if m in thresholds}
 
 
-__all__ = [
-    "GATED",
-    "SUPPORTED",
-    "Encoded",
-    "ImageSample",
-    "builtin_samples",
-    "check_towers",
-    "compare",
-    "copy_preprocessor",
-    "encode",
-    "gate",
-    "gate_thresholds",
-    "gated",
-    "gather_samples",
-    "image_processing",
-    "is_image_task",
-    "load_eval_file",
-    "read_logit_scale",
-    "run_torch",
-    "tower_files",
-    "tower_io",
-]
+__all__ = ["GATED", "gated", "SUPPORTED", "Encoded", "ImageSample", "builtin_samples", "compare", "copy_preprocessor",
+           "encode", "gate", "gate_thresholds", "gather_samples", "gate_towers", "image_processing", "is_image_task",
+           "load_eval_file", "read_logit_scale", "run_torch", "tower_files", "tower_io", "tower_outputs"]
