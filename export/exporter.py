@@ -125,7 +125,12 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                                             latency_budget_s=latency_budget_s, timed_here=timed_here)
         chosen = enforce_gate(choice, table, gate, allow_drift, tracker)
         with tracker.step("write", str(out)):
-            files = {MODEL_FILE: rows[choice.name]["path"], **{c.name: c for c in companions}}
+            files, graph, runtime = {MODEL_FILE: rows[choice.name]["path"]}, None, src.runtime
+            if vision.has_text_tower(task):  # CLIP: one graph per tower, gated again as they will be served
+                files, graph, scale, metrics = vision.gate_towers(rows[choice.name]["path"], work / "towers", evaluator,
+                                                                  threads, must_pass=choice.passed)
+                runtime, chosen = replace(runtime, logit_scale=scale), replace(chosen, metrics=metrics)
+            files.update({c.name: c for c in companions})
             manifest = write_bundle(out, overwrite, files, tracker, dict(
                 name=name or out.name, task=task, architecture=architecture, target=target,
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
@@ -135,9 +140,9 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                               samples=len(evaluator.samples), allowed_drift=allow_drift and not choice.passed,
                               classes=parity.classes(evaluator.samples), worst=chosen.worst,
                               provider=evaluator.provider),
-                runtime=replace(src.runtime, one_row_per_run=chosen.one_row_per_run), tools=tool_versions(),
+                runtime=replace(runtime, one_row_per_run=chosen.one_row_per_run), tools=tool_versions(),
                 source=str(src.path),
-            ))
+            ), graph)
     return manifest
 
 

@@ -9,6 +9,11 @@ pixel values the function will feed. Classification metrics are text-classificat
 labelled eval images). CLIP image-feature-extraction bundles are gated by cosine (``mean_cosine``,
 ``min_cosine``) of their image and text embeddings against PyTorch's get_image_features and
 get_text_features, over the sample images and ZERO_SHOT_TEXTS.
+
+CLIP bundles are gated as one two-tower graph (Optimum's export), then cut into one graph per tower
+(:func:`tower_files`): a text embedding then costs the text tower only (bench/clip_towers.md). Each
+tower keeps exactly its nodes of the gated graph, and :func:`gate_towers` scores the towers again,
+with the manifest's ``logit_scale``, as they will be served: the manifest's parity is theirs.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ import numpy as np
 
 from functions.images import ImageInput, read_pixels
 from functions.inputs import IMAGE
-from functions.manifest import ImageProcessing, RuntimeConfig
+from functions.manifest import TEXT_MODEL_FILE, VISION_MODEL_FILE, ImageProcessing, RuntimeConfig
 from functions.settings import ImageLimits
 from functions.tasknames import (IMAGE_CLASSIFICATION, IMAGE_FEATURE_EXTRACTION, TEXT_CLASSIFICATION,
                                  ZERO_SHOT_IMAGE_CLASSIFICATION)
 
-from .errors import ExportError, SourceError
+from .errors import ConversionError, ExportError, ParityGateError, SourceError
 
 GATED: dict[str, tuple[str, ...]] = {IMAGE_CLASSIFICATION: ("agreement",), ZERO_SHOT_IMAGE_CLASSIFICATION: ("agreement",),
                                      IMAGE_FEATURE_EXTRACTION: ("mean_cosine", "min_cosine")}
@@ -46,7 +51,9 @@ _LIMITS = ImageLimits(max_bytes=1 << 30, max_pixels=1 << 30)  # the samples are 
 
 def has_text_tower(task: str) -> bool:
     """Whether an image task also tokenizes text (CLIP's labels), so its bundle ships tokenizer.json too."""
-    return task in (ZERO_SHOT_IMAGE_CLASSIFICATION, IMAGE_FEATURE_EXTRACTION)
+    from functions.clip import CLIP_TASKS
+
+    return task in CLIP_TASKS
 
 
 def is_image_task(task: str) -> bool:
@@ -302,6 +309,97 @@ def _embedding_cosines(reference: list[list[np.ndarray]], candidate: list[list[n
             "image_min_cosine": float(images.min()), "text_min_cosine": float(texts.min())}
 
 
+# -- CLIP: one graph per tower ---------------------------------------------------------------------------
+
+PIXELS = "pixel_values"  # the vision tower's input; every other input of a two-tower graph is the text tower's
+# The gated graph's outputs each tower keeps (the image x text logits need both: the runtime computes
+# them from the embeddings and the manifest's logit_scale, as CLIPModel.forward does).
+TOWER_OUTPUTS = {TEXT_MODEL_FILE: ("text_embeds", "text_features"), VISION_MODEL_FILE: ("image_embeds", "image_features")}
+
+
+def tower_io(inputs: tuple[str, ...], outputs: tuple[str, ...]) -> dict[str, tuple[list[str], list[str]]]:
+    """(inputs, outputs) of each tower's graph (TEXT_MODEL_FILE, VISION_MODEL_FILE), from the two-tower graph's."""
+    return {TEXT_MODEL_FILE: ([n for n in inputs if n != PIXELS], [n for n in outputs if n in TOWER_OUTPUTS[TEXT_MODEL_FILE]]),
+            VISION_MODEL_FILE: ([PIXELS], [n for n in outputs if n in TOWER_OUTPUTS[VISION_MODEL_FILE]])}
+
+
+def tower_files(model_path: Path, workdir: Path) -> tuple[dict[str, Path], tuple[tuple[str, ...], tuple[str, ...], int]]:
+    """The two-tower graph cut into TEXT_MODEL_FILE and VISION_MODEL_FILE (onnx.utils.Extractor keeps the
+    nodes each tower's outputs depend on, quantized ones included); returns the files and the bundle's
+    (inputs, outputs, opset) for the manifest: both towers' together."""
+    import onnx
+
+    from .convert import graph_io
+
+    inputs, outputs, opset = graph_io(model_path)
+    if PIXELS not in inputs or not all(n in outputs for names in TOWER_OUTPUTS.values() for n in names[:1]):
+        raise ConversionError(f"{model_path.name} is not a two-tower graph (inputs {inputs}, outputs {outputs})",
+                              hint="not a CLIP-style model")
+    workdir.mkdir(parents=True, exist_ok=True)
+    extractor = onnx.utils.Extractor(onnx.load(str(model_path)))
+    files, names = {}, {"inputs": [], "outputs": []}
+    for name, (tower_inputs, tower_outputs) in tower_io(inputs, outputs).items():
+        onnx.save_model(extractor.extract_model(tower_inputs, tower_outputs), str(workdir / name))
+        files[name] = workdir / name
+        names["inputs"] += tower_inputs
+        names["outputs"] += tower_outputs
+    return files, (tuple(names["inputs"]), tuple(names["outputs"]), opset)
+
+
+def read_logit_scale(source_dir: Path) -> float:
+    """exp(logit_scale) of the checkpoint, as CLIPModel.forward (and so the pipeline) scales its logits."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    import transformers
+
+    from .convert import quiet
+
+    with quiet():
+        model = transformers.AutoModel.from_pretrained(str(source_dir), local_files_only=True)
+    with torch.inference_mode():
+        return float(model.logit_scale.exp())
+
+
+def tower_outputs(model_path: Path, files: dict[str, Path], encoded: list[Encoded], logit_scale: float,
+                  threads: int, provider: str) -> list[list[np.ndarray]]:
+    """Each sample's outputs as the towers in ``files`` answer them, in the two-tower graph's output order
+    (its logits computed from the embeddings and ``logit_scale``, as the runtime computes them): what
+    :func:`compare` scores."""
+    from functions.tasks.zero_shot_image import logits_per_image
+
+    from .convert import graph_io
+    from .measure import session
+
+    names = graph_io(model_path)[1]
+    towers = [session(path, threads, provider) for path in files.values()]
+    results = []
+    for e in encoded:
+        got = {}
+        for tower in towers:
+            feed = {i.name: e.feeds[i.name] for i in tower.get_inputs()}
+            got.update(zip([o.name for o in tower.get_outputs()], tower.run(None, feed)))
+        got["logits_per_image"] = logits_per_image(got["text_embeds"], got["image_embeds"], logit_scale)
+        got["logits_per_text"] = got["logits_per_image"].T
+        results.append([got[n] for n in names])
+    return results
+
+
+def gate_towers(model_path: Path, workdir: Path, evaluator, threads: int, *, must_pass: bool):
+    """The chosen two-tower graph cut into its towers and scored again as they will be served (ONNX
+    Runtime's session-level fusions see each tower alone, which can move a statically quantized
+    graph's answers): (files, (inputs, outputs, opset), logit_scale, metrics). ParityGateError when
+    ``must_pass`` and the towers fail the gate the two-tower graph passed."""
+    files, graph = tower_files(model_path, workdir)
+    scale = read_logit_scale(evaluator.src.path)
+    outputs = tower_outputs(model_path, files, evaluator.encoded, scale, threads, evaluator.provider)
+    metrics = {k: round(v, 6) for k, v in evaluator.metrics(outputs).items()}  # as the candidate table rounds
+    if must_pass and not evaluator.passes(metrics):
+        values = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        raise ParityGateError(f"parity gate failed: {model_path.stem} passed as one graph but its towers, as served, "
+                              f"do not ({values}); nothing written", hint="choose another candidate: --strategy fixed:NAME")
+    return files, graph, scale, metrics
+
+
 def gate(task: str, metrics: dict[str, float], thresholds: dict[str, float]) -> bool:
     return all(metrics.get(m, float("-inf")) >= thresholds[m] for m in GATED[task] if m in thresholds)
 
@@ -315,5 +413,5 @@ def gate_thresholds(task: str, thresholds: dict[str, Any]) -> dict[str, float]:
 
 
 __all__ = ["GATED", "gated", "SUPPORTED", "Encoded", "ImageSample", "builtin_samples", "compare", "copy_preprocessor",
-           "encode", "gate", "gate_thresholds", "gather_samples", "image_processing", "is_image_task",
-           "load_eval_file", "run_torch"]
+           "encode", "gate", "gate_thresholds", "gather_samples", "gate_towers", "image_processing", "is_image_task",
+           "load_eval_file", "read_logit_scale", "run_torch", "tower_files", "tower_io", "tower_outputs"]

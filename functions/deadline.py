@@ -111,19 +111,27 @@ def request_scope(budget_ms: int | None) -> Iterator[Deadline]:
 
 
 class RunRate:
-    """Seconds per unit of work (tokens of a padded batch) of the model's last session run."""
+    """Seconds per unit of work (tokens of a padded batch) of the model's last session run, per kind of
+    run: ``kind`` is the feed's input names, so a CLIP bundle's text tower (tokens) and image tower
+    (images) are each estimated from their own last run. An observation without a kind sets the rate
+    of every kind not measured since."""
 
-    __slots__ = ("seconds_per_unit",)
+    __slots__ = ("seconds_per_unit", "_by_kind")
 
     def __init__(self) -> None:
         self.seconds_per_unit = 0.0  # nothing measured yet: the first run is not refused
+        self._by_kind: dict = {}
 
-    def observe(self, units: int, seconds: float) -> None:
+    def observe(self, units: int, seconds: float, kind: tuple | None = None) -> None:
         if units > 0 and seconds >= 0:
-            self.seconds_per_unit = seconds / units
+            if kind is None:
+                self._by_kind.clear()
+            self.seconds_per_unit = self._by_kind[kind] = seconds / units
 
-    def estimate(self, units: int) -> float:
-        return units * self.seconds_per_unit
+    def estimate(self, units: int, kind: tuple | None = None) -> float:
+        if kind is None:
+            return units * self.seconds_per_unit
+        return units * self._by_kind.get(kind, self._by_kind.get(None, 0.0))
 
 
 __all__ = ["MARGIN_S", "Deadline", "RunRate", "active", "current", "request_scope", "scope"]

@@ -32,6 +32,10 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 # key values merged into one, switched by use_cache_branch), in place of model.onnx.
 ENCODER_FILE = "encoder_model.onnx"
 DECODER_FILE = "decoder_model_merged.onnx"
+# CLIP-style bundles (zero-shot-image-classification, image-feature-extraction): each tower its own
+# graph, in place of model.onnx, so a text runs the text tower only and an image the image tower only.
+TEXT_MODEL_FILE = "text_model.onnx"
+VISION_MODEL_FILE = "vision_model.onnx"
 FORMAT_VERSION = 1
 
 _CHUNK = 1 << 20
@@ -137,6 +141,10 @@ class RuntimeConfig:
     image: ImageProcessing | None = None
     # automatic-speech-recognition: features and decoding (None for every other task).
     speech: SpeechConfig | None = None
+    # CLIP-style bundles: exp(logit_scale) of the checkpoint, which zero-shot multiplies the cosine of
+    # each image and label by (CLIPModel.forward); 0.0 for every other bundle and for one-graph CLIP
+    # bundles exported before the towers were split (their graph computes the logits itself).
+    logit_scale: float = 0.0
     # Run a batch one row per session.run: set by export for graphs whose rows depend on their
     # batch-mates (dynamic int8 scales activations per batch), so an input's answer never does.
     one_row_per_run: bool = False

@@ -94,18 +94,21 @@ class LoadedModel:
     ``provider`` is auto, tensorrt, cuda or cpu (the default, and Lambda's); ``max_rows`` is the most
     rows one run may carry (default ``max_batch``; the GPU server's batches may be larger), which
     TensorRT's optimization profile must cover. ``self.provider`` is the provider the session got.
+    ``graph`` is the bundle's file the session opens (a CLIP tower's, functions/clip.py), with the
+    ``manifest`` naming that graph's inputs and outputs.
     """
 
     def __init__(self, bundle_dir: str | Path, *, threads: int, max_batch: int, max_tokens: int | None,
                  truncate: bool, manifest: Manifest | None = None,
-                 options: ort.SessionOptions | None = None, provider: str = "cpu", max_rows: int | None = None):
+                 options: ort.SessionOptions | None = None, provider: str = "cpu", max_rows: int | None = None,
+                 graph: str = MODEL_FILE):
         root = Path(bundle_dir)
         self.bundle_dir = root
         self.manifest = manifest or read_manifest(root)
         # Image models take pixel values the task computes (functions/images.py); a tokenizer only
         # when they also have a text tower (CLIP).
         text = self.manifest.runtime.image is None or TOKENIZER_FILE in self.manifest.files
-        for name in (MODEL_FILE, TOKENIZER_FILE) if text else (MODEL_FILE,):
+        for name in (graph, TOKENIZER_FILE) if text else (graph,):
             if not (root / name).is_file():
                 raise BundleError(f"{root} is not a model bundle: {name} is missing",
                                   hint="re-export or re-fetch the bundle")
@@ -115,7 +118,7 @@ class LoadedModel:
         self._max_chars = self.limits.max_chars
         providers = session_providers(choose_provider(provider), inputs=list(self.manifest.inputs),
                                       max_rows=max(max_rows or max_batch, max_batch), max_tokens=limit)
-        self.session = ort.InferenceSession(str(root / MODEL_FILE), sess_options=options or session_options(threads),
+        self.session = ort.InferenceSession(str(root / graph), sess_options=options or session_options(threads),
                                             providers=providers)
         self.provider: str = self.session.get_providers()[0]
         # On a GPU, IO binding copies each input to the device once and each output back once.
@@ -123,7 +126,7 @@ class LoadedModel:
         graph_inputs = {i.name: i for i in self.session.get_inputs()}
         missing = [n for n in self.manifest.inputs if n not in graph_inputs]
         if missing:
-            raise BundleError(f"model.onnx has no input {missing[0]!r} that the manifest names",
+            raise BundleError(f"{graph} has no input {missing[0]!r} that the manifest names",
                               hint="the bundle is inconsistent; re-export it")
         self.input_dtypes = {n: _DTYPES.get(graph_inputs[n].type, np.int64) for n in self.manifest.inputs}
         self.token_dtypes = {n: d for n, d in self.input_dtypes.items() if n in _TOKEN_INPUTS}

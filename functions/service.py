@@ -34,6 +34,7 @@ from .errors import NotFound
 from .inputs import (check_body_size, check_content_type, check_model_name, parse_items, parse_json, parse_predict,
                      read_predict_body)
 from .manifest import read_manifest
+from .clip import CLIP_TASKS, ClipModel
 from .model import LoadedModel
 from .settings import Settings
 from .tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION
@@ -81,13 +82,13 @@ class Pending:
         """
         outputs, clock = [], self.deadline.clock
         for feed in self.prepared.feeds:
-            units = _units(feed)
+            units, kind = _units(feed), tuple(feed)
             if self.rate is not None:
-                self.deadline.check(self.rate.estimate(units), f"running the model on {units} tokens")
+                self.deadline.check(self.rate.estimate(units, kind), f"running the model on {units} tokens")
             started = clock()
             outputs.append(model.run(feed))
             if self.rate is not None:
-                self.rate.observe(units, clock() - started)
+                self.rate.observe(units, clock() - started, kind)
         return self.finish(outputs)
 
 
@@ -154,9 +155,11 @@ class ModelService:
             model = SpeechModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
                                 max_tokens=settings.max_tokens, manifest=manifest, provider=provider)
             return cls(model, settings)
-        model = LoadedModel(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
-                            max_tokens=settings.max_tokens, truncate=settings.truncate, provider=provider,
-                            max_rows=max_rows, manifest=manifest)
+        # CLIP: one session per tower (functions/clip.py)
+        loader = ClipModel if manifest.task in CLIP_TASKS else LoadedModel
+        model = loader(settings.bundle_dir, threads=settings.threads, max_batch=settings.max_batch,
+                       max_tokens=settings.max_tokens, truncate=settings.truncate, provider=provider,
+                       max_rows=max_rows, manifest=manifest)
         return cls(model, settings)
 
     @property

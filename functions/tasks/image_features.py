@@ -8,8 +8,8 @@ those for a list. ``parameters.normalize: true`` answers it L2-normalized (CLIPM
 ``image_embeds``); ``parameters.pool`` is accepted as the pipeline takes it, but CLIP's embedding is
 pooled by construction (the class token, projected), so ``pool: false`` (token states) is refused.
 
-POST /v1/embeddings embeds texts with the text tower and images with the image tower
-(functions/tasks/clip.py), normalized.
+Images run the image tower only (functions/clip.py). POST /v1/embeddings embeds texts with the text
+tower and images with the image tower (functions/tasks/clip.py), normalized.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import BadRequest
 from ..tasknames import IMAGE_FEATURE_EXTRACTION
 from . import EMBEDDINGS_ROUTE, IMAGE, Prepared, register
-from .clip import CLIP_EMBEDDER, IMAGE_FEATURES, blank_text_feed, image_rows, pixels_input
+from .clip import CLIP_EMBEDDER, IMAGE_FEATURES, image_feeds, image_rows
 from .embeddings import l2_normalize
 from .image_classification import SAMPLE_PNG
 from .params import check_known, get_bool
@@ -34,10 +34,7 @@ def _params(raw: dict) -> dict:
 
 
 def _preprocess(model, items: list, params: dict) -> Prepared:
-    rows, size = image_rows(model, items), model.limits.max_batch
-    pixels, text = pixels_input(model), blank_text_feed(model)  # the graph's text tower needs a text
-    feeds = [{pixels: np.stack(rows[i:i + size]), **text} for i in range(0, len(rows), size)]
-    return Prepared(feeds=feeds, tokens=0)
+    return Prepared(feeds=image_feeds(model, image_rows(model, items)), tokens=0)  # the image tower only
 
 
 def _openai_routes(runtime) -> tuple[str, ...]:

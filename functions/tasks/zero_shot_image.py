@@ -2,22 +2,24 @@
 
 ``{"inputs": <base64 image or list>, "parameters": {"candidate_labels": [...], "hypothesis_template":
 "This is a photo of {}."}}``; each label becomes a sentence for the text tower, each image goes
-through functions/images.py, and one run of the two-tower graph gives image x label logits. Each
-image is answered, as transformers' pipeline answers, with every label and its softmax score, best
-first (a single image with one list, a list of images with one list each).
+through functions/images.py; the text tower embeds the labels once per request, the image tower the
+images, and the image x label logits are the embeddings' dot products times the bundle's
+``logit_scale``, as CLIPModel.forward computes them (a one-graph bundle exported before the towers
+were split computes them in its graph). Each image is answered, as transformers' pipeline answers,
+with every label and its softmax score, best first (a single image with one list, a list of images
+with one list each).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..clip import LOGITS_PER_IMAGE
 from ..errors import BadRequest
-from ..images import read_pixels
-from ..settings import ImageLimits
 from ..tasknames import ZERO_SHOT_IMAGE_CLASSIFICATION
 from . import EMBEDDINGS_ROUTE, IMAGE, Prepared, register
-from .clip import CLIP_EMBEDDER
 from .classification import softmax
+from .clip import CLIP_EMBEDDER, IMAGE_EMBEDS, TEXT_EMBEDS, image_feeds, image_rows
 from .image_classification import SAMPLE_PNG
 from .params import MISSING, check_known, get_str_list
 
@@ -41,18 +43,23 @@ def _params(raw: dict) -> dict:
 
 
 def _preprocess(model, items: list, params: dict) -> Prepared:
-    steps, limits = model.manifest.runtime.image, ImageLimits.resolve()
-    pixels = next(n for n in model.manifest.inputs if n not in model.token_dtypes)
     # str.replace, not format: a label or template with other braces stays literal text.
     texts = [params["hypothesis_template"].replace("{}", label, 1) for label in params["candidate_labels"]]
     encodings = model.encode(texts)
     text_feed = model.feed(encodings)
-    rows = [read_pixels(item, steps, limits) for item in items]
-    size = model.limits.max_batch
-    feeds = [{pixels: np.stack(rows[i:i + size]), **text_feed} for i in range(0, len(rows), size)]
+    feeds = image_feeds(model, image_rows(model, items))
+    # The labels run once, as the first feed; a one-graph bundle takes them with every image chunk instead.
+    feeds = [text_feed, *feeds] if model.logit_scale is not None else [{**f, **text_feed} for f in feeds]
     # No encodings on the Prepared: the feeds hold images and labels, not one row per encoding, so a batch
     # scheduler must run them as they are (functions/batching.py) rather than re-feed rows from encodings.
     return Prepared(feeds=feeds, tokens=sum(len(e.ids) for e in encodings))
+
+
+def logits_per_image(text_embeds: np.ndarray, image_embeds: np.ndarray, logit_scale: float) -> np.ndarray:
+    """(images, labels) logits as CLIPModel.forward computes them from the normalized embeddings:
+    logits_per_text = text @ image.T * scale, transposed (float32 throughout)."""
+    scale = np.float32(logit_scale)
+    return (np.matmul(text_embeds.astype(np.float32), image_embeds.astype(np.float32).T) * scale).T
 
 
 @register(ZERO_SHOT_IMAGE_CLASSIFICATION, inputs=IMAGE, parse_params=_params, preprocess=_preprocess,
@@ -63,7 +70,11 @@ def _preprocess(model, items: list, params: dict) -> Prepared:
                          "hypothesis_template": {"type": "string", "default": DEFAULT_TEMPLATE}},
           sample={"inputs": SAMPLE_PNG, "parameters": {"candidate_labels": ["a gradient", "a cat", "a car"]}})
 def postprocess(model, prepared: Prepared, outputs: list[dict], params: dict) -> list:
-    logits = np.concatenate([out["logits_per_image"] for out in outputs]).astype(np.float32)
+    if model.logit_scale is None:  # a one-graph bundle: its graph's logits
+        logits = np.concatenate([out[LOGITS_PER_IMAGE] for out in outputs]).astype(np.float32)
+    else:
+        images = np.concatenate([out[IMAGE_EMBEDS] for out in outputs[1:]])
+        logits = logits_per_image(outputs[0][TEXT_EMBEDS], images, model.logit_scale)
     labels = params["candidate_labels"]
     results = []
     for row in softmax(logits):

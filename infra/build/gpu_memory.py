@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from functions.batching import BatchLimits
 from functions.errors import ConfigError
-from functions.manifest import GENAI_CONFIG_FILE, MODEL_FILE, Manifest
+from functions.manifest import GENAI_CONFIG_FILE, Manifest
 from functions.settings import DEFAULT_GPU_GENERATIONS
 from functions.tasknames import TEXT_GENERATION
 
@@ -43,6 +43,7 @@ from .memory import (
     MB,
     ReadFile,
     bundle_context,
+    encoder_graph,
     encoder_shape,
     encoder_working_bytes,
     genai_sizes,
@@ -112,9 +113,10 @@ def estimate_gpu(manifest: Manifest, read: ReadFile, *, max_batch: int, max_toke
         kv = kv_cache_bytes(config, context, dtype)
         prefill = generation_working_bytes(config, context, dtype, attention_scores=False) - kv
         return GpuEstimate(weights_mb, "KV", kv / MB, max_concurrent_generations or 0, prefill_mb=prefill / MB)
-    if MODEL_FILE not in manifest.files:
+    graph = encoder_graph(manifest)
+    if graph not in manifest.files:
         return None
-    shape = encoder_shape(read(MODEL_FILE))
+    shape = encoder_shape(read(graph))
     tokens = row_tokens(manifest, shape, max_tokens)
     defaults = BatchLimits()  # the GPU server's own defaults for what models.yaml leaves unset
     budget = max_batch_tokens or defaults.max_batch_tokens

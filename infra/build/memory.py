@@ -41,6 +41,7 @@ from functions.manifest import (
     GENAI_CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
+    VISION_MODEL_FILE,
     Manifest,
     read_manifest,
 )
@@ -127,10 +128,16 @@ def estimate(manifest: Manifest, read: ReadFile, *, max_batch: int, max_tokens: 
         frames = speech.n_samples // speech.hop_length // 2 if speech is not None else 1500
         activations = encoder_working_bytes(encoder_shape(read(ENCODER_FILE)), 1, frames)
         return MemoryEstimate(RUNTIME_MB, weights_mb, (("activations", activations / MB),))
-    shape = encoder_shape(read(MODEL_FILE))
+    shape = encoder_shape(read(encoder_graph(manifest)))
     tokens = row_tokens(manifest, shape, max_tokens)
     return MemoryEstimate(RUNTIME_MB, weights_mb, 
                           (("activations", encoder_working_bytes(shape, max_batch, tokens) / MB),))
+
+
+def encoder_graph(manifest: Manifest) -> str:
+    """The graph an encoder bundle is sized from: CLIP bundles hold one graph per tower, and the image
+    tower's gives the patch size (and the width); other encoders have model.onnx."""
+    return VISION_MODEL_FILE if VISION_MODEL_FILE in manifest.files else MODEL_FILE
 
 
 def bundle_context(manifest: Manifest, config: dict, context_length: int) -> int:

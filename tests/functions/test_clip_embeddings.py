@@ -168,7 +168,7 @@ def test_predict_equals_the_transformers_image_feature_extraction_pipeline(clip,
 def test_embeddings_answer_normalized_get_text_and_image_features(load_handler, features_bundle, zero_shot_bundle,
                                                                    torch_clip, which):
     """Both CLIP bundles serve /v1/embeddings (a zero-shot bundle from its normalized outputs), with the
-    order of a mixed input kept (texts and images run side by side, one run)."""
+    order of a mixed input kept (texts run the text tower, images the image tower)."""
     image, text = torch_clip
     bundle = features_bundle if which == "features" else zero_shot_bundle
     module = load_handler(bundle, MODELFN_MAX_BATCH=6, MODELFN_MODEL_NAME=NAME)
@@ -184,7 +184,7 @@ def test_embeddings_answer_normalized_get_text_and_image_features(load_handler, 
         assert _cosine(d["embedding"], want) >= COSINE
         np.testing.assert_allclose(d["embedding"], _unit(want), atol=1e-4)
     assert got["usage"]["prompt_tokens"] > 0  # the texts' tokens; images count none
-    # one tower at a time gives the same vectors as a mixed request (the blank partner input is inert)
+    # one tower alone gives the same vectors as a mixed request
     status, alone, _ = call(module, make_event("POST", "/v1/embeddings", {"input": URL["shapes"]}))
     np.testing.assert_allclose(alone["data"][0]["embedding"], got["data"][1]["embedding"], atol=1e-6)
     # dimensions shortens and re-normalizes, as for text models

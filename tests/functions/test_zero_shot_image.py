@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from export.vision import builtin_samples
-from functions.manifest import MANIFEST_FILE, MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, verify_bundle
+from functions.manifest import (MANIFEST_FILE, PREPROCESSOR_FILE, TEXT_MODEL_FILE, TOKENIZER_FILE, VISION_MODEL_FILE,
+                                verify_bundle)
 from tests.functions.conftest import call
 from tests.functions.eventfiles import make_event
 from tests.functions.test_adapters import _check_alike
@@ -53,8 +54,9 @@ def clip(load_handler, clip_bundle):
 
 def test_bundle_ships_tokenizer_and_processor(clip_bundle):
     names = sorted(p.name for p in clip_bundle.iterdir())
-    assert names == sorted([MANIFEST_FILE, MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE])
-    manifest = verify_bundle(clip_bundle)
+    assert names == sorted([MANIFEST_FILE, TEXT_MODEL_FILE, VISION_MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE])
+    manifest = verify_bundle(clip_bundle)  # each tower's graph listed with its sha256
+    assert {TEXT_MODEL_FILE, VISION_MODEL_FILE} <= set(manifest.files)
     assert manifest.runtime.image.processor == "CLIPImageProcessor" and manifest.parity.passed
     assert set(manifest.inputs) == {"input_ids", "attention_mask", "pixel_values"}
 
