@@ -40,14 +40,15 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                   allow_drift: bool = False, strategy: str | None = None, max_tokens: int | None = None,
                   progress: Progress | None = None, overwrite: bool = False, threads: int | None = None,
                   opset: int = convert.DEFAULT_OPSET, latency_budget_s: float = 20.0,
-                  search_budget_s: float = 90.0, context_length: int | None = None) -> Manifest:
+                  search_budget_s: float = 600.0, context_length: int | None = None) -> Manifest:
     """Export ``source`` for ``task`` into the bundle directory ``out`` and return its manifest.
 
     Raises an ExportError subclass (one line) on bad input, ParityGateError (exit 3, with the
     candidate table) when nothing passes the gate and ``allow_drift`` is off. ``progress``
     receives export.progress.ProgressEvent objects. With ``quantization="int8"`` and
     ``search_budget_s > 0`` the preset is widened (per-tensor, other weight-only blocks, static
-    QDQ) and mixed precision is searched when a dynamic int8 candidate fails the gate.
+    QDQ) and mixed precision is searched when a dynamic int8 candidate fails the gate; the search runs
+    a fixed number of steps, and ``search_budget_s`` is only a safety stop (warned about when hit).
     ``quantization`` and ``strategy`` default per task: int8 and fastest-passing for encoders.
     text-generation goes to export.generation (``context_length`` caps its KV cache; ``max_tokens``
     and the search budget do not apply there).

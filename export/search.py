@@ -3,9 +3,12 @@
 Speed is judged on the CPU time a call costs (export/measure.py: load on a shared build host
 barely moves it; wall time does, by several times), falling back to wall time for tables that
 have none. Candidates whose batch-1 time differs from the fastest's by less than the timing noise
-(1.5 interquartile ranges of their round-by-round time ratio, at least ``TIE_FRACTION``, at most
-``TIE_CEILING``) are tied: noise must not flip the choice between runs, and however noisy a run
-was, a candidate more than ``1 + TIE_CEILING`` times faster is never tied. Ties go to the more
+are tied: noise must not flip the choice between runs. The noise is two standard errors of the
+median of their round-by-round time ratio (``NOISE_IQRS`` interquartile ranges over the square root
+of the rounds: the question is whether the medians differ, not single rounds), at least
+``TIE_FRACTION`` and at most ``TIE_CEILING``: however noisy a run was, a candidate more than
+``1 + TIE_CEILING`` times faster is never tied, and on CPU time the floor is what usually decides,
+so the tie band does not move with the load from one export to the next. Ties go to the more
 accurate candidate (its gated metrics, means by their lower bound), then the smaller file, then
 the name.
 
@@ -17,6 +20,7 @@ a batch slower than fp32 runs it. ``fixed:NAME`` still can, and its reason says 
 
 from __future__ import annotations
 
+import math
 import platform
 from dataclasses import dataclass
 
@@ -29,7 +33,10 @@ from .measure import paired_ratio
 STRATEGIES = ("fastest-passing", "smallest-passing")
 TIE_FRACTION = 0.10
 TIE_CEILING = 0.25  # a 1.25x-faster candidate is never tied, whatever the spread of one noisy run
-NOISE_IQRS = 1.5  # a difference counts once it exceeds 1.5 interquartile ranges (about two standard deviations)
+# The median of n rounds has a standard error of ~0.93 IQR / sqrt(n) (normal rounds): two of them.
+NOISE_IQRS = 1.9
+# Without paired rounds (old tables): the larger spread of the two, as a single round would vary.
+UNPAIRED_IQRS = 1.5
 
 
 @dataclass(frozen=True)
@@ -66,15 +73,15 @@ def _timed(a: Candidate, b: Candidate) -> tuple[float, float, float, float, tupl
 
 def noise(a: Candidate, b: Candidate) -> float:
     """Milliseconds (of ``ranked_ms``) two candidates' batch-1 times must differ by before one counts as
-    faster: the spread of their round-by-round ratio when both were timed in the same rounds (load common
-    to a round cancels), else the larger of their spreads; never under ``TIE_FRACTION`` nor over
-    ``TIE_CEILING`` of the faster one's time."""
+    faster: two standard errors of the median of their round-by-round ratio when both were timed in the
+    same rounds (load common to a round cancels), else the larger of their spreads; never under
+    ``TIE_FRACTION`` nor over ``TIE_CEILING`` of the faster one's time."""
     a_ms, a_spread, b_ms, b_spread, a_rounds, b_rounds = _timed(a, b)
     floor, ceiling = TIE_FRACTION * min(a_ms, b_ms), TIE_CEILING * min(a_ms, b_ms)
     if a_rounds and len(a_rounds) == len(b_rounds):
         _, spread = paired_ratio(a_rounds, b_rounds)
-        return min(max(NOISE_IQRS * spread * b_ms, floor), ceiling)
-    return min(max(NOISE_IQRS * max(a_spread, b_spread), floor), ceiling)
+        return min(max(NOISE_IQRS * spread / math.sqrt(len(a_rounds)) * b_ms, floor), ceiling)
+    return min(max(UNPAIRED_IQRS * max(a_spread, b_spread), floor), ceiling)
 
 
 def _gap(a: Candidate, b: Candidate) -> float:
