@@ -15,7 +15,7 @@ from .samples import Sample
 from .source import Source
 
 QA_CONTEXT = "The answer is in this context sentence."
-PROBE_PER_CLASS = 3  # inputs of each class in the search's probe subset
+PROBE_PER_CLASS = 3  # inputs of each class in the probe subset
 
 
 def checks_for(task: str):
@@ -59,9 +59,9 @@ class Evaluator:
 
     @cached_property
     def probe(self) -> tuple[int, ...]:
-        """Indices of the search's probe subset: the first ``PROBE_PER_CLASS`` samples of every class, so
-        ranking node groups by drift sees every kind of input at a fraction of the full set's cost.
-        Fixed by the sample order, so every run ranks on the same inputs."""
+        """Indices of the probe subset: the first ``PROBE_PER_CLASS`` samples of every class, so ranking
+        node groups by drift (export/mixed.py) and the first pass of the batch check see every kind of
+        input at a fraction of the full set's cost. Fixed by the sample order: every run uses the same."""
         taken: dict[str, int] = {}
         keep = []
         for i, sample in enumerate(self.samples):
@@ -132,12 +132,6 @@ class Evaluator:
         pair = QA_CONTEXT if self.src.task == QUESTION_ANSWERING else None
         samples = [Sample(text=t, pair=pair) for t in measure.BATCH_TEXTS]
         return parity.pad_batch(parity.encode(self.tokenizer, samples), input_names, self.src.runtime.pad_token_id)
-
-    def latency(self, sessions: dict[str, object], *, budget_s: float, rounds: int = 9) -> dict[str, float]:
-        if not sessions:
-            return {}
-        feed = self.feed([i.name for i in next(iter(sessions.values())).get_inputs()])
-        return measure.measure_latency(sessions, feed, rounds=rounds, budget_s=budget_s)
 
     def timings(self, sessions: dict[str, object], one_row: set[str], *, budget_s: float,
                 rounds: int = 11) -> dict[str, tuple[measure.Timing, measure.Timing]]:

@@ -78,13 +78,6 @@ def latency_feed(tokenizer, input_names: list[str], pair: str | None = None) -> 
     return {n: np.asarray(tensors[n], dtype=np.int64)[None, :] for n in input_names}
 
 
-def measure_latency(sessions: dict[str, object], feed: dict[str, np.ndarray], *, rounds: int = 9,
-                    budget_s: float = 20.0, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median per-call milliseconds for each session, interleaved; stops early when ``budget_s`` runs out."""
-    calls = {n: (lambda s=s: s.run(None, feed)) for n, s in sessions.items()}
-    return {n: t.median_ms for n, t in time_calls(calls, rounds=rounds, budget_s=budget_s, clock=clock).items()}
-
-
 def _quartiles(values: list[float]) -> tuple[float, float]:
     """(median, interquartile range)."""
     if len(values) < 2:
@@ -166,4 +159,4 @@ def cpu_features() -> tuple[str, ...]:
 
 
 __all__ = ["BATCH_TEXTS", "CPU_PROVIDER", "CUDA_PROVIDER", "LATENCY_TEXT", "Timing", "cpu_features", "gate_provider",
-           "latency_feed", "measure_latency", "paired_ratio", "session", "time_calls", "timing_note"]
+           "latency_feed", "paired_ratio", "session", "time_calls", "timing_note"]
