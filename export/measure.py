@@ -9,12 +9,16 @@ Every round is timed twice: wall time (what a caller waits) and the CPU time the
 (``time.process_time``: every thread's, ONNX Runtime's intra-op pool included). Sessions run with
 a fixed number of intra-op threads and spinning off (functions/sessions.py), so a thread waiting
 for a core, or for its pool-mate, sleeps and costs no CPU time: CPU time counts the work a call
-does, which load on the machine barely changes, while wall time also counts the queue for a core,
-which load changes by several times (bench/quant_search_minilm.md: at load ~9 the paired wall
-ratio's spread was 10-40%, the CPU ratio's a few percent). The choice ranks on CPU time; wall time
-is reported beside it. On a quiet moment the two rank MiniLM's candidates in the same order (the
-int8 candidates parallelize over two threads about as well as fp32 does, so CPU/wall is ~1.3-1.6
-for all of them); they differ most for tiny graphs, where per-call overhead dominates.
+does, while wall time also counts the queue for a core, which the load of a shared machine changes
+from one round to the next. The choice ranks on CPU time; wall time is reported beside it.
+
+Measured on MiniLM (2 threads, 2 shared cores, load 7-13 from other work; no quiet moment was to
+be had): per-candidate CPU spreads were 1-15% of the median, wall spreads 5-130%. In the steadiest
+run (wall spreads under 1 ms) CPU and wall medians agreed within 1-5% for 7 of 9 candidates and
+ranked them alike: a short text barely uses the second thread, so CPU ~ wall when nothing waits.
+CPU time is not immune to load (a neighbour's memory traffic makes the same work cost more, and
+not equally for every graph: int8-weight-only-b128's CPU-time lead over fp32 was 1.43x in one run
+and 1.23x in another), which is why the tie band (export/search.py) keeps a floor.
 """
 
 from __future__ import annotations
