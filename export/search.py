@@ -1,8 +1,8 @@
 """Choosing one candidate from the measured table, deterministically.
 
-Speed is judged on the CPU time a call costs (export/measure.py: load on a shared build host
-barely moves it; wall time does, by several times), falling back to wall time for tables that
-have none. Candidates whose batch-1 time differs from the fastest's by less than the timing noise
+Speed is judged on the CPU time a call costs (export/measure.py: the load of a shared build host
+moves it by percents where it moves wall time by several times), falling back to wall time for
+tables that have none. Candidates whose batch-1 time differs from the fastest's by less than the timing noise
 are tied: noise must not flip the choice between runs. The noise is two standard errors of the
 median of their round-by-round time ratio (``NOISE_IQRS`` interquartile ranges over the square root
 of the rounds: the question is whether the medians differ, not single rounds), at least
