@@ -12,10 +12,13 @@ for a core, or for its pool-mate, sleeps and costs no CPU time: CPU time counts 
 does, while wall time also counts the queue for a core, which the load of a shared machine changes
 from one round to the next. The choice ranks on CPU time; wall time is reported beside it.
 
-Measured on MiniLM (2 threads, 2 shared cores, load 7-13 from other work; no quiet moment was to
-be had): per-candidate CPU spreads were 1-15% of the median, wall spreads 5-130%. In the steadiest
-run (wall spreads under 1 ms) CPU and wall medians agreed within 1-5% for 7 of 9 candidates and
-ranked them alike: a short text barely uses the second thread, so CPU ~ wall when nothing waits.
+Measured on MiniLM, 2 threads on 2 shared cores. At a quiet moment (load 1.7, 21 rounds, twice)
+CPU and wall medians agreed within 0-5% (one candidate 20%) and ranked fp32, b32, b128 and the
+dynamic int8 candidates alike, apart from two dynamic ones 5% apart swapping places: a short text
+barely uses the second thread, so CPU ~ wall when nothing waits. At load 7-13 from other work,
+per-candidate CPU spreads were 1-15% of the median and wall spreads 5-130%, and wall medians were
+up to 3x the CPU ones (the old wall-time tables' 2.4x-4x int8 speed-ups were that load: at the
+quiet moment int8 was 1.2-1.5x fp32 by either clock).
 CPU time is not immune to load (a neighbour's memory traffic makes the same work cost more, and
 not equally for every graph: int8-weight-only-b128's CPU-time lead over fp32 was 1.43x in one run
 and 1.23x in another), which is why the tie band (export/search.py) keeps a floor.
