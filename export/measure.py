@@ -13,7 +13,7 @@ does, while wall time also counts the queue for a core, which the load of a shar
 from one round to the next. The choice ranks on CPU time; wall time is reported beside it.
 
 Measured on MiniLM, 2 threads on 2 shared cores. At a quiet moment (load 1.7, 21 rounds, twice)
-CPU and wall medians agreed within 0-5% (one candidate 20%) and ranked fp32, b32, b128 and the
+CPU and wall medians agreed within 0-5% (one candidate 26%) and ranked fp32, b32, b128 and the
 dynamic int8 candidates alike, apart from two dynamic ones 5% apart swapping places: a short text
 barely uses the second thread, so CPU ~ wall when nothing waits. At load 7-13 from other work,
 per-candidate CPU spreads were 1-15% of the median and wall spreads 5-130%, and wall medians were
