@@ -40,14 +40,15 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                   allow_drift: bool = False, strategy: str | None = None, max_tokens: int | None = None,
                   progress: Progress | None = None, overwrite: bool = False, threads: int | None = None,
                   opset: int = convert.DEFAULT_OPSET, latency_budget_s: float = 20.0,
-                  search_budget_s: float = 90.0, context_length: int | None = None) -> Manifest:
+                  search_budget_s: float = 600.0, context_length: int | None = None) -> Manifest:
     """Export ``source`` for ``task`` into the bundle directory ``out`` and return its manifest.
 
     Raises an ExportError subclass (one line) on bad input, ParityGateError (exit 3, with the
     candidate table) when nothing passes the gate and ``allow_drift`` is off. ``progress``
     receives export.progress.ProgressEvent objects. With ``quantization="int8"`` and
     ``search_budget_s > 0`` the preset is widened (per-tensor, other weight-only blocks, static
-    QDQ) and mixed precision is searched when a dynamic int8 candidate fails the gate.
+    QDQ) and mixed precision is searched when a dynamic int8 candidate fails the gate; the search runs
+    a fixed number of steps, and ``search_budget_s`` is only a safety stop (warned about when hit).
     ``quantization`` and ``strategy`` default per task: int8 and fastest-passing for encoders.
     text-generation goes to export.generation (``context_length`` caps its KV cache; ``max_tokens``
     and the search budget do not apply there).
@@ -135,7 +136,8 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                 name=name or out.name, task=task, architecture=architecture, target=target,
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
                                           strategy=strategy, candidates=tuple(table),
-                                          host_cpu_features=measure.cpu_features()),
+                                          host_cpu_features=measure.cpu_features(),
+                                          timing=measure.timing_note(threads) if timed_here else ""),
                 parity=Parity(metrics=dict(chosen.metrics), thresholds=gate, passed=choice.passed,
                               samples=len(evaluator.samples), allowed_drift=allow_drift and not choice.passed,
                               classes=parity.classes(evaluator.samples), worst=chosen.worst,
@@ -229,13 +231,14 @@ def _validate(evaluator: Evaluator, built: dict[str, Path | str], tracker: Track
     return rows, sessions
 
 
-def _score(evaluator: Evaluator, path: Path, note: str = "") -> tuple[object, dict]:
-    """(session, row) for one candidate graph: parity alone, and whether its rows depend on batch-mates."""
-    session, outputs = evaluator.run(path)
+def _score(evaluator: Evaluator, path: Path, note: str = "", ran: tuple | None = None) -> tuple[object, dict]:
+    """(session, row) for one candidate graph: parity alone, and whether its rows depend on batch-mates.
+    ``ran`` is (session, outputs) when the graph already ran on every sample alone."""
+    session, outputs = ran or evaluator.run(path)
     if evaluator.checks is vision:  # image tasks: agreement on the synthetic images (export/vision.py)
         return session, dict(path=path, metrics=evaluator.metrics(outputs), note=note, worst=(), one_row=False)
     assessed = evaluator.assess(outputs)
-    consistency = evaluator.batch_consistency(session, outputs)
+    consistency = evaluator.batch_consistency(session, outputs, probe_first=True)
     # A graph whose answers move with the batch is served one row per call: then every input gets
     # exactly the answer the gate scored alone.
     one_row = consistency < parity.BATCH_INDEPENDENCE
@@ -248,20 +251,24 @@ def _score(evaluator: Evaluator, path: Path, note: str = "") -> tuple[object, di
 
 def _search(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, names: tuple[str, ...], work: Path,
             budget_s: float, tracker: Tracker) -> None:
-    """Mixed precision from the first dynamic int8 candidate of the preset that fails the gate (deterministic)."""
+    """Mixed precision from the first dynamic int8 candidate of the preset that fails the gate (deterministic:
+    a fixed number of steps; ``budget_s`` is only a safety stop, warned about when it cuts the search)."""
     # from a candidate an automatic choice may take: a VNNI-tuned base would give VNNI-tuned steps
     base = next((n for n in names if n.startswith("int8-dynamic-per-channel") and n in sessions
                  and not registry.requires_cpu(n) and not evaluator.passes(rows[n]["metrics"])), None)
     if base is None or "fp32" not in sessions:
         return
-    tracker.info("validate", f"search: ranking node groups by sensitivity under {base} ({budget_s:.0f}s budget)")
-    ranking, steps = mixed.run_search(base, rows["fp32"]["path"], sessions["fp32"], evaluator, work / "search", budget_s)
-    if ranking:
-        tracker.info("validate", "search: most sensitive " + ", ".join(f"{g} {s:.2e}" for g, s in ranking[:5]))
-    for step in steps:
-        sessions[step.name], rows[step.name] = _score(evaluator, step.path, "fp32 groups: " + ", ".join(step.excluded))
-        tracker.info("validate", f"{step.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in step.metrics.items())
-                     + f", {step.latency_ms:.2f} ms vs fp32 {step.fp32_latency_ms:.2f} ms")
+    tracker.info("validate", f"search: ranking node groups by sensitivity under {base} on {len(evaluator.probe)} "
+                 f"probe samples, then up to {mixed.MAX_STEPS} exclusions (safety stop {budget_s:.0f}s)")
+    search = mixed.run_search(base, rows["fp32"]["path"], evaluator, work / "search", budget_s)
+    if search.ranking:
+        tracker.info("validate", "search: most sensitive " + ", ".join(f"{g} {s:.2e}" for g, s in search.ranking[:5]))
+    if search.stopped:
+        tracker.warn("validate", f"search: {search.stopped}; a faster or quieter machine may search further")
+    for step in search.steps:
+        sessions[step.name], rows[step.name] = _score(evaluator, step.path, "fp32 groups: " + ", ".join(step.excluded),
+                                                      ran=step.ran)
+        tracker.info("validate", f"{step.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in step.metrics.items()))
 
 
 def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s: float,
@@ -279,7 +286,10 @@ def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s
             latency_rounds_ms=tuple(round(t, 4) for t in one.rounds) if one else (),
             batch_latency_ms=round(batch.median_ms, 4) if batch else 0.0,
             one_row_per_run=bool(r.get("one_row")), requires_cpu=registry.requires_cpu(n),
-            worst=tuple(r.get("worst", ()))))
+            worst=tuple(r.get("worst", ())),
+            cpu_ms=round(one.cpu_median_ms, 4) if one else 0.0, cpu_spread_ms=round(one.cpu_spread_ms, 4) if one else 0.0,
+            cpu_rounds_ms=tuple(round(t, 4) for t in one.cpu_rounds) if one else (),
+            batch_cpu_ms=round(batch.cpu_median_ms, 4) if batch else 0.0))
     fp32 = next((c for c in table if c.name == registry.FP32), None)
     return [replace(c, note="; ".join(filter(None, [c.note, ineligible(c, fp32, timed_here=timed_here)])))
             for c in table]

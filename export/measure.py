@@ -4,6 +4,24 @@ The machine is shared, so candidates are timed round-robin (the order rotates ev
 each gets the median of its rounds and their interquartile range: background load slows every
 candidate alike instead of whichever happened to run during it, and the spread says how far
 apart two candidates must be before the difference is more than noise (export/search.py).
+
+Every round is timed twice: wall time (what a caller waits) and the CPU time the process spent
+(``time.process_time``: every thread's, ONNX Runtime's intra-op pool included). Sessions run with
+a fixed number of intra-op threads and spinning off (functions/sessions.py), so a thread waiting
+for a core, or for its pool-mate, sleeps and costs no CPU time: CPU time counts the work a call
+does, while wall time also counts the queue for a core, which the load of a shared machine changes
+from one round to the next. The choice ranks on CPU time; wall time is reported beside it.
+
+Measured on MiniLM, 2 threads on 2 shared cores. At a quiet moment (load 1.7, 21 rounds, twice)
+CPU and wall medians agreed within 0-5% (one candidate 26%) and ranked fp32, b32, b128 and the
+dynamic int8 candidates alike, apart from two dynamic ones 5% apart swapping places: a short text
+barely uses the second thread, so CPU ~ wall when nothing waits. At load 7-13 from other work,
+per-candidate CPU spreads were 1-15% of the median and wall spreads 5-130%, and wall medians were
+up to 3x the CPU ones (the old wall-time tables' 2.4x-4x int8 speed-ups were that load: at the
+quiet moment int8 was 1.2-1.5x fp32 by either clock).
+CPU time is not immune to load (a neighbour's memory traffic makes the same work cost more, and
+not equally for every graph: int8-weight-only-b128's CPU-time lead over fp32 was 1.43x in one run
+and 1.23x in another), which is why the tie band (export/search.py) keeps a floor.
 """
 
 from __future__ import annotations
@@ -26,9 +44,13 @@ BATCH_TEXTS = (LATENCY_TEXT, "ok", "Where is the nearest train station?", "Thank
 
 @dataclass(frozen=True)
 class Timing:
-    median_ms: float
+    median_ms: float  # wall time per call
     spread_ms: float  # interquartile range of the rounds
     rounds: tuple[float, ...]  # per-call milliseconds of each round, in round order (paired across candidates)
+    # the same rounds in CPU time of the process (all threads): what the choice ranks on
+    cpu_median_ms: float = 0.0
+    cpu_spread_ms: float = 0.0
+    cpu_rounds: tuple[float, ...] = ()
 
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -63,17 +85,20 @@ def latency_feed(tokenizer, input_names: list[str], pair: str | None = None) -> 
     return {n: np.asarray(tensors[n], dtype=np.int64)[None, :] for n in input_names}
 
 
-def measure_latency(sessions: dict[str, object], feed: dict[str, np.ndarray], *, rounds: int = 9,
-                    budget_s: float = 20.0, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median per-call milliseconds for each session, interleaved; stops early when ``budget_s`` runs out."""
-    calls = {n: (lambda s=s: s.run(None, feed)) for n, s in sessions.items()}
-    return {n: t.median_ms for n, t in time_calls(calls, rounds=rounds, budget_s=budget_s, clock=clock).items()}
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """(median, interquartile range)."""
+    if len(values) < 2:
+        return values[0], 0.0
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return median, q3 - q1
 
 
 def time_calls(calls: dict[str, Callable[[], object]], *, rounds: int = 9, budget_s: float = 20.0,
-               clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
-    """Median and interquartile range of per-call milliseconds for each callable, interleaved round-robin;
-    stops early (after at least 3 rounds) when ``budget_s`` runs out."""
+               clock: Callable[[], float] = time.perf_counter,
+               cpu_clock: Callable[[], float] = time.process_time) -> dict[str, Timing]:
+    """Median and interquartile range of per-call milliseconds for each callable, interleaved round-robin,
+    in wall time (``clock``) and process CPU time (``cpu_clock``); stops early (after at least 3 rounds)
+    when ``budget_s`` of wall time runs out."""
     names = list(calls)
     if not names:
         return {}
@@ -86,32 +111,42 @@ def time_calls(calls: dict[str, Callable[[], object]], *, rounds: int = 9, budge
     one = max(clock() - start, 1e-5)
     repeat = int(min(max(0.03 / one, 3), 200))
     samples: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     deadline = clock() + budget_s
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             run = calls[name]
-            t0 = clock()
+            t0, c0 = clock(), cpu_clock()
             for _ in range(repeat):
                 run()
-            samples[name].append((clock() - t0) * 1000.0 / repeat)
+            c1, t1 = cpu_clock(), clock()
+            samples[name].append((t1 - t0) * 1000.0 / repeat)
+            cpu[name].append((c1 - c0) * 1000.0 / repeat)
         if r >= 2 and clock() > deadline:
             break
     out = {}
     for n, v in samples.items():
-        q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else (v[0], v[0], v[0])
-        out[n] = Timing(statistics.median(v), q3 - q1, tuple(v))
+        (median, spread), (cpu_median, cpu_spread) = _quartiles(v), _quartiles(cpu[n])
+        out[n] = Timing(median, spread, tuple(v), cpu_median, cpu_spread, tuple(cpu[n]))
     return out
+
+
+def timing_note(threads: int) -> str:
+    """What a manifest's latencies are, for its readers (functions.manifest.Quantization.timing)."""
+    return (f"batch 1 and a batch of {len(BATCH_TEXTS)}, {threads} intra-op threads, spinning off, candidates "
+            "interleaved round by round: latency_ms is the median wall time per call, cpu_ms the median CPU time "
+            "of the process per call (time.process_time, all threads); the choice ranks on cpu_ms, ties within "
+            "the paired rounds' noise going to the more accurate candidate")
 
 
 def paired_ratio(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float]:
     """Median and interquartile range of a's time over b's time round by round: load that slows both
     in a round cancels out, so this is far steadier than comparing the two medians."""
     ratios = [x / y for x, y in zip(a, b) if y > 0]
-    if len(ratios) < 2:
-        return (ratios[0] if ratios else float("nan")), 0.0
-    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-    return median, q3 - q1
+    if not ratios:
+        return float("nan"), 0.0
+    return _quartiles(ratios)
 
 
 def cpu_features() -> tuple[str, ...]:
@@ -131,4 +166,4 @@ def cpu_features() -> tuple[str, ...]:
 
 
 __all__ = ["BATCH_TEXTS", "CPU_PROVIDER", "CUDA_PROVIDER", "LATENCY_TEXT", "Timing", "cpu_features", "gate_provider",
-           "latency_feed", "measure_latency", "paired_ratio", "session", "time_calls"]
+           "latency_feed", "paired_ratio", "session", "time_calls", "timing_note"]

@@ -1,9 +1,16 @@
 """Choosing one candidate from the measured table, deterministically.
 
-Candidates whose batch-1 latency differs from the fastest's by less than the timing noise (1.5
-interquartile ranges of their round-by-round time ratio, at least ``TIE_FRACTION``) are tied: noise on a shared
-machine must not flip the choice between runs. Ties go to the more accurate candidate (its gated
-metrics, means by their lower bound), then the smaller file, then the name.
+Speed is judged on the CPU time a call costs (export/measure.py: the load of a shared build host
+moves it by percents where it moves wall time by several times), falling back to wall time for
+tables that have none. Candidates whose batch-1 time differs from the fastest's by less than the timing noise
+are tied: noise must not flip the choice between runs. The noise is two standard errors of the
+median of their round-by-round time ratio (``NOISE_IQRS`` interquartile ranges over the square root
+of the rounds: the question is whether the medians differ, not single rounds), at least
+``TIE_FRACTION`` and at most ``TIE_CEILING``: however noisy a run was, a candidate more than
+``1 + TIE_CEILING`` times faster is never tied, and on CPU time the floor is what usually decides,
+so the tie band does not move with the load from one export to the next. Ties go to the more
+accurate candidate (its gated metrics, means by their lower bound), then the smaller file, then
+the name.
 
 Automatic strategies never pick a candidate whose numerics assume an instruction set the target
 may lack (``requires_cpu``, e.g. the VNNI preset: Lambda does not promise VNNI, and without it
@@ -13,6 +20,7 @@ a batch slower than fp32 runs it. ``fixed:NAME`` still can, and its reason says 
 
 from __future__ import annotations
 
+import math
 import platform
 from dataclasses import dataclass
 
@@ -24,7 +32,11 @@ from .measure import paired_ratio
 
 STRATEGIES = ("fastest-passing", "smallest-passing")
 TIE_FRACTION = 0.10
-NOISE_IQRS = 1.5  # a difference counts once it exceeds 1.5 interquartile ranges (about two standard deviations)
+TIE_CEILING = 0.25  # a 1.25x-faster candidate is never tied, whatever the spread of one noisy run
+# The median of n rounds has a standard error of ~0.93 IQR / sqrt(n) (normal rounds): two of them.
+NOISE_IQRS = 1.9
+# Without paired rounds (old tables): the larger spread of the two, as a single round would vary.
+UNPAIRED_IQRS = 1.5
 
 
 @dataclass(frozen=True)
@@ -46,23 +58,39 @@ def host_architecture() -> str:
     return {"amd64": "x86_64", "aarch64": "arm64"}.get(machine, machine)
 
 
+def ranked_ms(c: Candidate) -> float:
+    """The batch-1 figure speed is judged on: CPU time per call where measured, else wall time."""
+    return c.cpu_ms if c.cpu_ms > 0 else c.latency_ms
+
+
+def _timed(a: Candidate, b: Candidate) -> tuple[float, float, float, float, tuple, tuple]:
+    """(ms, spread) of each and their rounds, in CPU time when both have it, else in wall time: never mixed."""
+    if a.cpu_ms > 0 and b.cpu_ms > 0:
+        return a.cpu_ms, a.cpu_spread_ms, b.cpu_ms, b.cpu_spread_ms, a.cpu_rounds_ms, b.cpu_rounds_ms
+    return (a.latency_ms, a.latency_spread_ms, b.latency_ms, b.latency_spread_ms, a.latency_rounds_ms,
+            b.latency_rounds_ms)
+
+
 def noise(a: Candidate, b: Candidate) -> float:
-    """Milliseconds two candidates' batch-1 latencies must differ by before one counts as faster: the
-    spread of their round-by-round ratio when both were timed in the same rounds (load common to a
-    round cancels), else the larger of their spreads; never under ``TIE_FRACTION``."""
-    floor = TIE_FRACTION * min(a.latency_ms, b.latency_ms)
-    if a.latency_rounds_ms and len(a.latency_rounds_ms) == len(b.latency_rounds_ms):
-        _, spread = paired_ratio(a.latency_rounds_ms, b.latency_rounds_ms)
-        return max(NOISE_IQRS * spread * b.latency_ms, floor)
-    return max(NOISE_IQRS * max(a.latency_spread_ms, b.latency_spread_ms), floor)
+    """Milliseconds (of ``ranked_ms``) two candidates' batch-1 times must differ by before one counts as
+    faster: two standard errors of the median of their round-by-round ratio when both were timed in the
+    same rounds (load common to a round cancels), else the larger of their spreads; never under
+    ``TIE_FRACTION`` nor over ``TIE_CEILING`` of the faster one's time."""
+    a_ms, a_spread, b_ms, b_spread, a_rounds, b_rounds = _timed(a, b)
+    floor, ceiling = TIE_FRACTION * min(a_ms, b_ms), TIE_CEILING * min(a_ms, b_ms)
+    if a_rounds and len(a_rounds) == len(b_rounds):
+        _, spread = paired_ratio(a_rounds, b_rounds)
+        return min(max(NOISE_IQRS * spread / math.sqrt(len(a_rounds)) * b_ms, floor), ceiling)
+    return min(max(UNPAIRED_IQRS * max(a_spread, b_spread), floor), ceiling)
 
 
 def _gap(a: Candidate, b: Candidate) -> float:
-    """How many milliseconds slower ``a`` is than ``b`` (paired by round when possible)."""
-    if a.latency_rounds_ms and len(a.latency_rounds_ms) == len(b.latency_rounds_ms):
-        ratio, _ = paired_ratio(a.latency_rounds_ms, b.latency_rounds_ms)
-        return (ratio - 1.0) * b.latency_ms
-    return a.latency_ms - b.latency_ms
+    """How many milliseconds (of ``ranked_ms``) slower ``a`` is than ``b`` (paired by round when possible)."""
+    a_ms, _, b_ms, _, a_rounds, b_rounds = _timed(a, b)
+    if a_rounds and len(a_rounds) == len(b_rounds):
+        ratio, _ = paired_ratio(a_rounds, b_rounds)
+        return (ratio - 1.0) * b_ms
+    return a_ms - b_ms
 
 
 def _accuracy(c: Candidate, gated: tuple[str, ...]) -> tuple[float, ...]:
@@ -70,7 +98,7 @@ def _accuracy(c: Candidate, gated: tuple[str, ...]) -> tuple[float, ...]:
 
 
 def _fastest(pool: list[Candidate], gated: tuple[str, ...] = ()) -> Candidate:
-    best = min(pool, key=lambda c: (c.latency_ms, c.name))
+    best = min(pool, key=lambda c: (ranked_ms(c), c.name))
     tied = [c for c in pool if _gap(c, best) <= noise(c, best)]
     return min(tied, key=lambda c: (tuple(-v for v in _accuracy(c, gated)), c.size_bytes, c.name))
 
@@ -81,10 +109,14 @@ def ineligible(c: Candidate, fp32: Candidate | None, *, timed_here: bool = True)
     if c.requires_cpu:
         return (f"tuned for {'+'.join(c.requires_cpu)}, which the target CPU may lack (parity and speed "
                 "measured here need not hold there): not chosen automatically")
-    if (timed_here and c.one_row_per_run and fp32 is not None and c.batch_latency_ms > 0 and fp32.batch_latency_ms > 0
-            and c.batch_latency_ms > fp32.batch_latency_ms):
-        return (f"rows depend on batch-mates; run one row per call a batch of 8 takes {c.batch_latency_ms:.2f} ms "
-                f"vs fp32 {fp32.batch_latency_ms:.2f} ms: not worth it")
+    if not (timed_here and c.one_row_per_run and fp32 is not None):
+        return ""
+    # CPU time when both have it (steady under load), else wall time
+    mine, theirs, clock = ((c.batch_cpu_ms, fp32.batch_cpu_ms, " of CPU") if c.batch_cpu_ms > 0 and fp32.batch_cpu_ms > 0
+                           else (c.batch_latency_ms, fp32.batch_latency_ms, ""))
+    if mine > 0 and theirs > 0 and mine > theirs:
+        return (f"rows depend on batch-mates; run one row per call a batch of 8 takes {mine:.2f} ms{clock} "
+                f"vs fp32 {theirs:.2f} ms: not worth it")
     return ""
 
 
@@ -116,19 +148,23 @@ def choose(candidates: list[Candidate], strategy: str, *, requested: str, timed_
                       f"{host_architecture()} host; first passing candidate in preset order "
                       f"({', '.join(preference)}); others were checked for parity only", False, True)
     if strategy == "smallest-passing":
-        pick = min(passing, key=lambda c: (c.size_bytes, c.latency_ms, c.name))
+        pick = min(passing, key=lambda c: (c.size_bytes, ranked_ms(c), c.name))
         return Choice(pick.name, f"smallest passing candidate ({pick.size_bytes} bytes)", False, True)
     pick = _fastest(passing, gated)
-    fastest = min(passing, key=lambda c: (c.latency_ms, c.name))
-    tie = "" if pick is fastest else (f"; tied with {fastest.name} ({fastest.latency_ms:.3f} ms) within the timing "
-                                      f"noise ({noise(pick, fastest):.3f} ms), the more accurate wins")
+    fastest = min(passing, key=lambda c: (ranked_ms(c), c.name))
+    unit = "ms CPU" if pick.cpu_ms > 0 and fastest.cpu_ms > 0 else "ms"
+    tie = "" if pick is fastest else (f"; tied with {fastest.name} ({ranked_ms(fastest):.3f} {unit}) within the "
+                                      f"timing noise ({noise(pick, fastest):.3f} {unit}), the more accurate wins")
     fp32 = by_name.get(FP32)
-    speed = f", {fp32.latency_ms / pick.latency_ms:.2f}x fp32" if fp32 and pick.latency_ms > 0 else ""
+    speed = (f", {ranked_ms(fp32) / ranked_ms(pick):.2f}x fp32{' by CPU time' if pick.cpu_ms > 0 else ''}"
+             if fp32 and ranked_ms(pick) > 0 else "")
     if pick.name == FP32 and requested != "none":
         return Choice(FP32, f"fp32 is the fastest passing candidate: no {requested} candidate beat it{tie}", False, True)
     rows = "; served one row per call (rows depend on batch-mates)" if pick.one_row_per_run else ""
-    return Choice(pick.name, f"fastest passing candidate ({pick.latency_ms:.3f} ± {pick.latency_spread_ms:.3f} ms "
-                  f"at batch 1{speed}{tie}){rows}", False, True)
+    cpu = f"{pick.cpu_ms:.3f} ± {pick.cpu_spread_ms:.3f} ms CPU, " if pick.cpu_ms > 0 else ""
+    return Choice(pick.name, f"fastest passing candidate ({cpu}{pick.latency_ms:.3f} ± {pick.latency_spread_ms:.3f} ms "
+                  f"wall at batch 1{speed}{tie}){rows}", False, True)
 
 
-__all__ = ["Choice", "STRATEGIES", "TIE_FRACTION", "choose", "host_architecture", "ineligible", "noise", "parse_strategy"]
+__all__ = ["Choice", "STRATEGIES", "TIE_CEILING", "TIE_FRACTION", "choose", "host_architecture", "ineligible", "noise",
+           "parse_strategy", "ranked_ms"]

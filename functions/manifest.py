@@ -179,6 +179,12 @@ class Candidate:
     one_row_per_run: bool = False  # rows depend on batch-mates: served one row per session.run
     requires_cpu: tuple[str, ...] = ()  # instruction sets its numerics (and measured parity) assume
     worst: tuple[dict, ...] = ()  # the inputs furthest from the original: {"text", "kind", "score"}
+    # The same rounds in CPU time of the building process (all threads; 0 where not measured): load
+    # on the build host barely moves it, so the choice ranks on it (export/measure.py).
+    cpu_ms: float = 0.0
+    cpu_spread_ms: float = 0.0
+    cpu_rounds_ms: tuple[float, ...] = ()
+    batch_cpu_ms: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Candidate":
@@ -195,6 +201,10 @@ class Candidate:
             one_row_per_run=bool(data.get("one_row_per_run", False)),
             requires_cpu=tuple(data.get("requires_cpu", ())),
             worst=tuple(dict(w) for w in data.get("worst", ())),
+            cpu_ms=float(data.get("cpu_ms", 0.0)),
+            cpu_spread_ms=float(data.get("cpu_spread_ms", 0.0)),
+            cpu_rounds_ms=tuple(float(x) for x in data.get("cpu_rounds_ms", ())),
+            batch_cpu_ms=float(data.get("batch_cpu_ms", 0.0)),
         )
 
 
@@ -208,6 +218,8 @@ class Quantization:
     # The build host's CPU features that int8 kernels depend on (from /proc/cpuinfo flags), since
     # the latencies above were measured there.
     host_cpu_features: tuple[str, ...] = ()
+    # What the latencies are and which figure the choice ranked on (threads, clocks, rounds).
+    timing: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Quantization":
@@ -218,6 +230,7 @@ class Quantization:
             strategy=data.get("strategy", "fastest-passing"),
             candidates=tuple(Candidate.from_dict(c) for c in data.get("candidates", ())),
             host_cpu_features=tuple(data.get("host_cpu_features", ())),
+            timing=data.get("timing", ""),
         )
 
 

@@ -40,7 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--parity", action="append", default=[], metavar="METRIC=VALUE",
                    help="gate threshold, e.g. min_cosine=0.98 (repeatable; default models.yaml or built-in)")
     p.add_argument("--search-budget-s", type=float,
-                   help="seconds for the int8 quantization search (mixed precision); 0 turns it off (default 90)")
+                   help="safety stop in seconds for the int8 quantization search (mixed precision), which runs "
+                        "a fixed number of steps; 0 turns it off (default 600)")
     p.add_argument("--eval-file", help="JSONL of your own texts: {\"text\", \"label\"} or {\"question\", \"context\"}; "
                                        "text-generation: {\"prompt\"} (raw text) or {\"chat\"} (a user message)")
     p.add_argument("--max-tokens", type=int, help="truncation length (default: models.yaml or the model's own)")

@@ -155,14 +155,10 @@ def test_choice_is_the_same_in_three_exports(tiny_model_dir, tmp_path):
         features.add(tuple(q.host_cpu_features))
         assert all(c.latency_spread_ms >= 0 for c in q.candidates)
         assert manifest.parity.worst and manifest.parity.classes.get("short")
+        assert all(c.cpu_ms > 0 for c in q.candidates) and "cpu_ms" in q.timing
     assert len(features) == 1  # the same host flags recorded each time
-    names = {name for name, _ in chosen}
-    # Quiet machine: one choice. Under load fp32 and a quantized candidate can come within the timing noise
-    # of each other, and then which one is chosen can differ between runs; that is the only split allowed:
-    # never two different quantized picks, and a split only where some run found the two tied.
-    assert len(names - {"fp32"}) <= 1, chosen
-    if len(names) > 1:
-        assert any("within the timing noise" in reason for _, reason in chosen), chosen
+    # ranked on CPU time, which the load of a shared machine barely moves: one choice, whatever the load
+    assert len({name for name, _ in chosen}) == 1, chosen
 
 
 def _timed(name, rounds, mean_cosine, size=100, **kw):

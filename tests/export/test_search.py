@@ -81,7 +81,7 @@ def test_choice_rules_are_deterministic_under_timing_noise():
 
 
 class _SteppingClock:
-    """Each reading is one 'second' later: the search's budget checks, not wall time, decide."""
+    """Each reading is one 'second' later: a machine as slow as you like, without waiting for it."""
 
     def __init__(self):
         self.now = 0.0
@@ -92,37 +92,61 @@ class _SteppingClock:
 
 
 class _DriftByGroup:
-    """Evaluator stand-in for the ranking: a group's drift is its position, so every group is scored."""
+    """Evaluator stand-in: a group's drift is a fixed function of its nodes (as a real graph's would be),
+    and no exclusion step passes the gate until ``passes_at`` groups are kept in fp32."""
 
-    def __init__(self):
-        self.runs = 0
+    def __init__(self, groups, passes_at: int = 3):
+        self.groups, self.passes_at, self.runs = groups, passes_at, []
 
-    def run(self, path):
-        self.runs += 1
-        return None, self.runs
+    def run(self, path, *, probe: bool = False):
+        self.runs.append((path.parent.name, probe))
+        return None, path.parent.name
 
-    def drift(self, outputs) -> float:
-        return float(outputs)
+    def drift(self, outputs, *, probe: bool = False) -> float:
+        group = outputs.removeprefix("only-")
+        return sum(len(n) for n in self.groups[group]) / 1000.0
+
+    def metrics(self, outputs) -> dict[str, float]:
+        return {"excluded": float(outputs.rsplit("fp32x", 1)[1])}
+
+    def passes(self, metrics) -> bool:
+        return metrics["excluded"] >= self.passes_at
 
 
-def test_search_stops_when_its_budget_runs_out(tiny_bundle, tmp_path):
+def _search(fp32, groups, tmp, clock, budget_s=float("inf"), passes_at=3):
+    from export import mixed
+
+    evaluator = _DriftByGroup(groups, passes_at)
+    return mixed.run_search("int8-dynamic-per-channel-avx2", fp32, evaluator, tmp, budget_s, clock=clock), evaluator
+
+
+def test_search_tries_the_same_candidates_on_a_slow_machine_as_on_a_fast_one(tiny_bundle, tmp_path):
     from export import mixed
     from functions.manifest import MODEL_FILE
 
     fp32 = tiny_bundle("feature-extraction", quantization="none") / MODEL_FILE
     groups = mixed.node_groups(fp32)
     assert len(groups) >= 6
+    fast, fast_eval = _search(fp32, groups, tmp_path / "fast", clock=lambda: 0.0, budget_s=90)
+    # every reading of this clock is a second later: a machine ~100x slower than the budget was planned for
+    slow, slow_eval = _search(fp32, groups, tmp_path / "slow", clock=_SteppingClock(), budget_s=600)
+    assert fast.ranking == slow.ranking and len(fast.ranking) == len(groups)  # every group ranked, same order
+    assert [s.excluded for s in fast.steps] == [s.excluded for s in slow.steps]
+    assert len(fast.steps) == 3 and fast.steps[-1].passed and not fast.stopped and not slow.stopped
+    assert all(probe for _, probe in fast_eval.runs[:len(groups)])  # ranking runs the probe subset only
+    assert not any(probe for _, probe in fast_eval.runs[len(groups):])  # exclusion steps run the full gate set
+    # no step passes: the search stops at its step limit, not at a deadline
+    capped, _ = _search(fp32, groups, tmp_path / "capped", clock=lambda: 0.0, passes_at=99)
+    assert len(capped.steps) == mixed.step_limit(len(groups)) and not capped.stopped
 
-    unbounded = mixed.rank_groups("int8-dynamic-per-channel-avx2", fp32, groups, _DriftByGroup(), tmp_path / "a",
-                                  deadline=float("inf"))
-    assert {g for g, _ in unbounded} == set(groups)
 
-    clock, evaluator = _SteppingClock(), _DriftByGroup()
-    ranked = mixed.rank_groups("int8-dynamic-per-channel-avx2", fp32, groups, evaluator, tmp_path / "b",
-                               deadline=3.5, clock=clock)
-    # readings 1, 2, 3 are inside the deadline, the 4th is past it: three groups scored, then stop
-    assert len(ranked) == evaluator.runs == 3
+def test_the_safety_stop_cuts_the_search_short_and_says_so(tiny_bundle, tmp_path):
+    from export import mixed
+    from functions.manifest import MODEL_FILE
 
-    steps = mixed.greedy_exclusion("int8-dynamic-per-channel-avx2", fp32, None, groups, unbounded, evaluator,
-                                   tmp_path / "c", deadline=0.5, clock=_SteppingClock())
-    assert steps == []  # no exclusion is tried once the budget is spent
+    fp32 = tiny_bundle("feature-extraction", quantization="none") / MODEL_FILE
+    groups = mixed.node_groups(fp32)
+    # the first reading starts the 3 s budget (deadline 4); readings 2, 3, 4 are inside it, the 5th is past it
+    cut, evaluator = _search(fp32, groups, tmp_path / "cut", clock=_SteppingClock(), budget_s=3.0)
+    assert len(cut.ranking) == len(evaluator.runs) == 3 and cut.steps == []
+    assert cut.stopped == f"safety stop (3 s) after ranking 3 of {len(groups)} groups"
