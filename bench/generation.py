@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -74,8 +73,6 @@ def build_variant(recipe_name: str, hf_dir: Path, bundle: Path, manifest, cache:
 
 def gate(model_dirs: dict[str, Path], source: str, context_length: int) -> dict[str, dict]:
     """Generation-gate metrics and verdict per directory, as export computes them."""
-    import json as _json
-
     from tokenizers import Tokenizer
 
     from export.choices import GENERATION_THRESHOLDS
@@ -87,7 +84,7 @@ def gate(model_dirs: dict[str, Path], source: str, context_length: int) -> dict[
     src = inspect_generation_source(source, context_length=context_length)
     tokenizer = Tokenizer.from_file(str(src.path / "tokenizer.json"))
     config_file = src.path / "tokenizer_config.json"
-    special = _special_strings(_json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {})
+    special = _special_strings(json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {})
     prompt_ids = [encode(tokenizer, p, src.chat_template, special) for p in builtin_prompts(bool(src.chat_template))]
     reference = parity.torch_reference(src.path, prompt_ids, eos_ids=src.runtime.eos_token_ids,
                                        pad_id=src.runtime.pad_token_id, max_new_tokens=MAX_NEW_TOKENS, threads=THREADS)
@@ -118,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = read_manifest(bundle)
     hf_dir = genrun.torch_source(spec)
     cache = Path(".modelfn/bench").absolute() / f"{args.name}-variants"
-    progress = lambda line: print(f"bench/generation.py: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    progress = lambda line: print(f"bench/generation.py: {line}", file=sys.stderr, flush=True)
 
     ways: dict[str, dict] = {}
     for label, session in SESSION_VARIANTS.items():
@@ -140,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                                             "new_tokens": NEW_TOKENS}, {"MODELFN_THREADS": str(THREADS)})
     figures = {label: {case: genrun._ttft_decode(rounds) for case, rounds in cases.items()}
                for label, cases in warm["samples"].items()}
+    # Kept before the (slow) gate runs: the timings of a long run survive a failure there.
+    (cache / "speed.json").write_text(json.dumps({"figures": figures, "torch_threads": warm["torch_threads"]}),
+                                      encoding="utf-8")
     gates = {}
     if not args.no_gate:
         progress("generation gate of the bundle and the built variants vs PyTorch fp32")

@@ -44,7 +44,11 @@ def _threads() -> int:
 
 def load_handler(name: str):
     """(import_t, load_t, call): the Lambda handler; ``call(question, n)`` answers a chat request."""
-    import numpy, onnxruntime_genai, tokenizers, jinja2  # noqa: F401,E401 - the libraries, charged to import
+    import jinja2  # noqa: F401 - the libraries, charged to import
+    import numpy  # noqa: F401
+    import onnxruntime_genai  # noqa: F401
+    import tokenizers  # noqa: F401
+
     import functions.service  # noqa: F401 - modelfn's runtime modules, without a model
     t_import = time.monotonic()
     from functions.handler import handler  # loads the model (Lambda init)

@@ -11,8 +11,8 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from functions.errors import ConfigError, ModelfnError
 
