@@ -87,7 +87,8 @@ def gate(model_dirs: dict[str, Path], source: str, context_length: int) -> dict[
     special = _special_strings(json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {})
     prompt_ids = [encode(tokenizer, p, src.chat_template, special) for p in builtin_prompts(bool(src.chat_template))]
     reference = parity.torch_reference(src.path, prompt_ids, eos_ids=src.runtime.eos_token_ids,
-                                       pad_id=src.runtime.pad_token_id, max_new_tokens=MAX_NEW_TOKENS, threads=THREADS)
+                                       pad_id=src.runtime.pad_token_id, max_new_tokens=MAX_NEW_TOKENS,
+                                       threads=1)  # torch's OpenMP pool stalls at 2 threads on a busy host
     out = {}
     for label, path in model_dirs.items():
         metrics = parity.compare(reference, parity.teacher_forced_logits(path / "model.onnx", reference, THREADS),

@@ -90,3 +90,27 @@ def test_chat_event_is_a_greedy_chat_request_of_the_payload_2_shape():
     assert event["requestContext"]["http"]["method"] == "POST" and event["rawPath"] == "/v1/chat/completions"
     assert json.loads(event["body"]) == {"model": "m", "messages": [{"role": "user", "content": "hi"}],
                                          "max_tokens": 3, "temperature": 0}
+
+
+def test_rounds_summarize_to_medians_and_skip_rounds_without_a_decode_rate():
+    from infra.bench.genrun import _ttft_decode
+
+    rounds = [{"ttft_ms": 10.0, "answer_ms": 73.0, "tokens": 64, "decode_tokens_per_s": 1000.0},
+              {"ttft_ms": 30.0, "answer_ms": 93.0, "tokens": 64, "decode_tokens_per_s": 3000.0},
+              {"ttft_ms": 20.0, "answer_ms": 15.0, "tokens": 5, "decode_tokens_per_s": None}]
+    summary = _ttft_decode(rounds)
+    assert summary["ttft_ms"]["p50_ms"] == 20.0 and summary["answer_ms"] == 73.0
+    assert summary["decode_tokens_per_s"] == 2000.0  # the median of the two rounds that have one
+    assert (summary["tokens"], summary["n"]) == (5, 3)
+
+
+def test_one_round_rate_is_new_tokens_after_the_first_over_the_extra_time():
+    calls = []
+
+    def call(text, n):  # a fake model whose time is counted in calls, not measured
+        calls.append(n)
+        return n
+
+    out = genprobe.one_round(call, "hi", 8)
+    assert calls == [1, 8] and out["tokens"] == 8
+    assert out["decode_tokens_per_s"] is None or out["decode_tokens_per_s"] > 0
