@@ -117,11 +117,13 @@ def measure_generation(spec, manifest, bundle: Path, options, progress: Callable
     new_tokens = options.new_tokens
     handler_env = {"MODELFN_BUNDLE_DIR": str(bundle), "MODELFN_MODEL_NAME": spec.name,
                    "MODELFN_MAX_TOKENS": str(max(spec.max_tokens, new_tokens)),
-                   "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+                   "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                   **({"MODELFN_THREADS": str(options.threads)} if options.threads else {})}
     questions, rendered, prompt_tokens = prompts(bundle, manifest, new_tokens)
     ways = [Way("modelfn", {"kind": "handler", "name": spec.name}, handler_env)]
     if options.baselines:
-        ways.append(Way("floor", {"kind": "floor", "bundle": str(bundle)}, {}))
+        ways.append(Way("floor", {"kind": "floor", "bundle": str(bundle)},
+                        {"MODELFN_THREADS": str(options.threads)} if options.threads else {}))
         try:
             ways.append(Way("torch", {"kind": "torch", "source": str(torch_source(spec))}, {}))
         except ModelfnError as exc:  # a source transformers cannot read (ConfigError, SourceError)
@@ -162,7 +164,7 @@ def measure_generation(spec, manifest, bundle: Path, options, progress: Callable
                     "machine": platform.machine(), "load_average": list(os.getloadavg())},
         "settings": {"reps": options.reps, "cold_reps": options.cold_reps, "torch_reps": options.torch_reps,
                      "size_reps": options.size_reps, "cold_rate": options.cold_rate, "sizes": options.sizes,
-                     "new_tokens": new_tokens},
+                     "new_tokens": new_tokens, "threads": options.threads},
         "prompt_tokens": prompt_tokens, "cold_start": cold, "generation": generation,
         "peak_rss_mib_warm": warm["rss_mib"], "sizes": rows, "sizing_method": sizing.METHOD, "image": image,
         "prices": {k: {"value": v, "unit": u, "source": s} for k, (v, u, s) in cost.PRICES.items()},

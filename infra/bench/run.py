@@ -44,6 +44,7 @@ class Options:
     gpu_json: str = "bench/gpu.json"
     command: str = ""
     new_tokens: int = 64  # text-generation: the tokens of one chat answer (one request)
+    threads: int | None = None  # text-generation: MODELFN_THREADS for the warm and cold ways (None: every CPU)
 
 
 def _spec(options: Options):

@@ -116,7 +116,9 @@ def run_sizes(handler: Way, sizes: list[int], rounds: int, mode: str, config: di
     for round_ in range(rounds):
         for memory_mb in sizes:
             share = cpu_share(memory_mb, len(usable))
-            env = {**handler.env, "MODELFN_THREADS": str(share.cpus)}
+            # The size's CPU count, or fewer where the handler's environment caps its threads (--threads).
+            threads = min(share.cpus, int(handler.env.get("MODELFN_THREADS") or share.cpus))
+            env = {**handler.env, "MODELFN_THREADS": str(threads)}
             govern = bandwidth_governor(share.vcpus) if share.throttled else None
             runs[memory_mb].append(run_child(mode, {"way": handler.config, **config}, env,
                                              cpus=set(usable[:share.cpus]), govern=govern))

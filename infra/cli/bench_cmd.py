@@ -71,6 +71,9 @@ def register(subparsers) -> None:
     p.add_argument("--gpu-json", default="bench/gpu.json", help="GPU measurement on record (default %(default)s)")
     p.add_argument("--new-tokens", type=_positive(int), default=64,
                    help="text-generation: tokens of one chat answer, the request priced (default %(default)s)")
+    p.add_argument("--threads", type=_positive(int), metavar="N",
+                   help="text-generation: intra-op threads of the handler and the floor (MODELFN_THREADS; default: "
+                        "every usable CPU, as the runtime); a Lambda size uses this many or its own CPU count if fewer")
     p.add_argument("--out", help="markdown report (default bench/RESULTS.md; text-generation models: "
                                  "bench/RESULTS-NAME.md, so the encoder record is not overwritten)")
     p.add_argument("--charts", metavar="DIR", help="PNG charts (default: charts/ next to --out)")
@@ -92,7 +95,8 @@ def run(args) -> int:
                       registry=args.registry, endpoint_url=args.endpoint_url, reps=args.reps, cold_reps=args.cold_reps,
                       torch_reps=args.torch_reps, sizes=args.sizes, size_reps=args.size_reps,
                       cold_rate=args.cold_rate, p99_ms=args.p99_ms, baselines=not args.no_baselines,
-                      gpu_json=args.gpu_json, command=command, new_tokens=args.new_tokens)
+                      gpu_json=args.gpu_json, command=command, new_tokens=args.new_tokens,
+                      threads=args.threads)
 
     def progress(line: str) -> None:
         print(f"modelfn bench: {line}", file=sys.stderr, flush=True)

@@ -76,7 +76,7 @@ def test_bench_text_generation_end_to_end_with_baselines(gen_project, gen_bundle
 
 def test_bench_text_generation_without_baselines_prints_the_table(gen_project, gen_bundle, capsys):
     code = main(["bench", "tiny-llama", "--bundle", str(gen_bundle("llama")), "--reps", "1", "--cold-reps", "1",
-                 "--size-reps", "1", "--sizes", "512", "--new-tokens", "4", "--no-baselines",
+                 "--size-reps", "1", "--sizes", "512", "--new-tokens", "4", "--no-baselines", "--threads", "1",
                  "--out", "out/gen.md"])
     out = capsys.readouterr()
     assert code == 0, out.err
