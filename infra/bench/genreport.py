@@ -96,7 +96,8 @@ def markdown(result: dict, charts: list[Path], out: Path, charts_note: str | Non
              f"usable CPUs, {m['machine']}, Python {m['python']}, load average {m['load_average'][0]:.1f} at the end "
              "(a shared machine: read the ratios measured side by side, not absolute times). Prompts: a short chat "
              f"question ({result['prompt_tokens']['short']} tokens) and a ~512-token one "
-             f"({result['prompt_tokens']['long']} tokens), greedy, batch 1. Cold starts: {s['cold_reps']} fresh "
+             f"({result['prompt_tokens']['long']} tokens), greedy, batch 1. Handler and floor threads: "
+             f"{s.get('threads') or 'every usable CPU (the runtime default)'}. Cold starts: {s['cold_reps']} fresh "
              f"interpreters per way (transformers {min(s['torch_reps'], s['cold_reps'])}), round-robin; warm: "
              f"{s['reps']} rounds, every way in one process in turn.", "", "## Goals", ""]
     lines += [f"- {'met' if g['met'] else '**NOT met**'}: {g['goal']} ({_value(g)})" for g in result["goals"]]
