@@ -2,7 +2,18 @@
 and decode tokens/s warm (a short question and a ~512-token one, batch 1), peak RSS, sizes, and the
 cost per million chat answers per Lambda size, side by side with transformers fp32 ``generate`` and
 the floor (bare onnxruntime-genai + tokenizers) in the same run. The children are
-infra/bench/genprobe.py; the result dict (report: genreport.py) is the --json schema.
+infra/bench/genprobe.py; the result dict (report: genreport.py) is the --json schema:
+
+    schema, model, task, command, bundle {path, quantization, size_mb}, machine, settings,
+    prompt_tokens {short, long},
+    cold_start {way: {interpreter_s, import_s, load_s, first_s, total_s, rss_mib, n}},
+    generation {way: {short|long: {ttft_ms {p50_ms, p99_ms, mean_ms, n}, answer_ms, decode_tokens_per_s, tokens, n}}},
+    peak_rss_mib_warm, sizes [{memory_mb, vcpus, cpus, capped, rounds, init_s, cold_start_s, rss_mib, ttft_ms,
+    decode_tokens_per_s, answer_tokens, answer {p50_ms, ...}, p50_ms, p99_ms, fits, cost_per_million_x86_64,
+    cost_per_million_arm64}], sizing_method, image, prices, prices_read, notes, choice (with --p99-ms), gpu, goals
+
+ways: "modelfn" (the handler), "floor", "torch"; a decode rate is None when an answer was no slower
+than its first token (noise on a tiny model).
 """
 
 from __future__ import annotations
