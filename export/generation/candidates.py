@@ -45,6 +45,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # int4 MatMuls with the output head in int8: the only int8 the builder offers. Not in the preset
     # (each candidate costs a build and a gate run); reachable with strategy fixed:int4-b32-int8head
     Recipe("int4-b32-int8head", "int4", options={"int4_block_size": "32", "int4_algo_config": "rtn_last"}),
+    # Decode-speed variants measured by bench/generation.py (bench/generation.md); not in a preset unless
+    # measured faster and gated. The builder's CPU default is int4_accuracy_level=4 (int8 activations
+    # in MatMulNBits); level 1 keeps fp32 activations.
+    Recipe("int4-b32-all-acc1", "int4", options={"int4_block_size": "32", "int4_op_types_to_quantize": "MatMul/Gather",
+                                                 "int4_accuracy_level": "1"}),
+    Recipe("int4-b64-all", "int4", options={"int4_block_size": "64", "int4_op_types_to_quantize": "MatMul/Gather"}),
     Recipe(FP32, "fp32"),
     Recipe("fp16", "fp16", provider="cuda"),
 )}

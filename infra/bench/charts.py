@@ -93,3 +93,62 @@ def write_charts(result: dict, directory: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         save(fig, "lambda-or-gpu")
     return written
+
+
+def write_generation_charts(result: dict, directory: Path) -> list[Path]:
+    """The charts of a text-generation result (infra/bench/genrun.py): the bundle against its baselines
+    (cold start to first token, time to first token, decode tokens/s) and, per Lambda size, the answer's
+    latency and its cost. ConfigError when matplotlib is missing."""
+    plt = _pyplot()
+    directory.mkdir(parents=True, exist_ok=True)
+    name, written = result["model"], []
+
+    def save(fig, stem):
+        path = directory / f"{name}-{stem}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI)
+        plt.close(fig)
+        written.append(path)
+
+    labels = list(result["generation"])
+    if len(labels) > 1:
+        gen = result["generation"]
+        fig, axes = plt.subplots(1, 4, figsize=(11, 3.4))
+        panels = ((axes[0], "cold start to first token (s)", [result["cold_start"][w]["total_s"] for w in labels]),
+                  (axes[1], "first token, short prompt (ms)", [gen[w]["short"]["ttft_ms"]["p50_ms"] for w in labels]),
+                  (axes[2], "decode tok/s, short prompt", [gen[w]["short"]["decode_tokens_per_s"] or 0 for w in labels]),
+                  (axes[3], "decode tok/s, ~512-token prompt",
+                   [gen[w]["long"]["decode_tokens_per_s"] or 0 for w in labels]))
+        for ax, title, values in panels:
+            bars = ax.bar(labels, values, color=["#2a7", "#888", "#c54"][:len(labels)])
+            ax.bar_label(bars, fmt="%.3g", fontsize=7)
+            ax.set_title(title, fontsize=9)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        fig.suptitle(f"{name}: {result['bundle']['quantization']} vs baselines (batch 1)", fontsize=10)
+        save(fig, "baselines")
+
+    rows = result["sizes"]
+    if rows:
+        sizes = [r["memory_mb"] for r in rows]
+        tokens = result["settings"]["new_tokens"]
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(sizes, [r["p50_ms"] for r in rows], "o-", label=f"answer of {tokens} tokens, p50")
+        ax.plot(sizes, [r["p99_ms"] for r in rows], "o--", label=f"answer of {tokens} tokens, p99")
+        ax.plot(sizes, [r["ttft_ms"] for r in rows], "s-", label="first token, p50")
+        ax.set(xlabel="Lambda memory (MB)", ylabel="ms per request", yscale="log",
+               title=f"{name}: latency by memory size (emulated CPU share)")
+        ax.set_xticks(sizes)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "latency-by-memory")
+
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for arch in ("x86_64", "arm64"):
+            ax.plot(sizes, [r[f"cost_per_million_{arch}"] for r in rows], "o-", label=arch)
+        ax.set(xlabel="Lambda memory (MB)", ylabel=f"USD per million {tokens}-token answers",
+               title=f"{name}: cost by memory size ({result['settings']['cold_rate']:.0%} cold starts)")
+        ax.set_xticks(sizes)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "cost-by-memory")
+    return written

@@ -95,15 +95,17 @@ def phases(spawn: float, result: dict) -> dict:
             "total_s": result["t_first"] - spawn, "rss_mib": result["rss_mib"]}
 
 
-def cold_starts(ways: list[Way], reps: int, *, torch_reps: int, progress: Callable[[str], None]) -> dict:
+def cold_starts(ways: list[Way], reps: int, *, torch_reps: int, progress: Callable[[str], None],
+                mode: str = "cold", config: dict | None = None) -> dict:
     """``reps`` fresh interpreters per way (``torch_reps`` for torch, which takes ~20x longer),
-    interleaved round-robin; the median of each phase and the largest peak RSS per way."""
+    interleaved round-robin; the median of each phase and the largest peak RSS per way. ``mode`` and
+    ``config`` (merged into each child's) are probe.py's (text-generation models: "gencold")."""
     runs: dict[str, list[dict]] = {w.label: [] for w in ways}
     for rep in range(reps):
         for way in ways:
             if way.config["kind"] == "torch" and rep >= torch_reps:
                 continue
-            spawn, result = run_child("cold", {"way": way.config, "short": SHORT}, way.env)
+            spawn, result = run_child(mode, {"way": way.config, "short": SHORT, **(config or {})}, way.env)
             runs[way.label].append(phases(spawn, result))
         progress(f"cold start round {rep + 1}/{reps}: " + ", ".join(
             f"{label} {runs[label][-1]['total_s']:.2f} s" for label in runs if runs[label]))

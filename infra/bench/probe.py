@@ -7,6 +7,7 @@ MODE is one of
                   bare onnxruntime + tokenizers (the floor), or transformers + torch
     warm          every way of CONFIG, warm, interleaved round-robin, at batch 1 and 8, short and long
     size          cold-handler, then warm batch-1 requests and one batch-8 long one (a Lambda size run)
+    gen*          the same for text-generation models: infra/bench/genprobe.py
 
 Times are time.monotonic() points (CLOCK_MONOTONIC, the same clock in the parent), so the parent
 can subtract its own spawn time to get the interpreter start. Nothing heavy is imported at module
@@ -230,7 +231,19 @@ def main(argv: list[str]) -> int:
     mode, result_path, config_path = argv
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
-    result = MODES[mode](config)
+    try:
+        if mode in MODES:
+            result = MODES[mode](config)
+        else:  # text-generation models (infra/bench/genprobe.py); T0 is this process's start
+            from .genprobe import MODES as GENERATION_MODES
+
+            result = {"t0": T0, **GENERATION_MODES[mode](config)}
+    except Exception as exc:  # noqa: BLE001 - the parent reports the last stderr line: make it the error
+        import traceback
+
+        traceback.print_exc()
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)  # no teardown: libraries' exit-time warnings would bury the error line
     with open(result_path, "w", encoding="utf-8") as f:
         json.dump(result, f)
     sys.stdout.flush()

@@ -43,6 +43,8 @@ class Options:
     baselines: bool = True
     gpu_json: str = "bench/gpu.json"
     command: str = ""
+    new_tokens: int = 64  # text-generation: the tokens of one chat answer (one request)
+    threads: int | None = None  # text-generation: MODELFN_THREADS for the warm and cold ways (None: every CPU)
 
 
 def _spec(options: Options):
@@ -52,12 +54,9 @@ def _spec(options: Options):
         raise ConfigError(f"{options.models_file}: no such file", hint="pass --models-file")
     models = load_models_file(options.models_file)
     spec = models.get(options.name)  # ConfigError naming the declared models
-    if spec.task == TEXT_GENERATION:
-        raise ConfigError(f"{spec.name} is a {TEXT_GENERATION} model; modelfn bench measures text models of one "
-                          f"input (feature-extraction, text-classification, token-classification) so far",
-                          hint="bench/generation.py measures time to first token and decode speed")
-    if spec.task not in ("feature-extraction", "text-classification", "token-classification"):
-        raise ConfigError(f"modelfn bench measures text models of one input so far; {spec.name} is {spec.task}")
+    if spec.task not in ("feature-extraction", "text-classification", "token-classification", TEXT_GENERATION):
+        raise ConfigError(f"modelfn bench measures text models of one input and {TEXT_GENERATION} models so far; "
+                          f"{spec.name} is {spec.task}")
     return spec, models.registry
 
 
@@ -165,6 +164,10 @@ def run_bench(options: Options, progress: Callable[[str], None]) -> dict:
     with tempfile.TemporaryDirectory(prefix="modelfn-bench-") as tmp:
         bundle = _bundle(options, registry_uri, Path(tmp))
         manifest = read_manifest(bundle)
+        if spec.task == TEXT_GENERATION:
+            from .genrun import measure_generation
+
+            return measure_generation(spec, manifest, bundle, options, progress)
         return _measure(spec, manifest, bundle, options, progress)
 
 

@@ -107,6 +107,27 @@ def bandwidth_governor(vcpus: float) -> Callable[[int], Callable[[], None]]:
     return govern
 
 
+def run_sizes(handler: Way, sizes: list[int], rounds: int, mode: str, config: dict, *,
+              progress: Callable[[str], None]) -> dict[int, list[tuple[float, dict]]]:
+    """``rounds`` fresh probe.py MODE children per size under its emulated CPU share, round-robin
+    across the sizes: {memory_mb: [(spawn time, result), ...]}."""
+    usable = sorted(os.sched_getaffinity(0))
+    runs: dict[int, list[tuple[float, dict]]] = {mb: [] for mb in sizes}
+    for round_ in range(rounds):
+        for memory_mb in sizes:
+            share = cpu_share(memory_mb, len(usable))
+            # The size's CPU count, or fewer where the handler's environment caps its threads (--threads).
+            threads = min(share.cpus, int(handler.env.get("MODELFN_THREADS") or share.cpus))
+            env = {**handler.env, "MODELFN_THREADS": str(threads)}
+            govern = bandwidth_governor(share.vcpus) if share.throttled else None
+            runs[memory_mb].append(run_child(mode, {"way": handler.config, **config}, env,
+                                             cpus=set(usable[:share.cpus]), govern=govern))
+        progress(f"Lambda sizes, round {round_ + 1}/{rounds}: " + ", ".join(
+            f"{mb} MB ({cpu_share(mb, len(usable)).vcpus:.2f} vCPU"
+            + (", capped at this host's CPUs" if cpu_share(mb, len(usable)).capped else "") + ")" for mb in sizes))
+    return runs
+
+
 def size_runs(handler: Way, sizes: list[int], reps: int, *, rounds: int = 3,
               progress: Callable[[str], None]) -> list[dict]:
     """Fresh handler processes under each size's emulated CPU share, ``rounds`` per size taken
@@ -114,19 +135,9 @@ def size_runs(handler: Way, sizes: list[int], reps: int, *, rounds: int = 3,
     phases (median), warm batch-1 latency over all rounds (short and long), and the peak RSS after a
     batch of 8 long texts (largest)."""
     usable = sorted(os.sched_getaffinity(0))
-    runs: dict[int, list[tuple[float, dict]]] = {mb: [] for mb in sizes}
     per_round = max(1, math.ceil(reps / rounds))
-    for round_ in range(rounds):
-        for memory_mb in sizes:
-            share = cpu_share(memory_mb, len(usable))
-            env = {**handler.env, "MODELFN_THREADS": str(share.cpus)}
-            govern = bandwidth_governor(share.vcpus) if share.throttled else None
-            runs[memory_mb].append(run_child(
-                "size", {"way": handler.config, "short": SHORT, "long": LONG, "reps": per_round}, env,
-                cpus=set(usable[:share.cpus]), govern=govern))
-        progress(f"Lambda sizes, round {round_ + 1}/{rounds}: " + ", ".join(
-            f"{mb} MB ({cpu_share(mb, len(usable)).vcpus:.2f} vCPU"
-            + (", capped at this host's CPUs" if cpu_share(mb, len(usable)).capped else "") + ")" for mb in sizes))
+    runs = run_sizes(handler, sizes, rounds, "size", {"short": SHORT, "long": LONG, "reps": per_round},
+                     progress=progress)
     rows = []
     for memory_mb in sizes:
         share = cpu_share(memory_mb, len(usable))

@@ -69,7 +69,13 @@ def register(subparsers) -> None:
     p.add_argument("--p99-ms", type=_positive(float), metavar="X", help="pick the cheapest size with p99 <= X ms")
     p.add_argument("--no-baselines", action="store_true", help="measure the bundle only")
     p.add_argument("--gpu-json", default="bench/gpu.json", help="GPU measurement on record (default %(default)s)")
-    p.add_argument("--out", default="bench/RESULTS.md", help="markdown report (default %(default)s)")
+    p.add_argument("--new-tokens", type=_positive(int), default=64,
+                   help="text-generation: tokens of one chat answer, the request priced (default %(default)s)")
+    p.add_argument("--threads", type=_positive(int), metavar="N",
+                   help="text-generation: intra-op threads of the handler and the floor (MODELFN_THREADS; default: "
+                        "every usable CPU, as the runtime); a Lambda size uses this many or its own CPU count if fewer")
+    p.add_argument("--out", help="markdown report (default bench/RESULTS.md; text-generation models: "
+                                 "bench/RESULTS-NAME.md, so the encoder record is not overwritten)")
     p.add_argument("--charts", metavar="DIR", help="PNG charts (default: charts/ next to --out)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.set_defaults(func=run)
@@ -77,7 +83,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from functions.errors import ConfigError
-    from infra.bench import charts, report
+    from functions.tasknames import TEXT_GENERATION
+    from infra.bench import charts, genreport, report
     from infra.bench.run import Options, run_bench
 
     if args.cold_rate > 1:
@@ -88,28 +95,31 @@ def run(args) -> int:
                       registry=args.registry, endpoint_url=args.endpoint_url, reps=args.reps, cold_reps=args.cold_reps,
                       torch_reps=args.torch_reps, sizes=args.sizes, size_reps=args.size_reps,
                       cold_rate=args.cold_rate, p99_ms=args.p99_ms, baselines=not args.no_baselines,
-                      gpu_json=args.gpu_json, command=command)
+                      gpu_json=args.gpu_json, command=command, new_tokens=args.new_tokens,
+                      threads=args.threads)
 
     def progress(line: str) -> None:
         print(f"modelfn bench: {line}", file=sys.stderr, flush=True)
 
     result = run_bench(options, progress)
-    out = Path(args.out)
+    generation = result["task"] == TEXT_GENERATION
+    render = genreport if generation else report
+    out = Path(args.out or (f"bench/RESULTS-{args.name}.md" if generation else "bench/RESULTS.md"))
     chart_dir = Path(args.charts) if args.charts else out.parent / "charts"
     written, chart_note = [], None
     try:
-        written = charts.write_charts(result, chart_dir)
+        written = (charts.write_generation_charts if generation else charts.write_charts)(result, chart_dir)
     except ConfigError as exc:
         chart_note = f"No charts: {exc}."
         progress(f"{exc}: writing the tables without charts")
     result["charts"] = [str(p) for p in written]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.markdown(result, written, out, chart_note), encoding="utf-8")
+    out.write_text(render.markdown(result, written, out, chart_note), encoding="utf-8")
     progress(f"wrote {out}" + (f" and {len(written)} charts in {chart_dir}" if written else ""))
     if args.json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         print()
     else:
-        print(report.terminal(result))
+        print(render.terminal(result))
     choice = result.get("choice")
     return 1 if choice is not None and choice["memory_mb"] is None else 0

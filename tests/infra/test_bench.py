@@ -197,11 +197,11 @@ def test_bad_sizes_are_a_usage_error(tiny_project, capsys):
     assert "sizes" in capsys.readouterr().err
 
 
-def test_text_generation_models_are_refused_with_a_pointer(tmp_path, monkeypatch, capsys):
-    (tmp_path / "models.yaml").write_text("models:\n  - name: lm\n    source: somewhere\n    task: text-generation\n",
-                                          encoding="utf-8")
+def test_models_of_other_tasks_are_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "models.yaml").write_text("models:\n  - name: img\n    source: somewhere\n"
+                                          "    task: image-classification\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    assert main(["bench", "lm"]) == 2
+    assert main(["bench", "img"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("modelfn: error: lm is a text-generation model") and "bench/generation.py" in err
-    assert "\n" not in err
+    assert err.startswith("modelfn: error: modelfn bench measures text models of one input and text-generation")
+    assert "img is image-classification" in err and "\n" not in err
