@@ -192,6 +192,27 @@ def installed_mb(requirement: str, trim: tuple[str, ...] = ()) -> float:
     return total / 1e6
 
 
+def _stripped_mb(pin: str, trim: tuple[str, ...], architecture: str, python: str) -> float:
+    """MB of a package the image installs stripped (infra/build/strip.py: onnxruntime-genai), from the
+    stripped wheel of `modelfn build`'s wheelhouse; 0 when it is not such a package or has no wheel there
+    (the host's unstripped install is then the figure)."""
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    from infra import defaults
+    from infra.build.budget import installed_bytes
+    from infra.build.strip import STRIP_PACKAGES, image_wheel
+    from infra.build.wheelhouse import wheelhouse_dir
+
+    name, _, version = pin.partition("==")
+    if canonicalize_name(name) not in STRIP_PACKAGES:
+        return 0.0
+    for wheel in wheelhouse_dir(defaults.WHEELHOUSE, architecture, python).glob("*.whl"):
+        wheel_name, wheel_version, _, _ = parse_wheel_filename(wheel.name)
+        if wheel_name == canonicalize_name(name) and str(wheel_version) == version:
+            return installed_bytes(image_wheel(wheel), trim) / 1e6
+    return 0.0
+
+
 def image_contents(task: str, architecture: str, bundle_mb: float) -> dict:
     """What the function image adds over its base: the pinned runtime closure `modelfn build`
     installs (infra/build/requirements.py), sized as installed on this host, plus the bundle; and the
@@ -203,11 +224,12 @@ def image_contents(task: str, architecture: str, bundle_mb: float) -> dict:
     python = defaults.image_python()
     pins = pinned_requirements(python, architecture, extra=task_requirements(task))
     trim = trim_for(pins)
-    packages = {p: installed_mb(p, trim) for p in pins}
+    packages = {p: _stripped_mb(p, trim, architecture, python) or installed_mb(p, trim) for p in pins}
     torch_pins = pinned_requirements(python, architecture, extra=("torch", "transformers"))
     torch_packages = {p: installed_mb(p) for p in torch_pins if not p.startswith("onnxruntime==")}
     return {
-        "method": "installed size on this host (RECORD files, less what the image build trims) of the pinned closure `modelfn build` installs "
+        "method": "installed size on this host (RECORD files, less what the image build trims; onnxruntime-genai "
+                  "as its stripped wheel in the wheelhouse goes in) of the pinned closure `modelfn build` installs "
                   f"(Python {python} markers, {architecture}), plus the bundle; torch handler: the same "
                   "closure with torch + transformers added and onnxruntime removed, plus the source model",
         "site_packages_mb": sum(packages.values()), "bundle_mb": bundle_mb,
