@@ -13,6 +13,21 @@ from . import cost
 DPI = 80
 
 
+def _cost_by_memory(plt, name: str, result: dict, ylabel: str):
+    """Cost per million requests against Lambda memory, x86_64 and arm64 (result["sizes"] rows)."""
+    rows = result["sizes"]
+    sizes = [r["memory_mb"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for arch in ("x86_64", "arm64"):
+        ax.plot(sizes, [r[f"cost_per_million_{arch}"] for r in rows], "o-", label=arch)
+    ax.set(xlabel="Lambda memory (MB)", ylabel=ylabel,
+           title=f"{name}: cost by memory size ({result['settings']['cold_rate']:.0%} cold starts)")
+    ax.set_xticks(sizes)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -53,15 +68,7 @@ def write_charts(result: dict, directory: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         save(fig, "latency-by-memory")
 
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for arch in ("x86_64", "arm64"):
-            ax.plot(sizes, [r[f"cost_per_million_{arch}"] for r in rows], "o-", label=arch)
-        ax.set(xlabel="Lambda memory (MB)", ylabel="USD per million requests",
-               title=f"{name}: cost by memory size ({result['settings']['cold_rate']:.0%} cold starts)")
-        ax.set_xticks(sizes)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save(fig, "cost-by-memory")
+        save(_cost_by_memory(plt, name, result, "USD per million requests"), "cost-by-memory")
 
     labels = list(result["warm"])
     if len(labels) > 1:
@@ -142,13 +149,5 @@ def write_generation_charts(result: dict, directory: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         save(fig, "latency-by-memory")
 
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for arch in ("x86_64", "arm64"):
-            ax.plot(sizes, [r[f"cost_per_million_{arch}"] for r in rows], "o-", label=arch)
-        ax.set(xlabel="Lambda memory (MB)", ylabel=f"USD per million {tokens}-token answers",
-               title=f"{name}: cost by memory size ({result['settings']['cold_rate']:.0%} cold starts)")
-        ax.set_xticks(sizes)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save(fig, "cost-by-memory")
+        save(_cost_by_memory(plt, name, result, f"USD per million {tokens}-token answers"), "cost-by-memory")
     return written

@@ -79,6 +79,19 @@ def pick_size(rows: list[dict], p99_ms: float) -> SizeChoice | None:
     return SizeChoice(best["memory_mb"], best["p99_ms"], best["cost_per_million_x86_64"])
 
 
+def choice_facts(rows: list[dict], p99_ms: float) -> dict:
+    """The result's ``choice`` entry for ``--p99-ms``: the goal and the size :func:`pick_size` picks."""
+    choice = pick_size(rows, p99_ms)
+    return {"p99_ms_goal": p99_ms, **({"memory_mb": choice.memory_mb, "p99_ms": choice.p99_ms,
+                                      "cost_per_million": choice.cost_per_million} if choice else {"memory_mb": None})}
+
+
+def price_facts() -> dict:
+    """The prices the costs used, with their sources, for the result (``prices``, ``prices_read``)."""
+    return {"prices": {k: {"value": v, "unit": u, "source": s} for k, (v, u, s) in PRICES.items()},
+            "prices_read": PRICES_READ}
+
+
 def gpu_monthly(hourly: float, requests_per_month: float, capacity_rps: float | None, *,
                 min_instances: int = 1) -> float:
     """Monthly cost of an always-on endpoint: enough instances for the average request rate (when

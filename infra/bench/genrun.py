@@ -178,14 +178,10 @@ def measure_generation(spec, manifest, bundle: Path, options, progress: Callable
                      "new_tokens": new_tokens, "threads": options.threads},
         "prompt_tokens": prompt_tokens, "cold_start": cold, "generation": generation,
         "peak_rss_mib_warm": warm["rss_mib"], "sizes": rows, "sizing_method": sizing.METHOD, "image": image,
-        "prices": {k: {"value": v, "unit": u, "source": s} for k, (v, u, s) in cost.PRICES.items()},
-        "prices_read": cost.PRICES_READ, "notes": notes,
+        **cost.price_facts(), "notes": notes,
     }
     if options.p99_ms is not None:
-        choice = cost.pick_size(rows, options.p99_ms)
-        result["choice"] = {"p99_ms_goal": options.p99_ms,
-                            **({"memory_mb": choice.memory_mb, "p99_ms": choice.p99_ms,
-                                "cost_per_million": choice.cost_per_million} if choice else {"memory_mb": None})}
+        result["choice"] = cost.choice_facts(rows, options.p99_ms)
     result["gpu"] = None
     result["goals"] = _goals(result)
     return result

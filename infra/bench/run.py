@@ -229,14 +229,10 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
         "settings": {"reps": options.reps, "cold_reps": options.cold_reps, "torch_reps": options.torch_reps,
                      "size_reps": options.size_reps, "cold_rate": options.cold_rate, "sizes": options.sizes},
         "cold_start": cold, "warm": warm, "sizes": rows, "sizing_method": sizing.METHOD, "image": image,
-        "prices": {k: {"value": v, "unit": u, "source": s} for k, (v, u, s) in cost.PRICES.items()},
-        "prices_read": cost.PRICES_READ, "notes": notes,
+        **cost.price_facts(), "notes": notes,
     }
     if options.p99_ms is not None:
-        choice = cost.pick_size(rows, options.p99_ms)
-        result["choice"] = {"p99_ms_goal": options.p99_ms,
-                            **({"memory_mb": choice.memory_mb, "p99_ms": choice.p99_ms,
-                                "cost_per_million": choice.cost_per_million} if choice else {"memory_mb": None})}
+        result["choice"] = cost.choice_facts(rows, options.p99_ms)
     result["gpu"] = _gpu(spec, options, rows)
     result["goals"] = _goals(result)
     return result
