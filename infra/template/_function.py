@@ -101,15 +101,7 @@ def function_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
             **skips("CKV_AWS_116", "CKV_AWS_117"),
         },
     }
-    log_group = {
-        "Type": "AWS::Logs::LogGroup",
-        "DeletionPolicy": "Retain",
-        "UpdateReplacePolicy": "Retain",
-        "Properties": {
-            "RetentionInDays": ref("LogRetentionDays"),
-            "KmsKeyId": if_("UseKmsKey", ref("KmsKeyArn"), NO_VALUE),
-        },
-    }
+    log_group = retained_log_group()
     alarm = {
         "Type": "AWS::CloudWatch::Alarm",
         "Properties": {
@@ -131,3 +123,16 @@ def function_resources(deployment: Deployment, registry_uri: str) -> dict[str, d
         },
     }
     return {fn_id: function, log_id: log_group, alarm_id: alarm}
+
+
+def retained_log_group() -> dict:
+    """A function's log group: kept when the stack goes, retention and encryption from the parameters."""
+    return {
+        "Type": "AWS::Logs::LogGroup",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "RetentionInDays": ref("LogRetentionDays"),
+            "KmsKeyId": if_("UseKmsKey", ref("KmsKeyArn"), NO_VALUE),
+        },
+    }

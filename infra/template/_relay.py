@@ -17,6 +17,7 @@ from __future__ import annotations
 from functions import constants
 
 from ._checkov import skips
+from ._function import retained_log_group
 from ._names import NO_VALUE, Deployment, if_, ref
 from ._sagemaker import endpoint_name, inference_component_name
 
@@ -72,15 +73,7 @@ def relay_resources(deployment: Deployment) -> dict[str, dict]:
         },
         "Metadata": skips("CKV_AWS_116", "CKV_AWS_117"),
     }
-    log_group = {
-        "Type": "AWS::Logs::LogGroup",
-        "DeletionPolicy": "Retain",
-        "UpdateReplacePolicy": "Retain",
-        "Properties": {
-            "RetentionInDays": ref("LogRetentionDays"),
-            "KmsKeyId": if_("UseKmsKey", ref("KmsKeyArn"), NO_VALUE),
-        },
-    }
+    log_group = retained_log_group()
     return {deployment.relay_id: function, log_id: log_group}
 
 
