@@ -110,9 +110,16 @@ def _encode(samples: np.ndarray, rate: int, fmt: str = "WAV", subtype: str | Non
     return out.getvalue()
 
 
+# 3 s of English speech (espeak-ng's synthetic voice: "Please transcribe this short sentence.", 16 kHz
+# mono WAV), shipped with the package: the one recording with words in it, so a real checkpoint's
+# candidates are also judged on speech (max_wer) rather than only on what they make of tones and noise.
+SPEECH_SAMPLE = Path(__file__).resolve().parent / "samples" / "please-transcribe.wav"
+SPEECH_SAMPLE_TEXT = "Please transcribe this short sentence."
+
+
 def builtin_samples() -> list[SpeechSample]:
-    """Synthetic recordings chosen for coverage: tones, a chirp, beeps, noise and silence; 8 to 48 kHz,
-    mono and stereo, WAV (16-bit and float), FLAC and OGG; from 0.1 s up to the 30 s window."""
+    """Recordings chosen for coverage: tones, a chirp, beeps, noise and silence (8 to 48 kHz, mono and
+    stereo, WAV (16-bit and float), FLAC and OGG; from 0.1 s up to the 30 s window), and one of speech."""
     rng = np.random.default_rng(0)
 
     def t(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -135,6 +142,7 @@ def builtin_samples() -> list[SpeechSample]:
         SpeechSample("silence", _encode(np.zeros(SAMPLE_RATE), SAMPLE_RATE)),
         SpeechSample("short", _encode(tone[:1600], SAMPLE_RATE)),
         SpeechSample("full-window", _encode(0.05 * rng.standard_normal(30 * SAMPLE_RATE), SAMPLE_RATE)),
+        SpeechSample("speech-en", SPEECH_SAMPLE.read_bytes(), kind="speech"),
     ]
 
 

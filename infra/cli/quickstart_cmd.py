@@ -286,14 +286,11 @@ def _show_calls(call, spec) -> None:
 
 
 QUESTION = "What is the capital of France?"
-# 3 s of synthetic English speech (espeak-ng, 16 kHz mono WAV), committed with the project.
-SPEECH_SAMPLE = Path(__file__).resolve().parents[2] / "events" / "please-transcribe.wav"
-SPEECH_TEXT = "Please transcribe this short sentence."
-
-
 def _show_transcription(call, spec) -> None:
     """A recording sent as base64 JSON (the raw audio/wav body works too, and /v1/audio/transcriptions)."""
     import base64
+
+    from export.speech import SPEECH_SAMPLE, SPEECH_SAMPLE_TEXT as SPEECH_TEXT
 
     body = {"inputs": base64.b64encode(SPEECH_SAMPLE.read_bytes()).decode()}
     timings = []

