@@ -28,6 +28,18 @@ def _cost_by_memory(plt, name: str, result: dict, ylabel: str):
     return fig
 
 
+def _saver(plt, directory: Path, name: str, written: list[Path]):
+    """``save(fig, stem)``: writes ``<name>-<stem>.png`` in ``directory``, closes the figure, records the path."""
+    def save(fig, stem: str) -> None:
+        path = directory / f"{name}-{stem}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI)
+        plt.close(fig)
+        written.append(path)
+
+    return save
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -47,13 +59,7 @@ def write_charts(result: dict, directory: Path) -> list[Path]:
     name, written = result["model"], []
     rows = result["sizes"]
     sizes = [r["memory_mb"] for r in rows]
-
-    def save(fig, stem):
-        path = directory / f"{name}-{stem}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
-        written.append(path)
+    save = _saver(plt, directory, name, written)
 
     if rows:
         fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -109,13 +115,7 @@ def write_generation_charts(result: dict, directory: Path) -> list[Path]:
     plt = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
     name, written = result["model"], []
-
-    def save(fig, stem):
-        path = directory / f"{name}-{stem}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
-        written.append(path)
+    save = _saver(plt, directory, name, written)
 
     labels = list(result["generation"])
     if len(labels) > 1:

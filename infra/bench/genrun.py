@@ -19,9 +19,7 @@ than its first token (noise on a tiny model).
 from __future__ import annotations
 
 import os
-import platform
 import statistics
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,8 +169,7 @@ def measure_generation(spec, manifest, bundle: Path, options, progress: Callable
     result = {
         "schema": SCHEMA_VERSION, "model": spec.name, "task": spec.task, "command": options.command,
         "bundle": {"path": str(bundle), "quantization": manifest.quantization.chosen, "size_mb": bundle_mb},
-        "machine": {"cpus": available_cpus(), "python": sys.version.split()[0], "platform": platform.platform(),
-                    "machine": platform.machine(), "load_average": list(os.getloadavg())},
+        "machine": measure.machine_facts(),
         "settings": {"reps": options.reps, "cold_reps": options.cold_reps, "torch_reps": options.torch_reps,
                      "size_reps": options.size_reps, "cold_rate": options.cold_rate, "sizes": options.sizes,
                      "new_tokens": new_tokens, "threads": options.threads},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,14 @@ class Way:
     label: str
     config: dict
     env: dict
+
+
+def machine_facts() -> dict:
+    """The machine a result was measured on: usable CPUs, Python, platform, load average at the end."""
+    from functions.settings import available_cpus
+
+    return {"cpus": available_cpus(), "python": sys.version.split()[0], "platform": platform.platform(),
+            "machine": platform.machine(), "load_average": list(os.getloadavg())}
 
 
 def percentile(values: list[float], q: float) -> float:

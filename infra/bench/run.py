@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -224,8 +223,7 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
     result = {
         "schema": SCHEMA_VERSION, "model": spec.name, "task": spec.task, "command": options.command,
         "bundle": {"path": str(bundle), "quantization": manifest.quantization.chosen, "size_mb": bundle_mb},
-        "machine": {"cpus": available_cpus(), "python": sys.version.split()[0], "platform": platform.platform(),
-                    "machine": platform.machine(), "load_average": list(os.getloadavg())},
+        "machine": measure.machine_facts(),
         "settings": {"reps": options.reps, "cold_reps": options.cold_reps, "torch_reps": options.torch_reps,
                      "size_reps": options.size_reps, "cold_rate": options.cold_rate, "sizes": options.sizes},
         "cold_start": cold, "warm": warm, "sizes": rows, "sizing_method": sizing.METHOD, "image": image,
