@@ -256,14 +256,7 @@ def _show_calls(call, spec) -> None:
         _show_transcription(call, spec)
         return
     inputs = SENTENCES if spec.task == "feature-extraction" else SENTENCES[0]
-    timings = []
-    for _ in range(11):
-        started = time.perf_counter()
-        status, answer = call("POST", f"/models/{spec.name}/predict", {"inputs": inputs})
-        timings.append(1000 * (time.perf_counter() - started))
-        if status != 200:
-            print(f"   POST /models/{spec.name}/predict -> {status}: {answer}", file=sys.stderr)
-            raise SystemExit(1)
+    status, answer, timings = _timed_predict(call, spec, {"inputs": inputs}, 11)
     print(f"   POST /models/{spec.name}/predict -> {status}: first call {timings[0]:.0f} ms, "
           f"then median {statistics.median(timings[1:]):.0f} ms over 10 calls (round trip)")
     if spec.task != "feature-extraction":
@@ -286,6 +279,22 @@ def _show_calls(call, spec) -> None:
 
 
 QUESTION = "What is the capital of France?"
+
+
+def _timed_predict(call, spec, body: dict, times: int) -> tuple[int, object, list[float]]:
+    """POST ``body`` to the model's predict route ``times`` times: (status, last answer, round trips in ms).
+    A non-200 answer is printed and ends the quickstart."""
+    timings = []
+    for _ in range(times):
+        started = time.perf_counter()
+        status, answer = call("POST", f"/models/{spec.name}/predict", body)
+        timings.append(1000 * (time.perf_counter() - started))
+        if status != 200:
+            print(f"   POST /models/{spec.name}/predict -> {status}: {answer}", file=sys.stderr)
+            raise SystemExit(1)
+    return status, answer, timings
+
+
 def _show_transcription(call, spec) -> None:
     """A recording sent as base64 JSON (the raw audio/wav body works too, and /v1/audio/transcriptions)."""
     import base64
@@ -293,14 +302,7 @@ def _show_transcription(call, spec) -> None:
     from export.speech import SPEECH_SAMPLE, SPEECH_SAMPLE_TEXT as SPEECH_TEXT
 
     body = {"inputs": base64.b64encode(SPEECH_SAMPLE.read_bytes()).decode()}
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        status, answer = call("POST", f"/models/{spec.name}/predict", body)
-        timings.append(1000 * (time.perf_counter() - started))
-        if status != 200:
-            print(f"   POST /models/{spec.name}/predict -> {status}: {answer}", file=sys.stderr)
-            raise SystemExit(1)
+    status, answer, timings = _timed_predict(call, spec, body, 3)
     print(f"   POST /models/{spec.name}/predict ({SPEECH_SAMPLE.name}, {SPEECH_SAMPLE.stat().st_size // 1024} KiB "
           f"as base64) -> {status}: first call {timings[0]:.0f} ms, then median {statistics.median(timings[1:]):.0f} ms")
     print(f"     said:  {SPEECH_TEXT}")
