@@ -74,6 +74,9 @@ class Evaluator:
         """(session, raw outputs per sample alone, or per probe sample with ``probe``); raises when the
         graph cannot run on this host."""
         session = measure.session(path, self.threads, self.provider)
+        # onnxruntime-gpu offers CUDA on a machine with no usable GPU and then runs on the CPU behind it:
+        # the manifest says where the gate really ran
+        self.provider = session.get_providers()[0]
         encoded = [self.encoded[i] for i in self.probe] if probe else self.encoded
         return session, parity.run_onnx(session, encoded)
 

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from functions.manifest import (MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, Candidate, Manifest, Parity,
-                                Quantization, describe_files)
+from functions.manifest import (MANIFEST_FILE, MODEL_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE, Candidate, Manifest,
+                                Parity, Quantization, describe_files, read_manifest)
 from .choices import ARCHITECTURES, DEFAULT_THRESHOLDS, QUANTIZATIONS, TARGETS
 from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION, resolve_task
 
@@ -40,7 +40,8 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                   allow_drift: bool = False, strategy: str | None = None, max_tokens: int | None = None,
                   progress: Progress | None = None, overwrite: bool = False, threads: int | None = None,
                   opset: int = convert.DEFAULT_OPSET, latency_budget_s: float = 20.0,
-                  search_budget_s: float = 600.0, context_length: int | None = None) -> Manifest:
+                  search_budget_s: float = 600.0, context_length: int | None = None,
+                  previous: str | Path | None = None) -> Manifest:
     """Export ``source`` for ``task`` into the bundle directory ``out`` and return its manifest.
 
     Raises an ExportError subclass (one line) on bad input, ParityGateError (exit 3, with the
@@ -52,6 +53,10 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
     ``quantization`` and ``strategy`` default per task: int8 and fastest-passing for encoders.
     text-generation goes to export.generation (``context_length`` caps its KV cache; ``max_tokens``
     and the search budget do not apply there).
+    ``previous`` is a bundle directory (or its manifest.json) whose choice a fastest-passing re-export keeps
+    unless beaten decisively (export/search.py); by default the bundle ``out`` holds when overwriting it,
+    "" for none. It counts only when exported with the same task, target, architecture, quantization
+    and strategy.
     """
     task = resolve_task(task)
     _check_choice("target", target, TARGETS)
@@ -70,7 +75,7 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
         return export_speech(source, out, name=name, target=target, architecture=architecture,
                              quantization=quantization, thresholds=thresholds, allow_drift=allow_drift,
                              progress=progress, overwrite=overwrite,
-                             threads=threads or min(DEFAULT_THREADS, os.cpu_count() or 1))
+                             threads=threads or min(DEFAULT_THREADS, os.cpu_count() or 1), previous=previous)
     quantization = quantization or "int8"
     _check_choice("quantization", quantization, tuple(q for q in QUANTIZATIONS if q != "int4"))
     if target == "gpu" and architecture != "x86_64":
@@ -91,6 +96,9 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                               hint="known: " + ", ".join(sorted(registry.REGISTRY)))
     threads = threads or min(DEFAULT_THREADS, os.cpu_count() or 1)
     tracker = Tracker(progress)
+    kept = previous_choice(out if previous is None else previous, tracker, required=previous is not None,
+                           task=task, target=target, architecture=architecture, requested=quantization,
+                           strategy=strategy)
 
     with tracker.step("load", str(source)):
         src = inspect_source(source, task, max_tokens=max_tokens)
@@ -123,7 +131,7 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
             if searching and timed_here:
                 _search(evaluator, rows, sessions, names, work, search_budget_s, tracker)
             choice, table = time_and_choose(evaluator, rows, sessions, names, strategy, quantization,
-                                            latency_budget_s=latency_budget_s, timed_here=timed_here)
+                                            latency_budget_s=latency_budget_s, timed_here=timed_here, previous=kept)
         chosen = enforce_gate(choice, table, gate, allow_drift, tracker)
         with tracker.step("write", str(out)):
             files, graph, runtime = {MODEL_FILE: rows[choice.name]["path"]}, None, src.runtime
@@ -137,7 +145,8 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
                 quantization=Quantization(requested=quantization, chosen=choice.name, reason=choice.reason,
                                           strategy=strategy, candidates=tuple(table),
                                           host_cpu_features=measure.cpu_features(),
-                                          timing=measure.timing_note(threads) if timed_here else ""),
+                                          timing=measure.timing_note(threads) if timed_here else "",
+                                          previous=kept),
                 parity=Parity(metrics=dict(chosen.metrics), thresholds=gate, passed=choice.passed,
                               samples=len(evaluator.samples), allowed_drift=allow_drift and not choice.passed,
                               classes=parity.classes(evaluator.samples), worst=chosen.worst,
@@ -149,14 +158,46 @@ def export_bundle(source: str | Path, task: str, out: str | Path, *, name: str |
 
 
 def time_and_choose(evaluator: Evaluator, rows: dict[str, dict], sessions: dict[str, object], names: tuple[str, ...],
-                    strategy: str, quantization: str, *, latency_budget_s: float, timed_here: bool):
+                    strategy: str, quantization: str, *, latency_budget_s: float, timed_here: bool,
+                    previous: str = ""):
     """(Choice, table): every candidate that ran timed side by side (batch 1 and 8), then one chosen by
     ``strategy``. ``rows`` (candidate -> path, metrics, note, worst, one_row) hold the parity results;
-    ``names`` is the preset in order (its order breaks ties when latency was not measured here)."""
+    ``names`` is the preset in order (its order breaks ties when latency was not measured here);
+    ``previous`` is the previous export's choice (kept unless beaten decisively)."""
     table = _table(evaluator, rows, sessions, latency_budget_s, timed_here)
     choice = choose(table, strategy, requested=quantization, timed_here=timed_here,
-                    preference=names[1:] + names[:1], gated=evaluator.checks.gated(evaluator.src.task))
+                    preference=names[1:] + names[:1], gated=evaluator.checks.gated(evaluator.src.task),
+                    previous=previous)
     return choice, table
+
+
+def previous_choice(where: str | Path, tracker: Tracker, *, required: bool = False, **settings: str) -> str:
+    """The candidate chosen by the bundle at ``where`` (a bundle directory or its manifest.json; "": none)
+    when it was exported with the same ``settings`` (task, target, architecture, requested quantization,
+    strategy), else "". A path with no bundle is none, or an error when ``required`` (named by the user)."""
+    path = Path(where).expanduser() if where not in ("", None) else None
+    if path is not None and path.name == MANIFEST_FILE:
+        path = path.parent
+    if path is None or not (path / MANIFEST_FILE).is_file():
+        if path is not None and required:
+            raise ExportError(f"previous bundle {path}: no {MANIFEST_FILE} there",
+                              hint="give the bundle directory of an earlier export (e.g. from `modelfn registry pull`)")
+        return ""
+    try:
+        manifest = read_manifest(path)
+    except Exception as exc:  # an unreadable old bundle is replaced, never a reason to stop
+        tracker.info("load", f"previous choice: none ({path / MANIFEST_FILE} is unreadable: {exc})")
+        return ""
+    q = manifest.quantization
+    had = dict(task=manifest.task, target=manifest.target, architecture=manifest.architecture, requested=q.requested,
+               strategy=q.strategy)
+    differ = [f"{k} {had[k]} -> {v}" for k, v in settings.items() if had.get(k) != v]
+    if differ:
+        tracker.info("load", f"previous choice: not weighed ({path} was exported with other settings: "
+                     + ", ".join(differ) + ")")
+        return ""
+    tracker.info("load", f"previous choice: {q.chosen} (from {path}), kept unless a candidate is decisively faster")
+    return q.chosen
 
 
 def enforce_gate(choice, table: list[Candidate], gate: dict[str, float], allow_drift: bool,

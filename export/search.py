@@ -12,6 +12,14 @@ so the tie band does not move with the load from one export to the next. Ties go
 accurate candidate (its gated metrics, means by their lower bound), then the smaller file, then
 the name.
 
+A re-export keeps the previous export's choice (``previous``: the bundle it replaces, or one named)
+when that candidate still passes and may still be chosen, unless another passing candidate is more
+than ``1 + TIE_CEILING`` times faster than it. A fixed tie band always has candidates near its edge
+(MiniLM's weight-only int8 leads fp32 by 1.11-1.24x from one run to the next against a 10% band), and
+a fresh choice between them is a coin toss each time; the previous choice makes the toss once, so
+exporting the same model again gives the same bundle unless the speed gap is decisive. The reason
+says when a fresh choice would have differed.
+
 Automatic strategies never pick a candidate whose numerics assume an instruction set the target
 may lack (``requires_cpu``, e.g. the VNNI preset: Lambda does not promise VNNI, and without it
 ONNX Runtime's u8s8 kernels can saturate), nor one that must run one row per call when that makes
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import math
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from functions.manifest import Candidate
 
@@ -120,11 +128,32 @@ def ineligible(c: Candidate, fp32: Candidate | None, *, timed_here: bool = True)
     return ""
 
 
+def _kept(previous: Candidate | None, fresh: Choice, passing: list[Candidate], fastest: Candidate) -> Choice:
+    """``fresh`` unless the previous export's choice is still passing and no candidate is more than
+    ``1 + TIE_CEILING`` times faster than it (then that one again, saying what a fresh choice was)."""
+    if previous is None or previous.name == fresh.name:
+        return fresh
+    not_kept = f"; the previous export's choice {previous.name} is not kept: "
+    if previous.name not in {c.name for c in passing}:
+        why = "it fails the parity gate" if not previous.passed else "it may not be chosen automatically"
+        return replace(fresh, reason=fresh.reason + not_kept + why)
+    lead = 1 + _gap(previous, fastest) / ranked_ms(fastest)  # how many times faster the fastest is
+    clock = " by CPU time" if previous.cpu_ms > 0 and fastest.cpu_ms > 0 else ""
+    if lead > 1 + TIE_CEILING:
+        return replace(fresh, reason=fresh.reason + not_kept + f"{fastest.name} is {lead:.2f}x faster{clock}, past "
+                       f"the {1 + TIE_CEILING:.2f}x a re-export needs to change its choice")
+    rows = "; served one row per call (rows depend on batch-mates)" if previous.one_row_per_run else ""
+    return Choice(previous.name, f"kept the previous export's choice: it passes and no candidate is more than "
+                  f"{1 + TIE_CEILING:.2f}x faster (the fastest, {fastest.name}, {max(lead, 1.0):.2f}x{clock} at "
+                  f"batch 1){rows}; a fresh choice would be {fresh.name}: {fresh.reason}", False, True)
+
+
 def choose(candidates: list[Candidate], strategy: str, *, requested: str, timed_here: bool,
-           preference: tuple[str, ...] = (), gated: tuple[str, ...] = ()) -> Choice:
+           preference: tuple[str, ...] = (), gated: tuple[str, ...] = (), previous: str = "") -> Choice:
     """Pick per ``strategy``. ``timed_here`` is False when latency was not measured on the target's hardware:
     then the first passing candidate in ``preference`` order wins and the reason says why. ``gated``
-    names the metrics that decide which of several tied candidates is the more accurate."""
+    names the metrics that decide which of several tied candidates is the more accurate. ``previous``
+    names the previous export's choice, kept by fastest-passing unless beaten decisively (module doc)."""
     strategy = parse_strategy(strategy)
     by_name = {c.name: c for c in candidates}
     if strategy.startswith("fixed:"):
@@ -152,10 +181,14 @@ def choose(candidates: list[Candidate], strategy: str, *, requested: str, timed_
         return Choice(pick.name, f"smallest passing candidate ({pick.size_bytes} bytes)", False, True)
     pick = _fastest(passing, gated)
     fastest = min(passing, key=lambda c: (ranked_ms(c), c.name))
+    return _kept(by_name.get(previous), _fresh(pick, fastest, by_name.get(FP32), requested), passing, fastest)
+
+
+def _fresh(pick: Candidate, fastest: Candidate, fp32: Candidate | None, requested: str) -> Choice:
+    """The fastest-passing choice of ``pick`` (tied with or equal to ``fastest``) and its reason."""
     unit = "ms CPU" if pick.cpu_ms > 0 and fastest.cpu_ms > 0 else "ms"
     tie = "" if pick is fastest else (f"; tied with {fastest.name} ({ranked_ms(fastest):.3f} {unit}) within the "
                                       f"timing noise ({noise(pick, fastest):.3f} {unit}), the more accurate wins")
-    fp32 = by_name.get(FP32)
     speed = (f", {ranked_ms(fp32) / ranked_ms(pick):.2f}x fp32{' by CPU time' if pick.cpu_ms > 0 else ''}"
              if fp32 and ranked_ms(pick) > 0 else "")
     if pick.name == FP32 and requested != "none":

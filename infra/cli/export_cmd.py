@@ -50,6 +50,13 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="threads for latency measurement (default: the function's vCPUs)")
     p.add_argument("--allow-drift", action="store_true", help="write the bundle even when the parity gate fails")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
+    previous = p.add_mutually_exclusive_group()
+    previous.add_argument("--previous", metavar="DIR",
+                          help="encoder, image and speech tasks: bundle of an earlier export (e.g. the registry's current version, pulled) whose "
+                               "quantization choice to keep unless a candidate is more than 1.25x faster "
+                               "(default: the bundle --overwrite replaces)")
+    previous.add_argument("--no-previous", action="store_true",
+                          help="choose afresh, ignoring the choice of the bundle being replaced")
     p.add_argument("--json", action="store_true", help="print the manifest and step timings as JSON on stdout")
     p.set_defaults(func=run)
 
@@ -82,6 +89,8 @@ def _settings(args) -> dict:
         settings["thresholds"] = {**settings.get("thresholds", {}), **_parse_parity(args.parity)}
     settings.update(strategy=args.strategy, eval_file=args.eval_file, allow_drift=args.allow_drift,
                     overwrite=args.overwrite)
+    if args.previous or args.no_previous:
+        settings["previous"] = "" if args.no_previous else args.previous
     return settings
 
 
@@ -113,7 +122,7 @@ class _StderrProgress:
             print(f"  {event.step:<9} {event.seconds:6.1f}s", file=self.stream, flush=True)
         elif event.state == "warn":
             print(f"  warning: {event.message}", file=self.stream, flush=True)
-        elif event.step == "validate":
+        elif event.step in ("load", "validate"):  # what was weighed, and the per-candidate results
             print(f"            {event.message}", file=self.stream, flush=True)
 
 

@@ -59,6 +59,30 @@ def test_export_with_flags_prints_summary_with_the_chosen_candidate(tiny_model_d
     assert "parity" in out and "latency" in out and "size" in out
 
 
+def test_previous_and_no_previous_say_which_earlier_choice_a_re_export_weighs(tiny_model_dir, tmp_path, capsys):
+    source, first = str(tiny_model_dir("feature-extraction")), tmp_path / "first"
+    flags = ["export", "--source", source, "--task", "feature-extraction", "--search-budget-s", "0"]
+    assert main(flags + ["--out", str(first)]) == 0
+    capsys.readouterr()
+    # --no-previous: the bundle being replaced is not weighed
+    assert main(flags + ["--out", str(first), "--overwrite", "--no-previous"]) == 0
+    assert read_manifest(first).quantization.previous == ""
+    capsys.readouterr()
+    # --previous naming a bundle of other settings: not weighed, and the output says why
+    second = tmp_path / "second"
+    assert main(flags + ["--out", str(second), "--previous", str(first), "--strategy", "smallest-passing"]) == 0
+    err = capsys.readouterr().err
+    assert "previous choice: not weighed" in err and "strategy fastest-passing -> smallest-passing" in err
+    assert read_manifest(second).quantization.previous == ""
+    # the same settings: weighed, and recorded
+    assert main(flags + ["--out", str(tmp_path / "third"), "--previous", str(first / "manifest.json")]) == 0
+    assert read_manifest(tmp_path / "third").quantization.previous == read_manifest(first).quantization.chosen
+    # both flags at once is a usage error
+    with pytest.raises(SystemExit) as usage:
+        main(flags + ["--out", str(tmp_path / "x"), "--previous", str(first), "--no-previous"])
+    assert usage.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
 def test_name_and_source_together_is_a_config_error(tmp_path, capsys):
     assert main(["export", "minilm", "--source", str(tmp_path)]) == 2
     assert "not both" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Issue 13: exporting the real all-MiniLM-L6-v2 three times in a row writes the same model.onnx and
-tokenizer.json, and chooses the same candidate up to a timing tie between fp32 and one quantized
-candidate (the choice ranks on CPU time per call, which load barely moves; export/measure.py).
+tokenizer.json, and chooses the same candidate: the first export chooses (on CPU time per call, which
+load barely moves; export/measure.py), and a re-export keeps that choice unless a candidate is more
+than 1.25x faster than it (export/search.py), which MiniLM's candidates near the tie band are not.
 
 Three full exports take about 4.5 minutes on this project's 2-core machine (125 s cold, 72-75 s warm,
 measured with the default settings, search off), past what one CI test may take. So the work is
@@ -10,7 +11,8 @@ once from the source by the exporter's own steps (Optimum export, optimization, 
 the preset) and must be byte-identical to export 1's (the bundle's sha256 for the chosen one, the
 recorded sizes for the rest): identical graphs on the same samples give the same parity metrics,
 so the only part of the choice left to chance is the timing, and that is measured again twice, side
-by side, and the choice made again each time with export's own function.
+by side, and the choice made again each time with export's own function, weighing the previous
+choice as a re-export into the same bundle directory does.
 """
 
 from __future__ import annotations
@@ -56,18 +58,13 @@ def test_three_exports_choose_the_same_candidate_and_write_the_same_model(minilm
     chosen, reasons = [q.chosen], [q.reason]
     for _ in range(2):
         choice, table = time_and_choose(evaluator, rows, sessions, names, q.strategy, q.requested,
-                                        latency_budget_s=20.0, timed_here=True)
+                                        latency_budget_s=20.0, timed_here=True, previous=chosen[-1])
         assert choice.passed and [c.passed for c in table] == [c.passed for c in q.candidates]
         chosen.append(choice.name)
         reasons.append(choice.reason)
         assert all(c.cpu_ms > 0 and len(c.cpu_rounds_ms) == len(c.latency_rounds_ms) >= 3 for c in table)
     assert "cpu_ms" in q.timing and all(c.cpu_ms > 0 for c in q.candidates)  # the manifest says what was measured
-    # The choice ranks on CPU time, which load barely moves, but MiniLM's weight-only int8 candidate leads
-    # fp32 by only 1.11-1.24x (measured in CI and by hand), at the 10% tie band's edge: one clean-clone CI
-    # run chose [b32, fp32, b32]. So a split is allowed between fp32 and one quantized pick, and only
-    # where some run found them tied; two different quantized picks fail.
-    outcomes = set(zip(chosen, reasons))
-    assert len({c for c in chosen if c != "fp32"}) <= 1, outcomes
-    if len(set(chosen)) > 1:
-        assert any("within the timing noise" in reason or "no int8 candidate beat it" in reason
-                   for _, reason in outcomes), outcomes
+    # MiniLM's weight-only int8 candidate leads fp32 by only 1.11-1.24x (measured in CI and by hand), at
+    # the 10% tie band's edge: fresh choices split once in CI ([b32, fp32, b32]). A re-export keeps the
+    # previous choice unless it is beaten by more than 1.25x, so the three agree.
+    assert len(set(chosen)) == 1, list(zip(chosen, reasons))

@@ -101,3 +101,17 @@ def test_template_passes_audio_and_forms_as_bytes():
     text = SimpleNamespace(spec=SimpleNamespace(task="text-classification"))
     assert binary_media_types([text]) == []
     assert json.dumps(binary_media_types([text, deployment]))
+
+
+def test_a_speech_re_export_weighs_the_previous_choice(tiny_speech_bundle, tiny_whisper_dir, tmp_path):
+    """Speech chooses through export.search as encoders do: ties within the timing noise go to the higher
+    token agreement, and a re-export keeps the previous choice unless beaten decisively."""
+    from export.exporter import export_bundle
+
+    first = read_manifest(tiny_speech_bundle()).quantization
+    again = export_bundle(tiny_whisper_dir, AUTOMATIC_SPEECH_RECOGNITION, tmp_path / "again",
+                          previous=tiny_speech_bundle()).quantization
+    assert again.previous == first.chosen and again.strategy == "fastest-passing"
+    assert again.chosen == first.chosen or ("is not kept" in again.reason and "faster" in again.reason), again.reason
+    with pytest.raises(ExportError, match="no manifest.json there"):
+        export_bundle(tiny_whisper_dir, AUTOMATIC_SPEECH_RECOGNITION, tmp_path / "other", previous=tmp_path / "none")

@@ -127,3 +127,51 @@ def test_one_row_candidates_are_weighed_on_batch_cpu_time_when_both_have_it():
     costly = Candidate(name="int8", size_bytes=1, latency_ms=4, metrics={}, passed=True, one_row_per_run=True,
                        batch_latency_ms=40, batch_cpu_ms=70)
     assert "70.00 ms of CPU vs fp32 60.00 ms: not worth it" in ineligible(costly, fp32)
+
+
+def _steady(name: str, cpu_ms: float, mean_cosine: float, *, rounds: int = 9, **kw) -> Candidate:
+    """A candidate timed on a quiet machine: every round costs ``cpu_ms``, up to 1% either way."""
+    cpu = tuple(cpu_ms * (1 + 0.01 * ((i % 3) - 1)) for i in range(rounds))
+    return Candidate(name=name, size_bytes=kw.pop("size", 100), latency_ms=cpu_ms, passed=kw.pop("passed", True),
+                     metrics={"mean_cosine": mean_cosine, "mean_cosine_lcb95": mean_cosine}, latency_rounds_ms=cpu,
+                     cpu_ms=cpu_ms, cpu_rounds_ms=cpu, **kw)
+
+
+def _pick(table: list[Candidate], previous: str = "", strategy: str = "fastest-passing"):
+    return choose(table, strategy, requested="int8", timed_here=True, gated=("mean_cosine",), previous=previous)
+
+
+def test_a_re_export_keeps_the_previous_choice_at_the_tie_bands_edge():
+    # weight-only int8 leads fp32 by 1.11x in one run and 1.16x in the next, either side of the 10% band:
+    # fresh choices split, a re-export keeps whichever the first export took
+    fp32 = _steady("fp32", 10.0, 1.0, size=400)
+    runs = [[fp32, _steady("int8-weight-only", 10.0 / lead, 0.999)] for lead in (1.09, 1.16, 1.12)]
+    fresh = [_pick(t).name for t in runs]
+    assert fresh == ["fp32", "int8-weight-only", "int8-weight-only"]  # the coin toss this rule removes
+    first = fresh[0]
+    kept = [_pick(t, previous=first) for t in runs[1:]]
+    assert [c.name for c in kept] == [first, first]
+    assert all(c.passed and not c.fell_back for c in kept)
+    assert "kept the previous export's choice" in kept[0].reason
+    assert "a fresh choice would be int8-weight-only" in kept[0].reason and "1.16x by CPU time" in kept[0].reason
+    # and the other way round: a first export that took int8 keeps it when the next run finds them tied
+    assert _pick(runs[0], previous="int8-weight-only").name == "int8-weight-only"
+
+
+def test_a_re_export_changes_its_choice_only_for_a_decisive_speed_gap_or_a_failed_gate():
+    fp32, int8 = _steady("fp32", 10.0, 1.0, size=400), _steady("int8", 10.0 / 1.3, 0.995)
+    # more than 1.25x faster: the previous fp32 is not kept, and the reason says why
+    pick = _pick([fp32, int8], previous="fp32")
+    assert pick.name == "int8" and "fp32 is not kept: int8 is 1.30x faster by CPU time" in pick.reason
+    # the previous choice now fails the gate (a new source version, a stricter threshold): a fresh choice
+    failing, other = _steady("int8", 10.0 / 1.05, 0.9, passed=False), _steady("int8-b32", 10.0 / 1.3, 0.999)
+    pick = _pick([fp32, failing, other], previous="int8")
+    assert pick.name == "int8-b32" and "int8 is not kept: it fails the parity gate" in pick.reason
+    # a previous choice an automatic strategy may not take (tuned for VNNI) is not kept either
+    vnni = _steady("int8-vnni", 10.0 / 1.1, 0.999, requires_cpu=("avx512_vnni",))
+    pick = _pick([fp32, vnni, other], previous="int8-vnni")
+    assert pick.name == "int8-b32" and "int8-vnni is not kept: it may not be chosen automatically" in pick.reason
+    # a previous choice no longer built (an older preset) and the other strategies: a fresh choice
+    assert _pick([fp32, int8], previous="int8-gone").reason == _pick([fp32, int8]).reason
+    assert _pick([fp32, int8], previous="fp32", strategy="smallest-passing").name == "int8"
+    assert _pick([fp32, int8], previous="int8", strategy="fixed:fp32").name == "fp32"
