@@ -3,7 +3,8 @@
     python events/generate.py [models.yaml]
 
 One file per model, route and API Gateway flavour: ``<model>-<route>-v1.json`` (REST API,
-payload 1.0) and ``<model>-<route>-v2.json`` (HTTP API, payload 2.0). Use them with
+payload 1.0) and ``<model>-<route>-v2.json`` (HTTP API, payload 2.0); a model's own OpenAI route
+(``/models/<model>/v1/...``, functions/routes.py's scoped twins) is ``<model>-<route>-scoped-v1.json``. Use them with
 ``sam local invoke <Function> -e events/<file>``; tests load them with
 tests/functions/eventfiles.load_event. A test checks the committed files match this script.
 """
@@ -46,7 +47,8 @@ def routes(name: str, task_name: str) -> dict[str, tuple[str, str, dict | None]]
             body = OPENAI_BODIES[route.operation](name)
         else:
             body = None
-        found[_NAMES.get(route.operation, route.operation)] = (route.method, path, body)
+        found[_NAMES.get(route.operation, route.operation) + ("-scoped" if route.scoped else "")] = \
+            (route.method, path, body)
     return found
 
 

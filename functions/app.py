@@ -103,7 +103,11 @@ def _endpoint(route: Route, service: ModelService, batcher: "Batcher | None",
         return _respond(request, result)
 
     # FastAPI reads the path parameter (and documents it) from the endpoint's signature.
-    if route.model_path:
+    if route.scoped:  # a model-scoped OpenAI route: the name is checked, the operation is the stack-wide one
+        async def endpoint(name: str, request: Request):
+            service.check_name(name)
+            return await answer(request, [])
+    elif route.model_path:
         async def endpoint(name: str, request: Request):
             return await answer(request, [name])
     else:

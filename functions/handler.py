@@ -123,10 +123,13 @@ def _openapi(lambda_handler: LambdaHandler, service: ModelService, match: re.Mat
 
 def _call(route: Route) -> RouteCall:
     """The call a table route makes on the service: the model's name from the path, then the
-    content type and body for POST routes (read up to the body limit)."""
-    operation, named, posted = route.operation, route.model_path, route.method == "POST"
+    content type and body for POST routes (read up to the body limit). A model-scoped OpenAI route
+    checks the path's name and calls the stack-wide operation."""
+    operation, named, scoped, posted = route.operation, route.takes_name, route.scoped, route.method == "POST"
 
     def call(lambda_handler: LambdaHandler, service: ModelService, match: re.Match, request: _Request) -> Answer:
+        if scoped:
+            service.check_name(match["name"])
         args = [match["name"]] if named else []
         if posted:
             args += [request.header("content-type"), request.body(service.max_body_bytes)]

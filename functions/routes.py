@@ -9,13 +9,19 @@ the OpenAPI schema (functions.schemas; a function of the task where the body dep
 ``batched``: the GPU server runs it through its batcher (``service.begin_<operation>``).
 ``invocation_key``: a SageMaker /invocations body with this key stands for this route.
 A new route is one entry here and its ModelService method.
+
+Every stack-wide OpenAI route also has a model-scoped twin under the model's own path
+(``/v1/embeddings`` -> ``/models/{name}/v1/embeddings``, ``scoped``), derived here, never listed by
+hand: a stack answers one model per stack-wide route, so ``OpenAI(base_url=openai_base(name))``
+is how a client reaches any one model of a multi-model stack. A twin runs the same operation after
+checking the path's name (``takes_name`` is False: the operation never sees it).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import schemas
 from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, TRANSCRIPTIONS_ROUTE, Task
@@ -33,10 +39,18 @@ class Route:
     openapi: dict | Callable[[Task], dict] = field(default_factory=dict, compare=False, hash=False)
     batched: bool = False
     invocation_key: str | None = None
+    # The model-scoped twin of a stack-wide OpenAI route (scoped_twin): under /models/{name}/, same operation.
+    scoped: bool = False
 
     @property
     def model_path(self) -> bool:
         return "{name}" in self.path
+
+    @property
+    def takes_name(self) -> bool:
+        """Whether the operation takes the path's model name as its first argument; a scoped twin's
+        adapter checks the name itself and calls the stack-wide operation without it."""
+        return self.model_path and not self.scoped
 
     @property
     def pattern(self) -> re.Pattern:
@@ -49,11 +63,13 @@ class Route:
         """What the OpenAPI schema says of this route for a model of ``task`` (body, error answers);
         ``width``, the served model's vector width, bounds /v1/embeddings' ``dimensions``."""
         if not callable(self.openapi):
-            return self.openapi
-        return self.openapi(task, width) if self.openapi is schemas.embeddings else self.openapi(task)
+            extra = self.openapi
+        else:
+            extra = self.openapi(task, width) if self.openapi is schemas.embeddings else self.openapi(task)
+        return schemas.scoped(extra) if self.scoped else extra
 
 
-ROUTES: tuple[Route, ...] = (
+_STACK_ROUTES: tuple[Route, ...] = (
     Route("POST", "/models/{name}/predict", "predict", "Run the model (Hugging Face inference request shape)",
           openapi=schemas.predict, batched=True, invocation_key="inputs"),
     Route("POST", "/v1/embeddings", "embeddings", "OpenAI-compatible embeddings",
@@ -73,9 +89,34 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+OPENAI_PREFIX = "/models/{name}"
+
+
+def scoped_twin(route: Route) -> Route:
+    """The model-scoped twin of a stack-wide OpenAI route: its path under ``/models/{name}``, the
+    same operation, body, schema and batching; no /invocations body shape of its own (the stack-wide
+    route has it) and never stack-wide."""
+    return replace(route, path=OPENAI_PREFIX + route.path, summary=f"{route.summary}, this model only",
+                   stack_wide=False, invocation_key=None, scoped=True)
+
+
+ROUTES: tuple[Route, ...] = _STACK_ROUTES + tuple(
+    scoped_twin(r) for r in _STACK_ROUTES if r.stack_wide and r.openai is not None)
+
+
+def openai_base(name: str) -> str:
+    """The path a model's own OpenAI API lives under: ``OpenAI(base_url=API_URL + openai_base(name))``."""
+    return OPENAI_PREFIX.replace("{name}", name) + "/v1"
+
+
+def find_route(method: str, path: str) -> Route | None:
+    """The table's route for a concrete method and path (a model's name filled in), or None."""
+    return next((r for r in ROUTES if r.method == method.upper() and r.pattern.fullmatch(path)), None)
+
+
 def model_routes(name: str, openai_routes: tuple[str, ...]) -> list[tuple[Route, str]]:
     """(route, concrete path) for every route a model with these OpenAI routes answers."""
     return [(r, r.for_model(name)) for r in ROUTES if r.openai is None or r.openai in openai_routes]
 
 
-__all__ = ["Route", "ROUTES", "model_routes"]
+__all__ = ["Route", "ROUTES", "find_route", "model_routes", "openai_base", "scoped_twin"]

@@ -56,6 +56,13 @@ EMBEDDINGS = embeddings()
 INFO = {"responses": {"404": _ERROR}}
 HEALTH: dict = {}
 
+
+def scoped(extra: dict) -> dict:
+    """A model-scoped OpenAI route (/models/{name}/v1/...): the stack-wide route's description, and
+    the 404 a name other than the served model's gets."""
+    return {**extra, "responses": {**extra.get("responses", {}), **INFO["responses"]}}
+
+
 # OpenAI generation bodies: the sampling fields both routes share (top_k and repetition_penalty are
 # extensions, as in vLLM); a 200 is JSON, or with stream: true server-sent events ending [DONE].
 _SAMPLING = {

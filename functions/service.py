@@ -8,6 +8,7 @@
     POST /v1/chat/completions     -> ModelService.chat_completions(content_type, body)   (text-generation)
     POST /v1/completions          -> ModelService.completions(content_type, body)        (text-generation)
     POST /v1/audio/transcriptions -> ModelService.transcriptions(content_type, body)     (speech recognition)
+    /models/{name}/v1/...         -> the /v1/... operation above, after ModelService.check_name(name)
 
 Each method takes what the route carries (path parameter, Content-Type header, raw body bytes) and
 returns an :class:`Answer`, or raises a RequestError that functions.http.render_error turns into
@@ -271,8 +272,12 @@ class ModelService:
         return self._generation
 
     def info(self, name: str) -> Answer:
-        check_model_name(name, self.name)
+        self.check_name(name)
         return self._info
+
+    def check_name(self, name: str) -> None:
+        """404 unless ``name`` (a route's path) names this model: /models/{name}/... of another model."""
+        check_model_name(name, self.name)
 
     def health(self) -> Answer:
         return self._health

@@ -31,9 +31,10 @@ def sam_env() -> dict[str, str]:
             "SAM_CLI_TELEMETRY": "0"}
 
 
-def container_engine_problem(base_image: str = AWS_BASE_IMAGE) -> str | None:
-    """None when sam, a Docker-API engine and the base image are usable; else why not, in one line."""
-    if not sam_binary():
+def container_engine_problem(base_image: str = AWS_BASE_IMAGE, *, need_sam: bool = True) -> str | None:
+    """None when sam (unless not ``need_sam``), a Docker-API engine and the base image are usable;
+    else why not, in one line."""
+    if need_sam and not sam_binary():
         return "the SAM CLI (`sam`) is not installed"
     if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
         return "no container engine: DOCKER_HOST is unset and /var/run/docker.sock is absent"

@@ -4,8 +4,8 @@ answer readably (``--json``: as the API sent it).
 Input, first found: TEXT arguments (several make a batch), ``--question``/``--context``, ``--file``
 (``-`` for stdin), or stdin when it is not a terminal. A file or stdin holding JSON is a request
 body when it has ``inputs`` (or ``messages``), else the inputs; other text is one input.
-Text-generation models are called through /v1/chat/completions and their text is printed as it
-streams. The URL and auth come from ``--url`` / ``--stack-name`` (see infra.client.Client).
+Text-generation models are called through their own /models/NAME/v1/chat/completions and their
+text is printed as it streams. The URL and auth come from ``--url`` / ``--stack-name`` (see infra.client.Client).
 """
 
 from __future__ import annotations
@@ -106,6 +106,9 @@ def _call(client, args: argparse.Namespace, request: dict) -> int:
 
 
 def _chat(client, args: argparse.Namespace, request: dict) -> int:
+    from urllib.parse import quote
+
+    from functions.routes import openai_base
     from infra.client.client import chat_body
 
     if "messages" in request:
@@ -120,7 +123,9 @@ def _chat(client, args: argparse.Namespace, request: dict) -> int:
     params.update(request.get("parameters") or {})
     if args.json:
         body = chat_body(messages, model=args.name, stream=False, **params)
-        print(json.dumps(client.request("POST", "/v1/chat/completions", body), indent=2, ensure_ascii=False))
+        path = openai_base(quote(args.name, safe="")) + "/chat/completions"  # the model's own route
+        answer = client.request("POST", path, body)
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
         return 0
     with client.chat(messages, model=args.name, **params) as stream:
         for piece in stream:

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from .registry_cmd import _table  # the CLI's one table layout
 
     print(_table([[r.model or "-", r.method, r.url] for r in endpoints.routes], ["MODEL", "METHOD", "URL"]))
+    if endpoints.openai_base_urls:  # OpenAI(base_url=...) for one model of a multi-model stack
+        print("\n" + _table([list(pair) for pair in endpoints.openai_base_urls], ["MODEL", "OPENAI BASE_URL"]))
     return _check(args, stack_name, endpoints) if args.check else 0
 
 

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="serve a model locally with the GPU server (SageMaker contract, batching)",
         description="Serve NAME's bundle with the GPU container's server: GET /ping, POST /invocations, "
-                    "/models/NAME/predict, /v1/embeddings, /models/NAME, /health, /openapi.json.")
+                    "/models/NAME/predict, /v1/embeddings (and the model's own /models/NAME/v1/...), /models/NAME, "
+                    "/health, /openapi.json.")
     p.add_argument("name", metavar="NAME", help="the model's name (served as /models/NAME)")
     p.add_argument("--bundle", help="bundle directory (default: .modelfn/bundles/NAME, else pulled from the registry)")
     p.add_argument("--models-file", default=DEFAULT_MODELS_FILE, help="default: %(default)s")

@@ -4,14 +4,15 @@ auth and stack look-ups), never torch or transformers.
     client = Client(stack_name="modelfn")                 # URL and auth mode from the stack
     client = Client("http://127.0.0.1:3000")              # a local server, no auth
     client.predict("minilm", ["a text", "another"])       # POST /models/{name}/predict
-    client.embed(["a text"], model="minilm")              # POST /v1/embeddings -> vectors
-    for piece in client.chat("Hi!", model="smollm"):      # POST /v1/chat/completions, streamed
+    client.embed(["a text"], model="minilm")              # POST /models/{name}/v1/embeddings -> vectors
+    for piece in client.chat("Hi!", model="smollm"):      # POST /models/{name}/v1/chat/completions, streamed
         print(piece, end="")
     client.info("minilm")                                 # GET /models/{name}
 
 Every request retries on 429, 502, 503 and 504 with exponential backoff and jitter, waiting what
 ``Retry-After`` says when the answer has one. Failures raise infra.client.errors types carrying the
-API's error code and message.
+API's error code and message. A call naming its ``model`` goes to that model's own OpenAI routes
+(``/models/{name}/v1/...``): a multi-model stack answers its stack-wide ``/v1/...`` for one model only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from urllib.parse import quote
 import httpx
 
 from functions.errors import ConfigError
+from functions.routes import openai_base
 
 from .. import defaults
 from .endpoints import Endpoints, default_stack_name, stack_api_key, stack_endpoints
@@ -131,22 +133,22 @@ class Client:
 
     def embed(self, input: str | list[str], *, model: str | None = None,
               dimensions: int | None = None) -> list[list[float]]:
-        """POST /v1/embeddings: one vector per input, in input order."""
+        """POST /v1/embeddings (the model's own, when named): one vector per input, in input order."""
         body: dict[str, Any] = {"input": input}
         if model:
             body["model"] = model
         if dimensions is not None:
             body["dimensions"] = dimensions
-        answer = self.request("POST", "/v1/embeddings", body)
+        answer = self.request("POST", _openai_path("/v1/embeddings", model), body)
         return [item["embedding"] for item in sorted(answer["data"], key=lambda d: d["index"])]
 
     def chat(self, messages: str | list[dict], *, model: str | None = None, **params: Any) -> "ChatStream":
-        """POST /v1/chat/completions with ``stream: true``: an iterator over the text as it is
-        generated. ``messages`` is OpenAI's list, or a string for one user message; ``params`` are
-        the OpenAI ones (max_tokens, temperature, top_p, stop, seed, ...). The request is sent now;
-        errors before the first piece raise here."""
+        """POST /v1/chat/completions (the model's own, when named) with ``stream: true``: an iterator
+        over the text as it is generated. ``messages`` is OpenAI's list, or a string for one user
+        message; ``params`` are the OpenAI ones (max_tokens, temperature, top_p, stop, seed, ...).
+        The request is sent now; errors before the first piece raise here."""
         body = chat_body(messages, model=model, stream=True, **params)
-        return ChatStream(self._send("POST", "/v1/chat/completions", body, stream=True))
+        return ChatStream(self._send("POST", _openai_path("/v1/chat/completions", model), body, stream=True))
 
     def info(self, model: str) -> dict:
         """GET /models/{model}: version, task, labels, quantization, parity and limits."""
@@ -291,6 +293,11 @@ def _status_code(response: httpx.Response) -> str:
 
 def _segment(name: str) -> str:
     return quote(str(name), safe="")
+
+
+def _openai_path(path: str, model: str | None) -> str:
+    """A stack-wide OpenAI path (``/v1/...``), moved under the named model's own base (functions/routes.py)."""
+    return openai_base(_segment(model)) + path.removeprefix("/v1") if model else path
 
 
 __all__ = ["Client", "ChatStream", "ApiKeyAuth", "RetryPolicy", "RETRY_STATUSES", "AUTH_CHOICES", "chat_body",

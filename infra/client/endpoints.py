@@ -9,7 +9,9 @@ from models.yaml for a local server (`modelfn serve`, `sam local start-api`).
 The stack's outputs are the ones infra/template writes: ``ApiUrl``, ``HealthUrl``, one
 ``{Model}PredictUrl`` and ``{Model}InfoUrl`` per model, ``EmbeddingsUrl`` and whatever OpenAI routes
 the template adds; each URL's path says its route and model, so new outputs of the same form are
-listed without a change here. The ``AuthMode`` parameter says how callers authenticate.
+listed without a change here. ``{Model}OpenAIBaseUrl`` (``/models/{name}/v1``) is no route but the
+base URL an OpenAI client takes for that model (``openai_base_urls``). The ``AuthMode`` parameter
+says how callers authenticate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from functions.routes import ROUTES, model_routes
+from functions.routes import ROUTES, model_routes, openai_base
 
 from .. import defaults
 from .errors import CredentialsError, StackError, UnreachableError, one_line
@@ -28,6 +30,7 @@ AUTH_MODES = ("AWS_IAM", "API_KEY", "NONE")
 _GET_PATHS = tuple(r.path for r in ROUTES if r.method == "GET" and not r.model_path) + ("/openapi.json",)
 _MODEL_PATH = re.compile(r"^/models/(?P<name>[^/]+)(?P<predict>/predict)?$")
 _SERVES = re.compile(r"\((?P<name>[a-z0-9-]+)\)\s*$")
+_OPENAI_BASE = re.compile("^" + re.escape(openai_base("{name}")).replace(re.escape("{name}"), "(?P<name>[^/]+)") + "$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Endpoints:
     auth_mode: str | None  # AWS_IAM | API_KEY | NONE; None when the source does not say
     source: str  # "stack modelfn (us-east-1)" or "local"
     routes: tuple[Route, ...] = ()
+    # (model, URL) of each model's own OpenAI API: OpenAI(base_url=URL) reaches that model on a multi-model stack.
+    openai_base_urls: tuple[tuple[str, str], ...] = ()
     api_key_id: str | None = None
     region: str | None = None
     # The boto3 session and endpoint the stack was read with, to read its API key the same way.
@@ -63,16 +68,16 @@ class Endpoints:
         return {"base_url": self.base_url, "auth_mode": self.auth_mode, "source": self.source,
                 "region": self.region, "api_key_id": self.api_key_id,
                 "routes": [asdict(r) for r in self.routes],
+                "openai_base_urls": dict(self.openai_base_urls),
                 "models": {name: {f"{r.method} {r.path}": r.url for r in self.routes if r.model == name}
                            for name in self.models()}}
 
 
 def route_method(path: str) -> str:
-    """The HTTP method of a modelfn route: GET for info, health, schema and model list, else POST."""
-    match = _MODEL_PATH.match(path)
-    if match:
-        return "POST" if match.group("predict") else "GET"
-    return "GET" if path in _GET_PATHS else "POST"
+    """The HTTP method of a modelfn route: GET for info, health, schema and model lists, else POST."""
+    if path in _GET_PATHS:
+        return "GET"
+    return next((r.method for r in ROUTES if r.pattern.fullmatch(path)), "POST")
 
 
 def default_stack_name(samconfig: str | os.PathLike[str] = defaults.SAMCONFIG) -> str:
@@ -124,12 +129,16 @@ def stack_endpoints(stack_name: str, *, region: str | None = None, endpoint_url:
         raise StackError(f"stack {stack_name!r} ({stack.get('StackStatus', 'unknown status')}) has no ApiUrl output",
                          hint="is it a modelfn stack, and has it finished deploying?")
     base = outputs["ApiUrl"]["OutputValue"].rstrip("/")
-    routes, model_paths = [], set()
+    routes, model_paths, openai_bases = [], set(), []
     for output in outputs.values():
         value = str(output.get("OutputValue", ""))
         if not value.startswith(base + "/"):
             continue
         path = value[len(base):]
+        own = _OPENAI_BASE.match(path)
+        if own:
+            openai_bases.append((own.group("name"), value))
+            continue
         match = _MODEL_PATH.match(path)
         model = match.group("name") if match else None
         routes.append(Route(route_method(path), path, value, model))
@@ -146,6 +155,7 @@ def stack_endpoints(stack_name: str, *, region: str | None = None, endpoint_url:
     api_key_id = outputs.get("ApiKeyId", {}).get("OutputValue")
     return Endpoints(base_url=base, auth_mode=auth if auth in AUTH_MODES else None,
                      source=f"stack {stack_name} ({region})", routes=tuple(_ordered(routes)),
+                     openai_base_urls=tuple(openai_bases),
                      api_key_id=api_key_id, region=region, session=session, endpoint_url=endpoint_url)
 
 
@@ -156,13 +166,18 @@ def local_endpoints(base_url: str, models_file: str | os.PathLike[str] = default
 
     base = base_url.rstrip("/")
     routes: list[Route] = []
+    openai_bases: list[tuple[str, str]] = []
     for spec in load_models_file(models_file).models:
-        for route, path in model_routes(spec.name, get_task(spec.task).openai_routes(None)):
+        openai_routes = get_task(spec.task).openai_routes(None)
+        for route, path in model_routes(spec.name, openai_routes):
             if route.openai is not None or route.model_path:
                 routes.append(Route(route.method, path, base + path, spec.name))
+        if openai_routes:
+            openai_bases.append((spec.name, base + openai_base(spec.name)))
     for path in ("/health", "/openapi.json"):
         routes.append(Route("GET", path, base + path, None))
-    return Endpoints(base_url=base, auth_mode=None, source="local", routes=tuple(routes))
+    return Endpoints(base_url=base, auth_mode=None, source="local", routes=tuple(routes),
+                     openai_base_urls=tuple(openai_bases))
 
 
 def stack_api_key(endpoints: Endpoints) -> str:

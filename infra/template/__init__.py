@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from functions.errors import ConfigError
-from functions.routes import ROUTES
+from functions.routes import ROUTES, find_route, openai_base
 from infra.spec import ModelsFile
 
 from .. import defaults
@@ -127,6 +127,8 @@ def _outputs(deployments: list[Deployment]) -> dict:
         "HealthUrl": {"Description": "GET: liveness", "Value": api_url("/health")},
     }
     for method, path, deployment in routes(deployments):
+        if find_route(method, path).scoped:
+            continue  # one base URL per model below, not an output per route
         if path.startswith("/models/"):
             kind = "Predict" if path.endswith("/predict") else "Info"
             outputs[f"{deployment.logical_id}{kind}Url"] = {
@@ -138,6 +140,11 @@ def _outputs(deployments: list[Deployment]) -> dict:
             outputs[output] = {"Description": f"{method.upper()}: OpenAI-style {what} ({deployment.spec.name})",
                                "Value": api_url(path)}
     for deployment in deployments:
+        if deployment.openai_routes:
+            outputs[f"{deployment.logical_id}OpenAIBaseUrl"] = {
+                "Description": f"OpenAI client base_url of model {deployment.spec.name}: its own /v1 routes",
+                "Value": api_url(openai_base(deployment.spec.name)),
+            }
         if deployment.is_gpu:
             outputs[f"{deployment.logical_id}EndpointName"] = {
                 "Description": f"SageMaker endpoint of model {deployment.spec.name}",

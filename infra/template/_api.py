@@ -7,13 +7,15 @@ proxy to its function's live alias; a gpu model's routes call its SageMaker endp
 (an AWS service integration with InvokeEndpoint, no function in between), under the same auth,
 except a gpu text-generation model's chat and completions routes, which stream through its relay
 function (functions/relay.py, _relay.py) unless models.yaml or `modelfn build --no-stream` says not to.
+Each model's own OpenAI routes (``/models/{name}/v1/...``) take the same integration as the
+stack-wide ones would for that model, under the same auth.
 """
 
 from __future__ import annotations
 
 from functions.inputs import INPUT_KINDS
 from functions.relay import ENDPOINT_FAILED, NOT_READY, UNAVAILABLE
-from functions.routes import ROUTES, model_routes
+from functions.routes import ROUTES, find_route, model_routes
 from functions.tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, TRANSCRIPTIONS_ROUTE, get_task
 
 from ._checkov import skips
@@ -37,10 +39,11 @@ def routes(deployments: list[Deployment]) -> list[tuple[str, str, Deployment]]:
     """(method, path, deployment), from the route table (functions/routes.py): each model's own routes;
     ``GET /health`` on the first Lambda model (the first model when all are gpu); each OpenAI route
     (``/v1/embeddings``, ``/v1/chat/completions``, ...) on the first model in models.yaml order whose
-    task serves it, on either tier (one OpenAI-style endpoint per stack; other models answer on
-    their own predict route)."""
+    task serves it, on either tier (one OpenAI-style endpoint per stack); then every model's own
+    OpenAI routes (``/models/{name}/v1/...``, the table's scoped twins), so a client reaches any
+    model as ``OpenAI(base_url=.../models/{name}/v1)``."""
     found = [(route.method.lower(), path, d) for d in deployments
-             for route, path in model_routes(d.spec.name, d.openai_routes) if not route.stack_wide]
+             for route, path in model_routes(d.spec.name, d.openai_routes) if not route.stack_wide and not route.scoped]
     # /health first, then the OpenAI routes: the order keeps the permissions' logical ids stable.
     for route in sorted(ROUTES, key=lambda r: r.openai is not None):
         if not route.stack_wide:
@@ -51,6 +54,9 @@ def routes(deployments: list[Deployment]) -> list[tuple[str, str, Deployment]]:
             owner = next((d for d in deployments if route.openai in d.openai_routes), None)
         if owner is not None:
             found.append((route.method.lower(), route.path, owner))
+    # Last, so the routes above keep their index (and their permissions their logical ids).
+    found += [(route.method.lower(), path, d) for d in deployments
+              for route, path in model_routes(d.spec.name, d.openai_routes) if route.scoped]
     return found
 
 
@@ -97,8 +103,9 @@ _SAGEMAKER_ERRORS = (
     ("4(0[1-9]|[13-9]\\d|2[0-35-8])|5(0[0-24-9]|[1-9]\\d)", str(ENDPOINT_FAILED.status),
      _error(ENDPOINT_FAILED.code, ENDPOINT_FAILED.message), None),
 )
-# The OpenAI routes that answer SSE with stream: true: a relaying gpu model's STREAM routes.
-STREAMING_ROUTES = frozenset(r.path for r in ROUTES if r.openai in (CHAT_ROUTE, COMPLETIONS_ROUTE) and r.method == "POST")
+# The OpenAI routes that answer SSE with stream: true (stack-wide and model-scoped): a relaying gpu
+# model's STREAM routes.
+STREAMING_ROUTES = frozenset(r for r in ROUTES if r.openai in (CHAT_ROUTE, COMPLETIONS_ROUTE) and r.method == "POST")
 
 
 def _sagemaker_operation(method: str, path: str, deployment: Deployment) -> dict:
@@ -161,7 +168,7 @@ def relayed(method: str, path: str, deployment: Deployment) -> bool:
     """Whether this route of a gpu model goes through its stream relay (functions/relay.py) rather than
     straight to InvokeEndpoint. API Gateway routes by method and path, never by body, so a relayed
     route carries its ``stream: false`` requests through the relay too (the same answer, one part)."""
-    return deployment.relays and method == "post" and path in STREAMING_ROUTES
+    return deployment.relays and find_route(method, path) in STREAMING_ROUTES
 
 
 def _streaming_integration(function: str) -> dict:

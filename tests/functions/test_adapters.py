@@ -65,6 +65,13 @@ EMBED_CASES = [
     ("embeddings-non-utf8", "POST", "/v1/embeddings", b'{"input": "\xff"}', {"base64_body": True}),
     ("embeddings-form", "POST", "/v1/embeddings", b"input=x", {"content_type": "text/plain"}),
     ("info", "GET", "/models/embed", None, {}),
+    # The model-scoped OpenAI routes: the same operation under the model's own path.
+    ("scoped-embeddings", "POST", "/models/embed/v1/embeddings", {"input": ["the city"], "model": "embed"}, {}),
+    ("scoped-embeddings-no-model", "POST", "/models/embed/v1/embeddings", {"input": "x", "dimensions": 8}, {}),
+    ("scoped-embeddings-other-model", "POST", "/models/embed/v1/embeddings", {"input": "x", "model": "other"}, {}),
+    ("scoped-embeddings-other-path", "POST", "/models/other/v1/embeddings", {"input": "x"}, {}),
+    ("scoped-embeddings-get", "GET", "/models/embed/v1/embeddings", None, {}),
+    ("scoped-chat-of-encoder", "POST", "/models/embed/v1/chat/completions", {"messages": []}, {}),
 ]
 
 
@@ -193,3 +200,24 @@ def test_malformed_proxy_event_is_a_400(classifier, damage):
     status, body, _ = call(classifier, event)
     assert status == 400 and body["error"]["code"] == "bad_request"
     assert call(classifier, make_event("POST", CLASSIFY, {"inputs": "x"}))[0] == 200
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_model_scoped_openai_route_answers_as_the_stack_wide_one_for_its_own_model_only(embedder, version):
+    body = {"input": ["the city", "paris"], "model": "embed"}
+    stack_wide = call(embedder, make_event("POST", "/v1/embeddings", body, version=version))
+    scoped = call(embedder, make_event("POST", "/models/embed/v1/embeddings", body, version=version))
+    assert stack_wide[0] == scoped[0] == 200
+    assert_same(stack_wide[1], scoped[1])
+    # Another model in the body: the stack-wide route's 404, word for word.
+    other = {"input": "x", "model": "other"}
+    wrong_body = call(embedder, make_event("POST", "/models/embed/v1/embeddings", other, version=version))
+    assert wrong_body[0] == 404 and wrong_body[1] == call(embedder, make_event("POST", "/v1/embeddings", other,
+                                                                               version=version))[1]
+    # Another model in the path: the 404 predict and info answer for it.
+    wrong_path = call(embedder, make_event("POST", "/models/other/v1/embeddings", {"input": "x"}, version=version))
+    assert wrong_path[0] == 404 and "'other'" in wrong_path[1]["error"]["message"]
+    assert call(embedder, make_event("GET", "/models/embed/v1/embeddings", None, version=version))[0] == 405
+    # A route the task does not serve: the stack-wide route's 404 naming the predict route.
+    chat = call(embedder, make_event("POST", "/models/embed/v1/chat/completions", {"messages": []}, version=version))
+    assert chat[0] == 404 and "/models/embed/predict" in chat[1]["error"]["message"] + str(chat[1]["error"])

@@ -310,13 +310,15 @@ def test_lambda_keeps_the_cpu_provider_and_auto_falls_back_to_it_here(tiny_bundl
 
 @pytest.mark.parametrize("route, method_status", [
     ("/models/{name}", 200), ("/health", 200), ("/models/{name}/predict", 200), ("/v1/embeddings", 200),
+    ("/models/{name}/v1/embeddings", 200),  # the model's own OpenAI route (functions/routes.py's scoped twin)
 ])
 def test_invocations_follow_the_route_api_gateway_names(embed_server, route, method_status):
     """The template's InvokeEndpoint integration sends the route it was called on as a custom
     attribute (an info or health GET with the body {}); the server answers that route."""
     name = httpx.get(embed_server + "/health").json()["model"]
     path = route.format(name=name)
-    body = {"/models/{name}/predict": {"inputs": "hi"}, "/v1/embeddings": {"input": "hi"}}.get(route, {})
+    body = {"/models/{name}/predict": {"inputs": "hi"}, "/v1/embeddings": {"input": "hi"},
+            "/models/{name}/v1/embeddings": {"input": "hi"}}.get(route, {})
     response = httpx.post(embed_server + "/invocations", json=body,
                           headers={"X-Amzn-SageMaker-Custom-Attributes": f"modelfn-route={path}"})
     assert response.status_code == method_status, response.text

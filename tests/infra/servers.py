@@ -31,7 +31,8 @@ def serve(app) -> Iterator[str]:
         yield url
 
 
-async def _read_body(receive) -> bytes:
+async def read_body(receive) -> bytes:
+    """The whole body of an ASGI request."""
     body, more = b"", True
     while more:
         message = await receive()
@@ -75,7 +76,7 @@ class SigV4Check:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        body = await _read_body(receive)
+        body = await read_body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         problem = self.check(scope, headers, body)
         if problem:
@@ -152,7 +153,7 @@ class Scripted:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         self.requests.append((scope["method"], scope["path"], headers, body))
         status, extra, payload = self.answers[0] if len(self.answers) == 1 else self.answers.pop(0)
@@ -163,7 +164,7 @@ class Scripted:
 
 class FakeChat:
     """A text-generation model's routes in OpenAI's shapes: GET /models/{name} (task), and
-    POST /v1/chat/completions answering ``pieces`` as server-sent events ending ``data: [DONE]``
+    POST /v1/chat/completions (and /models/{name}/v1/chat/completions) answering ``pieces`` as server-sent events ending ``data: [DONE]``
     (or one body without ``stream``). With ``gate``, it sends the first piece, then waits for the
     gate before the rest, so a test can prove pieces arrive as they are sent."""
 
@@ -171,18 +172,20 @@ class FakeChat:
                  error_after: int | None = None, done: bool = True):
         self.name, self.pieces, self.gate, self.error_after, self.done = name, pieces, gate, error_after, done
         self.bodies: list[dict] = []
+        self.paths: list[str] = []  # the chat route each body came on
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         path, method = scope["path"], scope["method"]
         if method == "GET" and path == f"/models/{self.name}":
             return await send_json(send, 200, {"name": self.name, "task": "text-generation"})
-        if method != "POST" or path != "/v1/chat/completions":
+        if method != "POST" or path not in ("/v1/chat/completions", f"/models/{self.name}/v1/chat/completions"):
             return await send_json(send, 404, {"error": {"code": "not_found", "message": "no such route"}})
         request = json.loads(body)
         self.bodies.append(request)
+        self.paths.append(path)
         if request.get("model") not in (None, self.name):
             return await send_json(send, 404, {"error": {"code": "not_found",
                                                          "message": f"no model named {request['model']!r} here"}})

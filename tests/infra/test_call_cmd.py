@@ -134,6 +134,7 @@ def test_chat_text_streams_and_json_is_the_raw_completion(no_aws_creds, capsys):
         code, out, _ = call(capsys, "chat", "Capital?", "--url", url, "--json")
         assert json.loads(out)["choices"][0]["message"]["content"] == "Paris is the capital."
         assert app.bodies[-1]["stream"] is False
+        assert app.paths == ["/models/chat/v1/chat/completions"] * 2  # the model's own route, streamed or not
 
 
 def test_call_through_a_stack_signs_with_iam(aws_creds, moto_url, signed_server, monkeypatch, capsys):

@@ -168,6 +168,7 @@ def test_chat_streams_pieces_as_they_arrive(no_aws_creds):
         assert (stream.finish_reason, stream.usage["completion_tokens"]) == ("stop", 4)
     assert app.bodies[0] == {"messages": [{"role": "user", "content": "Hi"}], "stream": True, "model": "chat",
                              "max_tokens": 8}
+    assert app.paths == ["/models/chat/v1/chat/completions"]  # a named model: its own OpenAI route
 
 
 def test_chat_errors(no_aws_creds):

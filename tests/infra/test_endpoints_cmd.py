@@ -34,6 +34,9 @@ def test_stack_routes_as_json(stack, moto_url, capsys):
     assert data["models"]["sentiment-2"] == {"POST /models/sentiment-2/predict": API + "/models/sentiment-2/predict",
                                              "GET /models/sentiment-2": API + "/models/sentiment-2"}
     assert {"method": "GET", "path": "/health", "url": API + "/health", "model": None} in data["routes"]
+    # minilm's own OpenAI API, for OpenAI(base_url=...): no route of its own; sentiment serves none.
+    assert data["openai_base_urls"] == {"minilm": API + "/models/minilm/v1"}
+    assert all(not r["path"].endswith("/v1") for r in data["routes"])
 
 
 def test_stack_routes_as_a_table(stack, moto_url, capsys):
@@ -44,7 +47,8 @@ def test_stack_routes_as_a_table(stack, moto_url, capsys):
     rows = [line.split() for line in lines[2:]]
     assert rows[0] == ["minilm", "POST", API + "/models/minilm/predict"]
     assert ["sentiment-2", "GET", API + "/models/sentiment-2"] in rows
-    assert rows[-1] == ["-", "GET", API + "/health"]
+    assert ["-", "GET", API + "/health"] in rows
+    assert rows[-1] == ["minilm", API + "/models/minilm/v1"]  # the OpenAI base URLs, after the routes
 
 
 def test_stack_name_defaults_to_samconfig(aws_creds, moto_url, tmp_path, monkeypatch, capsys):
@@ -86,3 +90,6 @@ def test_local_routes_come_from_models_yaml_and_the_task_registry(tmp_path, caps
     assert "POST /v1/embeddings" in data["models"]["minilm"]
     assert list(data["models"]["sentiment-2"]) == ["POST /models/sentiment-2/predict", "GET /models/sentiment-2"]
     assert data["models"]["minilm"]["POST /models/minilm/predict"] == "http://127.0.0.1:3000/models/minilm/predict"
+    assert data["models"]["minilm"]["POST /models/minilm/v1/embeddings"] == \
+        "http://127.0.0.1:3000/models/minilm/v1/embeddings"
+    assert data["openai_base_urls"] == {"minilm": "http://127.0.0.1:3000/models/minilm/v1"}

@@ -27,6 +27,8 @@ MODELS = parse_models_file({"registry": "s3://models-bucket/team", "models": [
     {"name": "gpu-chat-zero", "source": "x", "task": "text-generation", "target": "gpu", "scale_to_zero": True},
 ]})
 STREAMED = ("/v1/chat/completions", "/v1/completions")
+# Each chat model's own OpenAI routes (functions/routes.py's scoped twins) stream through its own relay.
+OWN_STREAMED = ("/models/gpu-chat/v1/chat/completions", "/models/gpu-chat/v1/completions")
 
 
 def _template(**changes) -> dict:
@@ -47,7 +49,7 @@ def _paths(template: dict) -> dict:
 
 def test_the_streaming_routes_go_through_the_relay_and_the_others_straight_to_the_endpoint(template):
     paths = _paths(template)
-    for path in STREAMED:  # stack-wide: the first chat model, gpu-chat
+    for path in STREAMED + OWN_STREAMED:  # stack-wide: the first chat model, gpu-chat; then its own
         operation = paths[path]["post"]
         integration = operation["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy" and integration["responseTransferMode"] == "STREAM"
@@ -55,7 +57,8 @@ def test_the_streaming_routes_go_through_the_relay_and_the_others_straight_to_th
             "lambda:path/2021-11-15/functions/${GpuChatRelay.Arn}/response-streaming-invocations")
         assert operation["security"] == paths["/health"]["get"]["security"]  # the same auth as every route
     # No extra hop where nothing streams: predict and info call InvokeEndpoint directly.
-    for path, method in (("/models/gpu-chat/predict", "post"), ("/models/gpu-chat", "get")):
+    for path, method in (("/models/gpu-chat/predict", "post"), ("/models/gpu-chat", "get"),
+                         ("/models/gpu-chat/v1/models", "get")):
         integration = paths[path][method]["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws" and integration["uri"]["Fn::Sub"].endswith(
             "endpoints/${AWS::StackName}-gpu-chat/invocations")
@@ -63,7 +66,11 @@ def test_the_streaming_routes_go_through_the_relay_and_the_others_straight_to_th
     permissions = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"
                    and r["Properties"]["FunctionName"] == {"Ref": "GpuChatRelay"}]
     assert sorted(p["SourceArn"]["Fn::Sub"].rsplit("/*/", 1)[1] for p in permissions) == \
-        sorted(f"POST{path}" for path in STREAMED)
+        sorted(f"POST{path}" for path in STREAMED + OWN_STREAMED)
+    # The second chat model is reached on its own routes only, through its own relay.
+    for path in (p.replace("gpu-chat", "gpu-chat-zero") for p in OWN_STREAMED):
+        integration = paths[path]["post"]["x-amazon-apigateway-integration"]
+        assert integration["responseTransferMode"] == "STREAM" and "${GpuChatZeroRelay.Arn}" in integration["uri"]["Fn::Sub"]
 
 
 def test_the_relay_function_calls_its_own_endpoint_and_nothing_else(template):

@@ -33,7 +33,8 @@ MODELS = parse_models_file({
          "max_instances": 3},
     ],
 })
-GPU_ROUTES = {"/models/big-llm/predict", "/models/big-llm", "/models/gpu-embed/predict", "/models/gpu-embed"}
+GPU_ROUTES = {"/models/big-llm/predict", "/models/big-llm", "/models/gpu-embed/predict", "/models/gpu-embed",
+              "/models/gpu-embed/v1/embeddings"}
 
 
 def deployments(fetch_large: bool = True) -> list[Deployment]:
@@ -94,7 +95,7 @@ def test_auth_defaults_to_iam_with_api_key_and_none_options(template):
     paths = api["DefinitionBody"]["paths"]
     assert set(paths) == {"/models/minilm/predict", "/models/minilm", "/models/sentiment/predict",
                           "/models/sentiment", "/models/e5-large/predict", "/models/e5-large", "/health",
-                          "/v1/embeddings"} | GPU_ROUTES
+                          "/v1/embeddings", "/models/minilm/v1/embeddings", "/models/e5-large/v1/embeddings"} | GPU_ROUTES
     for path, methods in paths.items():
         for operation in methods.values():
             (requirement,) = operation["security"]
@@ -112,7 +113,7 @@ def test_auth_defaults_to_iam_with_api_key_and_none_options(template):
 
 def test_invoke_permissions_are_per_route_on_the_alias(template):
     perms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"]
-    assert len(perms) == 8
+    assert len(perms) == 10  # 3 models x (predict, info), /health, /v1/embeddings, 2 models' own /v1/embeddings
     assert all(p["FunctionName"]["Ref"].endswith("Function.Alias") for p in perms)
     assert all("/*/*" not in p["SourceArn"]["Fn::Sub"] for p in perms)
 
@@ -146,6 +147,12 @@ def test_outputs_name_every_endpoint(template):
     for model in ("Minilm", "Sentiment", "E5Large"):
         assert "/models/" in outputs[f"{model}PredictUrl"]["Value"]["Fn::Sub"]
     assert outputs["EmbeddingsUrl"]["Value"]["Fn::Sub"].endswith("/prod/v1/embeddings")
+    # Each embedding model's own OpenAI base URL, on either tier; the classifiers serve no OpenAI route.
+    for model, name in (("Minilm", "minilm"), ("E5Large", "e5-large"), ("GpuEmbed", "gpu-embed")):
+        assert outputs[f"{model}OpenAIBaseUrl"]["Value"]["Fn::Sub"].endswith(f"/prod/models/{name}/v1")
+    assert "SentimentOpenAIBaseUrl" not in outputs and "BigLlmOpenAIBaseUrl" not in outputs
+    assert {k for k in outputs if k.endswith("InfoUrl")} == {"MinilmInfoUrl", "SentimentInfoUrl", "E5LargeInfoUrl",
+                                                             "BigLlmInfoUrl", "GpuEmbedInfoUrl"}
     assert outputs["ApiUrl"]["Value"]["Fn::Sub"].startswith("https://${Api}.execute-api.")
 
 
@@ -327,7 +334,8 @@ def test_a_stack_of_gpu_models_only_has_routes_and_health(tmp_path):
         {"name": "only-gpu", "source": "x", "task": "feature-extraction", "target": "gpu"}]})
     template = generate_template(models, committed_deployments(models), models.registry)
     paths = template["Resources"]["Api"]["Properties"]["DefinitionBody"]["paths"]
-    assert set(paths) == {"/models/only-gpu/predict", "/models/only-gpu", "/health", "/v1/embeddings"}
+    assert set(paths) == {"/models/only-gpu/predict", "/models/only-gpu", "/health", "/v1/embeddings",
+                          "/models/only-gpu/v1/embeddings"}
     health = paths["/health"]["get"]["x-amazon-apigateway-integration"]
     assert health["requestParameters"]["integration.request.header.X-Amzn-SageMaker-Custom-Attributes"] == \
         "'modelfn-route=/health'"
