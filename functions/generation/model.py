@@ -11,7 +11,10 @@ onnxruntime-genai's tokenizer (which left byte-level markers such as ``Ġ`` in S
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +59,19 @@ def generation_provider(choice: str, *, cuda_available: bool) -> str:
                       hint="use auto, cuda or cpu (onnxruntime-genai has no TensorRT path here)")
 
 
+# Models still loaded when the interpreter exits. onnxruntime-genai counts its live models in a static
+# destructor that runs after Python's own clean-up and prints "OGA Error: 1 instances of ... Model were
+# leaked" for each one still referenced then (a module global, a server's app state): released here first.
+_LOADED: "weakref.WeakSet[GenerationModel]" = weakref.WeakSet()
+
+
+@atexit.register
+def _release_models() -> None:
+    for loaded in list(_LOADED):
+        loaded.model = None
+    gc.collect()
+
+
 class GenerationModel:
     """onnxruntime-genai model + tokenizer + chat template of one bundle, loaded once."""
 
@@ -95,6 +111,7 @@ class GenerationModel:
         try:
             self._og = og
             self.model = og.Model(config)
+            _LOADED.add(self)
         except Exception as exc:  # noqa: BLE001 - onnxruntime-genai raises RuntimeError with the reason
             raise BundleError(f"the generation model cannot be loaded: {exc}", hint="re-export the bundle") from None
         try:

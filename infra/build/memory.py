@@ -203,6 +203,10 @@ def genai_sizes(data: bytes) -> dict:
 _ATTENTION_OPS = {"Attention", "QAttention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention"}
 
 
+_INPUT_QUANTIZERS = ("DynamicQuantizeLinear", "QuantizeLinear")
+_CONVOLUTIONS = ("Conv", "ConvInteger")
+
+
 def encoder_shape(model_bytes: bytes) -> EncoderShape:
     """Hidden width and attention heads of an encoder graph, read from its structure (external data,
     if any, is not needed): the width of the embedding the token ids index (or, for image models, of
@@ -223,6 +227,10 @@ def encoder_shape(model_bytes: bytes) -> EncoderShape:
     produced_by = {out: node for node in graph.node for out in node.output}
     hidden = patch = 0
     feeds = {i.name for i in graph.input}
+    # A dynamically quantized graph quantizes its inputs first (pixel values -> DynamicQuantizeLinear ->
+    # ConvInteger): what those nodes make of a feed counts as the feed.
+    feeds |= {out for node in graph.node if node.op_type in _INPUT_QUANTIZERS and node.input
+              and node.input[0] in feeds for out in node.output}
     for node in graph.node:
         if not feeds & set(node.input):
             continue
@@ -231,9 +239,9 @@ def encoder_shape(model_bytes: bytes) -> EncoderShape:
             if name not in dims and source is not None and source.op_type == "DequantizeLinear":
                 name = source.input[0]
             shape = dims.get(name, [])
-            if node.op_type == "Conv" and len(shape) == 4:  # image models: patch embedding
+            if node.op_type in _CONVOLUTIONS and len(shape) == 4:  # image models: patch embedding
                 hidden, patch = max(hidden, shape[0]), shape[2]
-            elif len(shape) == 2 and node.op_type != "Conv":  # [vocab, hidden] word embedding
+            elif len(shape) == 2 and node.op_type not in _CONVOLUTIONS:  # [vocab, hidden] word embedding
                 hidden = max(hidden, shape[1])
     if not hidden:
         output = graph.output[0].type.tensor_type.shape.dim if graph.output else []

@@ -273,3 +273,18 @@ def test_concurrent_generations_do_not_interfere(service):
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         together = list(pool.map(lambda b: _post(service.completions, b).payload["choices"][0]["text"], bodies))
     assert together == alone
+
+
+def test_a_process_that_loaded_a_model_exits_without_onnxruntime_genai_leak_reports(gen_bundle, family):
+    """onnxruntime-genai prints "OGA Error: ... leaked" at exit for every model still alive then (the
+    Lambda handler keeps its service in a module global); the runtime releases them first."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", "import functions.handler"], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, "MODELFN_BUNDLE_DIR": str(gen_bundle(family))})
+    assert done.returncode == 0, done.stderr
+    assert "leaked" not in done.stderr, done.stderr

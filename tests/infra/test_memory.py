@@ -260,10 +260,14 @@ def test_a_fetched_bundle_larger_than_lambdas_tmp_is_refused(tmp_path, tiny_bund
     assert_refused(tmp_path, code, err, "model 'tiny'", "MB of /tmp", f"over Lambda's {LAMBDA_MAX_MB} MB")
 
 
-@pytest.mark.parametrize("architecture", ["vit", "convnext"])
-def test_image_models_count_patches_as_tokens(tiny_image_bundle, tiny_image_model_dir, architecture):
+@pytest.mark.parametrize("architecture,candidate", [("vit", None), ("convnext", None),
+                                                    ("vit", "int8-dynamic-per-channel-avx2")])
+def test_image_models_count_patches_as_tokens(tiny_image_bundle, tiny_image_model_dir, architecture, candidate):
+    """Whichever candidate the export chose: a dynamically quantized graph feeds the pixels through
+    DynamicQuantizeLinear to a ConvInteger, which must not hide the patch embedding (it once read a
+    ViT as 7 wide, its label count, with one head)."""
     config = json.loads((tiny_image_model_dir(architecture) / "config.json").read_text())
-    bundle = tiny_image_bundle(architecture)
+    bundle = tiny_image_bundle(architecture, **({"strategy": f"fixed:{candidate}"} if candidate else {}))
     shape = encoder_shape((bundle / MODEL_FILE).read_bytes())
     image = read_manifest(bundle).runtime.image
     side = image.crop_height or image.height or image.shortest_edge
