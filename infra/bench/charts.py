@@ -67,8 +67,14 @@ def write_charts(result: dict, directory: Path) -> list[Path]:
         ax.plot(sizes, [r["b1 short"]["mean_ms"] for r in rows], "^:", label="mean, short text (billed)")
         ax.plot(sizes, [r["b1 short"]["p99_ms"] for r in rows], "o--", label="p99, short text")
         ax.plot(sizes, [r["b1 long"]["p50_ms"] for r in rows], "s-", label="p50, 256 tokens")
+        # The built image under the engine's --cpus/--memory, where it was measured (killed sizes left out).
+        image_rows = [r for r in ((result.get("built_image") or {}).get("sizes") or []) if r.get("p99_ms")]
+        if image_rows:
+            ax.plot([r["memory_mb"] for r in image_rows], [r["p99_ms"] for r in image_rows], "x--", color="black",
+                    label="p99, short text, built image (engine limits)")
         ax.set(xlabel="Lambda memory (MB)", ylabel="ms per request (batch 1)", yscale="log",
-               title=f"{name}: latency by memory size (emulated CPU share)")
+               title=f"{name}: latency by memory "
+                     + ("(emulated CPU share; x: the image)" if image_rows else "size (emulated CPU share)"))
         ax.set_xticks(sizes)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

@@ -62,6 +62,89 @@ SIZE_HEADER = ["memory MB", "vCPU", "cold start s", "p50 ms", "mean ms", "p99 ms
                "USD/M x86_64", "USD/M arm64"]
 
 
+IMAGE_COLD_HEADER = ["how", "total s", "engine create + start s", "init s (RIE)", "imports s", "model load s",
+                     "first answer ms", "peak RSS MiB", "vs in-process handler", "n"]
+IMAGE_WARM_HEADER = ["where", "batch, text", "p50 ms", "p99 ms", "n"]
+IMAGE_SIZE_HEADER = ["memory MB", "--cpus", "cold start s", "init s", "p50 ms", "mean ms", "p99 ms", "p50 256 tok ms",
+                     "8 x 256 tok ms", "peak RSS MiB", "fits", "USD/M x86_64", "in-process p99 ms"]
+
+
+def _f(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _image_blocks(result: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """The built image's tables: (title, header, rows, alignment) each."""
+    built = result.get("built_image")
+    if not built:
+        return []
+    # The in-process twin measured between the image runs, under the same load, when there is one.
+    twin = built.get("host")
+    handler = twin["cold_start"] if twin else result["cold_start"]["modelfn"]
+    where = "in-process handler, a fresh process between the image runs" if twin else \
+        "in-process handler (the cold start table above)"
+    rie, split = built["cold_start"], built["cold_split"]
+    cold = [["function image, invoked through its RIE", f"{rie['total_s']:.3f}", f"{rie['engine_s']:.3f}",
+             f"{rie['init_s']:.3f}", "-", "-", f"{rie['first_s'] * 1000:.1f}", _f(rie.get("rss_mib"), ".0f"),
+             f"{rie['total_s'] / handler['total_s']:.2f}x", str(rie["n"])],
+            ["same image, probe.py as the container's command", f"{split['total_s']:.3f}",
+             f"{split['interpreter_s']:.3f} (with interpreter)", "-", f"{split['import_s']:.3f}", f"{split['load_s']:.3f}",
+             f"{split['first_s'] * 1000:.1f}", f"{split['rss_mib']:.0f}",
+             f"{split['total_s'] / handler['total_s']:.2f}x", str(split["n"])],
+            [where, f"{handler['total_s']:.3f}",
+             f"{handler['interpreter_s']:.3f} (interpreter)", "-", f"{handler['import_s']:.3f}",
+             f"{handler['load_s']:.3f}", f"{handler['first_s'] * 1000:.1f}",
+             f"{result['cold_start']['modelfn']['rss_mib']:.0f}", "1.00x",
+             str(handler["n"])]]
+    in_process = twin["warm"]["b1 short"] if twin else result["warm"]["modelfn"]["b1 short"]
+    warm = [["function image, through its RIE (HTTP on this host)", "1, short", f"{c['p50_ms']:.2f}",
+             f"{c['p99_ms']:.2f}", str(c["n"])] for c in [built["warm"]["b1 short"]]]
+    warm.append([where.replace(" (the cold start table above)", " (the warm table above)"), "1, short", f"{in_process['p50_ms']:.2f}", f"{in_process['p99_ms']:.2f}",
+                 str(in_process["n"])])
+    emulated = {r["memory_mb"]: r for r in result["sizes"]}
+    sizes = []
+    for r in built["sizes"]:
+        long, batch = r.get("b1 long") or {}, r.get("b8 long") or {}
+        other = emulated.get(r["memory_mb"])
+        sizes.append([str(r["memory_mb"]), f"{r['vcpus']:.2f}" + (" (capped)" if r["capped"] else ""),
+                      _f(r["cold_start_s"], ".2f"), _f(r["init_s"], ".2f"), _f(r.get("p50_ms"), ".2f"),
+                      _f((r.get("b1 short") or {}).get("mean_ms"), ".2f"), _f(r.get("p99_ms"), ".2f"),
+                      _f(long.get("p50_ms"), ".1f"), _f(batch.get("p50_ms"), ".0f"), _f(r.get("rss_mib"), ".0f"),
+                      "yes" if r["fits"] else f"NO: {r['failed']}", _f(r.get("cost_per_million_x86_64"), ".3f"),
+                      _f(other and other["p99_ms"], ".2f")])
+    blocks = [("Cold start in the image (median)", IMAGE_COLD_HEADER, cold, "lrrrrrrrrr"),
+              ("Warm latency in the image", IMAGE_WARM_HEADER, warm, "llrrr")]
+    if sizes:
+        blocks.append(("Lambda sizes in the image (engine limits)", IMAGE_SIZE_HEADER, sizes, "lrrrrrrrrrlrr"))
+    return blocks
+
+
+def _image_facts(result: dict) -> list[str]:
+    built = result["built_image"]
+    image, enforced = built["image"], built["limits_enforced"]
+    how = "reused" if image["reused"] else f"built in {image['build_s']:.0f} s"
+    took = f" The image part of the run took {built['wall_s']:.0f} s." if "wall_s" in built else ""
+    facts = [f"Image `{image['tag']}` ({image['size_mb']:.0f} MB, FROM `{image['base_image']}`, Python "
+             f"{image['python']}; {how}).{took}",
+             f"Method: {built['method']}."]
+    if enforced is None:
+        facts.append("No Lambda sizes were asked for.")
+    elif enforced["cpu"] and enforced["memory"]:
+        facts.append(f"The engine enforces the limits here: a container run with --cpus=0.5 --memory=1024m sees a CPU "
+                     f"quota of {enforced['seen']['cpus']:g} CPU and a memory limit of "
+                     f"{enforced['seen']['memory_mb']:.0f} MiB in its cgroup. The runtime sizes its thread pool "
+                     "from that quota (functions/settings.available_cpus), as on Lambda.")
+    else:
+        facts.append(f"The engine does NOT enforce --cpus/--memory here ({enforced}); the Lambda sizes are "
+                     "the in-process emulation above only.")
+    choice = built.get("choice")
+    if choice:
+        facts.append(f"In the image, the cheapest size meeting p99 <= {choice['p99_ms_goal']:g} ms: "
+                     + (f"{choice['memory_mb']} MB (p99 {choice['p99_ms']:.2f} ms, ${choice['cost_per_million']:.3f} "
+                        "per million, x86_64)." if choice["memory_mb"] else "none."))
+    return facts
+
+
 def _choice_line(result: dict) -> str | None:
     choice = result.get("choice")
     if not choice:
@@ -106,7 +189,7 @@ def terminal(result: dict) -> str:
              f"{result['bundle']['size_mb']:.1f} MB bundle, {result['machine']['cpus']} CPUs)", "",
              "Cold start (process start -> first answer, median):"]
     lines += _plain(COLD_HEADER, _cold_rows(result))
-    lines += ["", "Warm latency (interleaved, one process):"]
+    lines += ["", "Warm latency (each way in its own process, turns round-robin):"]
     lines += _plain(WARM_HEADER, _warm_rows(result))
     lines += ["", f"Lambda sizes ({result['sizing_method']}):"]
     lines += _plain(SIZE_HEADER, _size_rows(result))
@@ -115,6 +198,10 @@ def terminal(result: dict) -> str:
                   f"bundle {image['bundle_mb']:.1f} MB)"
               + (f"; torch handler {image['torch_total_mb']:.0f} MB" if "torch_total_mb" in image else "")]
     lines += [line for line in (_choice_line(result), _gpu_line(result)) if line]
+    for title, header, rows, _ in _image_blocks(result):
+        lines += ["", f"{title}:"] + _plain(header, rows)
+    if result.get("built_image"):
+        lines += _image_facts(result)
     lines += ["", "Goals:"] + [f"  [{'met' if g['met'] else 'NOT met'}] {g['goal']}: {g['value']:g} {g['unit']}"
                                 for g in result["goals"]]
     lines += [f"Note: {n}" for n in result["notes"]]
@@ -136,8 +223,9 @@ def markdown(result: dict, charts: list[Path], out: Path, charts_note: str | Non
              f"Machine: {m['cpus']} usable CPUs, {m['machine']}, Python {m['python']}, load average "
              f"{m['load_average'][0]:.1f} at the end (a shared machine: ratios measured side by side are the figures "
              f"to read, not absolute times). Cold starts: {s['cold_reps']} fresh interpreters per way "
-             f"(torch {min(s['torch_reps'], s['cold_reps'])}), round-robin; warm: {s['reps']} rounds, all ways in one "
-             "process in turn.", "", "## Goals", ""]
+             f"(torch {min(s['torch_reps'], s['cold_reps'])}), round-robin; warm: {s['reps']} rounds per way, each "
+             "way in a process of its own (as a function's process holds one model), in turns of a fresh process "
+             "taken round-robin.", "", "## Goals", ""]
     lines += [f"- {'met' if g['met'] else '**NOT met**'}: {g['goal']} ({g['value']:g} {g['unit']})" for g in result["goals"]]
     lines += ["", "## Cold start: process start to first answer (median)", ""]
     lines += _table(COLD_HEADER, _cold_rows(result), "lrrrrrrrr")
@@ -156,6 +244,19 @@ def markdown(result: dict, charts: list[Path], out: Path, charts_note: str | Non
               f"{s['cold_rate']:.0%} of requests. arm64 is priced on the x86_64 durations measured here.", ""]
     lines += _table(SIZE_HEADER, _size_rows(result), "lrrrrrrrlrr")
     lines += [line for line in ("", _choice_line(result)) if line is not None]
+    if result.get("built_image"):
+        lines += ["", "## In the built image", ""] + _image_facts(result)
+        for title, header, rows, align in _image_blocks(result):
+            lines += ["", f"### {title}", ""] + _table(header, rows, align)
+        lines += ["", "Phases: engine create + start (the engine's API calls until the container runs), init (the RIE's "
+                      "INIT REPORT: the runtime's interpreter, imports and model load, Lambda's billed Init Duration), "
+                      "first answer (the RIE's first INVOKE RTDONE); the total also holds the RIE's start and the HTTP "
+                      "round trip. The probe row runs infra/bench/probe.py's cold mode in the same image (mounted "
+                      "read-only) to split imports from model load; the init the RIE reports is the figure Lambda bills. Peak RSS: the runtime process's VmHWM read inside "
+                      "the container (the cgroup's figure would add the page cache). Each size runs "
+                      f"{result['built_image']['sizes'][0]['rounds'] if result['built_image']['sizes'] else 0} fresh "
+                      "containers; fits = the runtime was not killed, up to one batch of 8 256-token texts; costs as "
+                      "in the emulated table, from these durations and inits."]
     image = result["image"]
     lines += ["", "## Sizes", "",
               f"- Bundle: {result['bundle']['size_mb']:.1f} MB.",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from functions.errors import BundleError, ConfigError
+from functions.errors import BundleError, ConfigError, ModelfnError
 from functions.tasknames import TEXT_GENERATION
 
 from .. import defaults
@@ -44,6 +43,8 @@ class Options:
     command: str = ""
     new_tokens: int = 64  # text-generation: the tokens of one chat answer (one request)
     threads: int | None = None  # text-generation: MODELFN_THREADS for the warm and cold ways (None: every CPU)
+    image: bool | None = None  # the built image too: None when a container engine is usable, True insists
+    image_rounds: int = 2  # fresh containers per Lambda size in the image
 
 
 def _spec(options: Options):
@@ -125,6 +126,46 @@ def _gpu(spec, options: Options, rows: list[dict]) -> dict | None:
             "device": record.get("device", ""), "gpu_cheaper_above": crossings}
 
 
+def _image_problem(spec, options: Options) -> str | None:
+    """Why the built image cannot be measured here (None: it can); with --image, a ConfigError."""
+    from . import image as image_bench
+
+    problem = image_bench.engine_problem(spec.architecture)
+    if problem and options.image:
+        raise ConfigError(f"--image: {problem}", hint='eval "$(bash scripts/containers-env.sh)" sets up podman here')
+    return problem
+
+
+def _built_image(spec, bundle: Path, handler_env: dict, options: Options, notes: list[str],
+                 progress: Callable[[str], None], host: Way) -> dict | None:
+    """The same model in its function image under the container engine (image.py), or None with a
+    note saying why not: --no-image, no usable engine, or the image failing (the in-process figures
+    still stand). --image makes a missing engine or a failure an error."""
+    from . import image as image_bench
+
+    if options.image is False:
+        notes.append("built image: not measured (--no-image)")
+        return None
+    problem = _image_problem(spec, options)
+    if problem:
+        notes.append(f"built image: not measured, {problem} (Lambda sizes are emulated in-process only)")
+        return None
+    try:
+        measured = image_bench.measure_image(
+            spec, bundle, handler_env, cold_reps=options.cold_reps, reps=options.reps, sizes=options.sizes,
+            size_reps=options.size_reps, rounds=options.image_rounds, progress=progress, host=host)
+    except (image_bench.ImageRunFailed, ModelfnError) as exc:  # e.g. no wheels for the image's platform
+        if options.image:
+            raise ConfigError(f"--image: {exc}") from None
+        notes.append(f"built image: not measured, {exc}")
+        return None
+    # Sizes whose runtime was killed have no latency to price.
+    sizing.price_sizes([r for r in measured["sizes"] if "b1 short" in r], options.cold_rate)
+    for row in measured["sizes"]:
+        row.pop("durations_ms")
+    return measured
+
+
 def _goals(result: dict) -> list[dict]:
     """The issue's acceptance goals, met or not, from this run's figures."""
     cold, warm, goals = result["cold_start"], result["warm"], []
@@ -166,6 +207,10 @@ def run_bench(options: Options, progress: Callable[[str], None]) -> dict:
         if spec.task == TEXT_GENERATION:
             from .genrun import measure_generation
 
+            if options.image:
+                raise ConfigError(f"--image: the built image is measured for text models of one input so far; "
+                                  f"{spec.name} is {TEXT_GENERATION}", hint="leave --image out")
+
             return measure_generation(spec, manifest, bundle, options, progress)
         return _measure(spec, manifest, bundle, options, progress)
 
@@ -173,6 +218,8 @@ def run_bench(options: Options, progress: Callable[[str], None]) -> dict:
 def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[[str], None]) -> dict:
     from functions.settings import available_cpus
 
+    if options.image:
+        _image_problem(spec, options)  # --image without an engine fails before minutes of measuring
     notes: list[str] = []
     handler_env = {"MODELFN_BUNDLE_DIR": str(bundle), "MODELFN_MODEL_NAME": spec.name,
                    "MODELFN_MAX_TOKENS": str(spec.max_tokens), "MODELFN_MAX_BATCH": str(max(8, spec.max_batch)),
@@ -197,10 +244,6 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
     else:
         source = None
         notes.append("baselines skipped (--no-baselines)")
-    engine = shutil.which("podman") or shutil.which("docker")
-    notes.append("cold start in the built image: not measured by this command "
-                 + ("(a container engine is present; build with `modelfn build` and see bench/image-build.md)"
-                    if engine else "(no container engine on PATH)"))
 
     progress(f"modelfn bench {spec.name}: bundle {bundle} ({manifest.quantization.chosen}), "
              f"{available_cpus()} usable CPUs; ways: {', '.join(w.label for w in ways)}")
@@ -212,6 +255,7 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
                      "(1 or all usable CPUs, picked by a short trial in the same process)")
     rows = sizing.size_runs(ways[0], options.sizes, options.size_reps, progress=progress)
     sizing.price_sizes(rows, options.cold_rate)
+    built_image = _built_image(spec, bundle, handler_env, options, notes, progress, host=ways[0])
     bundle_mb = sizing.directory_mb(bundle)
     progress("sizing the image contents")
     image = sizing.image_contents(spec.task, spec.architecture, bundle_mb)
@@ -227,10 +271,13 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
         "settings": {"reps": options.reps, "cold_reps": options.cold_reps, "torch_reps": options.torch_reps,
                      "size_reps": options.size_reps, "cold_rate": options.cold_rate, "sizes": options.sizes},
         "cold_start": cold, "warm": warm, "sizes": rows, "sizing_method": sizing.METHOD, "image": image,
-        **cost.price_facts(), "notes": notes,
+        "built_image": built_image, **cost.price_facts(), "notes": notes,
     }
     if options.p99_ms is not None:
         result["choice"] = cost.choice_facts(rows, options.p99_ms)
+        if built_image and built_image["sizes"]:
+            built_image["choice"] = cost.choice_facts(
+                [r for r in built_image["sizes"] if r.get("p99_ms") is not None], options.p99_ms)
     result["gpu"] = _gpu(spec, options, rows)
     result["goals"] = _goals(result)
     return result

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Callable
 
 from . import cost
-from .measure import LONG, SHORT, Way, run_child, summary
+from .measure import LONG, SHORT, Way, merged_samples, run_child, summary
 
 PERIOD_S = 0.1
 POLL_S = 0.002
 METHOD = ("CPU share emulated per size: affinity to ceil(vCPU) CPUs + MODELFN_THREADS=ceil(vCPU); the "
           "fraction as a cpu.max-like bandwidth limit (quota vCPU x 100 ms per 100 ms period) enforced "
-          "by SIGSTOP/SIGCONT from the parent polling the child's on-CPU time every 2 ms")
+          "by SIGSTOP/SIGCONT from the parent polling the child's on-CPU time every 2 ms; short requests "
+          "back to back for at least 0.3 s per process (a sustained stream, so a throttled size's stalls show)")
 
 
 @dataclass(frozen=True)
@@ -142,10 +143,7 @@ def size_runs(handler: Way, sizes: list[int], reps: int, *, rounds: int = 3,
     for memory_mb in sizes:
         share = cpu_share(memory_mb, len(usable))
         results = runs[memory_mb]
-        samples: dict[str, list[float]] = {}
-        for _, result in results:
-            for case, values in result["samples_ms"].items():
-                samples.setdefault(case, []).extend(values)
+        samples = merged_samples(result["samples_ms"] for _, result in results)
         rows.append({"memory_mb": memory_mb, "vcpus": round(share.vcpus, 3), "cpus": share.cpus,
                      "capped": share.capped, "rounds": len(results),
                      "init_s": statistics.median(r["t_load"] - spawn for spawn, r in results),

@@ -68,6 +68,12 @@ def register(subparsers) -> None:
                    help="share of requests that are cold starts, for init cost (default %(default)s)")
     p.add_argument("--p99-ms", type=_positive(float), metavar="X", help="pick the cheapest size with p99 <= X ms")
     p.add_argument("--no-baselines", action="store_true", help="measure the bundle only")
+    image = p.add_mutually_exclusive_group()
+    image.add_argument("--image", dest="image", action="store_true", default=None,
+                       help="also measure the built function image under the container engine (cold start "
+                            "through its Runtime Interface Emulator, warm latency, Lambda sizes under --cpus/--memory); "
+                            "an error when no engine is usable (default: measured when one is)")
+    image.add_argument("--no-image", dest="image", action="store_false", help="skip the built image")
     p.add_argument("--gpu-json", default="bench/gpu.json", help="GPU measurement on record (default %(default)s)")
     p.add_argument("--new-tokens", type=_positive(int), default=64,
                    help="text-generation: tokens of one chat answer, the request priced (default %(default)s)")
@@ -96,7 +102,7 @@ def run(args) -> int:
                       torch_reps=args.torch_reps, sizes=args.sizes, size_reps=args.size_reps,
                       cold_rate=args.cold_rate, p99_ms=args.p99_ms, baselines=not args.no_baselines,
                       gpu_json=args.gpu_json, command=command, new_tokens=args.new_tokens,
-                      threads=args.threads)
+                      threads=args.threads, image=args.image)
 
     def progress(line: str) -> None:
         print(f"modelfn bench: {line}", file=sys.stderr, flush=True)

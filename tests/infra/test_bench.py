@@ -118,10 +118,11 @@ def _bench(capsys, *args):
 def test_bench_end_to_end_with_baselines_writes_json_results_and_charts(tiny_project, bundle, capsys):
     pytest.importorskip("matplotlib")
     project = tiny_project
-    code, out = _bench(capsys, "--bundle", str(bundle), "--p99-ms", "100000")
+    code, out = _bench(capsys, "--bundle", str(bundle), "--p99-ms", "100000", "--no-image")
     assert code == 0, out.err
     result = json.loads(out.out)
     assert result["schema"] == 1 and result["model"] == "tiny"
+    assert result["built_image"] is None and "built image: not measured (--no-image)" in result["notes"]
     # The fp32 ONNX baseline is a way of its own unless the bundle is fp32 already (export may choose fp32
     # when a quantized candidate's lead is inside the timing noise of a loaded machine).
     from functions.manifest import read_manifest
@@ -165,16 +166,29 @@ def test_bench_without_baselines_or_matplotlib_and_an_unmeetable_p99(tiny_projec
 
     open_registry(str(project / "registry")).push("tiny", bundle)  # the bundle comes from the registry
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{project}/no-engine.sock")  # the built image is skipped, with why
     code, out = _bench(capsys, "--version", "latest", "--registry", str(project / "registry"), "--no-baselines",
                        "--p99-ms", "0.001",
                        "--out", "elsewhere/R.md", "--sizes", "1769")
     assert code == 1
     result = json.loads(out.out)
     assert set(result["warm"]) == {"modelfn"} and result["choice"]["memory_mb"] is None
+    assert result["built_image"] is None
+    assert any(n.startswith("built image: not measured, the container engine at unix://") and "not answering" in n
+               for n in result["notes"]), result["notes"]
     assert result["charts"] == [] and "install modelfn[bench]" in out.err
     report = (project / "elsewhere" / "R.md").read_text(encoding="utf-8")
     assert "No measured size meets p99 <= 0.001 ms" in report and "install modelfn[bench]" in report
     assert not (project / "elsewhere" / "charts").exists()
+
+
+def test_image_without_an_engine_is_one_line_error_before_measuring(tiny_project, bundle, capsys, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tiny_project}/no-engine.sock")
+    assert main(["bench", "tiny", "--bundle", str(bundle), "--image"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("modelfn: error: --image: the container engine at unix://") and "not answering" in err
+    assert "containers-env.sh" in err and "\n" not in err
+    assert not (tiny_project / "bench").exists()  # nothing was measured or written
 
 
 def test_unknown_model_is_one_line_error(tiny_project, capsys):
