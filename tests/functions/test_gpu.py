@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from functions.batching import Batcher
@@ -19,23 +16,18 @@ from functions.model import LoadedModel, session_options
 from functions.providers import CUDA
 from functions.service import ModelService
 from functions.settings import Settings
+from tests.gpus import cuda_skip_reason
 
 pytestmark = pytest.mark.gpu
 
 TEXTS = ["paris is the capital of france", "the model", "john lives in berlin and works in london"]
 
 
-def _nvidia_gpu() -> bool:
-    smi = shutil.which("nvidia-smi")
-    return bool(smi) and subprocess.run([smi, "-L"], capture_output=True, timeout=30).returncode == 0
-
-
 @pytest.fixture(scope="module")
 def gpu():
-    if CUDA not in ort.get_available_providers():
-        pytest.skip("this onnxruntime has no CUDA provider (the GPU image installs onnxruntime-gpu)")
-    if not _nvidia_gpu():
-        pytest.skip("no NVIDIA GPU here")
+    reason = cuda_skip_reason()
+    if reason:
+        pytest.skip(reason)
 
 
 def test_the_cuda_provider_actually_runs_the_graph(gpu, tiny_bundle, tmp_path):
