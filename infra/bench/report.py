@@ -43,7 +43,7 @@ def _warm_rows(result: dict) -> list[list[str]]:
 
 
 def _size_rows(result: dict) -> list[list[str]]:
-    choice = (result.get("choice") or {}).get("memory_mb")
+    choice = (result.get("emulated_choice") or result.get("choice") or {}).get("memory_mb")
     rows = []
     for r in result["sizes"]:
         mark = " (chosen)" if r["memory_mb"] == choice else ""
@@ -137,23 +137,27 @@ def _image_facts(result: dict) -> list[str]:
     else:
         facts.append(f"The engine does NOT enforce --cpus/--memory here ({enforced}); the Lambda sizes are "
                      "the in-process emulation above only.")
-    choice = built.get("choice")
-    if choice:
-        facts.append(f"In the image, the cheapest size meeting p99 <= {choice['p99_ms_goal']:g} ms: "
-                     + (f"{choice['memory_mb']} MB (p99 {choice['p99_ms']:.2f} ms, ${choice['cost_per_million']:.3f} "
-                        "per million, x86_64)." if choice["memory_mb"] else "none."))
+    if built.get("choice"):
+        facts.append(_choice_line(result, built["choice"]))
     return facts
 
 
-def _choice_line(result: dict) -> str | None:
-    choice = result.get("choice")
+def _choice_line(result: dict, choice: dict | None = None) -> str | None:
+    """One size choice (default: the recommended one) in a sentence; the recommended one, which
+    is the built image's where it ran the sizes (run.size_choices), also gives the models.yaml line."""
+    recommended = result.get("choice")
+    choice = choice or recommended
     if not choice:
         return None
+    where = ("in the built image, under the engine's limits" if choice.get("measured_in") == "built image"
+             else "with the emulated CPU share")
     if choice["memory_mb"] is None:
-        return f"No measured size meets p99 <= {choice['p99_ms_goal']:g} ms with its peak RSS in memory."
-    return (f"Cheapest size meeting p99 <= {choice['p99_ms_goal']:g} ms: {choice['memory_mb']} MB "
-            f"(p99 {choice['p99_ms']:.2f} ms, ${choice['cost_per_million']:.3f} per million, x86_64). "
-            f"In models.yaml, under `- name: {result['model']}`: `memory_mb: {choice['memory_mb']}`")
+        return f"No measured size meets p99 <= {choice['p99_ms_goal']:g} ms {where} with its peak RSS in memory."
+    line = (f"Cheapest size meeting p99 <= {choice['p99_ms_goal']:g} ms {where}: {choice['memory_mb']} MB "
+            f"(p99 {choice['p99_ms']:.2f} ms, ${choice['cost_per_million']:.3f} per million, x86_64).")
+    if choice is recommended:
+        line += f" In models.yaml, under `- name: {result['model']}`: `memory_mb: {choice['memory_mb']}`"
+    return line
 
 
 def _gpu_line(result: dict) -> str | None:
@@ -197,7 +201,7 @@ def terminal(result: dict) -> str:
     lines += ["", f"Image contents: {image['total_mb']:.0f} MB (site-packages {image['site_packages_mb']:.0f} MB + "
                   f"bundle {image['bundle_mb']:.1f} MB)"
               + (f"; torch handler {image['torch_total_mb']:.0f} MB" if "torch_total_mb" in image else "")]
-    lines += [line for line in (_choice_line(result), _gpu_line(result)) if line]
+    lines += [line for line in (_choice_line(result, result.get("emulated_choice")), _gpu_line(result)) if line]
     for title, header, rows, _ in _image_blocks(result):
         lines += ["", f"{title}:"] + _plain(header, rows)
     if result.get("built_image"):
@@ -243,7 +247,7 @@ def markdown(result: dict, charts: list[Path], out: Path, charts_note: str | Non
               "duration (each request rounded up to 1 ms, short text, batch 1) + init billed on "
               f"{s['cold_rate']:.0%} of requests. arm64 is priced on the x86_64 durations measured here.", ""]
     lines += _table(SIZE_HEADER, _size_rows(result), "lrrrrrrrlrr")
-    lines += [line for line in ("", _choice_line(result)) if line is not None]
+    lines += [line for line in ("", _choice_line(result, result.get("emulated_choice"))) if line is not None]
     if result.get("built_image"):
         lines += ["", "## In the built image", ""] + _image_facts(result)
         for title, header, rows, align in _image_blocks(result):

@@ -97,6 +97,19 @@ def _fp32_onnx(spec, manifest, bundle: Path, models_file: str,
     return out / "model.onnx", f"exported with `quantization: none` into {os.path.relpath(out)}"
 
 
+def size_choices(rows: list[dict], built_image: dict | None, p99_ms: float) -> dict:
+    """``choice``, the size to put in models.yaml, and ``emulated_choice``, from the in-process rows.
+    Where the built image ran the sizes under the engine's enforced limits, the choice is the
+    image's (the real runtime under a real CPU quota); the emulated rows' choice is kept beside it.
+    Each says where it was measured."""
+    emulated = {**cost.choice_facts(rows, p99_ms), "measured_in": "emulated CPU share"}
+    image_rows = [r for r in ((built_image or {}).get("sizes") or []) if r.get("p99_ms") is not None]
+    if not image_rows:
+        return {"choice": emulated, "emulated_choice": emulated}
+    built_image["choice"] = {**cost.choice_facts(image_rows, p99_ms), "measured_in": "built image"}
+    return {"choice": built_image["choice"], "emulated_choice": emulated}
+
+
 def _gpu(spec, options: Options, rows: list[dict]) -> dict | None:
     """Lambda-or-GPU break-even, when a GPU measurement of the model is on record."""
     path = Path(options.gpu_json)
@@ -274,10 +287,7 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
         "built_image": built_image, **cost.price_facts(), "notes": notes,
     }
     if options.p99_ms is not None:
-        result["choice"] = cost.choice_facts(rows, options.p99_ms)
-        if built_image and built_image["sizes"]:
-            built_image["choice"] = cost.choice_facts(
-                [r for r in built_image["sizes"] if r.get("p99_ms") is not None], options.p99_ms)
+        result.update(size_choices(rows, built_image, options.p99_ms))
     result["gpu"] = _gpu(spec, options, rows)
     result["goals"] = _goals(result)
     return result

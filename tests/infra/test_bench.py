@@ -55,6 +55,34 @@ def test_pick_size_takes_the_cheapest_size_that_meets_p99_and_fits():
     assert cost.pick_size(rows, 3.0) is None
 
 
+def test_the_recommended_size_comes_from_the_built_image_where_it_ran_the_sizes():
+    """The emulated rows pick 512 MB, the image under real engine limits needs 1024 MB: models.yaml
+    gets the image's 1024, the emulated pick stays beside it, and the report says which is which."""
+    from infra.bench import report
+    from infra.bench.run import size_choices
+
+    def row(mb, p99, usd, fits=True):
+        return {"memory_mb": mb, "p99_ms": p99, "fits": fits, "cost_per_million_x86_64": usd}
+
+    emulated = [row(512, 40.0, 0.30), row(1024, 30.0, 0.35)]
+    image = {"sizes": [row(512, 80.0, 0.31), row(1024, 45.0, 0.36), {"memory_mb": 128, "p99_ms": None}]}
+    choices = size_choices(emulated, image, 50.0)
+    assert choices["choice"]["memory_mb"] == 1024 and choices["choice"]["measured_in"] == "built image"
+    assert image["choice"] is choices["choice"]
+    assert choices["emulated_choice"]["memory_mb"] == 512
+    result = {"model": "minilm", **choices}
+    assert report._choice_line(result).endswith("`memory_mb: 1024`")
+    assert "in the built image" in report._choice_line(result)
+    emulated_line = report._choice_line(result, result["emulated_choice"])
+    assert "512 MB" in emulated_line and "models.yaml" not in emulated_line
+
+    # No image sizes (no engine, or limits not enforced): the emulated rows decide, with the hint.
+    for built in (None, {"sizes": []}):
+        choices = size_choices(emulated, built, 50.0)
+        assert choices["choice"] is choices["emulated_choice"] and choices["choice"]["memory_mb"] == 512
+        assert report._choice_line({"model": "minilm", **choices}).endswith("`memory_mb: 512`")
+
+
 def test_cpu_share_per_size_on_a_two_cpu_host():
     small = sizing.cpu_share(512, 2)
     assert (small.cpus, small.throttled, small.capped) == (1, True, False)
