@@ -69,12 +69,14 @@ def gate_provider(target: str) -> str:
 
 def session(path: Path, threads: int, provider: str = CPU_PROVIDER):
     """The session the runtime would open (the runtime's functions.sessions.session_options), with
-    ``threads`` intra-op threads, on ``provider`` (CPU fallback behind CUDA, as on the endpoint)."""
+    ``threads`` intra-op threads, on ``provider`` (CPU fallback behind CUDA, as on the endpoint),
+    except that its threads never spin: candidates are timed in turns in one process, where one
+    session's spinning pool would take the CPUs from the next one's run."""
     import onnxruntime as ort
 
     from functions.sessions import session_options
 
-    options = session_options(threads, quiet=True)
+    options = session_options(threads, allow_spinning=False, quiet=True)
     providers = [provider, CPU_PROVIDER] if provider != CPU_PROVIDER else [CPU_PROVIDER]
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 

@@ -25,6 +25,9 @@ LOG_INPUTS = "MODELFN_LOG_INPUTS"
 TIME_BUDGET_MS = "MODELFN_TIME_BUDGET_MS"
 # ONNX Runtime intra-op threads (default: the CPUs this process may use).
 THREADS = "MODELFN_THREADS"
+# Whether those threads spin while they wait for work: auto (default: on when every thread has a
+# whole CPU, functions/settings.spinning_pays), on, or off (a host shared with other busy processes).
+SPINNING = "MODELFN_SPINNING"
 # Lambda response streaming (text-generation functions): "true" runs functions.response_stream as the
 # runtime loop (API Gateway REST integration in STREAM mode); otherwise the managed, buffered runtime.
 RESPONSE_STREAMING = "MODELFN_RESPONSE_STREAMING"

@@ -70,6 +70,33 @@ def available_cpus() -> int:
     return max(1, count)
 
 
+SPINNING_CHOICES = ("auto", "on", "off")
+
+
+def spinning_pays(threads: int) -> bool:
+    """Whether ONNX Runtime's ``threads`` intra-op threads should spin while they wait for work
+    (MODELFN_SPINNING: auto, on or off; anything else is a one-line ConfigError).
+
+    auto: on when there is a pool to spin (more than one thread) and every thread has a whole CPU
+    (no cgroup CPU quota, or one of at least ``threads`` CPUs). A worker that sleeps between the
+    ~50 operators of a short request is woken once per operator, which cost a third of a
+    MiniLM batch-1 request here (bench/warm_latency.md); on a fractional share (Lambda at 3,008 MB
+    is 1.7 vCPU for 2 threads) a spinning thread burns the quota the working one needs, so it
+    stays off there. Below 1,769 MB Lambda gives one thread, with no pool at all."""
+    raw = (os.environ.get(env.SPINNING) or "auto").strip().lower()
+    if raw not in SPINNING_CHOICES:
+        raise ConfigError(f"{env.SPINNING}={raw!r} is not one of {', '.join(SPINNING_CHOICES)}",
+                          hint="leave it unset (auto) or set on/off")
+    if raw != "auto":
+        return raw == "on"
+    return whole_cpu_per_thread(threads, _cgroup_quota())
+
+
+def whole_cpu_per_thread(threads: int, quota: float | None) -> bool:
+    """spinning_pays' auto rule for ``threads`` threads under a CPU ``quota`` (None: no quota)."""
+    return threads > 1 and (quota is None or quota >= threads)
+
+
 def _cgroup_quota() -> float | None:
     try:  # cgroup v2: "max 100000" or "200000 100000"
         parts = Path("/sys/fs/cgroup/cpu.max").read_text().split()

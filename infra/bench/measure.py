@@ -69,6 +69,24 @@ def merged_samples(runs) -> dict[str, list[float]]:
     return samples
 
 
+def forced_spinning() -> str | None:
+    """MODELFN_SPINNING as this shell forces it (on or off), else None (the runtime's rule decides)."""
+    from functions.constants import SPINNING
+
+    value = (os.environ.get(SPINNING) or "").strip().lower()
+    return value if value in ("on", "off") else None
+
+
+def host_spinning(threads: int) -> dict:
+    """The environment that gives a bare-onnxruntime baseline (probe.py's floor) the spinning the
+    runtime chooses on this host for ``threads`` threads (functions.settings.spinning_pays), so
+    the floor and the handler run the same session options."""
+    from functions.constants import SPINNING
+    from functions.settings import spinning_pays
+
+    return {SPINNING: "on" if spinning_pays(threads) else "off"}
+
+
 def child_environment(extra: dict) -> dict:
     """This process's environment plus ``extra``, with the repository first on PYTHONPATH (the
     children import functions/ and infra/ from here)."""
@@ -156,7 +174,7 @@ def warm_latency(ways: list[Way], reps: int, *, env: dict, progress: Callable[[s
     for turn in range(turns):
         for way in ways:
             config = {"ways": {way.label: way.config}, "short": SHORT, "long": LONG, "reps": per_turn, "warmup": 3}
-            _, result = run_child("warm", config, env)
+            _, result = run_child("warm", config, {**env, **way.env})
             turns_ms[way.label].append(result["samples_ms"][way.label])
             torch_threads = result["torch_threads"] or torch_threads
         progress(f"warm latency turn {turn + 1}/{turns}")

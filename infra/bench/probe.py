@@ -87,9 +87,9 @@ def load_floor(model_onnx: str, tokenizer_json: str, task: str, max_tokens: int)
     tok.enable_padding()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(os.environ.get("MODELFN_THREADS") or len(os.sched_getaffinity(0)))
-    # No spinning: in the warm loop several runtimes share the CPUs, and a spinning pool would
-    # charge one way's idle threads to the next.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # The spinning the runtime chooses on this host (the parent's measure.host_spinning).
+    opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                  "1" if os.environ.get("MODELFN_SPINNING") == "on" else "0")
     session = ort.InferenceSession(model_onnx, opts, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     t_load = time.monotonic()

@@ -238,16 +238,18 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
                    "MODELFN_MAX_TOKENS": str(spec.max_tokens), "MODELFN_MAX_BATCH": str(max(8, spec.max_batch)),
                    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     common = {"task": spec.task, "max_tokens": spec.max_tokens}
+    # The floor opens its session bare; it gets the spinning the handler's runtime chooses here.
+    spinning = measure.host_spinning(available_cpus())
     ways = [Way("modelfn", {"kind": "handler", "name": spec.name}, handler_env)]
     tokenizer = bundle / "tokenizer.json"
     if options.baselines:
         ways.append(Way("floor", {"kind": "floor", "model_onnx": str(bundle / "model.onnx"),
-                                  "tokenizer": str(tokenizer), **common}, {}))
+                                  "tokenizer": str(tokenizer), **common}, spinning))
         fp32, how = _fp32_onnx(spec, manifest, bundle, options.models_file, progress)
         notes.append(f"fp32 ONNX baseline: {how}")
         if fp32 is not None and fp32 != bundle / "model.onnx":
             ways.append(Way("fp32 onnx", {"kind": "floor", "model_onnx": str(fp32), "tokenizer": str(tokenizer),
-                                          **common}, {}))
+                                          **common}, spinning))
         try:
             source = spec.source_dir()
             ways.append(Way("torch", {"kind": "torch", "source": str(source), **common}, {}))

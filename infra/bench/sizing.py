@@ -4,7 +4,8 @@ Lambda gives a function CPU in proportion to its memory (1,769 MB = one vCPU). W
 engine CPU limits, a size is emulated on the measured process itself:
 
 * whole CPUs: sched_setaffinity to ceil(vCPU) CPUs (capped at the CPUs this process may use) and
-  MODELFN_THREADS set to that count, as the runtime would see on Lambda;
+  MODELFN_THREADS set to that count, as the runtime would see on Lambda, with MODELFN_SPINNING as
+  the runtime would decide it under that quota (off where the vCPU share is under one per thread);
 * the fraction: a CPU bandwidth limit like cgroup ``cpu.max`` (quota = vCPU x 100 ms of CPU time
   per 100 ms period, the kernel's default period). The parent polls the child's on-CPU time
   (/proc/PID/task/*/schedstat, nanoseconds) every POLL_S and SIGSTOPs it once the period's quota
@@ -24,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from functions.constants import SPINNING
+from functions.settings import whole_cpu_per_thread
+
 from . import cost
-from .measure import LONG, SHORT, Way, merged_samples, run_child, summary
+from .measure import LONG, SHORT, Way, forced_spinning, merged_samples, run_child, summary
 
 PERIOD_S = 0.1
 POLL_S = 0.002
-METHOD = ("CPU share emulated per size: affinity to ceil(vCPU) CPUs + MODELFN_THREADS=ceil(vCPU); the "
+METHOD = ("CPU share emulated per size: affinity to ceil(vCPU) CPUs + MODELFN_THREADS=ceil(vCPU) (threads spin "
+          "only with a whole vCPU each, as the runtime decides under a cgroup quota); the "
           "fraction as a cpu.max-like bandwidth limit (quota vCPU x 100 ms per 100 ms period) enforced "
           "by SIGSTOP/SIGCONT from the parent polling the child's on-CPU time every 2 ms; short requests "
           "back to back for at least 0.3 s per process (a sustained stream, so a throttled size's stalls show)")
@@ -119,7 +124,10 @@ def run_sizes(handler: Way, sizes: list[int], rounds: int, mode: str, config: di
             share = cpu_share(memory_mb, len(usable))
             # The size's CPU count, or fewer where the handler's environment caps its threads (--threads).
             threads = min(share.cpus, int(handler.env.get("MODELFN_THREADS") or share.cpus))
-            env = {**handler.env, "MODELFN_THREADS": str(threads)}
+            # Spinning as the runtime decides it under this size's quota (a fractional share: off),
+            # unless this shell forces it.
+            spin = forced_spinning() or ("on" if whole_cpu_per_thread(threads, share.vcpus) else "off")
+            env = {**handler.env, SPINNING: spin, "MODELFN_THREADS": str(threads)}
             govern = bandwidth_governor(share.vcpus) if share.throttled else None
             runs[memory_mb].append(run_child(mode, {"way": handler.config, **config}, env,
                                              cpus=set(usable[:share.cpus]), govern=govern))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from export import measure
-from functions import sessions
+from functions import sessions, settings
+from functions.errors import ConfigError
 from functions.manifest import MODEL_FILE
 from functions.model import LoadedModel
 from functions.service import ModelService
@@ -55,19 +56,50 @@ def _options(session) -> tuple:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_export_measures_the_session_the_runtime_opens(tiny_bundle, threads):
+def test_export_measures_the_session_the_runtime_opens(tiny_bundle, threads, monkeypatch):
+    """Same options on both sides, except that export's threads never spin (its candidates take
+    turns in one process); the runtime's spin where each thread has a whole CPU."""
+    monkeypatch.delenv("MODELFN_SPINNING", raising=False)
+    monkeypatch.setattr(settings, "_cgroup_quota", lambda: None)  # whole CPUs, as on a host without a quota
     bundle = tiny_bundle("feature-extraction")
     runtime = LoadedModel(bundle, threads=threads, max_batch=8, max_tokens=None, truncate=True)
     exported = measure.session(bundle / MODEL_FILE, threads)
-    assert _options(runtime.session) == _options(exported)
-    assert _options(exported)[0] == threads and _options(exported)[-1] == ("1" if sessions.ALLOW_SPINNING else "0")
+    assert _options(runtime.session)[:-1] == _options(exported)[:-1]
+    assert _options(exported)[0] == threads and _options(exported)[-1] == "0"
+    assert _options(runtime.session)[-1] == ("1" if threads > 1 else "0")
+
+
+@pytest.mark.parametrize("env, quota, threads, spins", [
+    (None, None, 2, True),     # a whole CPU per thread: spin
+    (None, 2.0, 2, True),      # Lambda at 3,538 MB and up: whole vCPUs
+    (None, 1.7, 2, False),     # Lambda at 3,008 MB: 2 threads on 1.7 vCPU, a spinning one steals the quota
+    (None, None, 1, False),    # one thread: no pool to spin
+    ("auto", 4.0, 3, True),
+    ("off", None, 2, False),   # a shared host says so
+    ("ON", 0.5, 1, True),      # forced, whatever the quota
+])
+def test_spinning_pays_with_a_whole_cpu_per_thread(monkeypatch, env, quota, threads, spins):
+    if env is None:
+        monkeypatch.delenv("MODELFN_SPINNING", raising=False)
+    else:
+        monkeypatch.setenv("MODELFN_SPINNING", env)
+    monkeypatch.setattr(settings, "_cgroup_quota", lambda: quota)
+    assert settings.spinning_pays(threads) is spins
+    assert sessions.session_options(threads).get_session_config_entry(SPINNING) == ("1" if spins else "0")
+
+
+def test_a_bad_spinning_setting_is_a_one_line_config_error(monkeypatch):
+    monkeypatch.setenv("MODELFN_SPINNING", "sometimes")
+    with pytest.raises(ConfigError, match=r"MODELFN_SPINNING='sometimes' is not one of auto, on, off"):
+        sessions.session_options(2)
 
 
 def test_the_session_choices_are_read_when_options_are_built(monkeypatch):
     """A benchmark flips a module constant for a whole process before the model loads."""
     monkeypatch.setattr(sessions, "CPU_MEM_ARENA", not sessions.CPU_MEM_ARENA)
-    monkeypatch.setattr(sessions, "ALLOW_SPINNING", not sessions.ALLOW_SPINNING)
+    for forced in (True, False):
+        monkeypatch.setattr(sessions, "ALLOW_SPINNING", forced)
+        assert sessions.session_options(2).get_session_config_entry(SPINNING) == ("1" if forced else "0")
     opts = sessions.session_options(1)
     assert opts.enable_cpu_mem_arena is sessions.CPU_MEM_ARENA
-    assert opts.get_session_config_entry(SPINNING) == ("1" if sessions.ALLOW_SPINNING else "0")
     assert sessions.session_options(1, cpu_mem_arena=True).enable_cpu_mem_arena is True
