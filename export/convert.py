@@ -127,6 +127,44 @@ def save_single_file(model_path: Path, out: Path) -> Path:
     return out
 
 
+# Initializers this large leave the graph file for ``<graph>.data`` (store_weights_beside).
+WEIGHTS_BESIDE_MIN_BYTES = 1 << 20
+_PAGE = 4096
+
+
+def store_weights_beside(model_path: Path) -> Path | None:
+    """Move the graph's large initializers (at least WEIGHTS_BESIDE_MIN_BYTES of raw bytes) into
+    ``<graph>.data`` beside it, each at a page-aligned offset, and rewrite the graph to point there.
+
+    ONNX Runtime maps a page-aligned external tensor into memory instead of parsing and copying it,
+    so a session loads faster and only the pages a request touches become resident: for MiniLM with
+    an fp32 word-embedding table (47 MB), session creation took 0.02 s instead of 0.10 s and the
+    peak RSS after a short request was 98 MiB instead of 165 (bench/RESULTS.md). The tensors are
+    moved byte for byte: the graph answers exactly as before. Returns the data file, or None when
+    nothing moved (no tensor that large, or the graph already keeps its weights outside)."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    tensors = list(model.graph.initializer)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        return None
+    large = [t for t in tensors if len(t.raw_data) >= WEIGHTS_BESIDE_MIN_BYTES]
+    if not large:
+        return None
+    data = model_path.with_name(model_path.name + ".data")
+    with open(data, "wb") as out:
+        for tensor in large:
+            out.write(b"\0" * (-out.tell() % _PAGE))
+            offset = out.tell()
+            out.write(tensor.raw_data)
+            set_external_data(tensor, location=data.name, offset=offset, length=len(tensor.raw_data))
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+    onnx.save_model(model, str(model_path))
+    return data
+
+
 def graph_io(model_path: Path) -> tuple[tuple[str, ...], tuple[str, ...], int]:
     import onnx
 

@@ -339,6 +339,7 @@ def _table(evaluator: Evaluator, rows: dict[str, dict], sessions: dict, budget_s
 def write_bundle(out: Path, overwrite: bool, files: dict[str, Path], tracker: Tracker, fields: dict,
                  graph: tuple[tuple[str, ...], tuple[str, ...], int] | None = None) -> Manifest:
     """Copy ``files`` (bundle name -> path) into a stage beside ``out``, add the manifest, rename it into place.
+    Each graph's large weights move to ``<graph>.data`` beside it (convert.store_weights_beside).
 
     ``graph`` is (inputs, outputs, opset) when the caller knows them; otherwise they are read from
     model.onnx. On any failure the stage is removed and ``out`` is left as it was."""
@@ -351,6 +352,8 @@ def write_bundle(out: Path, overwrite: bool, files: dict[str, Path], tracker: Tr
     try:
         for name, path in files.items():
             shutil.copyfile(path, stage / name)
+            if name.endswith(".onnx"):
+                convert.store_weights_beside(stage / name)
         inputs, outputs, opset = graph or convert.graph_io(stage / MODEL_FILE)
         manifest = Manifest(inputs=inputs, outputs=outputs, opset=opset, files=describe_files(stage),
                             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields)
