@@ -3,6 +3,7 @@ price it, and return one result dict (report.py renders it; its keys are the --j
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import subprocess
@@ -260,6 +261,8 @@ def _measure(spec, manifest, bundle: Path, options: Options, progress: Callable[
         source = None
         notes.append("baselines skipped (--no-baselines)")
 
+    # The image ships functions/ compiled (infra/build/context.py); so do the handler's cold starts here.
+    compileall.compile_dir(str(measure.ROOT / "functions"), quiet=1)
     progress(f"modelfn bench {spec.name}: bundle {bundle} ({manifest.quantization.chosen}), "
              f"{available_cpus()} usable CPUs; ways: {', '.join(w.label for w in ways)}")
     cold = measure.cold_starts(ways, options.cold_reps, torch_reps=min(options.torch_reps, options.cold_reps),

@@ -53,6 +53,8 @@ LABEL modelfn.model="{name}" modelfn.version="{version}"
 ENV {name_var}="{name}" {version_var}="{version}"
 COPY --from=deps /opt/deps/ ${{LAMBDA_TASK_ROOT}}/
 COPY functions/ ${{LAMBDA_TASK_ROOT}}/functions/
+# Lambda's task root is read-only: without bytecode compiled here, every cold start compiles the runtime.
+RUN python3 -m compileall -q --invalidation-mode unchecked-hash ${{LAMBDA_TASK_ROOT}}/functions
 {model_copy}{entrypoint}CMD ["{handler}"]
 """
 

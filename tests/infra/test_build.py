@@ -58,6 +58,7 @@ def test_build_writes_contexts_and_template(tmp_path, registry_dir):
     dockerfile = (ctx / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.11\n" in dockerfile
     assert 'CMD ["functions.handler.handler"]' in dockerfile and "--no-index" in dockerfile
+    assert "compileall -q --invalidation-mode unchecked-hash ${LAMBDA_TASK_ROOT}/functions" in dockerfile
     # an encoder image drops onnxruntime's C API library (only onnxruntime-genai loads it)
     assert "rm -rf" in dockerfile and "onnxruntime/capi/libonnxruntime.so*" in dockerfile
     template = yaml.safe_load(result.template.read_text())

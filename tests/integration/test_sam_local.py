@@ -59,12 +59,16 @@ def test_sam_local_start_api_serves_predict_and_embeddings(project, reference, m
 
 def test_image_has_no_training_stack_and_size_is_reported(project, engine, image_python):
     image = engine.images.get(f"{IMAGE}:minilm-v1")
-    probe = ("import importlib.util as u, json; "
-             f"print(json.dumps({{m: u.find_spec(m) is not None for m in {HEAVY + ('onnxruntime', 'tokenizers')!r}}}))")
+    # ...and the runtime's bytecode is compiled in the image (Lambda's task root is read-only).
+    probe = ("import importlib.util as u, json, os; "
+             f"found = {{m: u.find_spec(m) is not None for m in {HEAVY + ('onnxruntime', 'tokenizers')!r}}}; "
+             "found['pyc'] = os.path.isfile(u.cache_from_source('/var/task/functions/handler.py')); "
+             "print(json.dumps(found))")
     out = engine.containers.run(image.id, entrypoint="python3", command=["-c", probe], remove=True,
                                 environment={"PYTHONPATH": "/var/task"}, working_dir="/var/task")
     found = json.loads(out.decode().strip().splitlines()[-1])
     assert found["onnxruntime"] and found["tokenizers"], found  # the probe sees the task root
+    assert found["pyc"], found
     assert not any(found[m] for m in HEAVY), found
     base = engine.images.get(BASE_IMAGE)
     size, base_size = image.attrs["Size"], base.attrs["Size"]
