@@ -563,6 +563,10 @@ Session options (session.run alone, table above):
   at cold start on this machine) for at most ~15% of 1.2 ms; not done.
 - Spinning (`session.intra_op.allow_spinning`): slower in every run, up to 3x at 256 tokens with 2
   threads: the spinning thread takes the CPU share the working one needs. Kept off, now in one place.
+  Superseded: this script runs every session option in one process, where the other sessions'
+  spinning pools take the CPUs from the one being timed. Each alone in a process of its own (as a
+  function holds one session), spinning made MiniLM's short request 1.5x faster on a whole CPU per
+  thread; functions/settings.spinning_pays turns it on there (bench/RESULTS.md, `modelfn bench`).
 - Graph optimization level EXTENDED vs ALL, denormals as zero, CPU memory arena / memory pattern
   off: within noise. Kept ALL and the arena/pattern defaults. bench/runtime_bench.py's arena rows
   patched `functions.model.CPU_MEM_ARENA`, which was bound as a default argument at import and never

@@ -2,7 +2,9 @@
 
 The runtime (functions/model.py) opens its session with :func:`session_options`, and export's
 latency measurement and parity gate (export/measure.py) open theirs with the same function, so the
-latency a bundle's manifest records is the latency of the session that serves it.
+latency a bundle's manifest records is that of the session that serves it, except for spinning:
+export's candidates share one process and never spin, so a function whose threads spin answers
+faster than its manifest says.
 
 Each choice below was measured side by side on MiniLM int8 (bench/warm_latency.py, results in
 bench/warm_latency.md); the constants are module globals read at call time, so a benchmark can

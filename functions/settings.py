@@ -80,9 +80,11 @@ def spinning_pays(threads: int) -> bool:
     auto: on when there is a pool to spin (more than one thread) and every thread has a whole CPU
     (no cgroup CPU quota, or one of at least ``threads`` CPUs). A worker that sleeps between the
     ~50 operators of a short request is woken once per operator, which cost a third of a
-    MiniLM batch-1 request here (bench/warm_latency.md); on a fractional share (Lambda at 3,008 MB
-    is 1.7 vCPU for 2 threads) a spinning thread burns the quota the working one needs, so it
-    stays off there. Below 1,769 MB Lambda gives one thread, with no pool at all."""
+    MiniLM batch-1 request on a 2-CPU host (1.42 ms spinning, 2.19 ms sleeping: bench/RESULTS.md
+    is the end-to-end run). On a fractional share (Lambda at 3,008 MB is 1.7 vCPU for 2 threads)
+    the spinning pool uses up the quota and is throttled: under a 1.7-CPU cgroup quota, a sustained
+    stream of short requests had a better mean (1.84 vs 2.51 ms) but a p99 of 15.9 ms instead of
+    5.3, so it stays off there. Below 1,769 MB Lambda gives one thread, with no pool at all."""
     raw = (os.environ.get(env.SPINNING) or "auto").strip().lower()
     if raw not in SPINNING_CHOICES:
         raise ConfigError(f"{env.SPINNING}={raw!r} is not one of {', '.join(SPINNING_CHOICES)}",
