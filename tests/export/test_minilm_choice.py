@@ -18,6 +18,7 @@ choice as a re-export into the same bundle directory does.
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -49,7 +50,14 @@ def test_three_exports_choose_the_same_candidate_and_write_the_same_model(minilm
     ctx = registry.BuildContext(workdir=tmp_path / "candidates", calibration=evaluator.calibration)
     names = tuple(c.name for c in q.candidates)  # the preset, in export's order
     built = {n: registry.build(n, fp32, ctx) for n in names}
-    assert sha256_file(built[q.chosen]) == manifest.files[MODEL_FILE].sha256, "the chosen graph differs between exports"
+    # The bundle holds the chosen graph with its large weights moved beside it (convert.store_weights_beside).
+    chosen_copy = tmp_path / "chosen" / MODEL_FILE
+    chosen_copy.parent.mkdir()
+    shutil.copyfile(built[q.chosen], chosen_copy)
+    data = convert.store_weights_beside(chosen_copy)
+    assert data is not None and data.name in manifest.files
+    for file in (chosen_copy, data):
+        assert sha256_file(file) == manifest.files[file.name].sha256, f"the chosen graph's {file.name} differs between exports"
     assert {n: p.stat().st_size for n, p in built.items()} == {c.name: c.size_bytes for c in q.candidates}
     # identical graphs: export 1's parity results stand; only the timing can differ, so it is redone twice
     rows = {c.name: dict(path=built[c.name], metrics=dict(c.metrics), note="", worst=c.worst,
