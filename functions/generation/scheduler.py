@@ -135,29 +135,48 @@ class GenerationScheduler:
 
     async def _hold(self, stream: Iterator) -> AsyncIterator:
         """The stream's pieces, each decoded on the pool; the slot is released when it ends, fails
-        or is abandoned (Starlette closes this generator when the client leaves)."""
-        pieces, step, finished = iter(stream), None, False
+        or is abandoned (Starlette closes this generator when the client leaves).
+
+        Each piece's successor is decoded while the piece is sent, so when a client leaves right
+        after the last piece (an OpenAI client closes its connection at ``data: [DONE]``), the step
+        that found the end has run and the answer counts as completed, not abandoned."""
+        pieces, finished = iter(stream), False
+        # A concurrent future, not run_in_executor's: if the client leaves mid-step, the step still
+        # runs to its end on its thread, and the close below must wait for it (a Python generator
+        # cannot be closed while another thread is inside it).
+        step = self._pool.submit(next, pieces, _END)
         try:
             while True:
-                # A concurrent future, not run_in_executor's: if the client leaves mid-step, the step
-                # still runs to its end on its thread, and the close below must wait for it (a Python
-                # generator cannot be closed while another thread is inside it).
-                step = self._pool.submit(next, pieces, _END)
                 piece = await asyncio.wrap_future(step)
                 if piece is _END:
                     finished = True
                     self.stats.completed += 1
                     return
+                step = self._pool.submit(next, pieces, _END)
                 yield piece
         finally:
             try:
                 if not finished:
-                    self.stats.abandoned += 1
+                    # Counted before the wait: under Starlette's (anyio's) cancellation every await
+                    # here raises again, so nothing after it is sure to run.
+                    ended = _found_the_end(step)
+                    if ended:
+                        self.stats.completed += 1
+                    else:
+                        self.stats.abandoned += 1
                     closing = self._pool.submit(_close_after, step, pieces)
                     with suppress(Exception):  # the stream's own fault was already reported to its client
                         await asyncio.shield(asyncio.wrap_future(closing))
+                    if not ended and _found_the_end(step):  # the last step was still running
+                        self.stats.abandoned -= 1
+                        self.stats.completed += 1
             finally:
                 self._release()
+
+
+def _found_the_end(step: Future) -> bool:
+    """Whether a stream's last step ran and found no more pieces: every piece had been sent."""
+    return step.done() and not step.cancelled() and step.exception() is None and step.result() is _END
 
 
 def _close_after(step: Future | None, pieces: Iterator) -> None:
