@@ -71,31 +71,32 @@ def available_cpus() -> int:
 
 
 SPINNING_CHOICES = ("auto", "on", "off")
+_THIS_PROCESS = object()  # spinning_pays' default quota: this process's cgroup quota
 
 
-def spinning_pays(threads: int) -> bool:
+def spinning_pays(threads: int, quota: float | None | object = _THIS_PROCESS) -> bool:
     """Whether ONNX Runtime's ``threads`` intra-op threads should spin while they wait for work
-    (MODELFN_SPINNING: auto, on or off; anything else is a one-line ConfigError).
+    (MODELFN_SPINNING: auto, on or off; anything else is a one-line ConfigError), under a CPU
+    ``quota`` (default: this process's cgroup quota; None: no quota; the bench passes a Lambda
+    size's emulated share).
 
     auto: on when there is a pool to spin (more than one thread) and every thread has a whole CPU
-    (no cgroup CPU quota, or one of at least ``threads`` CPUs). A worker that sleeps between the
-    ~50 operators of a short request is woken once per operator, which cost a third of a
-    MiniLM batch-1 request on a 2-CPU host (1.42 ms spinning, 2.19 ms sleeping: bench/RESULTS.md
-    is the end-to-end run). On a fractional share (Lambda at 3,008 MB is 1.7 vCPU for 2 threads)
-    the spinning pool uses up the quota and is throttled: under a 1.7-CPU cgroup quota, a sustained
-    stream of short requests had a better mean (1.84 vs 2.51 ms) but a p99 of 15.9 ms instead of
-    5.3, so it stays off there. Below 1,769 MB Lambda gives one thread, with no pool at all."""
+    (no quota, or one of at least ``threads`` CPUs). A worker that sleeps between the ~50
+    operators of a short request is woken once per operator, which cost a third of a MiniLM
+    batch-1 request on a 2-CPU host (session.run alone, one process per setting, measured by
+    hand: 1.42 ms spinning, 2.19 ms sleeping; `modelfn bench minilm` is the end-to-end run). On a
+    fractional share (Lambda at 3,008 MB is 1.7 vCPU for 2 threads) the spinning pool uses up the
+    quota and is throttled: under a 1.7-CPU cgroup quota, a sustained stream of short requests had
+    a better mean (1.84 vs 2.51 ms) but a p99 of 15.9 ms instead of 5.3, so it stays off there.
+    Below 1,769 MB Lambda gives one thread, with no pool at all."""
     raw = (os.environ.get(env.SPINNING) or "auto").strip().lower()
     if raw not in SPINNING_CHOICES:
         raise ConfigError(f"{env.SPINNING}={raw!r} is not one of {', '.join(SPINNING_CHOICES)}",
                           hint="leave it unset (auto) or set on/off")
     if raw != "auto":
         return raw == "on"
-    return whole_cpu_per_thread(threads, _cgroup_quota())
-
-
-def whole_cpu_per_thread(threads: int, quota: float | None) -> bool:
-    """spinning_pays' auto rule for ``threads`` threads under a CPU ``quota`` (None: no quota)."""
+    if quota is _THIS_PROCESS:
+        quota = _cgroup_quota()
     return threads > 1 and (quota is None or quota >= threads)
 
 

@@ -69,14 +69,6 @@ def merged_samples(runs) -> dict[str, list[float]]:
     return samples
 
 
-def forced_spinning() -> str | None:
-    """MODELFN_SPINNING as this shell forces it (on or off), else None (the runtime's rule decides)."""
-    from functions.constants import SPINNING
-
-    value = (os.environ.get(SPINNING) or "").strip().lower()
-    return value if value in ("on", "off") else None
-
-
 def host_spinning(threads: int) -> dict:
     """The environment that gives a bare-onnxruntime baseline (probe.py's floor) the spinning the
     runtime chooses on this host for ``threads`` threads (functions.settings.spinning_pays), so

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Callable
 
 from functions.constants import SPINNING
-from functions.settings import whole_cpu_per_thread
+from functions.settings import spinning_pays
 
 from . import cost
-from .measure import LONG, SHORT, Way, forced_spinning, merged_samples, run_child, summary
+from .measure import LONG, SHORT, Way, merged_samples, run_child, summary
 
 PERIOD_S = 0.1
 POLL_S = 0.002
@@ -124,9 +124,8 @@ def run_sizes(handler: Way, sizes: list[int], rounds: int, mode: str, config: di
             share = cpu_share(memory_mb, len(usable))
             # The size's CPU count, or fewer where the handler's environment caps its threads (--threads).
             threads = min(share.cpus, int(handler.env.get("MODELFN_THREADS") or share.cpus))
-            # Spinning as the runtime decides it under this size's quota (a fractional share: off),
-            # unless this shell forces it.
-            spin = forced_spinning() or ("on" if whole_cpu_per_thread(threads, share.vcpus) else "off")
+            # Spinning as the runtime decides it under this size's quota (a fractional share: off).
+            spin = "on" if spinning_pays(threads, quota=share.vcpus) else "off"
             env = {**handler.env, SPINNING: spin, "MODELFN_THREADS": str(threads)}
             govern = bandwidth_governor(share.vcpus) if share.throttled else None
             runs[memory_mb].append(run_child(mode, {"way": handler.config, **config}, env,

@@ -88,6 +88,17 @@ def test_spinning_pays_with_a_whole_cpu_per_thread(monkeypatch, env, quota, thre
     assert sessions.session_options(threads).get_session_config_entry(SPINNING) == ("1" if spins else "0")
 
 
+def test_an_emulated_quota_takes_the_place_of_the_cgroup_one(monkeypatch):
+    """The bench's Lambda sizes ask the rule about a quota this process does not have."""
+    monkeypatch.delenv("MODELFN_SPINNING", raising=False)
+    monkeypatch.setattr(settings, "_cgroup_quota", lambda: 1.0)
+    assert settings.spinning_pays(2) is False
+    assert settings.spinning_pays(2, quota=2.0) is True and settings.spinning_pays(2, quota=None) is True
+    assert settings.spinning_pays(2, quota=1.7) is False
+    monkeypatch.setenv("MODELFN_SPINNING", "on")
+    assert settings.spinning_pays(2, quota=1.7) is True
+
+
 def test_a_bad_spinning_setting_is_a_one_line_config_error(monkeypatch):
     monkeypatch.setenv("MODELFN_SPINNING", "sometimes")
     with pytest.raises(ConfigError, match=r"MODELFN_SPINNING='sometimes' is not one of auto, on, off"):
