@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from . import schemas
-from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, TRANSCRIPTIONS_ROUTE, Task
+from .tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, EMBEDDINGS_ROUTE, MODELS_ROUTE, TRANSCRIPTIONS_ROUTE, Task
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class Route:
     invocation_key: str | None = None
     # The model-scoped twin of a stack-wide OpenAI route (scoped_twin): under /models/{name}/, same operation.
     scoped: bool = False
+    # The twin's ``openai``, where it differs: the stack-wide model list stays with the first text-generation
+    # model (whose chat it names), while every model with an OpenAI API lists itself under its own path.
+    twin_openai: str | None = None
 
     @property
     def model_path(self) -> bool:
@@ -83,7 +86,7 @@ _STACK_ROUTES: tuple[Route, ...] = (
           "OpenAI-compatible audio transcriptions (speech-recognition models; multipart/form-data)",
           openai=TRANSCRIPTIONS_ROUTE, stack_wide=True, openapi=schemas.TRANSCRIPTIONS),
     Route("GET", "/v1/models", "models", "OpenAI-compatible model list", openai=COMPLETIONS_ROUTE,
-          stack_wide=True, openapi=schemas.MODELS),
+          stack_wide=True, openapi=schemas.MODELS, twin_openai=MODELS_ROUTE),
     Route("GET", "/models/{name}", "info", "What this function serves", openapi=schemas.INFO),
     Route("GET", "/health", "health", "Liveness", stack_wide=True, openapi=schemas.HEALTH),
 )
@@ -97,7 +100,8 @@ def scoped_twin(route: Route) -> Route:
     same operation, body, schema and batching; no /invocations body shape of its own (the stack-wide
     route has it) and never stack-wide."""
     return replace(route, path=OPENAI_PREFIX + route.path, summary=f"{route.summary}, this model only",
-                   stack_wide=False, invocation_key=None, scoped=True)
+                   stack_wide=False, invocation_key=None, scoped=True, openai=route.twin_openai or route.openai,
+                   twin_openai=None)
 
 
 ROUTES: tuple[Route, ...] = _STACK_ROUTES + tuple(
@@ -115,8 +119,10 @@ def find_route(method: str, path: str) -> Route | None:
 
 
 def model_routes(name: str, openai_routes: tuple[str, ...]) -> list[tuple[Route, str]]:
-    """(route, concrete path) for every route a model with these OpenAI routes answers."""
-    return [(r, r.for_model(name)) for r in ROUTES if r.openai is None or r.openai in openai_routes]
+    """(route, concrete path) for every route a model with these OpenAI routes answers (a model with
+    any of them also lists itself: MODELS_ROUTE)."""
+    served = (*openai_routes, MODELS_ROUTE) if openai_routes else ()
+    return [(r, r.for_model(name)) for r in ROUTES if r.openai is None or r.openai in served]
 
 
 __all__ = ["Route", "ROUTES", "find_route", "model_routes", "openai_base", "scoped_twin"]

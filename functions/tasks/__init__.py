@@ -36,6 +36,9 @@ EMBEDDINGS_ROUTE = "embeddings"  # POST /v1/embeddings
 CHAT_ROUTE = "chat"  # POST /v1/chat/completions
 COMPLETIONS_ROUTE = "completions"  # POST /v1/completions
 TRANSCRIPTIONS_ROUTE = "transcriptions"  # POST /v1/audio/transcriptions (multipart)
+# GET /models/{name}/v1/models: no task lists it; every model that serves any route above has it
+# (functions.routes.model_routes), so an OpenAI client pointed at one model can list it.
+MODELS_ROUTE = "models"
 
 
 @dataclass
@@ -169,4 +172,4 @@ def parity_module(name: str):
 
 __all__ = ["TASKS", "Task", "Prepared", "Embedder", "register", "get_task", "resolve_task", "task_names",
            "parity_module", "chunked_feeds", "encode_texts", "EMBEDDINGS_ROUTE", "CHAT_ROUTE", "COMPLETIONS_ROUTE",
-           "TRANSCRIPTIONS_ROUTE", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR", "IMAGE", "AUDIO"]
+           "TRANSCRIPTIONS_ROUTE", "MODELS_ROUTE", "TEXT", "QUESTION_CONTEXT", "TEXT_OR_PAIR", "IMAGE", "AUDIO"]

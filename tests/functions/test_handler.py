@@ -45,6 +45,8 @@ def test_every_event_is_answered(handler, name):
     elif route == "info":
         assert body["name"] == "minilm" and body["version"] == "3" and body["task"] == "feature-extraction"
         assert body["limits"]["max_batch"] == 32 and "chosen" in body["quantization"]
+    elif route == "models":  # the model's own OpenAI API lists it: /models/minilm/v1/models
+        assert body["object"] == "list" and [m["id"] for m in body["data"]] == ["minilm"]
     else:
         assert body["status"] == "ok"
 
@@ -66,6 +68,24 @@ def test_every_generation_event_is_answered(load_handler, gen_bundle, name):
         assert body[0]["generated_text"].startswith("The capital of France is")
     elif route == "models":
         assert [m["id"] for m in body["data"]] == ["smollm"]
+
+
+@pytest.mark.parametrize("name", [n for n in event_names() if n.startswith("whisper-")])
+def test_every_speech_event_is_answered(load_handler, tiny_speech_bundle, name):
+    """The committed events of the default models.yaml's speech model, answered by a tiny Whisper served
+    under its name: predict (the sample recording), info, health and its own OpenAI model list."""
+    handler = load_handler(tiny_speech_bundle(), MODELFN_MODEL_NAME="whisper", MODELFN_MODEL_VERSION="1")
+    status, body, headers = call(handler, load_event(name))
+    assert status == 200, body
+    route = name.split("-")[1]
+    if route == "predict":
+        assert isinstance(body["text"], str)
+    elif route == "info":
+        assert body["name"] == "whisper" and body["task"] == "automatic-speech-recognition"
+    elif route == "models":
+        assert [m["id"] for m in body["data"]] == ["whisper"]
+    else:
+        assert body["status"] == "ok"
 
 
 def test_v1_and_v2_events_give_the_same_answer(handler):

@@ -100,6 +100,9 @@ def test_the_openai_client_reaches_each_embedding_model_at_its_own_base_url(stac
                                                                    dimensions=8)
     assert answer.model == name and [len(d.embedding) for d in answer.data] == [8, 8]
     assert gateway.calls[-1] == ("POST", f"/models/{name}/v1/embeddings", tier)
+    # Its own model list too (the stack-wide /v1/models stays with the first text-generation model).
+    assert [m.id for m in _client(f"{url}/models/{name}/v1").models.list()] == [name]
+    assert gateway.calls[-1] == ("GET", f"/models/{name}/v1/models", tier)
 
 
 def test_the_stack_wide_routes_still_reach_the_first_model_of_each_kind(stack):

@@ -34,7 +34,7 @@ MODELS = parse_models_file({
     ],
 })
 GPU_ROUTES = {"/models/big-llm/predict", "/models/big-llm", "/models/gpu-embed/predict", "/models/gpu-embed",
-              "/models/gpu-embed/v1/embeddings"}
+              "/models/gpu-embed/v1/embeddings", "/models/gpu-embed/v1/models"}
 
 
 def deployments(fetch_large: bool = True) -> list[Deployment]:
@@ -95,7 +95,8 @@ def test_auth_defaults_to_iam_with_api_key_and_none_options(template):
     paths = api["DefinitionBody"]["paths"]
     assert set(paths) == {"/models/minilm/predict", "/models/minilm", "/models/sentiment/predict",
                           "/models/sentiment", "/models/e5-large/predict", "/models/e5-large", "/health",
-                          "/v1/embeddings", "/models/minilm/v1/embeddings", "/models/e5-large/v1/embeddings"} | GPU_ROUTES
+                          "/v1/embeddings", "/models/minilm/v1/embeddings", "/models/e5-large/v1/embeddings",
+                          "/models/minilm/v1/models", "/models/e5-large/v1/models"} | GPU_ROUTES
     for path, methods in paths.items():
         for operation in methods.values():
             (requirement,) = operation["security"]
@@ -113,7 +114,8 @@ def test_auth_defaults_to_iam_with_api_key_and_none_options(template):
 
 def test_invoke_permissions_are_per_route_on_the_alias(template):
     perms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"]
-    assert len(perms) == 10  # 3 models x (predict, info), /health, /v1/embeddings, 2 models' own /v1/embeddings
+    # 3 models x (predict, info), /health, /v1/embeddings, 2 models' own /v1/embeddings and /v1/models
+    assert len(perms) == 12
     assert all(p["FunctionName"]["Ref"].endswith("Function.Alias") for p in perms)
     assert all("/*/*" not in p["SourceArn"]["Fn::Sub"] for p in perms)
 
@@ -335,7 +337,7 @@ def test_a_stack_of_gpu_models_only_has_routes_and_health(tmp_path):
     template = generate_template(models, committed_deployments(models), models.registry)
     paths = template["Resources"]["Api"]["Properties"]["DefinitionBody"]["paths"]
     assert set(paths) == {"/models/only-gpu/predict", "/models/only-gpu", "/health", "/v1/embeddings",
-                          "/models/only-gpu/v1/embeddings"}
+                          "/models/only-gpu/v1/embeddings", "/models/only-gpu/v1/models"}
     health = paths["/health"]["get"]["x-amazon-apigateway-integration"]
     assert health["requestParameters"]["integration.request.header.X-Amzn-SageMaker-Custom-Attributes"] == \
         "'modelfn-route=/health'"
