@@ -74,7 +74,8 @@ def terminal(result: dict) -> str:
              f"{result['bundle']['size_mb']:.1f} MB bundle, {result['machine']['cpus']} CPUs)", "",
              "Cold start (process start -> first generated token, median):"]
     lines += _plain(COLD_HEADER, _cold_rows(result))
-    lines += ["", f"Warm, batch 1 (interleaved, one process; answers of {s['new_tokens']} tokens):"]
+    lines += ["", f"Warm, batch 1 (each way in processes of its own, in round-robin turns; answers of "
+                  f"{s['new_tokens']} tokens):"]
     lines += _plain(GEN_HEADER, _gen_rows(result))
     if result["sizes"]:
         lines += ["", f"Lambda sizes (a request = a chat answer of {s['new_tokens']} tokens; {result['sizing_method']}):"]
@@ -99,7 +100,8 @@ def markdown(result: dict, charts: list[Path], out: Path, charts_note: str | Non
              f"({result['prompt_tokens']['long']} tokens), greedy, batch 1. Handler and floor threads: "
              f"{s.get('threads') or 'every usable CPU (the runtime default)'}. Cold starts: {s['cold_reps']} fresh "
              f"interpreters per way (transformers {min(s['torch_reps'], s['cold_reps'])}), round-robin; warm: "
-             f"{s['reps']} rounds, every way in one process in turn.", "", "## Goals", ""]
+             f"{s['reps']} rounds per way, each way in a process of its own (as a function's process holds one "
+             f"model), in turns of a fresh process taken round-robin.", "", "## Goals", ""]
     lines += [f"- {'met' if g['met'] else '**NOT met**'}: {g['goal']} ({_value(g)})" for g in result["goals"]]
     lines += ["", "## Cold start: process start to the first generated token (median)", ""]
     lines += _table(COLD_HEADER, _cold_rows(result), "lrrrrrrrr")
@@ -124,7 +126,7 @@ def markdown(result: dict, charts: list[Path], out: Path, charts_note: str | Non
     image = result["image"]
     lines += ["", "## Sizes", "", f"- Bundle: {result['bundle']['size_mb']:.1f} MB.",
               f"- {_image_line(result)}. Largest: " + ", ".join(f"{p} {mb} MB" for p, mb in image["largest"]) + ".",
-              f"- Peak RSS of the warm process (every way loaded at once): {result['peak_rss_mib_warm']:.0f} MiB.",
+              f"- Peak RSS of the handler's warm processes: {result['peak_rss_mib_warm']:.0f} MiB.",
               f"- Method: {image['method']}."]
     lines += ["", "## Charts", ""]
     if charts:

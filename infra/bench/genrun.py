@@ -145,15 +145,15 @@ def measure_generation(spec, manifest, bundle: Path, options, progress: Callable
              f"{prompt_tokens['long']} tokens, answers of {new_tokens} tokens")
     cold = measure.cold_starts(ways, options.cold_reps, torch_reps=min(options.torch_reps, options.cold_reps),
                                progress=progress, mode="gencold", config=config)
-    progress(f"warm generation: {len(ways)} ways x {options.reps} rounds x 2 prompts")
-    _, warm = measure.run_child("genwarm", {**config, "ways": {w.label: w.config for w in ways},
-                                            "cases": ["short", "long"], "reps": options.reps,
-                                            "new_tokens": new_tokens}, handler_env)
+    progress(f"warm generation: {len(ways)} ways x {options.reps} rounds x 2 prompts, each way in a process of its own")
+    samples, torch_threads, warm_rss = measure.in_turns(
+        ways, options.reps, mode="genwarm", config={**config, "cases": ["short", "long"], "new_tokens": new_tokens},
+        env=handler_env, progress=progress, what="warm generation")
     generation = {label: {case: _ttft_decode(rounds) for case, rounds in cases.items()}
-                  for label, cases in warm["samples"].items()}
-    if warm["torch_threads"]:
-        notes.append(f"transformers ran at its fastest thread count on this machine: {warm['torch_threads']} "
-                     "(1 or all usable CPUs, picked by a short trial in the same process)")
+                  for label, cases in samples.items()}
+    if torch_threads:
+        notes.append(f"transformers ran at its fastest thread count on this machine: {torch_threads} "
+                     "(1 or all usable CPUs, picked by a short trial in its process)")
     short_tokens = generation["modelfn"]["short"]["tokens"]
     if short_tokens < new_tokens:
         notes.append(f"the handler's answer to the short question ended at {short_tokens} tokens (end of turn), "
@@ -174,7 +174,7 @@ def measure_generation(spec, manifest, bundle: Path, options, progress: Callable
                      "size_reps": options.size_reps, "cold_rate": options.cold_rate, "sizes": options.sizes,
                      "new_tokens": new_tokens, "threads": options.threads},
         "prompt_tokens": prompt_tokens, "cold_start": cold, "generation": generation,
-        "peak_rss_mib_warm": warm["rss_mib"], "sizes": rows, "sizing_method": sizing.METHOD, "image": image,
+        "peak_rss_mib_warm": warm_rss["modelfn"], "sizes": rows, "sizing_method": sizing.METHOD, "image": image,
         **cost.price_facts(), "notes": notes,
     }
     if options.p99_ms is not None:

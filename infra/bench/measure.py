@@ -149,28 +149,40 @@ def cold_starts(ways: list[Way], reps: int, *, torch_reps: int, progress: Callab
 WARM_TURNS = 5
 
 
-def warm_latency(ways: list[Way], reps: int, *, env: dict, progress: Callable[[str], None],
-                 turns: int = WARM_TURNS) -> tuple[dict, int | None]:
-    """Every way in a process of its own, as a function's process holds one model, in ``turns``
-    round-robin turns of about reps/turns rounds each (a fresh process per turn, warmed up first):
-    load from other processes falls on all ways alike, and no way's weights evict another's from the
-    caches between calls. (All ways in one process, in turn, measured MiniLM's handler 31% and torch
-    14% slower than each alone.) Returns ({way: {case: summary}} in ms, the torch thread count used
-    or None)."""
+def in_turns(ways: list[Way], reps: int, *, mode: str, config: dict, env: dict, progress: Callable[[str], None],
+             what: str, turns: int = WARM_TURNS) -> tuple[dict, int | None, dict]:
+    """probe.py MODE for every way in a process of its own, as a function's process holds one model,
+    in ``turns`` round-robin turns of about reps/turns rounds each (a fresh process per turn, which
+    warms up first): load from other processes falls on all ways alike, and no way's weights evict
+    another's from the caches between calls. (All ways in one process, in turn, measured MiniLM's
+    handler 31% and torch 14% slower than each alone.) The child answers ``samples`` {way: {case:
+    [...]}}, ``rss_mib`` and ``torch_threads``. Returns ({way: {case: samples of every turn}}, the
+    torch thread count used or None, {way: peak RSS MiB of its processes})."""
     turns = max(1, min(turns, reps))
     per_turn = -(-reps // turns)
-    progress(f"warm latency: {len(ways)} ways x {reps} rounds in {turns} turns of a fresh process each "
-             "(batch 8 every 4th round)")
-    turns_ms: dict[str, list[dict]] = {w.label: [] for w in ways}  # each turn's samples, per way
+    runs: dict[str, list[dict]] = {w.label: [] for w in ways}  # each turn's samples, per way
+    rss: dict[str, float] = {}
     torch_threads = None
     for turn in range(turns):
         for way in ways:
-            config = {"ways": {way.label: way.config}, "short": SHORT, "long": LONG, "reps": per_turn, "warmup": 3}
-            _, result = run_child("warm", config, {**env, **way.env})
-            turns_ms[way.label].append(result["samples_ms"][way.label])
+            _, result = run_child(mode, {**config, "ways": {way.label: way.config}, "reps": per_turn},
+                                  {**env, **way.env})
+            runs[way.label].append(result["samples"][way.label])
+            rss[way.label] = max(rss.get(way.label, 0.0), result["rss_mib"])
             torch_threads = result["torch_threads"] or torch_threads
-        progress(f"warm latency turn {turn + 1}/{turns}")
+        progress(f"{what} turn {turn + 1}/{turns}")
+    return {label: merged_samples(r) for label, r in runs.items()}, torch_threads, rss
+
+
+def warm_latency(ways: list[Way], reps: int, *, env: dict, progress: Callable[[str], None],
+                 turns: int = WARM_TURNS) -> tuple[dict, int | None]:
+    """Warm latency of every way (:func:`in_turns`), batch 1 and 8, short and long texts. Returns
+    ({way: {case: summary}} in ms, the torch thread count used or None)."""
+    progress(f"warm latency: {len(ways)} ways x {reps} rounds in {max(1, min(turns, reps))} turns of a fresh "
+             "process each (batch 8 every 4th round)")
+    samples, torch_threads, _ = in_turns(ways, reps, mode="warm", config={"short": SHORT, "long": LONG, "warmup": 3},
+                                         env=env, progress=progress, what="warm latency", turns=turns)
     if torch_threads:
         progress(f"warm latency: torch ran at its fastest thread count here, {torch_threads}")
-    return ({label: {case: summary(values) for case, values in merged_samples(runs).items()}
-             for label, runs in turns_ms.items()}, torch_threads)
+    return ({label: {case: summary(values) for case, values in cases.items()} for label, cases in samples.items()},
+            torch_threads)

@@ -178,7 +178,7 @@ def warm(config: dict) -> dict:
                 t = time.perf_counter()
                 call(texts)
                 samples[label][case].append((time.perf_counter() - t) * 1000)
-    return {"samples_ms": samples, "rss_mib": peak_rss_mib(), "torch_threads": torch_threads}
+    return {"samples": samples, "rss_mib": peak_rss_mib(), "torch_threads": torch_threads}
 
 
 def _fastest_torch_threads(ways: dict, config: dict) -> int:
