@@ -197,10 +197,11 @@ def installed_mb(requirement: str, trim: tuple[str, ...] = ()) -> float:
     return total / 1e6
 
 
-def _stripped_mb(pin: str, trim: tuple[str, ...], architecture: str, python: str) -> float:
+def _stripped_mb(pin: str, trim: tuple[str, ...], architecture: str, python: str) -> float | None:
     """MB of a package the image installs stripped (infra/build/strip.py: onnxruntime-genai), from the
-    stripped wheel of `modelfn build`'s wheelhouse; 0 when it is not such a package or has no wheel there
-    (the host's unstripped install is then the figure)."""
+    stripped wheel of `modelfn build`'s wheelhouse; 0 when it is not such a package, None when it is but
+    the wheelhouse has no wheel of it yet (the host's unstripped install is then the figure, and the
+    method says so)."""
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
     from infra import defaults
@@ -215,7 +216,7 @@ def _stripped_mb(pin: str, trim: tuple[str, ...], architecture: str, python: str
         wheel_name, wheel_version, _, _ = parse_wheel_filename(wheel.name)
         if wheel_name == canonicalize_name(name) and str(wheel_version) == version:
             return installed_bytes(image_wheel(wheel), trim) / 1e6
-    return 0.0
+    return None
 
 
 def image_contents(task: str, architecture: str, bundle_mb: float) -> dict:
@@ -229,14 +230,18 @@ def image_contents(task: str, architecture: str, bundle_mb: float) -> dict:
     python = defaults.image_python()
     pins = pinned_requirements(python, architecture, extra=task_requirements(task))
     trim = trim_for(pins)
-    packages = {p: _stripped_mb(p, trim, architecture, python) or installed_mb(p, trim) for p in pins}
+    stripped = {p: _stripped_mb(p, trim, architecture, python) for p in pins}
+    packages = {p: stripped[p] or installed_mb(p, trim) for p in pins}
+    unstripped = [p for p in pins if stripped[p] is None]
     torch_pins = pinned_requirements(python, architecture, extra=("torch", "transformers"))
     torch_packages = {p: installed_mb(p) for p in torch_pins if not p.startswith("onnxruntime==")}
     return {
         "method": "installed size on this host (RECORD files, less what the image build trims; onnxruntime-genai "
                   "as its stripped wheel in the wheelhouse goes in) of the pinned closure `modelfn build` installs "
                   f"(Python {python} markers, {architecture}), plus the bundle; torch handler: the same "
-                  "closure with torch + transformers added and onnxruntime removed, plus the source model",
+                  "closure with torch + transformers added and onnxruntime removed, plus the source model"
+                  + (f"; counted unstripped, as no stripped wheel is in the wheelhouse yet (`modelfn build` puts it "
+                     f"there): {', '.join(unstripped)}" if unstripped else ""),
         "site_packages_mb": sum(packages.values()), "bundle_mb": bundle_mb,
         "total_mb": sum(packages.values()) + bundle_mb,
         "largest": sorted(((p, round(mb, 1)) for p, mb in packages.items()), key=lambda x: -x[1])[:5],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.bench import image, report, sizing
+from infra.bench import container, image, report, sizing
 
 # From a real run: the Runtime Interface Emulator's log of a cold start (functions' request line cut).
 RIE_LOG = """\
@@ -30,9 +30,9 @@ KILLED_LOG = """\
 
 def test_rie_log_gives_the_init_and_the_first_invoke():
     # The REPORT line's "Init Duration" is the RIE's own (0.06 ms); the init is INIT REPORT's.
-    assert image.parse_rie_log(RIE_LOG) == {"init_ms": 344.732, "first_invoke_ms": 4.852, "first_status": "success"}
-    assert image.parse_rie_log(KILLED_LOG) == {"init_ms": 425.736, "first_invoke_ms": None, "first_status": None}
-    assert image.parse_rie_log("") == {"init_ms": None, "first_invoke_ms": None, "first_status": None}
+    assert container.parse_rie_log(RIE_LOG) == {"init_ms": 344.732, "first_invoke_ms": 4.852, "first_status": "success"}
+    assert container.parse_rie_log(KILLED_LOG) == {"init_ms": 425.736, "first_invoke_ms": None, "first_status": None}
+    assert container.parse_rie_log("") == {"init_ms": None, "first_invoke_ms": None, "first_status": None}
 
 
 def _run(total, init, *, failed=None, rss=100.0, short=(3.0, 4.0), long=(50.0,)):

@@ -1,6 +1,6 @@
-"""`modelfn bench` in the built image (infra/bench/image.py) on a tiny model's function image: cold
-start through the image's Runtime Interface Emulator, split by the RIE's reports and by probe.py in the
-same image, warm latency, and Lambda sizes under the engine's --cpus/--memory limits.
+"""`modelfn bench` in the built image (infra/bench/image.py and container.py) on a tiny model's
+function image: cold start through the image's Runtime Interface Emulator, split by the RIE's reports
+and by probe.py in the same image, warm latency, and Lambda sizes under the engine's --cpus/--memory limits.
 
 The image shares its dependency stage (same pins, same wheels) with the MiniLM image the other
 container tests build, so the engine's layer cache makes the build a few COPY steps. Figures are
@@ -87,7 +87,7 @@ def test_lambda_sizes_run_under_the_engine_limits(measured):
 
 
 def test_a_memory_limit_under_the_runtime_kills_it_and_is_reported(measured, engine, tiny_spec):
-    from infra.bench.image import run_container
+    from infra.bench.container import run_container
 
     result, _ = measured
     # The tiny runtime peaks near 70 MiB RSS, much of it file-backed pages the kernel can drop under a
