@@ -206,16 +206,19 @@ def _stripped_mb(pin: str, trim: tuple[str, ...], architecture: str, python: str
 
     from infra import defaults
     from infra.build.budget import installed_bytes
-    from infra.build.strip import STRIP_PACKAGES, image_wheel
+    from infra.build.strip import STRIP_PACKAGES, STRIPPED_DIR, image_wheel
     from infra.build.wheelhouse import wheelhouse_dir
 
     name, _, version = pin.partition("==")
     if canonicalize_name(name) not in STRIP_PACKAGES:
         return 0.0
-    for wheel in wheelhouse_dir(defaults.WHEELHOUSE, architecture, python).glob("*.whl"):
+    folder = wheelhouse_dir(defaults.WHEELHOUSE, architecture, python)
+    # The stripped copies outlive the wheelhouse's wheels, which it replaces whenever another image's
+    # requirements are fetched: a stripped copy of this version is the figure either way.
+    for wheel in [*(folder / STRIPPED_DIR).glob("*.whl"), *folder.glob("*.whl")]:
         wheel_name, wheel_version, _, _ = parse_wheel_filename(wheel.name)
         if wheel_name == canonicalize_name(name) and str(wheel_version) == version:
-            return installed_bytes(image_wheel(wheel), trim) / 1e6
+            return installed_bytes(image_wheel(wheel) if wheel.parent == folder else wheel, trim) / 1e6
     return None
 
 

@@ -247,3 +247,24 @@ def test_models_of_other_tasks_are_refused_in_one_line(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("modelfn: error: modelfn bench measures text models of one input and text-generation")
     assert "img is image-classification" in err and "\n" not in err
+
+
+def test_image_contents_count_a_stripped_package_from_its_stripped_copy(tmp_path, monkeypatch):
+    """The wheelhouse replaces its wheels whenever another image's requirements are fetched; the
+    stripped copy (infra/build/strip.py's cache) is still the size the image installs. Without either,
+    the figure is None and the method says the host's unstripped install was counted."""
+    import zipfile
+
+    from infra import defaults
+    from infra.build.wheelhouse import wheelhouse_dir
+
+    monkeypatch.setattr(defaults, "WHEELHOUSE", tmp_path)
+    folder = wheelhouse_dir(tmp_path, "x86_64", "3.11")
+    assert sizing._stripped_mb("onnxruntime-genai==0.12.2", (), "x86_64", "3.11") is None
+    assert sizing._stripped_mb("numpy==2.4.6", (), "x86_64", "3.11") == 0.0  # not a stripped package
+    (folder / "stripped").mkdir(parents=True)
+    with zipfile.ZipFile(folder / "stripped" / "onnxruntime_genai-0.12.2-cp311-cp311-manylinux_2_28_x86_64.whl",
+                         "w") as wheel:
+        wheel.writestr("onnxruntime_genai/lib.so", b"x" * 2_000_000)
+    assert sizing._stripped_mb("onnxruntime-genai==0.12.2", (), "x86_64", "3.11") == pytest.approx(2.0)
+    assert sizing._stripped_mb("onnxruntime-genai==0.13.0", (), "x86_64", "3.11") is None  # another version
