@@ -521,59 +521,45 @@ def main() -> None:
 NOTES = """
 ## What was changed, what was tried and not kept, and why
 
-Measured on this 2-core machine shared with other work (load average 5-12 during these runs). A call
-that fits in one scheduler time slice (the handler's ~1.5 ms) is rarely stretched by the load; a
-longer one (torch's 7+ ms, any 256-token run) is stretched by about the number of runnable processes
-per core. Wall-time ratios against torch are therefore inflated on a loaded machine; the CPU-time
-columns are much less so, and a goal is called met only when both clocks meet it. torch with its
-default thread count (2 OpenMP threads that spin while waiting) is pathological under this load;
-the 1-thread torch rows are the fair baseline here.
+Earlier runs (other 2-CPU hosts of this kind, loaded, with AVX-512 VNNI; the VNNI int8 bundle):
+- The handler's non-model work went from ~280 to ~185 us per short request: one text is mean-pooled
+  and normalized in four numpy calls (`functions.tasks.embeddings._one_mean_normalized`, the batch
+  path's vector within 1e-6, tests/functions/test_warm_path.py), one length check per text,
+  `np.add.reduce` for the finite check. Done once per environment: tokenizer truncation and padding,
+  the route table, the EMF directives, the JSON encoders, the session.
+- `functions/sessions.py` is the one home for ONNX Runtime session options; export's timing and
+  parity gate open their sessions with it, so a manifest's latency is the serving session's.
+- One thread and no spinning looked best there; that was the load. Each way alone in a process of
+  its own (as a function holds one session), spinning made a short request ~1.5x faster with a whole
+  CPU per thread, and functions/settings.spinning_pays turns it on there. The option table above runs
+  every option set in one process, where the other sessions' spinning pools take the CPUs from the
+  one being timed: read its spinning rows as an underestimate; `modelfn bench` (bench/RESULTS.md) is
+  the end-to-end figure.
+- Graph optimization level EXTENDED vs ALL, denormals as zero, memory arena / pattern off: within
+  noise; kept ALL and the defaults. Saving the optimized graph at export: no faster session creation
+  (the exporter already applies the transformer fusions), and a graph saved at ALL would carry the
+  build host's hardware-specific choices to Lambda; not adopted.
 
-Kept (functions/):
-- One text is mean-pooled and normalized by `functions.tasks.embeddings._one_mean_normalized`: four
-  numpy calls instead of a dozen; the same vector as the batch path within 1e-6
-  (tests/functions/test_warm_path.py). "pool + normalize" in the breakdown, about halved.
-- `LoadedModel.encode` checks one text's length with one comparison and builds no list;
-  `functions.model.check_finite` reduces with `np.add.reduce` directly (ndarray.sum's Python wrapper
-  costs as much as the sum of a 10 x 384 output).
-- Already once per environment before this work, checked: the tokenizer's truncation and padding
-  (set at load), the route table, the EMF directives, the JSON encoders, the session.
-- `functions/sessions.py` is the one home for ONNX Runtime session options; export's latency
-  measurement and parity gate (export/measure.py) open their sessions with it, so a manifest's
-  latency is the latency of the session that serves (test: the same options on both sides).
-- Net effect: the breakdown's "not the model" part went from ~280 to ~185 us per short request;
-  end to end (the before/after handler rows) that is within the run-to-run noise of session.run,
-  which is ~88% of the handler at batch 1.
-
-Session options (session.run alone, table above):
-- Intra-op threads: with a short text at batch 1 MLAS splits hardly any GEMM this small, so 1 and 2
-  threads do nearly the same work: 1 thread was 1.13-1.16x faster in two full runs and 0.79x in a
-  2-round smoke run. At 256 tokens 2 threads were faster in wall time (1.33x here). Kept: threads =
-  usable CPUs (functions/settings.py available_cpus(), cgroup quota included). Choosing threads per
-  request size needs a second session (its own prepacked weights, and 70-90 ms more session creation
-  at cold start on this machine) for at most ~15% of 1.2 ms; not done.
-- Spinning (`session.intra_op.allow_spinning`): slower in every run, up to 3x at 256 tokens with 2
-  threads: the spinning thread takes the CPU share the working one needs. Kept off, now in one place.
-  Superseded: this script runs every session option in one process, where the other sessions'
-  spinning pools take the CPUs from the one being timed. Each alone in a process of its own (as a
-  function holds one session), spinning made MiniLM's short request 1.5x faster on a whole CPU per
-  thread; functions/settings.spinning_pays turns it on there (bench/RESULTS.md, `modelfn bench`).
-- Graph optimization level EXTENDED vs ALL, denormals as zero, CPU memory arena / memory pattern
-  off: within noise. Kept ALL and the arena/pattern defaults. bench/runtime_bench.py's arena rows
-  patched `functions.model.CPU_MEM_ARENA`, which was bound as a default argument at import and never
-  took effect (its four rows measured the same options); the constants now live in
-  functions.sessions and are read when the options are built (tested).
-- Saving the optimized graph at export (`optimized_model_filepath`): session creation from a graph
-  saved at EXTENDED or ALL took as long as from the bundle's graph (the exporter already applies the
-  transformer fusions; what ORT adds at load is cheap), and a graph saved at ALL would carry the build
-  host's hardware-specific choices to Lambda. Not adopted; bundles and the manifest are unchanged.
-
-The goals: on both clocks in this run, against torch at 1 thread (its fastest here): short 22x wall
-/ 8.0x CPU, 256 tokens 3.6x wall / 2.3x CPU. On a quiet machine the ratio is smaller: issue #16's
-quiet run had sentence-transformers at 6.9 ms, and the handler's ~1.2-1.5 ms p50 against that is
-~4.6-5.7x, so the short-text goal should be re-checked on a quiet machine before it is called met.
-The bundle measured here is the VNNI int8 variant main exported earlier (this host has
-avx512_vnni); the AVX2 variant Lambda gets is slower per run.
+This host (AMD EPYC, AVX2 without VNNI, quiet; the AVX2 bundle Lambda gets):
+- The breakdown now wraps timers around the handler's own calls instead of copying the handler, so it
+  follows the handler as it changes (the copy had drifted: it called a function that no longer
+  exists; tests/infra/test_warm_latency_script.py runs it now). Its "not the model" is the Python work
+  right after a real session.run, caches taken; the same handler with the session's answer replayed
+  (cProfile, 5,000 calls) spent ~170 us per request outside the model.
+- Threads follow the CPU quota, rounded up (functions/settings.available_cpus). Under a real CFS
+  quota (podman --cpus, the function image through its RIE, 800 short and 48 256-token requests per
+  cell) a second thread did not hurt at 1.16 CPUs (short p50 4.37 vs 4.53 ms, p99 7.5 vs 6.9 ms;
+  256 tokens mean 63 vs 70 ms) and helped 256-token texts at 1.36 and 1.7 CPUs (mean 53 and 46 ms vs
+  71 and 69 ms with one thread). The in-process SIGSTOP emulation had suggested one thread below about
+  1.5 CPUs; the engine's quota did not bear it out. Kept.
+- A short request right after a 256-token one runs ~0.3 ms slower (session.run 1.42 -> 1.76 ms, 1.55
+  for the next one), with or without the memory pattern, worse without the arena: the long run's
+  activations take the caches. `modelfn bench` measures short requests between long ones, so its
+  short-text p50 carries part of this; a stream of short requests is faster.
+- Pinning the intra-op worker (`session.intra_op_thread_affinities`): 1.33-1.42 vs 1.38-1.54 ms,
+  within noise; not adopted (a pinned worker on a host whose CPU numbering differs would cost more).
+- 256 tokens: bench/long_text_ceiling.md measures what this CPU's int8 allows (about 1.55x torch fp32
+  with ONNX Runtime's kernels, against the goal of 2x).
 """
 
 if __name__ == "__main__":
