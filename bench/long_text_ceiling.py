@@ -277,13 +277,11 @@ def _cpu_name() -> str:
 
 
 def _cpu_features() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    have = set(flags.split(":", 1)[1].split())
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return ", ".join(f"{f} {'yes' if f in have else 'no'}" for f in wanted)
+    from export.measure import cpu_features  # the flags export records in the manifest
+
+    have = set(cpu_features())
+    return ", ".join(f"{f} {'yes' if f in have else 'no'}" for f in ("avx2", "fma", "avx512f", "avx512_vnni",
+                                                                       "avx_vnni", "amx_int8"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Warm latency of one request through the Lambda handler, where it goes, and the session options.
 
-    python bench/warm_latency.py [--rounds 12] [--sections breakdown,options,cold,ratio]
+    python bench/warm_latency.py [--rounds 12] [--sections breakdown,options,after-long,cold,ratio]
 
 Sections, each measured in one run on MiniLM int8 (.modelfn/bundles/minilm):
   * breakdown: one short text (batch 1) through ``functions.handler.handler`` (API Gateway v2 event)
@@ -318,6 +318,54 @@ def breakdown_child(iterations: int) -> None:
     print(json.dumps(result))
 
 
+AFTER_LONG = ("short in a stream (after 5 short)", "1st short after a 256-token run", "2nd short after it")
+
+
+def after_long_child(rounds: int) -> None:
+    """session.run of a short text (the runtime's session options) in a stream of short requests and
+    right after a 256-token one; medians in ms."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from functions.sessions import session_options
+    from functions.settings import available_cpus
+
+    session = ort.InferenceSession(str(BUNDLE / "model.onnx"), session_options(available_cpus()),
+                                   providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+
+    def feed(tokens: int) -> dict:
+        ids = np.random.default_rng(tokens).integers(1000, 20000, (1, tokens))
+        full = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        return {k: v.astype(np.int64) for k, v in full.items() if k in names}
+
+    short, long = feed(_tokens(SHORT)), feed(256)
+    for _ in range(20):
+        session.run(None, short)
+        session.run(None, long)
+    times: dict[str, list[float]] = {label: [] for label in AFTER_LONG}
+
+    def timed(label: str) -> None:
+        t = time.perf_counter()
+        session.run(None, short)
+        times[label].append((time.perf_counter() - t) * 1000)
+
+    for _ in range(rounds):
+        session.run(None, long)
+        timed(AFTER_LONG[1])
+        timed(AFTER_LONG[2])
+        for _ in range(5):
+            session.run(None, short)
+        timed(AFTER_LONG[0])
+    print(json.dumps({label: statistics.median(v) for label, v in times.items()}))
+
+
+def after_long(rounds: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--after-long-child", str(rounds)], cwd=ROOT,
+                          env=child_env(), capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def breakdown(iterations: int, code: Path | None = None) -> dict:
     done = subprocess.run([sys.executable, __file__, "--breakdown-child", str(iterations)], cwd=ROOT,
                           env=child_env(code), capture_output=True, text=True, timeout=600, check=True)
@@ -436,12 +484,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=2000, help="breakdown iterations")
-    parser.add_argument("--sections", default="breakdown,options,cold,ratio")
+    parser.add_argument("--sections", default="breakdown,options,after-long,cold,ratio")
     parser.add_argument("--out", default=str(ROOT / "bench" / "warm_latency.md"))
     parser.add_argument("--baseline", default=None,
                         help="git revision whose functions/ is measured next to this tree's (before/after rows)")
     parser.add_argument("--worker")
     parser.add_argument("--breakdown-child", type=int)
+    parser.add_argument("--after-long-child", type=int)
     args = parser.parse_args()
     code = os.environ.get(CODE_ENV, str(ROOT))
     sys.path[:0] = list(dict.fromkeys([code, str(ROOT)]))
@@ -449,6 +498,8 @@ def main() -> None:
         return serve_worker(json.loads(args.worker))
     if args.breakdown_child:
         return breakdown_child(args.breakdown_child)
+    if args.after_long_child:
+        return after_long_child(args.after_long_child)
     global BASELINE
     if args.baseline:
         BASELINE = extract_baseline(args.baseline)
@@ -482,6 +533,11 @@ def main() -> None:
         results = compete(OPTIONS, args.rounds)
         lines += ["## Session options: session.run, batch 1 (paired ratio: how many times faster than the first row)", ""]
         lines += table(results, base=next(iter(OPTIONS))) + [""]
+    if "after-long" in sections:
+        print("after-long", file=sys.stderr)
+        medians = after_long(max(60, 5 * args.rounds))
+        lines += ["## A short request right after a 256-token one (session.run, the runtime's options, median ms)", "",
+                  "| when | ms |", "|---|---:|"] + [f"| {label} | {medians[label]:.3f} |" for label in AFTER_LONG] + [""]
     if "cold" in sections:
         print("cold", file=sys.stderr)
         created = cold(max(3, args.rounds // 2))
@@ -544,20 +600,16 @@ This host (AMD EPYC, AVX2 without VNNI, quiet; the AVX2 bundle Lambda gets):
 - The breakdown now wraps timers around the handler's own calls instead of copying the handler, so it
   follows the handler as it changes (the copy had drifted: it called a function that no longer
   exists; tests/infra/test_warm_latency_script.py runs it now). Its "not the model" is the Python work
-  right after a real session.run, caches taken; the same handler with the session's answer replayed
-  (cProfile, 5,000 calls) spent ~170 us per request outside the model.
+  right after a real session.run, caches taken.
 - Threads follow the CPU quota, rounded up (functions/settings.available_cpus). Under a real CFS
-  quota (podman --cpus, the function image through its RIE, 800 short and 48 256-token requests per
-  cell) a second thread did not hurt at 1.16 CPUs (short p50 4.37 vs 4.53 ms, p99 7.5 vs 6.9 ms;
-  256 tokens mean 63 vs 70 ms) and helped 256-token texts at 1.36 and 1.7 CPUs (mean 53 and 46 ms vs
-  71 and 69 ms with one thread). The in-process SIGSTOP emulation had suggested one thread below about
-  1.5 CPUs; the engine's quota did not bear it out. Kept.
-- A short request right after a 256-token one runs ~0.3 ms slower (session.run 1.42 -> 1.76 ms, 1.55
-  for the next one), with or without the memory pattern, worse without the arena: the long run's
-  activations take the caches. `modelfn bench` measures short requests between long ones, so its
-  short-text p50 carries part of this; a stream of short requests is faster.
-- Pinning the intra-op worker (`session.intra_op_thread_affinities`): 1.33-1.42 vs 1.38-1.54 ms,
-  within noise; not adopted (a pinned worker on a host whose CPU numbering differs would cost more).
+  quota (bench/quota_threads.md: the function image under podman --cpus, one thread or two forced) a
+  second thread did not hurt short requests at 1.16 CPUs and made 256-token ones faster at 1.36 and
+  1.7 CPUs. The in-process SIGSTOP emulation had suggested one thread below about 1.5 CPUs; the
+  engine's quota did not bear it out. Kept.
+- A short request right after a 256-token one runs slower (the after-long table above): the long
+  run's activations take the caches. `modelfn bench` measures
+  short requests between long ones, so its short-text p50 carries part of this; a stream of short
+  requests is faster.
 - 256 tokens: bench/long_text_ceiling.md measures what this CPU's int8 allows (about 1.55x torch fp32
   with ONNX Runtime's kernels, against the goal of 2x).
 """
