@@ -213,8 +213,7 @@ def _stripped_mb(pin: str, trim: tuple[str, ...], architecture: str, python: str
     if canonicalize_name(name) not in STRIP_PACKAGES:
         return 0.0
     folder = wheelhouse_dir(defaults.WHEELHOUSE, architecture, python)
-    # The stripped copies outlive the wheelhouse's wheels, which it replaces whenever another image's
-    # requirements are fetched: a stripped copy of this version is the figure either way.
+    # A stripped copy of this version is the figure (an older wheelhouse may hold the copy without the wheel).
     for wheel in [*(folder / STRIPPED_DIR).glob("*.whl"), *folder.glob("*.whl")]:
         wheel_name, wheel_version, _, _ = parse_wheel_filename(wheel.name)
         if wheel_name == canonicalize_name(name) and str(wheel_version) == version:

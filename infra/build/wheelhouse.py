@@ -21,8 +21,11 @@ _PLATFORMS = {
     "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64"),
     "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
 }
+# One line per requirement set the folder was filled for. The folder is a cache shared by every image of
+# its platform (each build context links exactly its pins' wheels, infra/build/context.py), so filling
+# it for one set keeps the others' wheels: builds of different images, or of stacks with different
+# models, do not download each other's wheels again.
 _STAMP = ".requirements.sha256"
-
 
 
 def wheelhouse_dir(root: Path, architecture: str, python_version: str, flavour: str = "") -> Path:
@@ -36,16 +39,17 @@ def prepare_wheelhouse(
 ) -> Path:
     """Download binary wheels for exactly ``requirements`` (pinned) into a per-platform folder.
 
-    Reuses the folder when it was filled for the same requirements. Returns the folder.
+    Returns at once when the folder was filled for the same requirements before; otherwise pip
+    downloads what is missing (it reuses the wheels already there) and the set is recorded. Wheels of
+    other requirement sets stay. Returns the folder.
     """
     dest = wheelhouse_dir(root, architecture, python_version, flavour)
-    digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()
     stamp = dest / _STAMP
-    if stamp.is_file() and stamp.read_text().strip() == digest:
+    filled = stamp.read_text().split() if stamp.is_file() else []
+    if digest in filled:
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    for stale in dest.glob("*.whl"):
-        stale.unlink()
     req_file = dest / "requirements.txt"
     req_file.write_text("\n".join(requirements) + "\n")
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
@@ -60,5 +64,5 @@ def prepare_wheelhouse(
             f"cannot download wheels for {architecture} / Python {python_version}: {last}",
             hint="check network access to the package index, or pick a --python-version with wheels",
         )
-    stamp.write_text(digest + "\n")
+    stamp.write_text("".join(f"{line}\n" for line in [*filled, digest]))
     return dest
