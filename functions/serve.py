@@ -3,8 +3,8 @@
 SageMaker starts the container as ``docker run IMAGE serve`` and expects the contract of
 functions/adapters/sagemaker.py on port $SAGEMAKER_BIND_TO_PORT (default 8080), all interfaces.
 The bundle is MODELFN_BUNDLE_DIR, else /opt/ml/model (SageMaker's model data), else, when that
-holds nothing and MODELFN_REGISTRY_URI is set, the registry version fetched at start with every
-file's sha256 checked (functions/bundle.py, as on Lambda).
+holds nothing and MODELFN_REGISTRY_URI is set, the registry version fetched at start (functions/bundle.py,
+as on Lambda). Either way every file is checked against its sha256 in the manifest before loading.
 
 SIGTERM (SageMaker's stop, 30 s before SIGKILL): uvicorn stops accepting connections, waits up to
 MODELFN_DRAIN_TIMEOUT_S (default 25) for in-flight requests, then the batcher stops and the process
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -34,15 +35,23 @@ def build_app(settings: ServerSettings, *, name: str | None = None, version: str
     from .adapters.sagemaker import SageMakerApp
     from .batching import BatchLimits
     from .bundle import locate_bundle
+    from .manifest import verify_bundle
     from .service import ModelService
 
     def load() -> "ModelService":
         bundle = locate_bundle(settings.bundle_dir)
+        checked_ms = None
+        if bundle == settings.bundle_dir:
+            # Model data SageMaker copied (or a directory given to `modelfn serve`) has not been checked
+            # on its way here, as a fetched version has: every file against its sha256 before loading.
+            started = time.perf_counter()
+            verify_bundle(bundle)
+            checked_ms = round((time.perf_counter() - started) * 1000, 1)
         service = ModelService.load(bundle, name=name, version=version, provider=settings.provider,
                                     max_rows=settings.max_batch_requests)
         observability.set_model(service.name, service.version)
         observability.log("INFO", "model loaded", bundle=str(bundle), provider=service.model.provider,
-                          requested_provider=settings.provider)
+                          requested_provider=settings.provider, sha256_checked_ms=checked_ms)
         return service
 
     limits = BatchLimits(max_batch_tokens=settings.max_batch_tokens, max_batch_requests=settings.max_batch_requests,

@@ -176,6 +176,28 @@ def test_a_corrupted_registry_file_is_refused_at_start(registry_with_embedder, t
         assert answer.status_code == 503 and "tokenizer.json" in answer.json()["error"]["message"]
 
 
+
+def test_a_corrupted_model_data_file_is_refused_at_start(tiny_bundle, tmp_path):
+    """Model data SageMaker copied to /opt/ml/model is checked against the manifest's sha256s too."""
+    import shutil
+
+    from functions.serve import build_app
+
+    model_data = tmp_path / "opt-ml-model"
+    shutil.copytree(tiny_bundle("feature-extraction", quantization="none"), model_data)
+    with serving(build_app(ServerSettings.resolve(model_data)), lifespan="on") as url:
+        wait_until_ready(url)  # intact: served
+    tokenizer = model_data / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text().replace("paris", "pariz"))
+    with serving(build_app(ServerSettings.resolve(model_data)), lifespan="on") as url:
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/ping").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(url + "/ping").json() == {"status": "failed"}
+        answer = httpx.post(url + "/invocations", json={"inputs": "x"})
+        assert answer.status_code == 503
+        assert "tokenizer.json does not match its sha256" in answer.json()["error"]["message"]
+
 # -- the serve process and SIGTERM ------------------------------------------------------------------
 def _serve(bundle, log, **env) -> tuple:
     port = free_port()
