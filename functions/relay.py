@@ -68,6 +68,15 @@ NOT_READY = Failure(503, "model_not_ready", "the GPU endpoint is starting; retry
 UNAVAILABLE = Failure(503, "unavailable", "the GPU endpoint is unavailable; retry shortly", 5)
 ENDPOINT_FAILED = Failure(502, "endpoint_error", "the GPU endpoint failed to answer")
 RUNTIME_ERRORS = {429: NOT_READY, 503: UNAVAILABLE}  # 429: ModelNotReadyException (scaled to zero)
+# A 400 of the runtime is one of three things, told apart by its message (the API Gateway integration
+# sees only the body; infra/template/_api.py's _REJECTED reads it the same way):
+#   ThrottlingException  the endpoint's concurrency limit: its body is {"message": null}
+#   ValidationError      "... Value at 'body' failed to satisfy constraint: Member must have length less
+#                        than or equal to 6291456" (the 6 MB limit), or "Endpoint X of account Y not found."
+THROTTLED = Failure(429, "throttled", "SageMaker throttled the call (the endpoint's concurrency limit); retry shortly")
+TOO_LARGE = Failure(413, "payload_too_large", "the request body is over SageMaker's 6 MB limit for an endpoint call")
+SIZE_MESSAGE = "Value at 'body'"
+THROTTLE_MESSAGES = ("throttl", "rate exceeded")
 
 
 class EndpointError(RequestError):
@@ -88,8 +97,14 @@ def runtime_failure(error: dict, status: int, extra: dict) -> EndpointError:
         passed = body.encode("utf-8") if body.lstrip().startswith('{"error"') else None
         return EndpointError(Failure(int(original) if original else 502, "model_error", message), passed)
     if status == 400 or code in ("ValidationError", "ThrottlingException"):
-        if "throttl" in (code + message).lower():
-            return EndpointError(Failure(429, "throttled", message))
+        lowered = (code + " " + message).lower()
+        if not message or any(word in lowered for word in THROTTLE_MESSAGES):
+            return EndpointError(THROTTLED)
+        if SIZE_MESSAGE in message:
+            return EndpointError(TOO_LARGE)
+        if message.startswith("Endpoint ") and message.rstrip(".").endswith(" not found"):
+            # The stack's endpoint is gone or misnamed: the deployment's fault, not the caller's.
+            return EndpointError(ENDPOINT_FAILED._replace(message=f"the GPU endpoint is not there: {message}"))
         return EndpointError(Failure(400, "bad_request", message))
     if code == "InternalStreamFailure":
         return EndpointError(UNAVAILABLE._replace(message=f"the GPU endpoint's stream failed: {message}"))

@@ -14,7 +14,8 @@ stack-wide ones would for that model, under the same auth.
 from __future__ import annotations
 
 from functions.inputs import INPUT_KINDS
-from functions.relay import ENDPOINT_FAILED, NOT_READY, UNAVAILABLE
+from functions.relay import (ENDPOINT_FAILED, NOT_READY, SIZE_MESSAGE, THROTTLE_MESSAGES, THROTTLED, TOO_LARGE,
+                             UNAVAILABLE, Failure)
 from functions.routes import ROUTES, find_route, model_routes
 from functions.tasks import CHAT_ROUTE, COMPLETIONS_ROUTE, TRANSCRIPTIONS_ROUTE, get_task
 
@@ -67,28 +68,47 @@ def security() -> list:
     return [if_("UseIamAuth", {"sigv4": []}, if_("UseApiKeyAuth", {"api_key": []}, NO_VALUE))]
 
 
-# SageMaker runtime answers -> the API's error shape. A container's own 4xx/5xx comes back as
-# ModelError (424) carrying its status and body: both are passed through, so a caller sees exactly
-# what the Lambda tier would answer. Retry-After headers do not cross InvokeEndpoint.
+def _error(code: str, message: str) -> str:
+    return '{"error": {"code": "%s", "message": "%s"}}' % (code, message)
+
+
+def _failure(failure: Failure) -> str:
+    """A Failure's status (as an override of the integration response's) and its error body."""
+    return f"#set($context.responseOverride.status = {failure.status}){_error(failure.code, failure.message)}"
+
+
+# A string of the runtime's answer as the inside of a JSON string. API Gateway's escapeJavaScript
+# also escapes ' as \', which is no JSON escape: its documentation's fix is this replaceAll.
+def _json_text(reference: str) -> str:
+    return f'$util.escapeJavaScript({reference}).replaceAll("\\\\\'","\'")'
+
+
+# SageMaker runtime answers -> the API's error shape, as functions/relay.py's runtime_failure maps them
+# for the stream relay (tests/infra/test_error_mapping.py runs both on the same answers). A container's
+# own 4xx/5xx comes back as ModelError (424) carrying its status and body: both are passed through, so
+# a caller sees exactly what the Lambda tier would answer. Retry-After headers do not cross InvokeEndpoint.
 _MODEL_ERROR = (
     "#set($status = $input.path('$.OriginalStatusCode'))"
     "#set($original = \"$!input.path('$.OriginalMessage')\")"
     "#if(\"$!status\" != \"\")#set($context.responseOverride.status = $status)#end"
     "#if($original.startsWith('{\"error\"'))$original#else"
-    "{\"error\": {\"code\": \"model_error\", \"message\": "
-    "\"$util.escapeJavaScript(\"$!input.path('$.Message')\")\"}}#end"
+    "{\"error\": {\"code\": \"model_error\", \"message\": \""
+    + _json_text("\"$!input.path('$.Message')\"") + "\"}}#end"
 )
-# 400 from the runtime: ValidationError (payload over 6 MB, bad content type) or throttling (429).
+# 400 from the runtime: throttling (its body is {"message": null}), the 6 MB limit, an endpoint that is
+# not there, or another ValidationError.
 _REJECTED = (
     "#set($message = \"$!input.path('$.message')$!input.path('$.Message')\")"
-    "#if($message.toLowerCase().contains('throttl'))#set($context.responseOverride.status = 429)"
-    "{\"error\": {\"code\": \"throttled\", \"message\": \"$util.escapeJavaScript($message)\"}}#else"
-    "{\"error\": {\"code\": \"bad_request\", \"message\": \"$util.escapeJavaScript($message)\"}}#end"
+    "#set($lowered = $message.toLowerCase())"
+    "#if($message == \"\"" + "".join(f" || $lowered.contains('{w}')" for w in THROTTLE_MESSAGES) + ")"
+    + _failure(THROTTLED)
+    + f"#elseif($message.contains(\"{SIZE_MESSAGE}\"))" + _failure(TOO_LARGE)
+    + "#elseif($message.startsWith('Endpoint ') && $message.contains(' not found'))"
+    f"#set($context.responseOverride.status = {ENDPOINT_FAILED.status})"
+    f"{{\"error\": {{\"code\": \"{ENDPOINT_FAILED.code}\", \"message\": \"the GPU endpoint is not there: "
+    + _json_text("$message") + "\"}}"
+    "#else{\"error\": {\"code\": \"bad_request\", \"message\": \"" + _json_text("$message") + "\"}}#end"
 )
-
-
-def _error(code: str, message: str) -> str:
-    return '{"error": {"code": "%s", "message": "%s"}}' % (code, message)
 
 
 # (selection pattern on the runtime's status, method status, body template, Retry-After seconds); the

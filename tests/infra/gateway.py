@@ -11,8 +11,9 @@ Each operation of the API's DefinitionBody is served as its integration says:
                                        GPU server, streamed as the relay reads it
     aws (InvokeEndpoint)               the gpu model's server: POST /invocations with the integration's
                                        headers (the modelfn-route custom attribute) and body ($input.body,
-                                       or {} for a GET); a container error passes through as the
-                                       integration's ModelError template passes it
+                                       or {} for a GET); a container error comes back as the
+                                       runtime's ModelError, mapped by the integration's own response
+                                       templates (tests/infra/vtl.py renders them)
 
 The operation's ``security`` is resolved for ``auth_mode``: API_KEY checks ``x-api-key`` (403
 otherwise, as API Gateway answers); NONE lets every request through. A method and path the template
@@ -30,6 +31,7 @@ import httpx
 
 from tests.functions.eventfiles import make_event
 from tests.infra.servers import read_body
+from tests.infra.vtl import integration_response
 
 _LAMBDA = re.compile(r"\$\{(?P<id>\w+?)(?P<kind>Function|Relay)\.Arn\}")
 
@@ -104,10 +106,14 @@ class Gateway:
             answer = await client.post(self.endpoints[model] + "/invocations", content=sent, headers=headers)
         if answer.status_code < 300:
             return await _send(send, 200, "application/json", answer.content)
-        # ModelError: the container's status and its own error body (infra/template/_api.py's _MODEL_ERROR).
-        passed = answer.content if answer.content.lstrip().startswith(b'{"error"') else \
-            b'{"error": {"code": "model_error", "message": "the model failed"}}'
-        await _send(send, answer.status_code, "application/json", passed)
+        # The runtime wraps a container's error in a ModelError (424), which the integration's responses map.
+        original = answer.content.decode("utf-8", "replace")
+        side = "client" if answer.status_code < 500 else "server"
+        model_error = {"ErrorCode": f"{side.upper()}_ERROR_FROM_MODEL", "OriginalStatusCode": answer.status_code,
+                       "OriginalMessage": original, "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:x",
+                       "Message": f'Received {side} error ({answer.status_code}) from primary with message "{original}".'}
+        status, _, text = integration_response(integration, 424, json.dumps(model_error))
+        await _send(send, status, "application/json", text.encode("utf-8"))
 
     @staticmethod
     async def _relay(send, relay: Callable, event: dict) -> None:
