@@ -157,12 +157,15 @@ class Batcher:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._schedule(), name="modelfn-batcher")
 
-    async def warm_up(self) -> None:
-        """One inference on the session thread, so the first request does not pay for lazy
-        allocations, kernel selection or (TensorRT) the engine build."""
-        model = self.model
-        feed = model.feed(model.encode(["modelfn warm-up"]))
-        await asyncio.get_running_loop().run_in_executor(self._session_thread, self._run, feed)
+    async def warm_up(self, service) -> None:
+        """The task's sample request (every task has one, functions/tasks) answered once, its runs on
+        the session thread, so the first request does not pay for lazy allocations, kernel selection or
+        (TensorRT) the engine build; and a bundle that cannot answer its own task never says ready.
+        Not counted in the stats."""
+        loop = asyncio.get_running_loop()
+        pending = await loop.run_in_executor(None, service.begin_predict_json, dict(service.task.sample))
+        outputs = await loop.run_in_executor(self._session_thread, self._run_each, pending.prepared.feeds)
+        pending.finish(outputs)
 
     async def stop(self) -> None:
         """Stop scheduling (after the server has drained its requests); waits for a run in progress."""

@@ -98,7 +98,7 @@ class SageMakerApp:
                 batcher = Batcher(service.model, self._limits, run=self._run)
                 app = build_app(service, batcher=batcher)
                 await batcher.start()
-                await batcher.warm_up()
+                await batcher.warm_up(service)
         except Exception as exc:  # noqa: BLE001 - keep serving, to report it (as the Lambda handler does)
             self.error = exc if isinstance(exc, ModelfnError) else BundleError(
                 f"model could not be loaded: {type(exc).__name__}: {exc}")

@@ -14,6 +14,7 @@ import pytest
 
 from functions.adapters.sagemaker import SageMakerApp
 from functions.errors import ConfigError
+from functions.http import dumps
 from functions.providers import CPU, CUDA, TENSORRT, choose_provider, session_providers
 from functions.service import ModelService
 from functions.settings import SAGEMAKER_MODEL_DIR, ServerSettings
@@ -63,6 +64,31 @@ def test_ping_is_503_until_the_model_is_loaded_and_warmed(embedder):
         assert httpx.get(url + "/ping").json() == {"status": "ok"}
         assert httpx.post(url + "/invocations", json={"input": "x"}).status_code == 200
 
+
+
+@pytest.mark.parametrize("kind", ["vit", "clip", "clip-features", "whisper"])
+def test_every_task_warms_up_with_its_sample_and_answers_as_unbatched(kind, tiny_image_bundle, tiny_speech_bundle):
+    """Image and speech bundles too: the warm-up is the task's own sample request (it used to tokenize
+    text, so these never said ready), and /invocations answers what the service answers alone."""
+    bundle = {"vit": lambda: tiny_image_bundle("vit", quantization="none"),
+              "clip": lambda: tiny_image_bundle("clip", quantization="none"),
+              "clip-features": lambda: tiny_image_bundle("clip", quantization="none", task="image-feature-extraction"),
+              "whisper": lambda: tiny_speech_bundle(quantization="none")}[kind]()
+    service = ModelService.load(bundle, name="m")
+    runs = []
+
+    def run(feed):
+        runs.append(1)
+        return service.model.run(feed)
+
+    with serving(SageMakerApp(lambda: service, run=run), lifespan="on") as url:
+        wait_until_ready(url)
+        assert runs  # the sample ran before /ping said 200
+        assert httpx.get(url + "/health").json()["batching"]["batches"] == 0  # and is not counted
+        answer = httpx.post(url + "/invocations", json=service.task.sample)
+        assert answer.status_code == 200, answer.text
+        alone = service.predict("m", "application/json", json.dumps(service.task.sample).encode())
+        assert answer.json() == json.loads(dumps(alone.payload))
 
 def test_invocations_dispatch_by_body_shape(embed_server):
     url = embed_server
