@@ -6,6 +6,10 @@ Build-time vocabulary shared by the exporters and models.yaml validation (infra/
 from __future__ import annotations
 
 TARGETS = ("lambda", "gpu")
+# Tasks export builds for the lambda target only, and why (models.yaml refuses target: gpu for them).
+LAMBDA_ONLY_TASKS: dict[str, str] = {
+    "automatic-speech-recognition": "its bundles have no fp16 export and no gate on a GPU provider yet",
+}
 ARCHITECTURES = ("x86_64", "arm64")
 QUANTIZATIONS = ("int8", "int4", "fp16", "none")  # int4: text-generation only
 

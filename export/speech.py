@@ -34,7 +34,7 @@ from functions.settings import AudioLimits
 from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION
 
 from . import measure
-from .choices import SPEECH_THRESHOLDS
+from .choices import LAMBDA_ONLY_TASKS, SPEECH_THRESHOLDS
 from .convert import quiet
 from .ctranslate2 import hf_directory_from_ctranslate2, is_ctranslate2_whisper
 from .errors import ConversionError, ExportError, ParityGateError, SourceError
@@ -298,10 +298,8 @@ def export_speech(source: str | Path, out: str | Path, *, name: str | None = Non
     from .exporter import _check_output, previous_choice, tool_versions, write_bundle
 
     if target != "lambda":
-        # The GPU server batches predict rows across requests (functions/batching.py), which the decoder
-        # loop does not support yet.
-        raise ExportError(f"{AUTOMATIC_SPEECH_RECOGNITION} bundles are served on the lambda target only for now",
-                          hint="use target: lambda")
+        raise ExportError(f"{AUTOMATIC_SPEECH_RECOGNITION} bundles are served on the lambda target only for now: "
+                          f"{LAMBDA_ONLY_TASKS[AUTOMATIC_SPEECH_RECOGNITION]}", hint="use target: lambda")
     quantization = quantization or "int8"
     if quantization not in ("int8", "none"):
         raise ExportError(f"{AUTOMATIC_SPEECH_RECOGNITION} supports int8 or none, got {quantization!r}")

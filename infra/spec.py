@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from export.choices import (ARCHITECTURES, DEFAULT_THRESHOLDS, GENERATION_THRESHOLDS, QUANTIZATIONS,
-                            SPEECH_THRESHOLDS, TARGETS)
+from export.choices import (ARCHITECTURES, DEFAULT_THRESHOLDS, GENERATION_THRESHOLDS, LAMBDA_ONLY_TASKS,
+                            QUANTIZATIONS, SPEECH_THRESHOLDS, TARGETS)
 from export.source import resolve_source
 from functions.errors import ConfigError, UnknownTaskError
 from functions.tasknames import AUTOMATIC_SPEECH_RECOGNITION, TEXT_GENERATION, resolve_task
@@ -130,6 +130,9 @@ def parse_model(raw: Any, *, path: str = DEFAULT_MODELS_FILE, index: int = 0) ->
     target = raw.get("target", "lambda")
     if target not in TARGETS:
         raise _field_error(path, name, "target", f"must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "gpu" and task in LAMBDA_ONLY_TASKS:
+        raise _field_error(path, name, "target", f"gpu is not served for {task} yet ({LAMBDA_ONLY_TASKS[task]}); "
+                                                 "use target: lambda")
     arch = raw.get("architecture", "x86_64")
     if arch not in ARCHITECTURES:
         raise _field_error(path, name, "architecture", f"must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")

@@ -35,6 +35,8 @@ def test_scale_to_zero_opt_in_starts_at_zero():
     ({"max_instances": 0}, "field 'max_instances': must be an integer from 1 to 100"),
     ({"scale_to_zero": "yes"}, "field 'scale_to_zero': must be true or false"),
     ({"target_invocations": 0}, "field 'target_invocations': must be an integer from 1"),
+    ({"task": "asr"}, "field 'target': gpu is not served for automatic-speech-recognition yet (its bundles have "
+                      "no fp16 export"),
 ])
 def test_bad_gpu_fields_are_one_line_errors(fields, message):
     with pytest.raises(ConfigError) as err:
@@ -45,3 +47,9 @@ def test_bad_gpu_fields_are_one_line_errors(fields, message):
 def test_gpu_fields_on_a_lambda_model_are_refused():
     with pytest.raises(ConfigError, match="field 'max_instances': is for the gpu target only"):
         parse_model({"name": "small", "source": "x", "task": "feature-extraction", "max_instances": 3})
+
+
+@pytest.mark.parametrize("task", ["image-classification", "zero-shot-image-classification", "image-feature-extraction",
+                                  "text-generation", "question-answering"])
+def test_every_other_task_may_target_gpu(task):
+    assert gpu(task=task).target == "gpu"
