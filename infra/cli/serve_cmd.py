@@ -4,7 +4,8 @@ The same server SageMaker runs: /ping, /invocations, every regular route, the to
 scheduler, and the best execution provider onnxruntime offers here (the CPU one without a GPU).
 The bundle is --bundle DIR, else .modelfn/bundles/NAME (what `modelfn export NAME` writes), else
 the registry version NAME's alias points at, pulled (every file's sha256 checked) into
-.modelfn/pulled/NAME-vVERSION.
+.modelfn/pulled/NAME-vVERSION. NAME's limits in models.yaml (max_tokens, truncate, max_batch, the
+batching limits) apply as on the deployed endpoint, unless an option or the environment sets them.
 """
 
 from __future__ import annotations
@@ -81,12 +82,29 @@ def locate(args) -> tuple[Path, str | None]:
     return dest, str(version)
 
 
+def declared_limits(args) -> dict[str, str]:
+    """NAME's limits from models.yaml, as the deployed model gets them (infra.template.served_limits), less
+    those this environment sets: options, then environment, then models.yaml, then the defaults."""
+    spec, _ = _declared(args)
+    if spec is None:
+        return {}
+    from infra.template import served_limits
+
+    return {name: value for name, value in served_limits(spec).items() if name not in os.environ}
+
+
 def run(args: argparse.Namespace) -> int:
     from functions.serve import run as serve, settings_from
 
     bundle, version = locate(args)
+    limits = declared_limits(args)
+    os.environ.update(limits)  # read by the server's and the model's settings, as on the endpoint
     settings = settings_from(args, bundle)
     print(f"modelfn serve: {args.name} from {bundle}{f' (version {version})' if version else ''} "
           f"at http://{args.host}:{settings.port} (provider {settings.provider}; Ctrl-C stops)", file=sys.stderr)
+    if limits:
+        print(f"modelfn serve: limits from {args.models_file}: "
+              + ", ".join(f"{k.removeprefix('MODELFN_').lower()}={v}" for k, v in sorted(limits.items())),
+              file=sys.stderr)
     serve(settings, host=args.host, name=args.name, version=version)
     return 0

@@ -21,13 +21,20 @@ from infra.spec import ModelsFile
 from .. import defaults
 from ._api import api_resources, routes
 from ._bucket import BUCKET_ID, bucket_resources
-from ._function import function_resources
+from ._function import function_resources, request_limits
 from ._names import FUNCTION_ALIAS, Deployment, api_url, get_att, ref
 from ._sagemaker import PARAMETERS as GPU_PARAMETERS
 from ._relay import relay_resources
-from ._sagemaker import endpoint_resources
+from ._sagemaker import endpoint_resources, server_limits
 
-__all__ = ["Deployment", "committed_deployments", "dump_template", "generate_template", "write_template"]
+__all__ = ["Deployment", "committed_deployments", "dump_template", "generate_template", "served_limits",
+           "write_template"]
+
+
+def served_limits(spec) -> dict[str, str]:
+    """The environment a deployed model's limits travel in (request limits, and the GPU server's for a
+    gpu model), as the template sets it: `modelfn serve` applies it where the caller set none."""
+    return {**request_limits(spec), **server_limits(spec)}
 
 DEPLOYMENT_TYPES = [
     "Canary10Percent5Minutes", "Canary10Percent10Minutes", "Canary10Percent15Minutes",

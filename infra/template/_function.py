@@ -31,14 +31,22 @@ def ephemeral_storage_mb(bundle_bytes: int) -> int:
 
 
 
+def request_limits(spec) -> dict[str, str]:
+    """models.yaml's request limits as the runtime reads them (functions/settings.py), on every tier and
+    under `modelfn serve`."""
+    return {
+        constants.MAX_BATCH: str(spec.max_batch),
+        constants.MAX_TOKENS: str(spec.max_tokens),
+        constants.TRUNCATE: "true" if spec.truncate else "false",
+    }
+
+
 def environment(deployment: Deployment, registry_uri: str) -> dict:
     spec = deployment.spec
     env = {
         constants.MODEL_NAME: spec.name,
         constants.MODEL_VERSION: str(deployment.version),
-        constants.MAX_BATCH: str(spec.max_batch),
-        constants.MAX_TOKENS: str(spec.max_tokens),
-        constants.TRUNCATE: "true" if spec.truncate else "false",
+        **request_limits(spec),
         "POWERTOOLS_SERVICE_NAME": f"modelfn-{spec.name}",
     }
     if deployment.fetch:

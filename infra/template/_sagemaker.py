@@ -135,12 +135,17 @@ def _model_environment(deployment: Deployment, registry_uri: str) -> dict[str, s
     # every sha256 there), so the container needs no S3 client and runs network-isolated.
     env.pop(constants.REGISTRY_URI, None)
     env[constants.BUNDLE_DIR] = "/opt/ml/model"
-    for field, variable in _BATCHING_ENV:
-        value = getattr(deployment.spec, field, None)
-        if value is not None:
-            env[variable] = str(value)
-    # models.yaml's, else the most that fit the GPU as `modelfn build` derived it, else the server's default
-    generations = deployment.spec.max_concurrent_generations or deployment.max_concurrent_generations
+    # models.yaml's generations, else the most that fit the GPU as `modelfn build` derived them
+    env.update(server_limits(deployment.spec, deployment.max_concurrent_generations))
+    return env
+
+
+def server_limits(spec, derived_generations: int | None = None) -> dict[str, str]:
+    """The GPU server's limits models.yaml sets (functions/settings.py ServerSettings reads them); a limit
+    left unset is the server's default. ``derived_generations``: when models.yaml sets none."""
+    env = {variable: str(getattr(spec, field)) for field, variable in _BATCHING_ENV
+           if getattr(spec, field, None) is not None}
+    generations = getattr(spec, "max_concurrent_generations", None) or derived_generations
     if generations:
         env[constants.MAX_CONCURRENT_GENERATIONS] = str(generations)
     return env

@@ -64,6 +64,36 @@ def test_pulls_the_alias_from_the_registry_when_nothing_is_exported(tiny_bundle,
     assert (work / ".modelfn" / "pulled" / f"embed-v{version}" / "manifest.json").is_file()
 
 
+
+def test_the_models_yaml_limits_apply_as_on_the_endpoint_unless_set_here(tiny_bundle, tmp_path):
+    """NAME's models.yaml entry sets the limits the deployed endpoint gets (request limits and the
+    batching ones); the environment and options still win."""
+    import yaml
+
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "models.yaml").write_text(yaml.safe_dump({"models": [{
+        "name": "sentiment", "source": "x", "task": "text-classification", "target": "gpu", "max_tokens": 16,
+        "truncate": False, "max_concurrent_requests": 3, "max_batch_tokens": 2048, "max_batch_requests": 40}]}))
+    port = free_port()
+    bundle = tiny_bundle("text-classification", quantization="none")
+    proc = start_process([*CLI, "sentiment", "--bundle", str(bundle), "--port", str(port), "--max-batch-requests", "8"],
+                         {"MODELFN_MAX_BATCH_TOKENS": "4096"}, tmp_path / "log", cwd=work)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, proc=proc)
+        long = httpx.post(url + "/models/sentiment/predict", json={"inputs": "word " * 40})
+        assert long.status_code == 422 and "limit of 16 tokens" in long.json()["error"]["message"], long.text
+        assert httpx.post(url + "/models/sentiment/predict", json={"inputs": "short"}).status_code == 200
+    finally:
+        _stop(proc)
+    log = (tmp_path / "log").read_text()
+    ready = json.loads(next(line for line in log.splitlines() if '"message":"ready"' in line))
+    # models.yaml's 3 requests; the environment's 4096 tokens over models.yaml's 2048; the option's 8 rows over its 40
+    assert (ready["max_concurrent_requests"], ready["max_batch_tokens"], ready["max_batch_requests"]) == (3, 4096, 8)
+    assert "limits from models.yaml: max_batch=32, max_batch_requests=40, max_concurrent_requests=3, max_tokens=16, " \
+           "truncate=false" in log
+
 def test_nothing_to_serve_is_one_clear_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert modelfn(["serve", "ghost", "--registry", str(tmp_path / "empty-registry")]) == 2
