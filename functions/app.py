@@ -92,7 +92,8 @@ def _endpoint(route: Route, service: ModelService, batcher: "Batcher | None",
                     read=lambda r: read_body(r, service.max_body_bytes)))
             if batched:
                 begin = getattr(service, "begin_" + operation)
-                return _respond(request, await batcher.serve(request, lambda body: begin(*args, body)))
+                return _respond(request, await batcher.serve(request, lambda body: begin(*args, body),
+                                                             read=lambda r: read_body(r, service.max_body_bytes)))
             args.append(await read_body(request, service.max_body_bytes))
         result = getattr(service, operation)(*args)
         if operation == "health":  # the GPU server's liveness shows its queue

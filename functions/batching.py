@@ -33,7 +33,7 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from .errors import RequestError, TooManyRequests
 from .service import Answer, Pending
@@ -188,14 +188,16 @@ class Batcher:
         """Count a request in flight for its whole life; TooManyRequests (429) past the limit."""
         return self._admission.admit()
 
-    async def serve(self, request, begin: Callable[[bytes], Pending]) -> Answer:
+    async def serve(self, request, begin: Callable[[bytes], Pending],
+                    read: Callable[[Any], Awaitable[bytes]] | None = None) -> Answer:
         """The whole path of one HTTP request: admit, read the body, begin, batch, finish.
 
-        ``request`` is a Starlette request (its ``body()`` and ASGI ``receive``); ``begin`` turns the
-        body into a Pending (a ModelService ``begin_*`` method) and raises RequestError for bad input.
+        ``request`` is a Starlette request (its ``body()`` and ASGI ``receive``); ``read`` reads its body
+        (default: whole, unbounded; the app passes its size-checked reader); ``begin`` turns the body
+        into a Pending (a ModelService ``begin_*`` method) and raises RequestError for bad input.
         """
         with self.admit():
-            body = await request.body()
+            body = await (read(request) if read is not None else request.body())
             pending = begin(body)
             feeds, outputs = await self.submit(pending.prepared, request.receive)
             return pending.finish(outputs, feeds)

@@ -24,8 +24,10 @@ import asyncio
 import time
 from typing import Any, Callable
 
+from starlette.requests import ClientDisconnect, Request
+
 from .. import observability
-from ..app import build_app
+from ..app import build_app, read_body
 from ..batching import Batcher, BatchLimits
 from ..generation.scheduler import GenerationLimits, GenerationScheduler
 from ..errors import BadRequest, BundleError, ModelfnError, NotReady, RequestError
@@ -141,15 +143,15 @@ class SageMakerApp:
         if scope["method"] != "POST":
             await self._error(scope, send, wrong_method(), allow="POST")
             return
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
         method = "POST"
+        try:
+            # Refused by its Content-Length before reading, else while reading (413), as on every route.
+            body = await read_body(Request(scope, receive), self.service.max_body_bytes)
+        except ClientDisconnect:
+            return
+        except RequestError as exc:
+            await self._error(scope, send, exc)
+            return
         try:
             named = routed_by_attribute(_header(scope, CUSTOM_ATTRIBUTES))
             if named is not None:

@@ -118,6 +118,31 @@ def test_invocations_answers_bad_bodies_in_the_error_shape(embed_server, content
     assert response.json()["error"]["code"] == code and says in response.json()["error"]["message"]
 
 
+
+@pytest.mark.parametrize("path", ["/invocations", "/v1/embeddings", "/models/embed/predict"])
+def test_a_body_declared_over_the_limit_is_413_before_it_is_read(embed_server, embedder, path):
+    """As on Lambda and the plain app: the batched routes and /invocations refuse by Content-Length,
+    at once, instead of waiting for (and holding) the whole body."""
+    host, port = embed_server.removeprefix("http://").split(":")
+    declared = embedder.max_body_bytes + 1
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     f"content-length: {declared}\r\n\r\n{{".encode())
+        head = conn.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head[:200]
+    assert '"payload_too_large"' in head
+
+
+def test_a_body_over_the_limit_without_a_length_is_413_too(embed_server, embedder):
+    def chunks():
+        yield b'{"input": "'
+        for _ in range(embedder.max_body_bytes // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}'
+
+    answer = httpx.post(embed_server + "/invocations", content=chunks(), headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "payload_too_large"
+
 def test_contract_routes_refuse_other_methods(embed_server):
     wrong = httpx.get(embed_server + "/invocations")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
