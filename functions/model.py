@@ -121,8 +121,9 @@ class LoadedModel:
         self.session = ort.InferenceSession(str(root / graph), sess_options=options or session_options(threads),
                                             providers=providers)
         self.provider: str = self.session.get_providers()[0]
-        # On a GPU, IO binding copies each input to the device once and each output back once.
-        self._io_binding = self.provider in GPU_PROVIDERS
+        # On a GPU, IO binding copies each input to the device once and each output back once: the
+        # device the outputs stay on until then ("cuda"); None runs plain session.run.
+        self.output_device: str | None = "cuda" if self.provider in GPU_PROVIDERS else None
         graph_inputs = {i.name: i for i in self.session.get_inputs()}
         missing = [n for n in self.manifest.inputs if n not in graph_inputs]
         if missing:
@@ -230,7 +231,7 @@ class LoadedModel:
         if self.one_row_per_run and rows > 1:
             outputs = run_rows(self.session, self.output_names, feed, self._token_axis)
         else:
-            outputs = self._run_bound(feed) if self._io_binding else self.session.run(self.output_names, feed)
+            outputs = self._run_bound(feed) if self.output_device else self.session.run(self.output_names, feed)
         check_finite(outputs)
         return dict(zip(self.output_names, outputs))
 
@@ -240,7 +241,7 @@ class LoadedModel:
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         for name in self.output_names:
             # Left on the device by the run, copied to the host once below (post-processing is numpy).
-            binding.bind_output(name, "cuda")
+            binding.bind_output(name, self.output_device)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 

@@ -37,7 +37,7 @@ def test_the_cuda_provider_actually_runs_the_graph(gpu, tiny_bundle, tmp_path):
     options.profile_file_prefix = str(tmp_path / "ort-profile")
     model = LoadedModel(bundle, threads=1, max_batch=8, max_tokens=None, truncate=True, options=options,
                         provider="cuda")
-    assert model.provider == CUDA and model._io_binding
+    assert model.provider == CUDA and model.output_device == "cuda"
     on_gpu = ModelService(model, Settings.resolve(bundle))
     on_cpu = ModelService.load(bundle)
     body = json.dumps({"inputs": TEXTS}).encode()

@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from functions.adapters.sagemaker import SageMakerApp
@@ -380,6 +381,27 @@ def test_lambda_keeps_the_cpu_provider_and_auto_falls_back_to_it_here(tiny_bundl
     with pytest.raises(ConfigError):
         ModelService.load(bundle, provider="cuda")
 
+
+
+@pytest.mark.parametrize("task", ["feature-extraction", "token-classification", "question-answering"])
+def test_the_io_binding_path_answers_as_session_run(tiny_bundle, task):
+    """The GPU path's IO binding (inputs bound from the host, outputs left on the device and copied
+    back once), run here with "cpu" as the output device: the same outputs as session.run."""
+    service = ModelService.load(tiny_bundle(task, quantization="none"), name="m")
+    model = service.model
+    assert model.output_device is None  # the CPU provider runs plain session.run
+    body = json.dumps(service.task.sample).encode()
+    pending = service.begin_predict("m", "application/json", body)
+    plain = [model.run(feed) for feed in pending.prepared.feeds]
+    model.output_device = "cpu"
+    try:
+        bound = [model.run(feed) for feed in pending.prepared.feeds]
+    finally:
+        model.output_device = None
+    assert [sorted(o) for o in bound] == [sorted(o) for o in plain]
+    for got, want in zip(bound, plain):
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
 
 @pytest.mark.parametrize("route, method_status", [
     ("/models/{name}", 200), ("/health", 200), ("/models/{name}/predict", 200), ("/v1/embeddings", 200),
