@@ -2,7 +2,8 @@
 
     GET  /ping          503 until the model is loaded and warmed (one inference), then 200
     POST /invocations   the route a ``modelfn-route=PATH`` custom attribute names (API Gateway's
-                        integration sends it), else the one its body shape names (INVOCATION_ROUTES):
+                        integration sends it), else predict for a raw body of the task's media (an
+                        image), else the one its body shape names (INVOCATION_ROUTES):
                         {"inputs": ...} -> /models/{name}/predict, {"input": ...} -> /v1/embeddings,
                         {"messages": ...} -> /v1/chat/completions, {"prompt": ...} -> /v1/completions
     everything else     functions/app.py's routes (the route table's, and openapi), with the
@@ -32,13 +33,14 @@ from ..batching import Batcher, BatchLimits
 from ..generation.scheduler import GenerationLimits, GenerationScheduler
 from ..errors import BadRequest, BundleError, ModelfnError, NotReady, RequestError
 from ..http import JSON_MEDIA_TYPE, dumps, error_headers, no_route, render_error, wrong_method
-from ..inputs import check_content_type, parse_json
+from ..inputs import INPUT_KINDS, check_content_type, is_raw_media, parse_json
 from ..routes import ROUTES
 from ..service import ModelService
 from ..tasknames import TEXT_GENERATION
 
 # Body key -> the route an /invocations body of that shape stands for, first match wins (the table's order).
 INVOCATION_ROUTES: list[tuple[str, str]] = [(r.invocation_key, r.path) for r in ROUTES if r.invocation_key]
+PREDICT_PATH = next(r.path for r in ROUTES if r.method == "POST" and r.operation == "predict" and not r.scoped)
 # API Gateway's InvokeEndpoint integration names the route it was called on (infra/template/_api.py):
 # X-Amzn-SageMaker-Custom-Attributes: modelfn-route=/models/NAME (an info GET sends the body {}).
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
@@ -173,8 +175,12 @@ class SageMakerApp:
         await self.app({**scope, "method": method, "path": path, "raw_path": path.encode()}, replay, send)
 
     def route_for(self, content_type: str | None, body: bytes) -> str:
-        """The regular route an /invocations body stands for; a RequestError (400, 415) if it names none."""
-        check_content_type(content_type)
+        """The regular route an /invocations body stands for; a RequestError (400, 415) if it names none.
+        A raw body of the task's media (an image model's image/png) is a predict body, as on that route."""
+        raw_media = INPUT_KINDS[self.service.task.inputs].raw_media
+        if is_raw_media(content_type, raw_media):
+            return PREDICT_PATH.format(name=self.service.name)
+        check_content_type(content_type, raw_media=raw_media)
         data = parse_json(body)
         for key, route in INVOCATION_ROUTES:
             if key in data:

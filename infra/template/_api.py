@@ -128,11 +128,22 @@ _SAGEMAKER_ERRORS = (
 STREAMING_ROUTES = frozenset(r for r in ROUTES if r.openai in (CHAT_ROUTE, COMPLETIONS_ROUTE) and r.method == "POST")
 
 
+def takes_raw_media(method: str, path: str, deployment: Deployment) -> bool:
+    """Whether this route takes a raw body of the task's media (an image/png predict body, as on
+    Lambda), so the caller's Content-Type must reach the server; every other route's body is JSON."""
+    route = find_route(method, path)
+    return route is not None and route.operation == "predict" and \
+        bool(INPUT_KINDS[get_task(deployment.spec.task).inputs].raw_media)
+
+
 def _sagemaker_operation(method: str, path: str, deployment: Deployment) -> dict:
     """InvokeEndpoint on the model's endpoint with the caller's body; ``path`` travels as a custom
     attribute so the server answers the route that was called (an info GET sends ``{}``)."""
+    raw_media = takes_raw_media(method, path, deployment)
     headers = {
-        "integration.request.header.Content-Type": "'application/json'",
+        # A raw image passes through as the binary media type it is (binary_media_types), with its type.
+        "integration.request.header.Content-Type":
+            "method.request.header.Content-Type" if raw_media else "'application/json'",
         "integration.request.header.Accept": "'application/json'",
         "integration.request.header.X-Amzn-SageMaker-Custom-Attributes": f"'modelfn-route={path}'",
     }
@@ -151,7 +162,12 @@ def _sagemaker_operation(method: str, path: str, deployment: Deployment) -> dict
         entry = method_responses.setdefault(status, {"description": "error: {\"error\": {\"code\", \"message\"}}"})
         if retry:
             entry["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    operation: dict = {}
+    if raw_media:
+        operation["parameters"] = [{"name": "Content-Type", "in": "header", "required": False,
+                                    "schema": {"type": "string"}}]
     return {
+        **operation,
         "x-amazon-apigateway-integration": {
             "type": "aws",
             "httpMethod": "POST",

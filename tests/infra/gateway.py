@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import httpx
 
+from functions.inputs import is_raw_media
 from tests.functions.eventfiles import make_event
 from tests.infra.servers import read_body
 from tests.infra.vtl import integration_response
@@ -60,7 +61,10 @@ class Gateway:
     def __init__(self, template: dict, *, lambdas: dict[str, Callable], relays: dict[str, Callable],
                  endpoints: dict[str, str], auth_mode: str = "API_KEY", api_key: str = "test-key"):
         conditions = {"UseIamAuth": auth_mode == "AWS_IAM", "UseApiKeyAuth": auth_mode == "API_KEY"}
-        paths = template["Resources"]["Api"]["Properties"]["DefinitionBody"]["paths"]
+        body = template["Resources"]["Api"]["Properties"]["DefinitionBody"]
+        paths = body["paths"]
+        # Bodies of these types reach a Lambda proxy integration base64-encoded, as API Gateway sends them.
+        self.binary = tuple(body.get("x-amazon-apigateway-binary-media-types", ()))
         self.operations = {(method.upper(), path): resolve(operation, conditions)
                            for path, methods in paths.items() for method, operation in methods.items()}
         self.lambdas, self.relays, self.endpoints, self.api_key = lambdas, relays, endpoints, api_key
@@ -84,10 +88,11 @@ class Gateway:
         integration = operation["x-amazon-apigateway-integration"]
         if integration["type"] == "aws":
             self.calls.append((method, path, "InvokeEndpoint"))
-            return await self._invoke_endpoint(send, method, integration, body)
+            return await self._invoke_endpoint(send, method, integration, body, headers)
         found = _LAMBDA.search(integration["uri"]["Fn::Sub"])
         event = make_event(method, path, body if method == "POST" else None, version=1,
-                           content_type=headers.get("content-type"))
+                           content_type=headers.get("content-type"),
+                           base64_body=is_raw_media(headers.get("content-type"), self.binary))
         if found["kind"] == "Relay":
             self.calls.append((method, path, "Relay"))
             return await self._relay(send, self.relays[found["id"]], event)
@@ -95,10 +100,18 @@ class Gateway:
         response = await asyncio.to_thread(self.lambdas[found["id"]], event, None)
         await _send(send, response["statusCode"], response["headers"]["content-type"], response["body"].encode())
 
-    async def _invoke_endpoint(self, send, method: str, integration: dict, body: bytes) -> None:
-        prefix = "integration.request.header."
-        headers = {k[len(prefix):]: v.strip("'") for k, v in integration["requestParameters"].items()
-                   if isinstance(v, str)}
+    async def _invoke_endpoint(self, send, method: str, integration: dict, body: bytes,
+                               received: dict[str, str]) -> None:
+        prefix, from_caller = "integration.request.header.", "method.request.header."
+        headers = {}
+        for key, value in integration["requestParameters"].items():
+            if not isinstance(value, str):
+                continue
+            if value.startswith(from_caller):  # the caller's header, when it sent one
+                if value[len(from_caller):].lower() in received:
+                    headers[key[len(prefix):]] = received[value[len(from_caller):].lower()]
+            else:
+                headers[key[len(prefix):]] = value.strip("'")
         model = re.search(r"endpoints/\$\{AWS::StackName\}-([a-z0-9-]+)/invocations",
                           integration["uri"]["Fn::Sub"]).group(1)
         sent = body if method == "POST" else b"{}"
