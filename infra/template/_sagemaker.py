@@ -62,7 +62,18 @@ def inference_component_name(deployment: Deployment) -> dict | None:
     return endpoint_name(deployment) if deployment.spec.scale_to_zero else None
 
 
+def _log_groups(deployment: Deployment) -> list[dict]:
+    """The log groups the container writes to: the endpoint's, and a scale-to-zero model's inference
+    component's (SageMaker sends a component's container output to /aws/sagemaker/InferenceComponents/NAME)."""
+    groups = [f"/aws/sagemaker/Endpoints/${{AWS::StackName}}-{deployment.spec.name}"]
+    if inference_component_name(deployment) is not None:
+        groups.append(f"/aws/sagemaker/InferenceComponents/${{AWS::StackName}}-{deployment.spec.name}")
+    return [sub(f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:{group}:*")
+            for group in groups]
+
+
 def _execution_role(deployment: Deployment, registry_uri: str) -> dict:
+    groups = _log_groups(deployment)
     statements = [
         {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},  # not resource-scoped
         {"Effect": "Allow",
@@ -71,8 +82,7 @@ def _execution_role(deployment: Deployment, registry_uri: str) -> dict:
                          f"${{{IMAGE_REPOSITORY}}}")},
         {"Effect": "Allow",
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-         "Resource": sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
-                         f"/aws/sagemaker/Endpoints/${{AWS::StackName}}-{deployment.spec.name}:*")},
+         "Resource": groups[0] if len(groups) == 1 else groups},
     ]
     if deployment.fetch:
         # SageMaker copies the version's prefix to /opt/ml/model with this role: list it, read it.

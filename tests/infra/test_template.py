@@ -273,6 +273,18 @@ def test_scale_to_zero_is_an_inference_component_that_starts_again_on_demand(tem
     # Without the opt-in, no model can reach zero.
     assert resources["BigLlmScalableTarget"]["Properties"]["MinCapacity"] >= 1
     assert "BigLlmInferenceComponent" not in resources
+    # A component's container logs to its own group: the role may write there as well as the endpoint's.
+
+    def log_resources(role: str):
+        statements = resources[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        found = next(st["Resource"] for st in statements if "logs:PutLogEvents" in st["Action"])
+        return [r["Fn::Sub"] for r in (found if isinstance(found, list) else [found])]
+
+    prefix = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/sagemaker/"
+    assert log_resources("GpuEmbedExecutionRole") == [
+        prefix + "Endpoints/${AWS::StackName}-gpu-embed:*", prefix + "InferenceComponents/${AWS::StackName}-gpu-embed:*"]
+    assert component["InferenceComponentName"] == {"Fn::Sub": "${AWS::StackName}-gpu-embed"}
+    assert log_resources("BigLlmExecutionRole") == [prefix + "Endpoints/${AWS::StackName}-big-llm:*"]
 
 
 def _checkov(path: Path) -> dict:
