@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,10 @@ class GenerationModel:
         # Seconds per prompt token of the last prefill (the first token's step): what a new prompt is
         # estimated at against the request's deadline before anything runs.
         self.prefill_rate = deadlines.RunRate()
+        # One prompt read (prefill) at a time: it holds logits for every prompt position (up to the
+        # whole window x the vocabulary), far more than a decoding step, and the GPU memory check
+        # (infra/build/gpu_memory.py) counts room for one. Generators decode side by side otherwise.
+        self.prefill_gate = threading.Lock()
 
     def _load_chat_template(self, root: Path, file: str, bos_id: int | None) -> ChatTemplate | None:
         if not file:
@@ -240,19 +245,27 @@ class Generation:
         model, deadline = self.model, self.deadline
         deadline.check(0.0, "generating an answer")
         clock, step = deadline.clock, 0.0
-        generator = model._generator(self.prompt_ids, self.options, self.max_tokens)
+        with model.prefill_gate:  # the prompt is appended, and read by the first step, under the gate
+            generator = model._generator(self.prompt_ids, self.options, self.max_tokens)
+            stepped = not generator.is_done()
+            if stepped:
+                started = clock()
+                generator.generate_next_token()
+                step = clock() - started
+        if stepped:
+            model.prefill_rate.observe(len(self.prompt_ids), step)
         decoder = IncrementalDecoder(model.tokenizer, self.prompt_ids)
         stops = StopStrings(self.options.stop)
         eos = model.eos_token_ids
         reason = LENGTH
-        while not generator.is_done():
-            if self.token_ids and not deadline.fits(step):
-                break  # out of time: the answer ends here, as at max_tokens ("length")
-            started = clock()
-            generator.generate_next_token()
-            step = clock() - started
-            if not self.token_ids:  # the first step reads the whole prompt
-                model.prefill_rate.observe(len(self.prompt_ids), step)
+        while stepped or not generator.is_done():
+            if not stepped:  # the first token came with the prompt's read above
+                if not deadline.fits(step):
+                    break  # out of time: the answer ends here, as at max_tokens ("length")
+                started = clock()
+                generator.generate_next_token()
+                step = clock() - started
+            stepped = False
             token = int(generator.get_next_tokens()[0])
             self.token_ids.append(token)
             if token in eos:

@@ -16,7 +16,8 @@
               max_batch rows (a request over the budget runs alone).
               text-generation: max_concurrent_generations x one generator's KV cache for the whole
               context window (onnxruntime-genai allocates it whole, per generator) + one prefill of
-              the window (memory.py's generation estimate less its KV cache): every position's
+              the window (one: the server reads one prompt at a time, GenerationModel.prefill_gate;
+              memory.py's generation estimate less its KV cache): every position's
               logits, but no heads x context^2 attention scores, which the builder's CUDA
               GroupQueryAttention (flash or memory-efficient attention) tiles instead of holding
               (kept, Llama-3-8B's 128k window would need a TB for them).

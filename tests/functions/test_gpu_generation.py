@@ -185,6 +185,67 @@ def test_a_stream_whose_client_leaves_frees_its_generator_for_the_next_request(l
         assert again.status_code == 200
 
 
+
+def test_prompts_are_read_one_at_a_time_while_generators_decode_side_by_side(lm, monkeypatch):
+    """The GPU memory check counts room for one prompt read (its logits span every prompt position):
+    with four slots, prompt reads never overlap, yet the generators' later steps do."""
+    model = lm.model
+    real = model._generator
+    lock = threading.Lock()
+    now = {"read": 0, "decode": 0}
+    most = {"read": 0, "decode": 0}
+
+    def enter(kind):
+        with lock:
+            now[kind] += 1
+            most[kind] = max(most[kind], now[kind])
+
+    def leave(kind):
+        with lock:
+            now[kind] -= 1
+
+    class Watched:
+        def __init__(self, generator):
+            self._generator, self._steps = generator, 0
+
+        def __getattr__(self, name):
+            return getattr(self._generator, name)
+
+        def generate_next_token(self):
+            kind = "read" if self._steps == 0 else "decode"
+            self._steps += 1
+            enter(kind)
+            try:
+                threading.Event().wait(0.02)  # long enough for the others to arrive
+                self._generator.generate_next_token()
+            finally:
+                leave(kind)
+
+    def watched(*args):
+        enter("read")  # appending the prompt counts as reading it too
+        try:
+            return Watched(real(*args))
+        finally:
+            leave("read")
+
+    monkeypatch.setattr(model, "_generator", watched)
+    bodies = [{"prompt": f"prompt number {i} is", "max_tokens": 6, "temperature": 0} for i in range(4)]
+    with _server(lm, slots=4) as url:
+        wait_until_ready(url)
+        results = [None] * 4
+
+        def ask(i):
+            results[i] = httpx.post(url + "/v1/completions", json=bodies[i], timeout=60)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert [r.status_code for r in results] == [200] * 4
+    assert most["read"] == 1, most
+    assert most["decode"] > 1, most
+
 def test_bad_generation_requests_get_the_error_shape_through_the_scheduler(lm):
     with _server(lm) as url:
         wait_until_ready(url)
