@@ -89,7 +89,7 @@ def _endpoint(route: Route, service: ModelService, batcher: "Batcher | None",
                 call = getattr(service, operation)
                 return _respond(request, await generations.serve(
                     request, lambda body: call(*args, body),
-                    read=lambda r: read_body(r, service.max_body_bytes)))
+                    read=lambda r: read_body(r, service.max_body_bytes), budget_ms=service.settings.time_budget_ms))
             if batched:
                 begin = getattr(service, "begin_" + operation)
                 return _respond(request, await batcher.serve(request, lambda body: begin(*args, body),

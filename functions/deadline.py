@@ -65,6 +65,11 @@ class Deadline:
         """Whether work estimated at ``seconds`` can finish before the deadline."""
         return seconds < self.remaining()
 
+    def cancel(self) -> None:
+        """End the time left now: nobody will read the answer (its client left). Work checking this
+        deadline stops at its next check (a generation ends at its next token)."""
+        self.expires_at = -math.inf
+
     def check(self, estimated_s: float, what: str) -> None:
         """TimedOut (504) unless ``what``, estimated at ``estimated_s`` seconds, fits in what is left."""
         left = self.remaining()

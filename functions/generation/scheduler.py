@@ -10,7 +10,8 @@ loop never waits on a decoding step::
           ─ wait ──── for one of max_concurrent_generations slots; a client that leaves while
                       waiting is dropped unrun (499, logged)
           ─ run ───── the service's route (chat, completions, predict) on the pool: a whole answer,
-                      or the first step of a stream, whose later pieces are decoded on the pool too
+                      or the first step of a stream, whose later pieces are decoded on the pool too;
+                      a whole answer whose client leaves stops at its next token
           ─ release ─ when the answer is built, or the stream ends, fails or its client leaves
                       (the generator is closed, so its KV cache is freed at once)
 
@@ -28,6 +29,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import deadline as deadlines
 from ..batching import Admission, ClientClosedRequest, client_gone
 from ..service import Answer
 
@@ -50,7 +52,7 @@ class GenerationStats:
     streams: int = 0  # of those, streamed answers
     completed: int = 0  # answers finished (streams: the last piece sent)
     dropped: int = 0  # requests dropped unrun because their client had disconnected while waiting
-    abandoned: int = 0  # streams whose client left before the end (the generator was closed)
+    abandoned: int = 0  # answers whose client left before the end (the generation was stopped)
     rejected: int = 0  # requests answered 429
 
 
@@ -88,12 +90,14 @@ class GenerationScheduler:
         return out
 
     async def serve(self, request, call: Callable[[bytes], Answer], *,
-                    read: Callable[[Any], Awaitable[bytes]] | None = None) -> Answer:
+                    read: Callable[[Any], Awaitable[bytes]] | None = None, budget_ms: int | None = None) -> Answer:
         """The whole path of one HTTP request: admit, read the body, wait for a slot, run ``call``.
 
         ``request`` is a Starlette request; ``read`` reads its body (default: whole, unbounded; the
         app passes its size-checked reader); ``call`` is a ModelService route (body -> Answer) and
-        raises RequestError for bad input. A streamed answer keeps its slot until the stream ends.
+        raises RequestError for bad input; ``budget_ms`` bounds its time (functions/deadline.py). A
+        streamed answer keeps its slot until the stream ends; a whole answer whose client leaves
+        stops at its next token (its deadline is cancelled) and frees its slot.
         """
         with self._admission.admit():
             body = await (read(request) if read is not None else request.body())
@@ -102,7 +106,8 @@ class GenerationScheduler:
             try:
                 self._running += 1
                 self.stats.requests += 1
-                answer = await asyncio.get_running_loop().run_in_executor(self._pool, call, body)
+                deadline = deadlines.Deadline.for_request(None, budget_ms)
+                answer = await self._run(call, body, deadline, request.receive)
                 if answer.stream is None:
                     self.stats.completed += 1
                     return answer
@@ -112,6 +117,26 @@ class GenerationScheduler:
             finally:
                 if not handed_over:
                     self._release()
+
+    async def _run(self, call: Callable[[bytes], Answer], body: bytes, deadline: deadlines.Deadline,
+                   receive: Callable) -> Answer:
+        """``call`` on the pool under ``deadline``, watching the client meanwhile: if it leaves, the
+        deadline is cancelled, the run is waited for (it ends at its next token) and the request is a
+        ClientClosedRequest."""
+        run = asyncio.get_running_loop().run_in_executor(self._pool, _in_scope, deadline, call, body)
+        watcher = asyncio.ensure_future(client_gone(receive))
+        try:
+            await asyncio.wait((run, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not run.done():
+            deadline.cancel()
+            self.stats.abandoned += 1
+            with suppress(Exception):  # a 504 for nobody, or the model's fault: its client has gone
+                await asyncio.shield(run)
+            raise ClientClosedRequest("the client disconnected before the answer was ready; its generation "
+                                      "was stopped")
+        return run.result()
 
     async def _acquire(self, receive: Callable) -> None:
         """A slot, or ClientClosedRequest if the client leaves while waiting for one."""
@@ -172,6 +197,11 @@ class GenerationScheduler:
                         self.stats.completed += 1
             finally:
                 self._release()
+
+
+def _in_scope(deadline: deadlines.Deadline, call: Callable[[bytes], Answer], body: bytes) -> Answer:
+    with deadlines.scope(deadline):
+        return call(body)
 
 
 def _found_the_end(step: Future) -> bool:

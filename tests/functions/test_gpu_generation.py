@@ -246,6 +246,43 @@ def test_prompts_are_read_one_at_a_time_while_generators_decode_side_by_side(lm,
     assert most["read"] == 1, most
     assert most["decode"] > 1, most
 
+
+def test_a_whole_answer_whose_client_leaves_stops_and_frees_its_slot(lm, monkeypatch):
+    """Not streamed: API Gateway gives up at 29 s, InvokeEndpoint at 60 s; the generation must not go
+    on decoding for nobody, holding its slot and KV cache."""
+    model = lm.model
+    real = model._generator
+    steps = []
+
+    class Slow:
+        def __init__(self, generator):
+            self._generator = generator
+
+        def __getattr__(self, name):
+            return getattr(self._generator, name)
+
+        def generate_next_token(self):
+            steps.append(1)
+            threading.Event().wait(0.05)
+            self._generator.generate_next_token()
+
+    monkeypatch.setattr(model, "_generator", lambda *args: Slow(real(*args)))
+    body = {"prompt": "the quick brown", "max_tokens": 100, "temperature": 0}  # about 5 s of steps
+    with _server(lm, slots=1) as url:
+        wait_until_ready(url)
+        steps.clear()  # the warm-up's
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/completions", json=body, timeout=0.5)
+        wait_for(lambda: httpx.get(url + "/health").json()["generation"]["running"] == 0, "the slot to be freed",
+                 timeout=3)
+        health = httpx.get(url + "/health").json()["generation"]
+        assert health["abandoned"] == 1 and health["completed"] == 0
+        assert len(steps) < 40, len(steps)  # stopped within a token or two of the client leaving, not at 100
+        monkeypatch.setattr(model, "_generator", real)
+        again = httpx.post(url + "/v1/completions", json={"prompt": "hello", "max_tokens": 2, "temperature": 0},
+                           timeout=60)
+        assert again.status_code == 200
+
 def test_bad_generation_requests_get_the_error_shape_through_the_scheduler(lm):
     with _server(lm) as url:
         wait_until_ready(url)
