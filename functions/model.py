@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from .errors import BundleError, Unprocessable
+from .errors import BundleError, ConfigError, Unprocessable
 from .manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, read_manifest
 from .providers import GPU_PROVIDERS, choose_provider, session_providers
 from .sessions import session_options
@@ -116,11 +116,17 @@ class LoadedModel:
         limit = min(max_tokens, runtime.max_length) if max_tokens else runtime.max_length
         self.limits = Limits(max_batch=max_batch, max_tokens=limit, truncate=truncate)
         self._max_chars = self.limits.max_chars
-        providers = session_providers(choose_provider(provider), inputs=list(self.manifest.inputs),
+        chosen = choose_provider(provider)
+        providers = session_providers(chosen, inputs=list(self.manifest.inputs),
                                       max_rows=max(max_rows or max_batch, max_batch), max_tokens=limit)
         self.session = ort.InferenceSession(str(root / graph), sess_options=options or session_options(threads),
                                             providers=providers)
         self.provider: str = self.session.get_providers()[0]
+        if chosen in GPU_PROVIDERS and self.provider not in GPU_PROVIDERS:
+            # onnxruntime falls back to the CPU on its own: a GPU endpoint would serve, slowly, on its CPU.
+            raise ConfigError(f"onnxruntime offers {chosen} but could not start it here (no GPU visible, or CUDA "
+                              "libraries or a driver too old for them), so the model would run on the CPU",
+                              hint="fix the GPU setup, or set MODELFN_PROVIDER=cpu (--provider cpu) to serve on the CPU")
         # On a GPU, IO binding copies each input to the device once and each output back once: the
         # device the outputs stay on until then ("cuda"); None runs plain session.run.
         self.output_device: str | None = "cuda" if self.provider in GPU_PROVIDERS else None

@@ -4,6 +4,7 @@ over real uvicorn servers, in a thread or as the `serve` process receiving a rea
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import threading
@@ -129,9 +130,15 @@ def test_a_body_declared_over_the_limit_is_413_before_it_is_read(embed_server, e
     with socket.create_connection((host, int(port)), timeout=10) as conn:
         conn.sendall(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                      f"content-length: {declared}\r\n\r\n{{".encode())
-        head = conn.recv(65536).decode("latin-1")
-    assert head.startswith("HTTP/1.1 413"), head[:200]
-    assert '"payload_too_large"' in head
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+                re.search(rb"content-length: (\d+)", answer.partition(b"\r\n\r\n")[0]).group(1)):
+            chunk = conn.recv(65536)
+            assert chunk, answer  # the server answered before the body it never got
+            answer += chunk
+    head, _, payload = answer.decode("latin-1").partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert json.loads(payload)["error"]["code"] == "payload_too_large"
 
 
 def test_a_body_over_the_limit_without_a_length_is_413_too(embed_server, embedder):
@@ -382,6 +389,25 @@ def test_lambda_keeps_the_cpu_provider_and_auto_falls_back_to_it_here(tiny_bundl
         ModelService.load(bundle, provider="cuda")
 
 
+
+
+def test_a_gpu_provider_that_falls_back_to_the_cpu_is_refused(tiny_bundle, monkeypatch):
+    """onnxruntime-gpu on a host whose GPU it cannot start (no device, a driver too old for CUDA 13)
+    falls back to the CPU by itself: the server refuses to load rather than serve a GPU endpoint on its
+    CPU. Here the CPU build is told it offers CUDA, and its session falls back exactly so."""
+    from functions import providers
+
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [CUDA, CPU])
+    bundle = tiny_bundle("feature-extraction", quantization="none")
+    with pytest.raises(ConfigError, match="offers CUDAExecutionProvider but could not start it") as refused:
+        ModelService.load(bundle, provider="auto")
+    assert "MODELFN_PROVIDER=cpu" in str(refused.value)
+    assert ModelService.load(bundle, provider="cpu").model.provider == CPU  # the way out it names
+    with serving(SageMakerApp(lambda: ModelService.load(bundle, provider="auto")), lifespan="on") as url:
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/ping").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(url + "/ping").json() == {"status": "failed"}
 
 @pytest.mark.parametrize("task", ["feature-extraction", "token-classification", "question-answering"])
 def test_the_io_binding_path_answers_as_session_run(tiny_bundle, task):
