@@ -17,14 +17,29 @@ PROGRAM_DIR = "/opt/program"
 MODEL_DIR = "/opt/ml/model"
 SERVE_FILE = "serve"
 
-SERVE_SCRIPT = """\
-#!/bin/sh
+SERVE_SCRIPT = r"""#!/bin/sh
 # The SageMaker entry point. SageMaker starts the container as `docker run IMAGE serve`; with `serve`
 # as the entry point that argument arrives here and means the same. Anything else (`train`) is not
 # something this image does. exec: SIGTERM from SageMaker reaches the server, which drains.
 if [ $# -gt 0 ] && [ "$1" != "serve" ]; then
   echo "serve: this image only serves models (got '$1')" >&2
   exit 2
+fi
+# CUDA forward compatibility: the CUDA 13 base needs driver 580 or newer; SageMaker's GPU hosts run
+# older ones (535, 550) and, since NVIDIA Container Toolkit 1.17.4, no longer mount the compat
+# libraries themselves. When the host's driver is older than the one the base's compat libcuda is
+# from, that libcuda goes first on the library path (SageMaker's documented set-up for own containers).
+compat=${MODELFN_CUDA_COMPAT_DIR:-/usr/local/cuda/compat}
+driver_file=${MODELFN_NVIDIA_VERSION_FILE:-/proc/driver/nvidia/version}
+if [ -e "$compat/libcuda.so.1" ] && [ -r "$driver_file" ]; then
+  image_driver=$(readlink "$compat/libcuda.so.1" | sed -n 's/^.*libcuda\.so\.\([0-9][0-9.]*\)$/\1/p')
+  host_driver=$(awk '/^NVRM/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+(\.[0-9]+)?$/) { print $i; exit } }' \
+    "$driver_file")
+  if [ -n "$image_driver" ] && [ -n "$host_driver" ] && [ "$host_driver" != "$image_driver" ] \
+     && [ "$(printf '%s\n%s\n' "$host_driver" "$image_driver" | sort -V | head -n 1)" = "$host_driver" ]; then
+    echo "serve: host driver $host_driver is older than CUDA's $image_driver: using $compat" >&2
+    export LD_LIBRARY_PATH="$compat${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
 fi
 exec python3 -m functions.serve
 """

@@ -219,3 +219,41 @@ def test_gpu_dockerfile_installs_python_only_where_the_base_has_none():
     assert "command -v python3 >/dev/null 2>&1 || ( apt-get update" in text
     assert "sys.version_info[:2] == (3, 12)" in text
     assert "COPY model/" not in text and "SageMaker copies it from the registry to /opt/ml/model" in text
+
+
+@pytest.mark.parametrize("host, image, uses_compat", [
+    ("535.183.01", "580.95.05", True),    # SageMaker's ml.g6 driver, older than CUDA 13's: compat first
+    ("580.95.05", "580.95.05", False),   # the same driver: nothing to do
+    ("590.10", "580.95.05", False),      # a newer host driver runs CUDA 13 itself
+    (None, "580.95.05", False),          # no NVIDIA driver (the CPU stand-in): nothing to do
+])
+def test_the_gpu_entry_point_puts_cuda_compat_first_only_under_an_older_driver(tmp_path, host, image, uses_compat):
+    """The `serve` script, run by /bin/sh with a stand-in python3 that prints the library path it got."""
+    import os
+    import subprocess
+
+    from infra.build.gpu_image import SERVE_SCRIPT
+
+    compat = tmp_path / "compat"
+    compat.mkdir()
+    (compat / f"libcuda.so.{image}").write_bytes(b"")
+    (compat / "libcuda.so.1").symlink_to(f"libcuda.so.{image}")
+    version_file = tmp_path / "nvidia-version"
+    if host is not None:
+        version_file.write_text(f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {host}  Release Build  "
+                                "(dvs-builder@U16-I3-B03-4-1)  Thu Jul 31 00:00:00 UTC 2025\nGCC version:  gcc 11.4\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text('#!/bin/sh\necho "ran $* with LD_LIBRARY_PATH=$LD_LIBRARY_PATH"\n')
+    (bin_dir / "python3").chmod(0o755)
+    script = tmp_path / "serve"
+    script.write_text(SERVE_SCRIPT)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LD_LIBRARY_PATH": "/opt/x",
+           "MODELFN_CUDA_COMPAT_DIR": str(compat), "MODELFN_NVIDIA_VERSION_FILE": str(version_file)}
+    done = subprocess.run(["/bin/sh", str(script), "serve"], capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    expected = f"{compat}:/opt/x" if uses_compat else "/opt/x"
+    assert done.stdout.strip() == f"ran -m functions.serve with LD_LIBRARY_PATH={expected}"
+    assert ("older than CUDA's" in done.stderr) == uses_compat
+    refused = subprocess.run(["/bin/sh", str(script), "train"], capture_output=True, text=True, env=env, timeout=30)
+    assert refused.returncode == 2 and "only serves models" in refused.stderr
