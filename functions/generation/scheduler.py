@@ -189,9 +189,14 @@ class GenerationScheduler:
                         self.stats.completed += 1
                     else:
                         self.stats.abandoned += 1
-                    closing = self._pool.submit(_close_after, step, pieces)
-                    with suppress(Exception):  # the stream's own fault was already reported to its client
-                        await asyncio.shield(asyncio.wrap_future(closing))
+                    try:
+                        closing = self._pool.submit(_close_after, step, pieces)
+                    except RuntimeError:  # the pool has stopped (SIGTERM past the drain): its steps are over
+                        with suppress(Exception):
+                            _close_after(step, pieces)
+                    else:
+                        with suppress(Exception):  # the stream's own fault was already reported to its client
+                            await asyncio.shield(asyncio.wrap_future(closing))
                     if not ended and _found_the_end(step):  # the last step was still running
                         self.stats.abandoned -= 1
                         self.stats.completed += 1

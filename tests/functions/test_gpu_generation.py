@@ -283,6 +283,38 @@ def test_a_whole_answer_whose_client_leaves_stops_and_frees_its_slot(lm, monkeyp
                            timeout=60)
         assert again.status_code == 200
 
+
+
+def test_a_stream_closed_after_the_pool_has_stopped_is_still_closed():
+    """SIGTERM with a stream longer than the drain timeout: the lifespan may stop the pool before the
+    cancelled stream is cleaned up. Its generator is still closed (its KV cache freed), without an error."""
+    import asyncio
+
+    from functions.generation.scheduler import GenerationScheduler
+
+    closed = threading.Event()
+
+    def pieces():
+        try:
+            for i in range(100):
+                yield f"piece {i} "
+        finally:
+            closed.set()
+
+    async def scenario():
+        scheduler = GenerationScheduler()
+        await scheduler._slots.acquire()  # the slot serve() holds for a stream
+        scheduler._running += 1
+        stream = scheduler._hold(pieces())
+        assert await stream.__anext__() == "piece 0 "
+        await scheduler.stop()  # the lifespan's shutdown, before the stream's cleanup
+        await stream.aclose()  # the cancelled response closes its body iterator
+        return scheduler.snapshot()
+
+    snapshot = asyncio.run(scenario())
+    assert closed.is_set()
+    assert snapshot["running"] == 0 and snapshot["abandoned"] == 1
+
 def test_bad_generation_requests_get_the_error_shape_through_the_scheduler(lm):
     with _server(lm) as url:
         wait_until_ready(url)
