@@ -215,12 +215,7 @@ class Batcher:
         self._wake.set()
         if receive is None:
             return await entry.future
-        watcher = asyncio.ensure_future(client_gone(receive))
-        try:
-            await asyncio.wait((entry.future, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if not entry.future.done():
+        if not await done_unless_gone(entry.future, receive):
             entry.gone = True  # still queued: the scheduler drops it; already running: its answer is discarded
             raise ClientClosedRequest("the client disconnected before the answer was ready")
         return entry.future.result()
@@ -308,6 +303,17 @@ class Batcher:
         return feed, self._run(feed)
 
 
+async def done_unless_gone(work: asyncio.Future, receive: Callable) -> bool:
+    """Wait for ``work`` or for the client to disconnect, whichever comes first; whether ``work`` is done
+    (False: the client left first, and ``work`` goes on unless the caller stops it)."""
+    watcher = asyncio.ensure_future(client_gone(receive))
+    try:
+        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    return work.done()
+
+
 async def client_gone(receive: Callable) -> None:
     """Returns when the ASGI channel reports the client gone (the request body was read before)."""
     try:
@@ -333,4 +339,4 @@ def _width_of(feed: dict) -> int:
 
 
 __all__ = ["Admission", "Batcher", "BatchLimits", "BatchStats", "ClientClosedRequest", "RETRY_AFTER_S",
-           "client_gone", "mixes_requests"]
+           "client_gone", "done_unless_gone", "mixes_requests"]

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .. import deadline as deadlines
-from ..batching import Admission, ClientClosedRequest, client_gone
+from ..batching import Admission, ClientClosedRequest, done_unless_gone
 from ..service import Answer
 
 _END = object()
@@ -124,12 +124,7 @@ class GenerationScheduler:
         deadline is cancelled, the run is waited for (it ends at its next token) and the request is a
         ClientClosedRequest."""
         run = asyncio.get_running_loop().run_in_executor(self._pool, _in_scope, deadline, call, body)
-        watcher = asyncio.ensure_future(client_gone(receive))
-        try:
-            await asyncio.wait((run, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if not run.done():
+        if not await done_unless_gone(run, receive):
             deadline.cancel()
             self.stats.abandoned += 1
             with suppress(Exception):  # a 504 for nobody, or the model's fault: its client has gone
@@ -144,12 +139,7 @@ class GenerationScheduler:
             await self._slots.acquire()
             return
         slot = asyncio.ensure_future(self._slots.acquire())
-        watcher = asyncio.ensure_future(client_gone(receive))
-        try:
-            await asyncio.wait((slot, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if not slot.done():
+        if not await done_unless_gone(slot, receive):
             slot.cancel()
             self.stats.dropped += 1
             raise ClientClosedRequest("the client disconnected while waiting for a generator")
