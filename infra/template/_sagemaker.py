@@ -65,11 +65,9 @@ def inference_component_name(deployment: Deployment) -> dict | None:
 def _log_groups(deployment: Deployment) -> list[dict]:
     """The log groups the container writes to: the endpoint's, and a scale-to-zero model's inference
     component's (SageMaker sends a component's container output to /aws/sagemaker/InferenceComponents/NAME)."""
-    groups = [f"/aws/sagemaker/Endpoints/${{AWS::StackName}}-{deployment.spec.name}"]
-    if inference_component_name(deployment) is not None:
-        groups.append(f"/aws/sagemaker/InferenceComponents/${{AWS::StackName}}-{deployment.spec.name}")
-    return [sub(f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:{group}:*")
-            for group in groups]
+    named = [("Endpoints", endpoint_name(deployment)), ("InferenceComponents", inference_component_name(deployment))]
+    return [sub(f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/sagemaker/"
+                f"{kind}/{name['Fn::Sub']}:*") for kind, name in named if name is not None]
 
 
 def _execution_role(deployment: Deployment, registry_uri: str) -> dict:

@@ -42,6 +42,15 @@ def payload_part(data: bytes) -> bytes:
                           ":content-type": "application/octet-stream"}, data)
 
 
+def model_error(status: int, original: str) -> dict:
+    """The body of the runtime's ModelError (424) for a container that answered ``status`` with ``original``."""
+    side = "client" if status < 500 else "server"
+    return {"ErrorCode": f"{side.upper()}_ERROR_FROM_MODEL", "OriginalStatusCode": status, "OriginalMessage": original,
+            "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/x",
+            "Message": f'Received {side} error ({status}) from primary with message "{original}". See '
+                       "https://us-east-1.console.aws.amazon.com/cloudwatch/home for more information."}
+
+
 def exception_event(kind: str, message: str, error_code: str | None = None) -> bytes:
     body = {"Message": message, **({"ErrorCode": error_code} if error_code else {})}
     return event_message({":exception-type": kind, ":message-type": "exception",
@@ -94,11 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
             upstream.request("POST", "/invocations", body=body, headers=forwarded)
             answer = upstream.getresponse()
             if answer.status >= 400:
-                original = answer.read().decode("utf-8", "replace")
-                self._error(424, "ModelError", f"Received client error ({answer.status}) from primary with message "
-                                               f'"{original}"', OriginalStatusCode=answer.status,
-                            OriginalMessage=original,
-                            LogStreamArn="arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/x")
+                error = model_error(answer.status, answer.read().decode("utf-8", "replace"))
+                self._error(424, "ModelError", error.pop("Message"), **error)
                 return
             self.send_response(200)
             self.send_header("Content-Type", "application/vnd.amazon.eventstream")

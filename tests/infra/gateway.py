@@ -31,6 +31,7 @@ import httpx
 
 from functions.inputs import is_raw_media
 from tests.functions.eventfiles import make_event
+from tests.functions.sagemaker_runtime import model_error
 from tests.infra.servers import read_body
 from tests.infra.vtl import integration_response
 
@@ -120,12 +121,8 @@ class Gateway:
         if answer.status_code < 300:
             return await _send(send, 200, "application/json", answer.content)
         # The runtime wraps a container's error in a ModelError (424), which the integration's responses map.
-        original = answer.content.decode("utf-8", "replace")
-        side = "client" if answer.status_code < 500 else "server"
-        model_error = {"ErrorCode": f"{side.upper()}_ERROR_FROM_MODEL", "OriginalStatusCode": answer.status_code,
-                       "OriginalMessage": original, "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:x",
-                       "Message": f'Received {side} error ({answer.status_code}) from primary with message "{original}".'}
-        status, _, text = integration_response(integration, 424, json.dumps(model_error))
+        error = model_error(answer.status_code, answer.content.decode("utf-8", "replace"))
+        status, _, text = integration_response(integration, 424, json.dumps(error))
         await _send(send, status, "application/json", text.encode("utf-8"))
 
     @staticmethod

@@ -10,29 +10,19 @@ import json
 import pytest
 
 from functions.relay import runtime_failure
+from tests.functions.sagemaker_runtime import model_error
 from tests.infra.test_template import template  # noqa: F401 - the fixture: a stack with gpu models
 from tests.infra.vtl import escape_javascript, integration_response, render
-
-LOG_STREAM = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/stack-big-llm"
-
-
-def _model_error(status: int, original: str) -> dict:
-    return {"ErrorCode": "CLIENT_ERROR_FROM_MODEL" if status < 500 else "SERVER_ERROR_FROM_MODEL",
-            "LogStreamArn": LOG_STREAM, "OriginalStatusCode": status, "OriginalMessage": original,
-            "Message": f'Received {"client" if status < 500 else "server"} error ({status}) from primary with '
-                       f'message "{original}". See https://us-east-1.console.aws.amazon.com/cloudwatch/home for '
-                       "more information."}
-
 
 CONTAINER_422 = json.dumps({"error": {"code": "unprocessable_entity", "message": "text 0 has 300 tokens, over "
                                                                                   "max_tokens 256 (truncate: false)"}})
 # (case, runtime status, error type (the x-amzn-ErrorType header, which the integration never sees), body,
 #  the API's status and error code)
 ANSWERS = [
-    ("a container error passes through", 424, "ModelError", _model_error(422, CONTAINER_422),
+    ("a container error passes through", 424, "ModelError", model_error(422, CONTAINER_422),
      422, "unprocessable_entity"),
     ("a crashed container's text", 424, "ModelError",
-     _model_error(500, "<html>Internal Server Error: can't load 'model.onnx' \\ path /opt/ml/model</html>"),
+     model_error(500, "<html>Internal Server Error: can't load 'model.onnx' \\ path /opt/ml/model</html>"),
      500, "model_error"),
     ("throttled: the endpoint's concurrency limit", 400, "ThrottlingException", {"message": None},
      429, "throttled"),
